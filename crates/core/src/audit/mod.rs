@@ -1,0 +1,367 @@
+//! The append-only, hash-chained audit log.
+//!
+//! Every event carries `prev_hash` and `hash = SHA-256(prev_hash ‖ canonical bytes)`,
+//! where the canonical bytes are the JSON of `{seq, time, request_id, body}` (struct
+//! fields in declaration order, maps sorted). Anyone holding an export can recompute
+//! the chain with [`verify_events`]; no key is needed.
+//!
+//! [`AuditStore`] is the storage trait; [`SledStore`] is the embedded default. Stores
+//! also keep per-request records (folded from events with
+//! [`RequestRecord::apply`](crate::model::RequestRecord::apply)) and the dedup index.
+
+mod sled_store;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use sled_store::{SledOptions, SledStore};
+
+use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
+
+/// `prev_hash` of the first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process holds the store open.
+    #[error("the audit store at {0} is locked by another process (is `youops serve` running? use --server to talk to it)")]
+    Locked(String),
+    /// The dedup key was already used by an earlier request.
+    #[error("duplicate delivery: already handled as request {0}")]
+    Duplicate(RequestId),
+    /// Disk or database failure.
+    #[error("{0}")]
+    Io(String),
+    /// Stored data that does not decode.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The store was closed.
+    #[error("the audit store is closed")]
+    Closed,
+}
+
+/// How an append is acknowledged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppendOptions {
+    /// Wait until the events are on disk (group-committed with concurrent appends).
+    pub durable: bool,
+    /// Claim this dedup key for the request of the first event; if it was claimed
+    /// before, nothing is appended and [`StoreError::Duplicate`] names the earlier request.
+    pub dedup_key: Option<String>,
+}
+
+impl AppendOptions {
+    /// Durable, no dedup key.
+    pub fn durable() -> Self {
+        AppendOptions {
+            durable: true,
+            dedup_key: None,
+        }
+    }
+
+    /// Acknowledged once ordered in the chain; flushed with the next group commit.
+    pub fn buffered() -> Self {
+        AppendOptions::default()
+    }
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Events checked.
+    pub checked: u64,
+    /// Sequence number and hash of the last good event.
+    pub head_seq: u64,
+    /// Hash of the last good event.
+    pub head_hash: String,
+    /// The first broken record, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<Broken>,
+    /// Events before this seq were archived (a checkpoint starts the chain here).
+    #[serde(default)]
+    pub starts_at_checkpoint: Option<u64>,
+}
+
+impl VerifyReport {
+    /// Whether the chain is intact.
+    pub fn ok(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// Where and why the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broken {
+    /// Sequence number of the first bad record.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record #{}: {}", self.seq, self.reason)
+    }
+}
+
+/// Storage of the audit log, request records and dedup keys.
+///
+/// Implementations must append in one total order, make each append atomic (all
+/// events of one call or none), and never rewrite an appended event.
+#[async_trait]
+pub trait AuditStore: Send + Sync + fmt::Debug + 'static {
+    /// Append events in order; returns them as stored (with seq and hashes).
+    async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        opts: AppendOptions,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Make everything appended so far durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+    /// The current record of a request.
+    async fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError>;
+    /// Every event of a request, in order.
+    async fn request_events(&self, id: RequestId) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The request that claimed a dedup key.
+    async fn find_dedup(&self, key: &str) -> Result<Option<RequestId>, StoreError>;
+    /// Requests newest first, matching `filter`, older than `before` (for paging).
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+        before: Option<RequestId>,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Requests not in a terminal state.
+    async fn active_requests(&self) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Events with `seq > after`, at most `limit`, in order.
+    async fn events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Sequence number and hash of the last event (`0`, genesis when empty).
+    async fn head(&self) -> Result<(u64, String), StoreError>;
+    /// Walk the whole chain.
+    async fn verify(&self) -> Result<VerifyReport, StoreError>;
+    /// Approximate bytes on disk.
+    async fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    seq: u64,
+    time: &'a DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: &'a Option<RequestId>,
+    body: &'a EventBody,
+}
+
+/// The canonical bytes of an event (everything but its hashes).
+pub fn canonical_bytes(
+    seq: u64,
+    time: &DateTime<Utc>,
+    request_id: &Option<RequestId>,
+    body: &EventBody,
+) -> Vec<u8> {
+    serde_json::to_vec(&Canonical {
+        seq,
+        time,
+        request_id,
+        body,
+    })
+    .expect("audit events always serialize")
+}
+
+/// `SHA-256(prev_hash ‖ canonical)`, hex.
+pub fn chain_hash(prev_hash: &str, canonical: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical);
+    hex::encode(h.finalize())
+}
+
+/// Recompute the hash an event should have.
+pub fn expected_hash(e: &AuditEvent) -> String {
+    chain_hash(
+        &e.prev_hash,
+        &canonical_bytes(e.seq, &e.time, &e.request_id, &e.body),
+    )
+}
+
+/// Incremental chain verification, for stores and for exported JSON lines.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    expected_seq: Option<u64>,
+    prev_hash: String,
+    checked: u64,
+    starts_at_checkpoint: Option<u64>,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainVerifier {
+    /// A verifier expecting the chain from its start (or from a checkpoint).
+    pub fn new() -> Self {
+        ChainVerifier {
+            expected_seq: None,
+            prev_hash: GENESIS_HASH.to_string(),
+            checked: 0,
+            starts_at_checkpoint: None,
+        }
+    }
+
+    /// A verifier continuing after `seq` with hash `hash` (e.g. after an archive).
+    pub fn after(seq: u64, hash: &str) -> Self {
+        ChainVerifier {
+            expected_seq: Some(seq + 1),
+            prev_hash: hash.to_string(),
+            checked: 0,
+            starts_at_checkpoint: None,
+        }
+    }
+
+    /// Check the next event.
+    pub fn check(&mut self, e: &AuditEvent) -> Result<(), Broken> {
+        let broken = |reason: String| Broken { seq: e.seq, reason };
+        match self.expected_seq {
+            Some(want) if e.seq != want => {
+                return Err(broken(format!(
+                    "sequence number {} where {want} was expected (a record is missing or out of place)",
+                    e.seq
+                )))
+            }
+            None if e.seq != 1 => {
+                // The chain may start at a retention checkpoint.
+                match &e.body {
+                    EventBody::Checkpoint {
+                        archived_through_seq,
+                        archived_last_hash,
+                        ..
+                    } if *archived_through_seq + 1 == e.seq && e.prev_hash == *archived_last_hash => {
+                        self.prev_hash.clone_from(archived_last_hash);
+                        self.starts_at_checkpoint = Some(e.seq);
+                    }
+                    _ => {
+                        return Err(broken(format!(
+                            "the log starts at record {} without a checkpoint",
+                            e.seq
+                        )))
+                    }
+                }
+            }
+            _ => {}
+        }
+        if e.prev_hash != self.prev_hash {
+            return Err(broken(format!(
+                "prev_hash {} does not match the previous record's hash {}",
+                short(&e.prev_hash),
+                short(&self.prev_hash)
+            )));
+        }
+        let want = expected_hash(e);
+        if want != e.hash {
+            return Err(broken(format!(
+                "content does not match its hash (stored {}, computed {}): the record was altered",
+                short(&e.hash),
+                short(&want)
+            )));
+        }
+        self.prev_hash.clone_from(&e.hash);
+        self.expected_seq = Some(e.seq + 1);
+        self.checked += 1;
+        Ok(())
+    }
+
+    /// The report so far.
+    pub fn report(&self, broken: Option<Broken>) -> VerifyReport {
+        VerifyReport {
+            checked: self.checked,
+            head_seq: self.expected_seq.map_or(0, |s| s - 1),
+            head_hash: self.prev_hash.clone(),
+            broken,
+            starts_at_checkpoint: self.starts_at_checkpoint,
+        }
+    }
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+/// Verify a sequence of events (e.g. a JSON-lines export), stopping at the first
+/// broken one.
+pub fn verify_events<I: IntoIterator<Item = AuditEvent>>(events: I) -> VerifyReport {
+    let mut v = ChainVerifier::new();
+    for e in events {
+        if let Err(b) = v.check(&e) {
+            return v.report(Some(b));
+        }
+    }
+    v.report(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventBody, NewEvent};
+
+    fn chain(n: u64) -> Vec<AuditEvent> {
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let ev = NewEvent::global(EventBody::Notice {
+                    source: "test".into(),
+                    kind: "k".into(),
+                    message: format!("m{seq}"),
+                    data: serde_json::Value::Null,
+                });
+                let time = Utc::now();
+                let hash = chain_hash(
+                    &prev,
+                    &canonical_bytes(seq, &time, &ev.request_id, &ev.body),
+                );
+                let e = AuditEvent {
+                    seq,
+                    time,
+                    request_id: None,
+                    body: ev.body,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                };
+                prev = hash;
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let r = verify_events(chain(5));
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.checked, 5);
+        assert_eq!(r.head_seq, 5);
+    }
+
+    #[test]
+    fn names_the_first_broken_record() {
+        let mut c = chain(5);
+        if let EventBody::Notice { message, .. } = &mut c[2].body {
+            *message = "tampered".into();
+        }
+        let r = verify_events(c.clone());
+        assert_eq!(r.broken.as_ref().unwrap().seq, 3, "{r:?}");
+        assert_eq!(r.checked, 2);
+
+        let mut gap = chain(5);
+        gap.remove(1);
+        assert_eq!(verify_events(gap).broken.unwrap().seq, 3);
+    }
+}

@@ -1,0 +1,694 @@
+//! `youops.toml`: one file for the catalog, the policy, the store and each
+//! frontend's section.
+//!
+//! Loading reports *every* problem at once, each with the line it is on when it
+//! can be placed. Unknown keys are errors. `${ENV_VAR}` in any string value is
+//! replaced by the variable (`$${` writes a literal `${`), so secrets stay out of
+//! the file; expansion happens after TOML parsing, so a value can never change
+//! the file's structure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::catalog::{Catalog, OpSpec};
+use crate::policy::{GrantSpec, Policy, PrincipalSpec};
+use crate::units::{ByteSize, HumanDuration};
+
+/// `[server]`: the daemon's HTTP side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: String,
+    /// Public base URL (for links in chat and issues, and the Slack manifest).
+    pub public_url: Option<String>,
+    /// Largest accepted request body.
+    pub body_limit: ByteSize,
+    /// Per-HTTP-request timeout.
+    pub request_timeout: HumanDuration,
+    /// How long running ops may take to finish on shutdown before they are interrupted.
+    pub shutdown_grace: HumanDuration,
+    /// Emit logs as JSON.
+    pub log_json: bool,
+    /// Per-principal request rate limit (requests per minute; 0 disables).
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            body_limit: ByteSize(1 << 20),
+            request_timeout: HumanDuration(std::time::Duration::from_secs(30)),
+            shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
+            log_json: false,
+            rate_limit_per_minute: 600,
+        }
+    }
+}
+
+/// `[store]`: where the audit log lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// Directory of the sled store (relative to the config file).
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("youops-data"),
+        }
+    }
+}
+
+/// `[executor]`: defaults for runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ExecutorConfig {
+    /// Output cap per request.
+    pub output_limit: ByteSize,
+    /// Timeout of ops that set none.
+    pub default_timeout: HumanDuration,
+    /// How long a request waits for approvals before it expires.
+    pub approval_ttl: HumanDuration,
+    /// Most runs at the same time (others wait).
+    pub max_concurrent_runs: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            output_limit: ByteSize(64 << 10),
+            default_timeout: HumanDuration(std::time::Duration::from_secs(300)),
+            approval_ttl: HumanDuration(std::time::Duration::from_secs(3600)),
+            max_concurrent_runs: 64,
+        }
+    }
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[executor]`.
+    pub executor: ExecutorConfig,
+    /// `[[ops]]`.
+    pub ops: Vec<OpSpec>,
+    /// `[principals.NAME]`.
+    pub principals: BTreeMap<String, PrincipalSpec>,
+    /// `[[grants]]`.
+    pub grants: Vec<GrantSpec>,
+    /// `[frontends.NAME]`: each frontend's own section, checked by that frontend.
+    pub frontends: BTreeMap<String, toml::Table>,
+    /// `[[kinds]]`: resource kinds for GitOps, checked by the git frontend.
+    pub kinds: Vec<toml::Table>,
+    /// Directory relative paths are resolved against (the config file's).
+    pub base_dir: PathBuf,
+    /// Where the config came from.
+    pub source: String,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// 1-based line, when the problem can be placed.
+    pub line: Option<usize>,
+    /// Dotted path of the key (`ops[2] (deploy).params`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(l) = self.line {
+            write!(f, "line {l}: ")?;
+        }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file.
+    pub source: String,
+    /// The problems, in file order as far as known.
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} problem{}",
+            self.source,
+            self.issues.len(),
+            if self.issues.len() == 1 { "" } else { "s" }
+        )?;
+        for i in &self.issues {
+            writeln!(f, "  {}:{i}", self.source)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Deserialize)]
+struct SpannedDoc {
+    #[serde(default)]
+    server: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    store: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    executor: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    ops: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    #[serde(default)]
+    principals: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    #[serde(default)]
+    grants: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    #[serde(default)]
+    frontends: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    #[serde(default)]
+    kinds: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+}
+
+const TOP_KEYS: [&str; 8] = [
+    "server",
+    "store",
+    "executor",
+    "ops",
+    "principals",
+    "grants",
+    "frontends",
+    "kinds",
+];
+
+struct Ctx<'a> {
+    text: &'a str,
+    issues: Vec<ConfigIssue>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text
+            .get(..offset.min(self.text.len()))
+            .map_or(1, |s| s.bytes().filter(|b| *b == b'\n').count() + 1)
+    }
+
+    fn issue(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let line = span.map(|s| self.line_of(s.start));
+        self.issues.push(ConfigIssue {
+            line,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Expand `${VAR}` in every string of `v`.
+    fn expand(&mut self, v: &mut toml::Value, span: &std::ops::Range<usize>, path: &str) {
+        match v {
+            toml::Value::String(s) => match expand_env(s, self.env) {
+                Ok(x) => *s = x,
+                Err(e) => self.issue(Some(span.clone()), path, e),
+            },
+            toml::Value::Array(a) => {
+                for (i, x) in a.iter_mut().enumerate() {
+                    self.expand(x, span, &format!("{path}[{i}]"));
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, x) in t.iter_mut() {
+                    self.expand(x, span, &format!("{path}.{k}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn typed<T: DeserializeOwned>(&mut self, v: Spanned<toml::Value>, path: &str) -> Option<T> {
+        let span = v.span();
+        let mut value = v.into_inner();
+        let before = self.issues.len();
+        self.expand(&mut value, &span, path);
+        if self.issues.len() != before {
+            return None;
+        }
+        match value.try_into::<T>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let msg = e.to_string();
+                self.issue(Some(span), path, msg.trim().to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Expand `${VAR}` references; `$${` is a literal `${`.
+pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    if !s.contains("${") {
+        return Ok(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(body) = tail.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                return Err(format!("unclosed `${{` in `{s}`"));
+            };
+            let name = &body[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("bad environment variable name `{name}`"));
+            }
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err(format!("environment variable `{name}` is not set")),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
+        let path = path.as_ref();
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source: source.clone(),
+            issues: vec![ConfigIssue {
+                line: None,
+                path: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+        Self::parse(&text, &base, &source, &|k| std::env::var(k).ok())
+    }
+
+    /// Parse and validate config text. `env` looks up `${VAR}` references.
+    pub fn parse(
+        text: &str,
+        base_dir: &Path,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let fail = |issues| ConfigErrors {
+            source: source.to_string(),
+            issues,
+        };
+        if text.contains('\0') {
+            return Err(fail(vec![ConfigIssue {
+                line: None,
+                path: String::new(),
+                message: "the file contains a NUL byte".into(),
+            }]));
+        }
+        let mut ctx = Ctx {
+            text,
+            issues: Vec::new(),
+            env,
+        };
+        // Syntax first: nothing else can be said about a file that is not TOML.
+        let top: BTreeMap<Spanned<String>, toml::Value> = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let span = e.span();
+                ctx.issue(span, "", format!("not valid TOML: {}", e.message()));
+                return Err(fail(ctx.issues));
+            }
+        };
+        for key in top.keys() {
+            if !TOP_KEYS.contains(&key.get_ref().as_str()) {
+                let hint = crate::grammar::suggest(key.get_ref(), TOP_KEYS)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                ctx.issue(
+                    Some(key.span()),
+                    key.get_ref().clone(),
+                    format!("unknown key{hint}; known keys are {}", TOP_KEYS.join(", ")),
+                );
+            }
+        }
+        let doc: SpannedDoc = match toml::from_str(text) {
+            Ok(d) => d,
+            Err(e) => {
+                let span = e.span();
+                ctx.issue(span, "", e.message().to_string());
+                return Err(fail(ctx.issues));
+            }
+        };
+        let mut cfg = Config {
+            base_dir: base_dir.to_path_buf(),
+            source: source.to_string(),
+            ..Default::default()
+        };
+        if let Some(v) = doc.server {
+            if let Some(s) = ctx.typed(v, "server") {
+                cfg.server = s;
+            }
+        }
+        if let Some(v) = doc.store {
+            if let Some(s) = ctx.typed(v, "store") {
+                cfg.store = s;
+            }
+        }
+        if let Some(v) = doc.executor {
+            if let Some(s) = ctx.typed(v, "executor") {
+                cfg.executor = s;
+            }
+        }
+        let mut op_lines: BTreeMap<String, std::ops::Range<usize>> = BTreeMap::new();
+        if let Some(ops) = doc.ops {
+            for (i, v) in ops.into_inner().into_iter().enumerate() {
+                let span = v.span();
+                let name = v
+                    .get_ref()
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                if let Some(op) = ctx.typed::<OpSpec>(v, &format!("ops[{i}]{name}")) {
+                    op_lines.entry(op.name.clone()).or_insert(span);
+                    cfg.ops.push(op);
+                }
+            }
+        }
+        let mut principal_lines = BTreeMap::new();
+        if let Some(ps) = doc.principals {
+            for (name, v) in ps {
+                principal_lines.insert(name.clone(), v.span());
+                if let Some(p) = ctx.typed(v, &format!("principals.{name}")) {
+                    cfg.principals.insert(name, p);
+                }
+            }
+        }
+        let mut grant_spans = Vec::new();
+        if let Some(gs) = doc.grants {
+            for (i, v) in gs.into_inner().into_iter().enumerate() {
+                grant_spans.push(v.span());
+                if let Some(g) = ctx.typed(v, &format!("grants[{i}]")) {
+                    cfg.grants.push(g);
+                }
+            }
+        }
+        if let Some(fs) = doc.frontends {
+            for (name, v) in fs {
+                if let Some(t) = ctx.typed::<toml::Table>(v, &format!("frontends.{name}")) {
+                    cfg.frontends.insert(name, t);
+                }
+            }
+        }
+        if let Some(ks) = doc.kinds {
+            for (i, v) in ks.into_inner().into_iter().enumerate() {
+                if let Some(t) = ctx.typed::<toml::Table>(v, &format!("kinds[{i}]")) {
+                    cfg.kinds.push(t);
+                }
+            }
+        }
+        // Semantics: what serde cannot check.
+        if let Err(errs) = Catalog::new(cfg.ops.clone()) {
+            for e in errs {
+                let span = op_lines
+                    .iter()
+                    .find(|(n, _)| e.starts_with(&format!("op `{n}`")))
+                    .map(|(_, s)| s.clone());
+                ctx.issue(span, "ops", e);
+            }
+        }
+        if let Err(errs) = Policy::new(cfg.principals.clone(), cfg.grants.clone()) {
+            for e in errs {
+                let span = principal_lines
+                    .iter()
+                    .find(|(n, _)| e.starts_with(&format!("principals.{n}")))
+                    .map(|(_, s)| s.clone())
+                    .or_else(|| {
+                        e.strip_prefix("grants[")
+                            .and_then(|r| r.split(']').next())
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .and_then(|n| grant_spans.get(n).cloned())
+                    });
+                ctx.issue(span, "", e);
+            }
+        }
+        let known_roles: std::collections::BTreeSet<&String> = cfg
+            .principals
+            .values()
+            .flat_map(|p| p.roles.iter())
+            .collect();
+        for op in &cfg.ops {
+            for r in op.roles.iter().chain(op.approvers.iter()) {
+                if !known_roles.contains(r) {
+                    let span = op_lines.get(&op.name).cloned();
+                    ctx.issue(
+                        span,
+                        format!("ops ({})", op.name),
+                        format!("role `{r}` is held by no principal"),
+                    );
+                }
+            }
+            if op.approvals > 0 && cfg.principals.is_empty() {
+                ctx.issue(
+                    op_lines.get(&op.name).cloned(),
+                    format!("ops ({})", op.name),
+                    "needs approvals but no principal is configured to give them",
+                );
+            }
+        }
+        if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            ctx.issue(
+                None,
+                "server.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    cfg.server.listen
+                ),
+            );
+        }
+        if cfg.executor.output_limit.0 < 64 {
+            ctx.issue(None, "executor.output_limit", "must be at least 64 bytes");
+        }
+        if cfg.executor.max_concurrent_runs == 0 {
+            ctx.issue(None, "executor.max_concurrent_runs", "must be at least 1");
+        }
+        if ctx.issues.is_empty() {
+            Ok(cfg)
+        } else {
+            ctx.issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+            Err(fail(ctx.issues))
+        }
+    }
+
+    /// The catalog (the config validated it already).
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(self.ops.clone()).unwrap_or_default()
+    }
+
+    /// The policy (the config validated it already).
+    pub fn policy(&self) -> Policy {
+        Policy::new(self.principals.clone(), self.grants.clone()).unwrap_or_default()
+    }
+
+    /// The store directory, resolved against the config's directory.
+    pub fn store_path(&self) -> PathBuf {
+        self.resolve(&self.store.path)
+    }
+
+    /// Resolve a path relative to the config's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// A frontend's section, if configured.
+    pub fn frontend(&self, name: &str) -> Option<&toml::Table> {
+        self.frontends.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9999"
+
+[executor]
+output_limit = "1KiB"
+approval_ttl = "10m"
+
+[[ops]]
+name = "deploy"
+description = "Deploy a service"
+runner = { type = "exec", argv = ["./deploy.sh", "{service}"] }
+lock = "deploy:{service}"
+approvals = 1
+[[ops.params]]
+name = "service"
+type = "enum"
+values = ["api", "web"]
+
+[principals.alice]
+roles = ["ops"]
+identities = { cli = ["alice"] }
+tokens = ["${ALICE_TOKEN}"]
+
+[principals.bob]
+roles = ["ops"]
+
+[[grants]]
+roles = ["ops"]
+ops = ["*"]
+
+[frontends.slack]
+signing_secret = "x"
+"#;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "ALICE_TOKEN").then(|| "alice-secret-token-123".to_string())
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, Path::new("/etc/youops"), "youops.toml", &env)
+    }
+
+    #[test]
+    fn good_config_loads() {
+        let cfg = parse(GOOD).unwrap();
+        assert_eq!(cfg.ops.len(), 1);
+        assert_eq!(cfg.executor.output_limit.0, 1024);
+        assert_eq!(
+            cfg.principals["alice"].tokens,
+            vec!["alice-secret-token-123"]
+        );
+        assert_eq!(
+            cfg.policy().resolve_token("alice-secret-token-123"),
+            Some("alice")
+        );
+        assert!(cfg.frontend("slack").is_some());
+        assert_eq!(cfg.store_path(), Path::new("/etc/youops/youops-data"));
+    }
+
+    #[test]
+    fn every_problem_at_once_with_lines() {
+        let bad = r#"
+[server]
+listen = "nowhere"
+
+[[ops]]
+name = "deploy"
+runner = { type = "exec", argv = ["./deploy.sh", "{servce}"] }
+[[ops.params]]
+name = "service"
+tpye = "enum"
+
+[[ops]]
+name = "flush"
+runner = { type = "teleport" }
+
+[principals.alice]
+roles = ["ops"]
+tokens = ["${MISSING_TOKEN}"]
+
+[[grants]]
+roles = []
+ops = ["*"]
+
+[extra]
+x = 1
+"#;
+        let errs = parse(bad).unwrap_err();
+        let text = errs.to_string();
+        assert!(errs.issues.len() >= 5, "{text}");
+        assert!(text.contains("line 24: extra: unknown key"), "{text}");
+        assert!(text.contains("ops[0] (deploy)"), "{text}");
+        assert!(text.contains("tpye"), "{text}");
+        assert!(text.contains("teleport"), "{text}");
+        assert!(text.contains("MISSING_TOKEN` is not set"), "{text}");
+        assert!(text.contains("grants[0]: `roles` is empty"), "{text}");
+        assert!(text.contains("server.listen"), "{text}");
+        // the op with a bad param is reported on its own line
+        let deploy = errs
+            .issues
+            .iter()
+            .find(|i| i.path.contains("deploy"))
+            .unwrap();
+        assert_eq!(deploy.line, Some(5), "{text}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let errs = parse("[server]\nlisten = \"x\n").unwrap_err();
+        assert_eq!(errs.issues.len(), 1);
+        assert_eq!(errs.issues[0].line, Some(2), "{errs}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        let e = |k: &str| (k == "A").then(|| "1".to_string());
+        assert_eq!(expand_env("x${A}y", &e).unwrap(), "x1y");
+        assert_eq!(expand_env("$${A}", &e).unwrap(), "${A}");
+        assert_eq!(expand_env("cost $5", &e).unwrap(), "cost $5");
+        assert!(expand_env("${B}", &e).is_err());
+        assert!(expand_env("${A", &e).is_err());
+    }
+
+    #[test]
+    fn placeholder_error_is_semantic() {
+        let text = GOOD.replace("{service}\"]", "{servce}\"]");
+        let errs = parse(&text).unwrap_err();
+        assert!(errs.to_string().contains("`{servce}`"), "{errs}");
+    }
+}

@@ -1,0 +1,744 @@
+//! The request model shared by every frontend: requests, actors, origins, lifecycle
+//! states, and the per-request record derived from audit events.
+//!
+//! Everything here is plain data with public fields. Frontend wire types (Slack,
+//! GitHub, git) never appear here: a frontend turns its input into a [`Submission`]
+//! and renders [`RequestRecord`]s back in its own format.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A request id: a ULID, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub ulid::Ulid);
+
+impl RequestId {
+    /// A fresh id for a request created now.
+    pub fn new() -> Self {
+        RequestId(ulid::Ulid::new())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = ulid::DecodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Accept lower-case ids too: people type them in chat.
+        ulid::Ulid::from_string(&s.to_ascii_uppercase()).map(RequestId)
+    }
+}
+
+/// Who asked: the frontend identity and, once resolved by the policy, the principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Actor {
+    /// The frontend the identity belongs to (`slack`, `github`, `git`, `cli`, `api`, ...).
+    pub frontend: String,
+    /// The identity inside that frontend (Slack user id, GitHub login, OS user, ...).
+    pub external_id: String,
+    /// The principal the policy mapped the identity to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// A human-friendly name for display, if the frontend knows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+impl Actor {
+    /// An actor identified by `external_id` on `frontend`, not yet resolved.
+    pub fn new(frontend: impl Into<String>, external_id: impl Into<String>) -> Self {
+        Actor {
+            frontend: frontend.into(),
+            external_id: external_id.into(),
+            principal: None,
+            display: None,
+        }
+    }
+
+    /// Set the display name.
+    pub fn with_display(mut self, display: impl Into<String>) -> Self {
+        self.display = Some(display.into());
+        self
+    }
+
+    /// `principal (frontend:external_id)`, or just the identity when unresolved.
+    pub fn describe(&self) -> String {
+        match &self.principal {
+            Some(p) => format!("{p} ({}:{})", self.frontend, self.external_id),
+            None => format!("{}:{}", self.frontend, self.external_id),
+        }
+    }
+}
+
+/// Where feedback for a request goes: the frontend that received it and a
+/// frontend-defined reference (channel + thread, issue + comment, commit, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Origin {
+    /// The frontend that should render lifecycle events of the request.
+    pub frontend: String,
+    /// Where in that frontend, for policy limits (`channels`/`repos` of a grant):
+    /// a Slack channel id, `owner/repo`, a git remote. Empty when not applicable.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub location: String,
+    /// Frontend-private reference data (thread ts, issue number, commit id, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reference: BTreeMap<String, String>,
+}
+
+impl Origin {
+    /// An origin on `frontend` with no location.
+    pub fn new(frontend: impl Into<String>) -> Self {
+        Origin {
+            frontend: frontend.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Set the location used by grant limits.
+    pub fn with_location(mut self, location: impl Into<String>) -> Self {
+        self.location = location.into();
+        self
+    }
+
+    /// Add one reference entry.
+    pub fn with_ref(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.reference.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// What a frontend hands the executor: an op with raw (string) arguments, as typed.
+/// The executor validates and types the arguments against the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Submission {
+    /// Operation name.
+    pub op: String,
+    /// Arguments as given, in order.
+    pub args: Vec<(String, String)>,
+    /// Who asked.
+    pub actor: Actor,
+    /// Where to send feedback.
+    pub origin: Origin,
+    /// A key that identifies the delivery (Slack event id, GitHub delivery id,
+    /// commit + trailer index). A key already seen returns the earlier request.
+    pub dedup_key: Option<String>,
+    /// Validate, authorize and show what would run, without running it.
+    pub dry_run: bool,
+    /// Provenance shown to people (commit id and path, issue URL, ...).
+    pub provenance: BTreeMap<String, String>,
+}
+
+impl Submission {
+    /// A submission of `op` by `actor` from `origin`.
+    pub fn new(op: impl Into<String>, actor: Actor, origin: Origin) -> Self {
+        Submission {
+            op: op.into(),
+            args: Vec::new(),
+            actor,
+            origin,
+            dedup_key: None,
+            dry_run: false,
+            provenance: BTreeMap::new(),
+        }
+    }
+
+    /// Add an argument.
+    pub fn arg(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.args.push((name.into(), value.into()));
+        self
+    }
+
+    /// Set the dedup key.
+    pub fn dedup(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+
+    /// Set the dry-run flag.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Add a provenance entry.
+    pub fn provenance(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.provenance.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A typed argument value after validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// bool params.
+    Bool(bool),
+    /// int params.
+    Int(i64),
+    /// string, enum, email, duration (as given) and secret params.
+    Str(String),
+}
+
+impl Value {
+    /// The value as it is passed to a runner (argv element, env var, JSON string).
+    pub fn as_text(&self) -> String {
+        match self {
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Str(s) => s.clone(),
+        }
+    }
+
+    /// The value as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Str(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+}
+
+/// The text stored and shown in place of a secret argument.
+pub const REDACTED: &str = "********";
+
+/// A request as it is recorded: the submission after validation, with secret
+/// values replaced by [`REDACTED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Request {
+    /// Sortable id.
+    pub id: RequestId,
+    /// Operation name, as asked (may be unknown when the request is `invalid`).
+    pub op: String,
+    /// Validated, typed arguments (secrets redacted). Empty for invalid requests.
+    pub args: BTreeMap<String, Value>,
+    /// Raw arguments as given, for invalid requests only (secrets never known then,
+    /// so every raw value of a param the catalog marks secret is redacted too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raw_args: Vec<(String, String)>,
+    /// Names of the secret arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_args: Vec<String>,
+    /// Who asked.
+    pub actor: Actor,
+    /// Where feedback goes.
+    pub origin: Origin,
+    /// Dedup key of the delivery that created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+    /// Dry run.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Provenance shown to people.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provenance: BTreeMap<String, String>,
+    /// When it was received.
+    pub created_at: DateTime<Utc>,
+    /// Digest of op + arguments that approvals bind to (hex SHA-256).
+    pub digest: String,
+    /// If this is a retry, the request it retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<RequestId>,
+}
+
+/// Lifecycle states (see DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Recorded; not yet validated or authorized.
+    Received,
+    /// Did not validate against the catalog.
+    Invalid,
+    /// The policy refused it.
+    Denied,
+    /// Waiting for approvals.
+    PendingApproval,
+    /// Approved; waiting to run (for a lock, or about to start).
+    Approved,
+    /// An approver denied it.
+    Rejected,
+    /// Approvals did not arrive in time.
+    Expired,
+    /// The runner is running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Ran and failed.
+    Failed,
+    /// Ran past its timeout and was killed.
+    TimedOut,
+    /// Cancelled by someone.
+    Cancelled,
+    /// The daemon stopped (or crashed) while it was in flight.
+    Interrupted,
+}
+
+impl State {
+    /// All states, in lifecycle order.
+    pub const ALL: [State; 13] = [
+        State::Received,
+        State::Invalid,
+        State::Denied,
+        State::PendingApproval,
+        State::Approved,
+        State::Rejected,
+        State::Expired,
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::TimedOut,
+        State::Cancelled,
+        State::Interrupted,
+    ];
+
+    /// No further transition happens from a terminal state.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            State::Invalid
+                | State::Denied
+                | State::Rejected
+                | State::Expired
+                | State::Succeeded
+                | State::Failed
+                | State::TimedOut
+                | State::Cancelled
+                | State::Interrupted
+        )
+    }
+
+    /// The snake_case name used in the API, metrics and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Received => "received",
+            State::Invalid => "invalid",
+            State::Denied => "denied",
+            State::PendingApproval => "pending_approval",
+            State::Approved => "approved",
+            State::Rejected => "rejected",
+            State::Expired => "expired",
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::TimedOut => "timed_out",
+            State::Cancelled => "cancelled",
+            State::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether `self → to` is a legal lifecycle transition.
+    pub fn can_become(self, to: State) -> bool {
+        use State::*;
+        match self {
+            Received => matches!(
+                to,
+                Invalid | Denied | PendingApproval | Approved | Running | Succeeded | Interrupted
+            ),
+            PendingApproval => {
+                matches!(to, Approved | Rejected | Expired | Cancelled | Interrupted)
+            }
+            Approved => matches!(to, Running | Cancelled | Interrupted | Failed),
+            Running => matches!(to, Succeeded | Failed | TimedOut | Cancelled | Interrupted),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown state `{s}`"))
+    }
+}
+
+/// An approval or denial given by an approver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ApprovalRecord {
+    /// Who decided.
+    pub by: Actor,
+    /// `true` for approve, `false` for deny.
+    pub approve: bool,
+    /// The request digest the decision was bound to.
+    pub digest: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Optional reason (denials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunOutcome {
+    /// Process exit code (exec), HTTP status (http), or 0/1 (builtin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the process, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Captured output (stdout and stderr interleaved), capped and scrubbed of secrets.
+    pub output: String,
+    /// Bytes of output left out by the cap.
+    #[serde(default)]
+    pub output_truncated_bytes: u64,
+    /// Wall time of the run in milliseconds.
+    pub duration_ms: u64,
+    /// A one-line summary of why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One lifecycle transition of a request, as recorded in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Transition {
+    /// The new state.
+    pub to: State,
+    /// Who caused it, when it was a person (approver, canceller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Actor>,
+    /// Why, in words (validation errors, denial explanation, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Approvals still needed (pending_approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_needed: Option<u32>,
+    /// When pending approvals expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The run result (terminal states after running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
+}
+
+impl Transition {
+    /// A transition to `to` with nothing else.
+    pub fn to(to: State) -> Self {
+        Transition {
+            to,
+            by: None,
+            reason: None,
+            approvals_needed: None,
+            expires_at: None,
+            outcome: None,
+        }
+    }
+
+    /// Set who caused it.
+    pub fn by(mut self, by: Actor) -> Self {
+        self.by = Some(by);
+        self
+    }
+
+    /// Set the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Set the outcome.
+    pub fn outcome(mut self, outcome: RunOutcome) -> Self {
+        self.outcome = Some(outcome);
+        self
+    }
+}
+
+/// The body of an audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventBody {
+    /// A new request was received (always the first event of a request).
+    Received {
+        /// The recorded request (secrets redacted).
+        request: Box<Request>,
+    },
+    /// A lifecycle transition.
+    Transition(Transition),
+    /// An approval or denial by an approver (a denial is followed by `rejected`).
+    Approval(ApprovalRecord),
+    /// Something a frontend or the system wants on the record that is not a
+    /// transition: a delivery retried, drift found, a force-push seen, an edit of
+    /// the content an approval was bound to.
+    Notice {
+        /// Who recorded it (`slack`, `git`, `system`, ...).
+        source: String,
+        /// Machine-friendly kind (`delivery_retry`, `drift`, `force_push`, ...).
+        kind: String,
+        /// Human text.
+        message: String,
+        /// Extra structured data.
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        data: serde_json::Value,
+    },
+    /// A retention checkpoint: events before it were archived. Carries the hash of
+    /// the last archived event so the chain stays provable.
+    Checkpoint {
+        /// Sequence number of the last archived event.
+        archived_through_seq: u64,
+        /// Hash of the last archived event.
+        archived_last_hash: String,
+        /// Where the archive was written.
+        archive: String,
+    },
+}
+
+impl EventBody {
+    /// Short name of the body kind: `received`, the target state, `approval`, `notice`, `checkpoint`.
+    pub fn label(&self) -> String {
+        match self {
+            EventBody::Received { .. } => "received".into(),
+            EventBody::Transition(t) => t.to.as_str().into(),
+            EventBody::Approval(a) => if a.approve { "approve" } else { "deny" }.into(),
+            EventBody::Notice { kind, .. } => format!("notice:{kind}"),
+            EventBody::Checkpoint { .. } => "checkpoint".into(),
+        }
+    }
+}
+
+/// An event to append: what the caller provides. The store assigns sequence,
+/// time and hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewEvent {
+    /// The request it belongs to, if any.
+    pub request_id: Option<RequestId>,
+    /// What happened.
+    pub body: EventBody,
+}
+
+impl NewEvent {
+    /// An event of `request_id`.
+    pub fn request(request_id: RequestId, body: EventBody) -> Self {
+        NewEvent {
+            request_id: Some(request_id),
+            body,
+        }
+    }
+
+    /// A transition event of `request_id`.
+    pub fn transition(request_id: RequestId, t: Transition) -> Self {
+        Self::request(request_id, EventBody::Transition(t))
+    }
+
+    /// An event about no request in particular.
+    pub fn global(body: EventBody) -> Self {
+        NewEvent {
+            request_id: None,
+            body,
+        }
+    }
+}
+
+/// A stored audit event: one link of the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditEvent {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When it was appended.
+    pub time: DateTime<Utc>,
+    /// The request it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    /// What happened.
+    pub body: EventBody,
+    /// Hash of the previous event (64 zeros for the first).
+    pub prev_hash: String,
+    /// `SHA-256(prev_hash ‖ canonical bytes)`, hex.
+    pub hash: String,
+}
+
+/// The current state of a request, derived from its audit events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RequestRecord {
+    /// The request.
+    pub request: Request,
+    /// Current state.
+    pub state: State,
+    /// Last state change.
+    pub updated_at: DateTime<Utc>,
+    /// Approvals still needed while pending.
+    #[serde(default)]
+    pub approvals_needed: u32,
+    /// When pending approvals expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Decisions by approvers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalRecord>,
+    /// The reason of the last transition that gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The run result, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
+    /// Hash of the last audit event of this request.
+    pub last_hash: String,
+    /// Sequence number of the last audit event of this request.
+    pub last_seq: u64,
+}
+
+impl RequestRecord {
+    /// The record right after `received`.
+    pub fn new(request: Request, event: &AuditEvent) -> Self {
+        RequestRecord {
+            request,
+            state: State::Received,
+            updated_at: event.time,
+            approvals_needed: 0,
+            expires_at: None,
+            approvals: Vec::new(),
+            reason: None,
+            outcome: None,
+            last_hash: event.hash.clone(),
+            last_seq: event.seq,
+        }
+    }
+
+    /// Fold one more event of this request into the record.
+    pub fn apply(&mut self, event: &AuditEvent) {
+        self.last_hash.clone_from(&event.hash);
+        self.last_seq = event.seq;
+        match &event.body {
+            EventBody::Transition(t) => {
+                self.state = t.to;
+                self.updated_at = event.time;
+                if let Some(n) = t.approvals_needed {
+                    self.approvals_needed = n;
+                }
+                if t.to != State::PendingApproval {
+                    self.approvals_needed = 0;
+                }
+                if t.expires_at.is_some() {
+                    self.expires_at = t.expires_at;
+                }
+                if t.reason.is_some() {
+                    self.reason.clone_from(&t.reason);
+                }
+                if t.outcome.is_some() {
+                    self.outcome.clone_from(&t.outcome);
+                }
+            }
+            EventBody::Approval(a) => {
+                if a.approve && self.approvals_needed > 0 {
+                    self.approvals_needed -= 1;
+                }
+                self.approvals.push(a.clone());
+            }
+            EventBody::Received { .. }
+            | EventBody::Notice { .. }
+            | EventBody::Checkpoint { .. } => {}
+        }
+    }
+
+    /// Duration of the run, if it ran.
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.outcome.as_ref().map(|o| o.duration_ms)
+    }
+}
+
+/// Filters for listing requests. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RequestFilter {
+    /// Only these states.
+    #[serde(default)]
+    pub states: Vec<State>,
+    /// Only this op.
+    #[serde(default)]
+    pub op: Option<String>,
+    /// Only this principal.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// Only from this frontend.
+    #[serde(default)]
+    pub frontend: Option<String>,
+    /// Only created at or after.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only created before.
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl RequestFilter {
+    /// Whether `r` passes the filter.
+    pub fn matches(&self, r: &RequestRecord) -> bool {
+        (self.states.is_empty() || self.states.contains(&r.state))
+            && self.op.as_ref().is_none_or(|op| &r.request.op == op)
+            && self
+                .principal
+                .as_ref()
+                .is_none_or(|p| r.request.actor.principal.as_ref() == Some(p))
+            && self
+                .frontend
+                .as_ref()
+                .is_none_or(|f| &r.request.actor.frontend == f)
+            && self.since.is_none_or(|t| r.request.created_at >= t)
+            && self.until.is_none_or(|t| r.request.created_at < t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in State::ALL {
+            assert_eq!(s.as_str().parse::<State>(), Ok(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn terminal_states_have_no_exit() {
+        for s in State::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in State::ALL {
+                assert!(!s.can_become(to), "{s} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn request_id_parses_lower_case() {
+        let id = RequestId::new();
+        let lower = id.to_string().to_ascii_lowercase();
+        assert_eq!(lower.parse::<RequestId>().unwrap(), id);
+    }
+}

@@ -47,6 +47,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod frontend;
 pub mod grammar;
 pub mod model;
 pub mod policy;

@@ -1,0 +1,272 @@
+//! The frontend conformance suite (feature `test-util`).
+//!
+//! Every frontend, built-in or third-party, runs it from its own tests with a
+//! [`Driver`] that speaks the frontend's real wire format (signed webhooks to a
+//! real listener, commits in a real repository, ...). The suite checks the
+//! contract every frontend owes the core: a delivery becomes exactly one request
+//! with the right actor and origin, its lifecycle reaches the origin, a
+//! redelivery runs nothing twice, and shutdown is prompt.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::{Frontend, FrontendHost, Frontends};
+use crate::audit::SledStore;
+use crate::config::Config;
+use crate::executor::Executor;
+use crate::model::{RequestFilter, RequestId, RequestRecord, State};
+
+/// The op the suite runs: `conformance.echo text=<string>`, a builtin that
+/// returns its text.
+pub const ECHO_OP: &str = "conformance.echo";
+
+/// Drives a frontend through its real wire format.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// A fresh instance of the frontend under test.
+    fn frontend(&self) -> Arc<dyn Frontend>;
+    /// The frontend identity (external id) the driver's deliveries carry; the
+    /// suite maps it to its principal.
+    fn user_id(&self) -> String;
+    /// The frontend's `[frontends.NAME]` section for the suite's config (TOML text).
+    fn config_section(&self) -> String;
+    /// Deliver `command` (command grammar) as one new inbound message, through the
+    /// real wire path. Delivering the same `delivery` id again must be a
+    /// redelivery of the same message (same webhook delivery id, same commit, ...).
+    async fn deliver(
+        &self,
+        host: &FrontendHost,
+        command: &str,
+        delivery: &str,
+    ) -> Result<(), String>;
+    /// The states the frontend has shown on the outside system for request `id`
+    /// so far (read back from the fake server, the git notes, ...), in order.
+    async fn rendered(&self, id: RequestId) -> Vec<State>;
+}
+
+/// What the suite saw.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Report {
+    /// The request the first delivery created.
+    pub record: RequestRecord,
+    /// States the frontend rendered for it.
+    pub rendered: Vec<State>,
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Run the suite. Returns the first violated rule as an error.
+pub async fn run_suite(driver: &dyn Driver) -> Result<Report, String> {
+    let frontend = driver.frontend();
+    let name = frontend.name().to_string();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let text = format!(
+        r#"
+[[ops]]
+name = "{ECHO_OP}"
+description = "conformance suite echo"
+runner = {{ type = "builtin", name = "echo" }}
+[[ops.params]]
+name = "text"
+type = "string"
+
+[principals.tester]
+roles = ["ops"]
+identities = {{ {name:?} = [{user:?}] }}
+
+[[grants]]
+roles = ["ops"]
+ops = ["conformance.*"]
+
+[frontends.{name}]
+{section}
+"#,
+        user = driver.user_id(),
+        section = driver.config_section(),
+    );
+    let cfg =
+        Config::parse(&text, dir.path(), "conformance", &|_| None).map_err(|e| e.to_string())?;
+    let store = Arc::new(SledStore::open(dir.path().join("store")).map_err(|e| e.to_string())?);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let exec = Executor::builder(&cfg, store)
+        .builtin("echo", move |call: crate::runner::BuiltinCall| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(call
+                    .args
+                    .get("text")
+                    .map(|v| v.as_text())
+                    .unwrap_or_default())
+            }
+        })
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let shutdown = CancellationToken::new();
+    let mut set = Frontends::new();
+    set.push(frontend.clone());
+    let host = FrontendHost::new(
+        &set,
+        &exec,
+        Some("http://youops.test".into()),
+        &shutdown,
+        |n| cfg.frontend(n).cloned().unwrap_or_default(),
+    );
+    let handles = host.spawn();
+
+    eventually(
+        "the frontend to be ready",
+        Duration::from_secs(10),
+        || async { frontend.is_ready().then_some(()) },
+    )
+    .await?;
+
+    // 1. A delivery becomes one request with the frontend's actor and origin.
+    driver
+        .deliver(
+            &host,
+            &format!("{ECHO_OP} text=conformance-hello"),
+            "conformance-1",
+        )
+        .await?;
+    let filter = RequestFilter {
+        op: Some(ECHO_OP.into()),
+        ..Default::default()
+    };
+    let first = eventually(
+        "the delivery to become a request",
+        Duration::from_secs(10),
+        || async {
+            exec.list(&filter, None, 10)
+                .await
+                .ok()
+                .and_then(|v| v.into_iter().next())
+        },
+    )
+    .await?;
+    let id = first.request.id;
+    if first.request.origin.frontend != name {
+        return Err(format!(
+            "origin.frontend is `{}`, expected `{name}`",
+            first.request.origin.frontend
+        ));
+    }
+    if first.request.actor.frontend != name || first.request.actor.external_id != driver.user_id() {
+        return Err(format!(
+            "actor is {}:{}, expected {name}:{}",
+            first.request.actor.frontend,
+            first.request.actor.external_id,
+            driver.user_id()
+        ));
+    }
+    if first.request.actor.principal.as_deref() != Some("tester") {
+        return Err(format!(
+            "actor principal is {:?}, expected tester",
+            first.request.actor.principal
+        ));
+    }
+    if first.request.dedup_key.is_none() {
+        return Err("the request carries no dedup key".into());
+    }
+    let done = tokio::time::timeout(Duration::from_secs(10), exec.wait(id))
+        .await
+        .map_err(|_| "request did not finish".to_string())?
+        .map_err(|e| e.to_string())?;
+    if done.state != State::Succeeded {
+        return Err(format!("request ended {} ({:?})", done.state, done.reason));
+    }
+
+    // 2. The lifecycle reaches the origin: the end state is rendered, in order.
+    let rendered = eventually(
+        "the end state to be rendered",
+        Duration::from_secs(10),
+        || async {
+            let r = driver.rendered(id).await;
+            r.contains(&State::Succeeded).then_some(r)
+        },
+    )
+    .await?;
+    let order: Vec<State> = exec
+        .events(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|e| match &e.body {
+            crate::model::EventBody::Transition(t) => Some(t.to),
+            crate::model::EventBody::Received { .. } => Some(State::Received),
+            _ => None,
+        })
+        .collect();
+    let mut pos = 0;
+    for s in &rendered {
+        match order[pos..].iter().position(|o| o == s) {
+            Some(p) => pos += p,
+            None => {
+                return Err(format!(
+                    "rendered states {rendered:?} are not in lifecycle order {order:?}"
+                ))
+            }
+        }
+    }
+
+    // 3. A redelivery runs nothing twice.
+    driver
+        .deliver(
+            &host,
+            &format!("{ECHO_OP} text=conformance-hello"),
+            "conformance-1",
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = exec
+        .list(&filter, None, 10)
+        .await
+        .map_err(|e| e.to_string())?;
+    if all.len() != 1 || runs.load(Ordering::SeqCst) != 1 {
+        return Err(format!(
+            "a redelivery created {} requests and {} runs; expected 1 and 1",
+            all.len(),
+            runs.load(Ordering::SeqCst)
+        ));
+    }
+
+    // 4. Shutdown is prompt.
+    shutdown.cancel();
+    for h in handles {
+        match tokio::time::timeout(Duration::from_secs(10), h).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(format!("run() returned an error on shutdown: {e}")),
+            Ok(Err(e)) => return Err(format!("run() panicked: {e}")),
+            Err(_) => return Err("run() did not return within 10s of shutdown".into()),
+        }
+    }
+    exec.shutdown(Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Report {
+        record: done,
+        rendered,
+    })
+}

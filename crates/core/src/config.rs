@@ -3,7 +3,8 @@
 //!
 //! Loading reports *every* problem at once, each with the line it is on when it
 //! can be placed. Unknown keys are errors. `${ENV_VAR}` in any string value is
-//! replaced by the variable (`$${` writes a literal `${`), so secrets stay out of
+//! replaced by the variable (`${VAR:-default}` gives a default, `$${` writes a
+//! literal `${`), so secrets stay out of
 //! the file; expansion happens after TOML parsing, so a value can never change
 //! the file's structure.
 
@@ -289,13 +290,21 @@ pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             let Some(end) = body.find('}') else {
                 return Err(format!("unclosed `${{` in `{s}`"));
             };
-            let name = &body[..end];
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("bad environment variable name `{name}`"));
             }
-            match env(name) {
-                Some(v) => out.push_str(&v),
-                None => return Err(format!("environment variable `{name}` is not set")),
+            match (
+                env(name).filter(|v| !v.is_empty() || default.is_none()),
+                default,
+            ) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(format!("environment variable `{name}` is not set")),
             }
             rest = &body[end + 1..];
         } else {
@@ -683,6 +692,8 @@ x = 1
         assert_eq!(expand_env("cost $5", &e).unwrap(), "cost $5");
         assert!(expand_env("${B}", &e).is_err());
         assert!(expand_env("${A", &e).is_err());
+        assert_eq!(expand_env("${B:-fallback}", &e).unwrap(), "fallback");
+        assert_eq!(expand_env("${A:-fallback}", &e).unwrap(), "1");
     }
 
     #[test]

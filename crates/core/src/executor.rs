@@ -825,8 +825,25 @@ impl Executor {
                 .or_insert_with(|| watch::channel(None).0)
                 .subscribe()
         };
-        let rec = self.get(id).await?;
-        if until(&rec) || rec.state.is_terminal() {
+        let rec = match self.get(id).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                // No such request (or no store): drop the watcher made here unless
+                // someone else waits on it too.
+                let mut w = lock(&self.inner.watchers);
+                if w.get(&id).is_some_and(|s| s.receiver_count() <= 1) {
+                    w.remove(&id);
+                }
+                return Err(e);
+            }
+        };
+        if rec.state.is_terminal() {
+            // It ended before the watcher was made, so nothing will remove it: do it
+            // here (anyone else waiting sees the channel close and reads the record).
+            lock(&self.inner.watchers).remove(&id);
+            return Ok(rec);
+        }
+        if until(&rec) {
             return Ok(rec);
         }
         loop {
@@ -1073,6 +1090,35 @@ impl Executor {
         let t = Transition::to(State::Cancelled)
             .by(by)
             .reason(format!("cancelled by {principal}"));
+        self.commit(&mut rec, vec![NewEvent::transition(id, t)], true)
+            .await?;
+        Ok(rec)
+    }
+
+    /// Void a request pending approval because what it (or one of its approvals)
+    /// came from changed under it: an edited or deleted issue, comment or message.
+    /// It ends `cancelled` with `voided: <reason>`; approvals given so far no
+    /// longer count. Unlike [`cancel`](Self::cancel) no principal is needed: the
+    /// frontend that saw the edit decides, and should first record what happened
+    /// with [`notice`](Self::notice). A request in any other state is left alone
+    /// (`Conflict`).
+    pub async fn void(
+        &self,
+        id: RequestId,
+        by: Option<&Actor>,
+        reason: &str,
+    ) -> Result<RequestRecord> {
+        let _g = self.inner.actions.lock().await;
+        let mut rec = self.get(id).await?;
+        if rec.state != State::PendingApproval {
+            return Err(Error::Conflict(format!(
+                "request {id} is {}; only a request pending approval can be voided",
+                rec.state
+            )));
+        }
+        lock(&self.inner.pending).remove(&id);
+        let mut t = Transition::to(State::Cancelled).reason(format!("voided: {reason}"));
+        t.by = by.cloned();
         self.commit(&mut rec, vec![NewEvent::transition(id, t)], true)
             .await?;
         Ok(rec)

@@ -671,7 +671,6 @@ impl RequestRecord {
 
 /// Filters for listing requests. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub struct RequestFilter {
     /// Only these states.
     #[serde(default)]

@@ -1,1 +1,88 @@
-fn main() {}
+//! The `youops` binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use youops::cli::{exit, Cli, Cmd};
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,hyper=warn"));
+    let json = json || std::env::var("YOUOPS_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+async fn serve(cli: &Cli, listen: Option<String>) -> ExitCode {
+    let cfg = match youops_core::config::Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("youops: bad config, not starting\n{e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    init_tracing(cfg.server.log_json);
+    let frontends = match youops::frontends::build(&cfg) {
+        Ok(f) => f,
+        Err(problems) => {
+            eprintln!("youops: bad config, not starting");
+            for p in problems {
+                eprintln!("  {}: {p}", cli.config.display());
+            }
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let mut opts = youops::RunOptions::default();
+    opts.listen = listen;
+    opts.frontends = frontends;
+    opts.config_path = Some(cli.config.clone());
+    match youops::run(cfg, opts, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "youops stopped with an error");
+            eprintln!("youops: {e:#}");
+            let locked = e
+                .chain()
+                .any(|c| c.to_string().contains("locked by another process"));
+            ExitCode::from(if locked {
+                exit::UNAVAILABLE
+            } else {
+                exit::FAILED
+            })
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Serve { listen } = &cli.cmd {
+        let listen = listen.clone();
+        return serve(&cli, listen).await;
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        init_tracing(false);
+    }
+    youops::cli::dispatch(cli).await
+}

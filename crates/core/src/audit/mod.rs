@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use sled_store::{SledOptions, SledStore};
+pub use sled_store::{SledOptions, SledStats, SledStore};
 
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
@@ -174,6 +174,53 @@ pub fn canonical_bytes(
         body,
     })
     .expect("audit events always serialize")
+}
+
+#[derive(Serialize)]
+struct CanonicalHead<'a> {
+    seq: u64,
+    time: &'a DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: &'a Option<RequestId>,
+}
+
+/// [`canonical_bytes`] from a body already encoded as JSON (`serde_json::to_vec(body)`),
+/// byte for byte the same. Lets a store encode bodies off its writer thread.
+pub(crate) fn canonical_bytes_encoded(
+    seq: u64,
+    time: &DateTime<Utc>,
+    request_id: &Option<RequestId>,
+    body_json: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body_json.len() + 112);
+    serde_json::to_writer(
+        &mut out,
+        &CanonicalHead {
+            seq,
+            time,
+            request_id,
+        },
+    )
+    .expect("audit events always serialize");
+    // `{"seq":..,...}`: reopen the object and add the body as its last field.
+    out.pop();
+    out.extend_from_slice(b",\"body\":");
+    out.extend_from_slice(body_json);
+    out.push(b'}');
+    out
+}
+
+/// The stored JSON of an event (`serde_json::to_vec` of the [`AuditEvent`], byte
+/// for byte) from its canonical bytes and hashes, without encoding the body again.
+pub(crate) fn event_json(mut canonical: Vec<u8>, prev_hash: &str, hash: &str) -> Vec<u8> {
+    canonical.reserve(prev_hash.len() + hash.len() + 28);
+    canonical.pop();
+    canonical.extend_from_slice(b",\"prev_hash\":");
+    serde_json::to_writer(&mut canonical, prev_hash).expect("strings serialize");
+    canonical.extend_from_slice(b",\"hash\":");
+    serde_json::to_writer(&mut canonical, hash).expect("strings serialize");
+    canonical.push(b'}');
+    canonical
 }
 
 /// `SHA-256(prev_hash ‖ canonical)`, hex.
@@ -340,6 +387,78 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    #[test]
+    fn spliced_encodings_match_serde() {
+        let id = RequestId::new();
+        let actor = crate::model::Actor::new("cli", "al\"ice");
+        let request = crate::model::Request {
+            id,
+            op: "user.create".into(),
+            args: [(
+                "name".to_string(),
+                crate::model::Value::Str("é \\ \n".into()),
+            )]
+            .into(),
+            raw_args: Vec::new(),
+            secret_args: vec!["token".into()],
+            actor: actor.clone(),
+            origin: crate::model::Origin::new("slack").with_location("#ops"),
+            dedup_key: Some("k1".into()),
+            dry_run: false,
+            provenance: Default::default(),
+            created_at: Utc::now(),
+            digest: "ab".repeat(32),
+            retry_of: None,
+        };
+        let bodies = [
+            (
+                Some(id),
+                EventBody::Received {
+                    request: Box::new(request),
+                },
+            ),
+            (
+                Some(id),
+                EventBody::Transition(
+                    crate::model::Transition::to(crate::model::State::Failed)
+                        .by(actor)
+                        .reason("exit 1"),
+                ),
+            ),
+            (
+                None,
+                EventBody::Notice {
+                    source: "system".into(),
+                    kind: "k".into(),
+                    message: "\u{1F600} \"quoted\"".into(),
+                    data: serde_json::json!({"z": 1, "a": [true, null]}),
+                },
+            ),
+        ];
+        for (seq, (request_id, body)) in bodies.into_iter().enumerate() {
+            let seq = seq as u64 + 7;
+            let time = Utc::now();
+            let body_json = serde_json::to_vec(&body).unwrap();
+            let canonical = canonical_bytes_encoded(seq, &time, &request_id, &body_json);
+            assert_eq!(canonical, canonical_bytes(seq, &time, &request_id, &body));
+            let prev = "0f".repeat(32);
+            let hash = chain_hash(&prev, &canonical);
+            let ev = AuditEvent {
+                seq,
+                time,
+                request_id,
+                body,
+                prev_hash: prev.clone(),
+                hash: hash.clone(),
+            };
+            assert_eq!(
+                event_json(canonical, &prev, &hash),
+                serde_json::to_vec(&ev).unwrap()
+            );
+            assert_eq!(expected_hash(&ev), hash);
+        }
     }
 
     #[test]

@@ -12,22 +12,28 @@
 //! | `d` + dedup key | request id (16 B) |
 //!
 //! A single writer thread owns the chain tip. It takes every append waiting in its
-//! queue, applies them as one batch, and — if any of them asked for durability —
-//! fsyncs once for the whole group before answering. Concurrent requests therefore
-//! share flushes instead of paying one each.
+//! queue, applies them as one batch, answers the buffered ones, and — if any of them
+//! asked for durability — hands the rest to a flusher thread, which fsyncs once for
+//! everything applied so far before answering them. Concurrent requests therefore
+//! share flushes instead of paying one each, and the next group is hashed and
+//! applied while the last one is being flushed. Callers encode event bodies
+//! (`append` runs on their threads), so the writer only frames, hashes and stores
+//! them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::oneshot;
 
 use super::{
-    canonical_bytes, chain_hash, AppendOptions, AuditStore, ChainVerifier, StoreError,
-    VerifyReport, GENESIS_HASH,
+    canonical_bytes_encoded, chain_hash, event_json, AppendOptions, AuditStore, ChainVerifier,
+    StoreError, VerifyReport, GENESIS_HASH,
 };
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
@@ -50,8 +56,76 @@ impl Default for SledOptions {
     }
 }
 
+/// Counters of the writer thread since the store was opened, for benchmarks and
+/// metrics: how well group commit is sharing flushes, and where the time goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SledStats {
+    /// Groups committed (one `apply_batch` each).
+    pub groups: u64,
+    /// Append calls answered.
+    pub jobs: u64,
+    /// Events appended.
+    pub events: u64,
+    /// fsyncs (`Db::flush`) done.
+    pub flushes: u64,
+    /// Nanoseconds spent building and applying batches (hashing, encoding, sled).
+    pub apply_nanos: u64,
+    /// Nanoseconds spent in `Db::flush`.
+    pub flush_nanos: u64,
+}
+
+impl SledStats {
+    /// The counters accumulated between `earlier` and `self`.
+    pub fn since(&self, earlier: &SledStats) -> SledStats {
+        SledStats {
+            groups: self.groups - earlier.groups,
+            jobs: self.jobs - earlier.jobs,
+            events: self.events - earlier.events,
+            flushes: self.flushes - earlier.flushes,
+            apply_nanos: self.apply_nanos - earlier.apply_nanos,
+            flush_nanos: self.flush_nanos - earlier.flush_nanos,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    groups: AtomicU64,
+    jobs: AtomicU64,
+    events: AtomicU64,
+    flushes: AtomicU64,
+    apply_nanos: AtomicU64,
+    flush_nanos: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> SledStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SledStats {
+            groups: g(&self.groups),
+            jobs: g(&self.jobs),
+            events: g(&self.events),
+            flushes: g(&self.flushes),
+            apply_nanos: g(&self.apply_nanos),
+            flush_nanos: g(&self.flush_nanos),
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn nanos_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 struct Job {
     events: Vec<NewEvent>,
+    /// `serde_json::to_vec(&event.body)` of each event, encoded by the caller so
+    /// that the single writer thread does not have to.
+    bodies: Vec<Vec<u8>>,
     opts: AppendOptions,
     reply: oneshot::Sender<Result<Vec<AuditEvent>, StoreError>>,
 }
@@ -72,6 +146,7 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     path: PathBuf,
+    counters: Arc<Counters>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
 }
@@ -161,7 +236,9 @@ impl SledStore {
         let tree = db.open_tree("audit").map_err(io)?;
         let (seq, hash) = read_head(&tree)?;
         let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
         let writer = Writer {
+            counters: counters.clone(),
             db: db.clone(),
             tree: tree.clone(),
             seq,
@@ -178,6 +255,7 @@ impl SledStore {
                 db,
                 tree,
                 path,
+                counters,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
             }),
@@ -187,6 +265,11 @@ impl SledStore {
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Writer counters since the store was opened.
+    pub fn stats(&self) -> SledStats {
+        self.inner.counters.snapshot()
     }
 
     /// The raw sled tree, for tools and tests that inspect stored bytes.
@@ -244,13 +327,89 @@ struct Writer {
     tree: sled::Tree,
     seq: u64,
     hash: String,
-    /// Records of requests touched recently (avoids a read per event).
+    /// Records of requests not terminal yet, as last committed (avoids a read and a
+    /// decode per event).
     records: HashMap<RequestId, RequestRecord>,
     max_batch: usize,
+    counters: Arc<Counters>,
+}
+
+/// A request record changed by the group being built.
+struct Touched {
+    rec: RequestRecord,
+    /// Its `a` key exists already (the record was stored before, not terminal).
+    indexed_active: bool,
+}
+
+type AppendReply = oneshot::Sender<Result<Vec<AuditEvent>, StoreError>>;
+type FlushReply = oneshot::Sender<Result<(), StoreError>>;
+
+/// Answers that wait for the next fsync.
+#[derive(Default)]
+struct Durable {
+    appends: Vec<(AppendReply, Vec<AuditEvent>)>,
+    flushes: Vec<FlushReply>,
+}
+
+impl Durable {
+    fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.flushes.is_empty()
+    }
+
+    fn answer(self, flushed: &Result<(), StoreError>) {
+        for (reply, events) in self.appends {
+            let _ = reply.send(match flushed {
+                Ok(()) => Ok(events),
+                Err(e) => Err(StoreError::Io(e.to_string())),
+            });
+        }
+        for f in self.flushes {
+            let _ = f.send(flushed.clone_result());
+        }
+    }
+}
+
+/// fsyncs for the writer, so the next group is built and applied while the last
+/// one is being flushed. Every `Durable` it receives was applied before it calls
+/// `Db::flush`, and one flush answers everything that queued up meanwhile.
+fn flusher(db: sled::Db, counters: Arc<Counters>, rx: mpsc::Receiver<Durable>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let flushed = flush_db(&db, &counters);
+        for d in waiting {
+            d.answer(&flushed);
+        }
+    }
+}
+
+fn flush_db(db: &sled::Db, counters: &Counters) -> Result<(), StoreError> {
+    let t = Instant::now();
+    let flushed = db.flush().map(|_| ()).map_err(io);
+    add(&counters.flush_nanos, nanos_since(t));
+    add(&counters.flushes, 1);
+    flushed
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let (flush_tx, flush_rx) = mpsc::channel::<Durable>();
+        let flush_thread = {
+            let db = self.db.clone();
+            let counters = self.counters.clone();
+            thread::Builder::new()
+                .name("youops-audit-flusher".into())
+                .spawn(move || flusher(db, counters, flush_rx))
+        };
+        let mut flush_tx = match &flush_thread {
+            Ok(_) => Some(flush_tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "no flusher thread; the audit writer flushes inline");
+                None
+            }
+        };
         while let Ok(first) = rx.recv() {
             let mut jobs = Vec::new();
             let mut flushes = Vec::new();
@@ -269,107 +428,149 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(jobs, flushes);
+            let durable = self.commit(jobs, flushes);
+            if durable.is_empty() {
+                continue;
+            }
+            // Hand the fsync to the flusher; flush here only if it is gone.
+            let unsent = match &flush_tx {
+                Some(tx) => tx.send(durable).err().map(|e| e.0),
+                None => Some(durable),
+            };
+            if let Some(durable) = unsent {
+                flush_tx = None;
+                durable.answer(&flush_db(&self.db, &self.counters));
+            }
+        }
+        drop(flush_tx);
+        if let Ok(h) = flush_thread {
+            let _ = h.join();
         }
     }
 
-    fn commit(&mut self, jobs: Vec<Job>, flushes: Vec<oneshot::Sender<Result<(), StoreError>>>) {
+    /// Apply one group. Buffered appends are answered here; the answers that must
+    /// wait for an fsync are returned.
+    fn commit(&mut self, jobs: Vec<Job>, flushes: Vec<FlushReply>) -> Durable {
+        let started = Instant::now();
         let mut batch = sled::Batch::default();
         let mut claimed: HashMap<String, RequestId> = HashMap::new();
         let start = (self.seq, self.hash.clone());
-        let mut staged: Vec<(Job, Result<Vec<AuditEvent>, StoreError>)> =
+        let mut staged: Vec<(bool, AppendReply, Result<Vec<AuditEvent>, StoreError>)> =
             Vec::with_capacity(jobs.len());
-        let mut touched: HashMap<RequestId, RequestRecord> = HashMap::new();
+        let mut touched: HashMap<RequestId, Touched> = HashMap::new();
         for job in jobs {
-            let result = self.stage(&job, &mut batch, &mut claimed, &mut touched);
-            staged.push((job, result));
+            let Job {
+                events,
+                bodies,
+                opts,
+                reply,
+            } = job;
+            let result = self.stage(
+                events,
+                bodies,
+                &opts,
+                &mut batch,
+                &mut claimed,
+                &mut touched,
+            );
+            staged.push((opts.durable, reply, result));
         }
-        for (id, rec) in &touched {
-            match serde_json::to_vec(rec) {
+        for (id, t) in &touched {
+            match serde_json::to_vec(&t.rec) {
                 Ok(bytes) => batch.insert(&idkey(b's', *id), bytes),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode request record");
                 }
             }
-            if rec.state.is_terminal() {
-                batch.remove(&idkey(b'a', *id));
-            } else {
-                batch.insert(&idkey(b'a', *id), &[][..]);
+            match (t.indexed_active, t.rec.state.is_terminal()) {
+                (false, false) => batch.insert(&idkey(b'a', *id), &[][..]),
+                (true, true) => batch.remove(&idkey(b'a', *id)),
+                _ => {}
             }
         }
         let applied = self.tree.apply_batch(batch).map_err(io);
+        add(&self.counters.apply_nanos, nanos_since(started));
         if let Err(e) = applied {
             // Nothing of this group is stored: roll the tip back and fail every job.
             (self.seq, self.hash) = start;
             self.records.clear();
-            for (job, _) in staged {
-                let _ = job.reply.send(Err(StoreError::Io(e.to_string())));
+            for (_, reply, _) in staged {
+                let _ = reply.send(Err(StoreError::Io(e.to_string())));
             }
             for f in flushes {
                 let _ = f.send(Err(StoreError::Io(e.to_string())));
             }
-            return;
+            return Durable::default();
         }
-        for (id, rec) in touched {
-            if rec.state.is_terminal() {
-                self.records.remove(&id);
-            } else {
-                self.records.insert(id, rec);
+        for (id, t) in touched {
+            if !t.rec.state.is_terminal() {
+                self.records.insert(id, t.rec);
             }
         }
         if self.records.len() > 100_000 {
             self.records.clear();
         }
-        let need_flush =
-            !flushes.is_empty() || staged.iter().any(|(j, r)| j.opts.durable && r.is_ok());
+        add(&self.counters.groups, 1);
+        add(&self.counters.jobs, staged.len() as u64);
         // Answer buffered appends at once; durable ones after the fsync.
-        let mut durable = Vec::new();
-        for (job, result) in staged {
-            if job.opts.durable && result.is_ok() {
-                durable.push((job, result));
-            } else {
-                let _ = job.reply.send(result);
+        let mut durable = Durable {
+            appends: Vec::new(),
+            flushes,
+        };
+        for (is_durable, reply, result) in staged {
+            if let Ok(events) = &result {
+                add(&self.counters.events, events.len() as u64);
+            }
+            match result {
+                Ok(events) if is_durable => durable.appends.push((reply, events)),
+                other => {
+                    let _ = reply.send(other);
+                }
             }
         }
-        if need_flush {
-            let flushed = self.db.flush().map(|_| ()).map_err(io);
-            for (job, result) in durable {
-                let _ = job.reply.send(match &flushed {
-                    Ok(()) => result,
-                    Err(e) => Err(StoreError::Io(e.to_string())),
-                });
-            }
-            for f in flushes {
-                let _ = f.send(flushed.clone_result());
-            }
-        }
+        durable
     }
 
-    fn record(
+    /// The current record of a request and whether its `a` key exists, taking it
+    /// out of the group's or the writer's cache (the caller puts it back).
+    fn take_record(
         &mut self,
         id: RequestId,
-        touched: &HashMap<RequestId, RequestRecord>,
-    ) -> Result<Option<RequestRecord>, StoreError> {
-        if let Some(r) = touched.get(&id) {
-            return Ok(Some(r.clone()));
+        touched: &HashMap<RequestId, Touched>,
+    ) -> Result<Option<Touched>, StoreError> {
+        if let Some(t) = touched.get(&id) {
+            // Changed by an earlier job of this group, which must stay intact should
+            // this job fail.
+            return Ok(Some(Touched {
+                rec: t.rec.clone(),
+                indexed_active: t.indexed_active,
+            }));
         }
-        if let Some(r) = self.records.get(&id) {
-            return Ok(Some(r.clone()));
-        }
-        match self.tree.get(idkey(b's', id)).map_err(io)? {
-            Some(v) => Ok(Some(decode("request record", &v)?)),
-            None => Ok(None),
-        }
+        // Taking it out of the cache is safe even if this job then fails: the
+        // record is also in the tree, as committed.
+        let rec = match self.records.remove(&id) {
+            Some(r) => Some(r),
+            None => match self.tree.get(idkey(b's', id)).map_err(io)? {
+                Some(v) => Some(decode::<RequestRecord>("request record", &v)?),
+                None => None,
+            },
+        };
+        Ok(rec.map(|rec| Touched {
+            indexed_active: !rec.state.is_terminal(),
+            rec,
+        }))
     }
 
     fn stage(
         &mut self,
-        job: &Job,
+        events: Vec<NewEvent>,
+        bodies: Vec<Vec<u8>>,
+        opts: &AppendOptions,
         batch: &mut sled::Batch,
         claimed: &mut HashMap<String, RequestId>,
-        touched: &mut HashMap<RequestId, RequestRecord>,
+        touched: &mut HashMap<RequestId, Touched>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        if let Some(key) = &job.opts.dedup_key {
+        if let Some(key) = &opts.dedup_key {
             if let Some(existing) = self.tree.get(dkey(key)).map_err(io)? {
                 return Err(StoreError::Duplicate(id_from(&existing)?));
             }
@@ -378,39 +579,45 @@ impl Writer {
                 return Err(StoreError::Duplicate(*owner));
             }
         }
+        if bodies.len() != events.len() {
+            return Err(StoreError::Io("event bodies were not encoded".into()));
+        }
         // Build every event first so a failure leaves the batch untouched.
-        let mut out = Vec::with_capacity(job.events.len());
+        let mut out = Vec::with_capacity(events.len());
+        let mut stored = Vec::with_capacity(events.len());
         let mut seq = self.seq;
         let mut prev = self.hash.clone();
-        let mut local: HashMap<RequestId, RequestRecord> = HashMap::new();
-        for ne in &job.events {
+        let mut local: HashMap<RequestId, Touched> = HashMap::new();
+        for (ne, body_json) in events.into_iter().zip(bodies) {
             seq += 1;
             let time = Utc::now();
-            let canonical = canonical_bytes(seq, &time, &ne.request_id, &ne.body);
+            let canonical = canonical_bytes_encoded(seq, &time, &ne.request_id, &body_json);
             let hash = chain_hash(&prev, &canonical);
+            stored.push(event_json(canonical, &prev, &hash));
             let ev = AuditEvent {
                 seq,
                 time,
                 request_id: ne.request_id,
-                body: ne.body.clone(),
-                prev_hash: prev.clone(),
-                hash: hash.clone(),
+                body: ne.body,
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
             };
-            if let Some(id) = ne.request_id {
+            if let Some(id) = ev.request_id {
                 let current = match local.remove(&id) {
-                    Some(r) => Some(r),
-                    None => self.record(id, touched)?,
+                    Some(t) => Some(t),
+                    None => self.take_record(id, touched)?,
                 };
-                let rec = match (&ev.body, current) {
-                    (EventBody::Received { request }, None) => {
-                        RequestRecord::new((**request).clone(), &ev)
-                    }
+                let t = match (&ev.body, current) {
+                    (EventBody::Received { request }, None) => Touched {
+                        rec: RequestRecord::new((**request).clone(), &ev),
+                        indexed_active: false,
+                    },
                     (EventBody::Received { .. }, Some(_)) => {
                         return Err(StoreError::Io(format!("request {id} was already received")))
                     }
-                    (_, Some(mut r)) => {
-                        r.apply(&ev);
-                        r
+                    (_, Some(mut t)) => {
+                        t.rec.apply(&ev);
+                        t
                     }
                     (_, None) => {
                         return Err(StoreError::Io(format!(
@@ -418,19 +625,17 @@ impl Writer {
                         )))
                     }
                 };
-                local.insert(id, rec);
+                local.insert(id, t);
             }
-            prev = hash;
             out.push(ev);
         }
-        for ev in &out {
-            let bytes = serde_json::to_vec(ev).map_err(|e| StoreError::Io(e.to_string()))?;
+        for (ev, bytes) in out.iter().zip(stored) {
             batch.insert(&ekey(ev.seq), bytes);
             if let Some(id) = ev.request_id {
                 batch.insert(&rkey(id, ev.seq), &[][..]);
             }
         }
-        if let Some(key) = &job.opts.dedup_key {
+        if let Some(key) = &opts.dedup_key {
             if let Some(id) = out.first().and_then(|e| e.request_id) {
                 batch.insert(dkey(key), &id.0.to_bytes()[..]);
                 claimed.insert(key.clone(), id);
@@ -466,9 +671,15 @@ impl AuditStore for SledStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let bodies = events
+            .iter()
+            .map(|e| serde_json::to_vec(&e.body))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Io(format!("cannot encode an audit event: {e}")))?;
         let (reply, rx) = oneshot::channel();
         self.send(Msg::Append(Job {
             events,
+            bodies,
             opts,
             reply,
         }))?;
@@ -587,12 +798,14 @@ impl AuditStore for SledStore {
                 );
                 let ev: AuditEvent = match serde_json::from_slice(&bytes) {
                     Ok(e) => e,
-                    Err(e) => return Ok(v.report(Some(super::Broken {
-                        seq,
-                        reason: format!(
+                    Err(e) => {
+                        return Ok(v.report(Some(super::Broken {
+                            seq,
+                            reason: format!(
                             "the stored record does not decode ({e}): it was altered or damaged"
                         ),
-                    }))),
+                        })))
+                    }
                 };
                 if ev.seq != seq {
                     return Ok(v.report(Some(super::Broken {

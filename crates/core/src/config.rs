@@ -37,8 +37,6 @@ pub struct ServerConfig {
     pub shutdown_grace: HumanDuration,
     /// Emit logs as JSON.
     pub log_json: bool,
-    /// Per-principal request rate limit (requests per minute; 0 disables).
-    pub rate_limit_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -50,7 +48,6 @@ impl Default for ServerConfig {
             request_timeout: HumanDuration(std::time::Duration::from_secs(30)),
             shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
             log_json: false,
-            rate_limit_per_minute: 600,
         }
     }
 }
@@ -85,6 +82,9 @@ pub struct ExecutorConfig {
     pub approval_ttl: HumanDuration,
     /// Most runs at the same time (others wait).
     pub max_concurrent_runs: usize,
+    /// Requests each principal may submit per minute (burst = the same number);
+    /// identities that map to no principal share one budget per frontend. 0 disables.
+    pub rate_limit_per_minute: u32,
 }
 
 impl Default for ExecutorConfig {
@@ -94,6 +94,7 @@ impl Default for ExecutorConfig {
             default_timeout: HumanDuration(std::time::Duration::from_secs(300)),
             approval_ttl: HumanDuration(std::time::Duration::from_secs(3600)),
             max_concurrent_runs: 64,
+            rate_limit_per_minute: 600,
         }
     }
 }
@@ -701,5 +702,78 @@ x = 1
         let text = GOOD.replace("{service}\"]", "{servce}\"]");
         let errs = parse(&text).unwrap_err();
         assert!(errs.to_string().contains("`{servce}`"), "{errs}");
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// docs/configuration.md lists every key of the config structs.
+    #[test]
+    fn configuration_doc_lists_every_key() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let mut keys: Vec<String> = Vec::new();
+        for v in [
+            toml::Value::try_from(ServerConfig::default()),
+            toml::Value::try_from(StoreConfig::default()),
+            toml::Value::try_from(ExecutorConfig::default()),
+        ] {
+            if let toml::Value::Table(t) = v.unwrap() {
+                keys.extend(t.keys().cloned());
+            }
+        }
+        // Op, param and policy structs: every field, via a fully populated example.
+        let op: crate::catalog::OpSpec = toml::from_str(
+            r#"
+name = "x"
+description = "d"
+runner = { type = "builtin", name = "b" }
+timeout = "1s"
+roles = ["r"]
+approvals = 1
+approvers = ["r"]
+approval_ttl = "1m"
+lock = "l"
+lock_mode = "refuse"
+output_limit = 100
+frontend = { github = { close_on_success = true } }
+[[params]]
+name = "p"
+type = "int"
+description = "d"
+required = false
+default = 1
+pattern = "x"
+values = ["a"]
+min = 0
+max = 2
+"#,
+        )
+        .unwrap();
+        let v = toml::Value::try_from(&op).unwrap();
+        let t = v.as_table().unwrap();
+        keys.extend(t.keys().cloned());
+        keys.extend(
+            t["params"].as_array().unwrap()[0]
+                .as_table()
+                .unwrap()
+                .keys()
+                .cloned(),
+        );
+        let p = toml::Value::try_from(crate::policy::PrincipalSpec::default()).unwrap();
+        keys.extend(p.as_table().unwrap().keys().cloned());
+        let g = toml::Value::try_from(crate::policy::GrantSpec::default()).unwrap();
+        keys.extend(g.as_table().unwrap().keys().cloned());
+        keys.extend(TOP_KEYS.iter().map(|s| s.to_string()));
+        for k in keys {
+            assert!(
+                doc.contains(&format!("`{k}`"))
+                    || doc.contains(&format!("[{k}]"))
+                    || doc.contains(&format!("[[{k}]]"))
+                    || doc.contains(&format!("[{k}.")),
+                "docs/configuration.md does not mention `{k}`"
+            );
+        }
     }
 }

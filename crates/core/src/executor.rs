@@ -129,6 +129,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     digest_key: [u8; 32],
     stop: CancellationToken,
+    buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
 }
 
 /// The executor handle. Cheap to clone.
@@ -202,6 +203,7 @@ impl ExecutorBuilder {
             slots,
             digest_key: key,
             stop: CancellationToken::new(),
+            buckets: Mutex::new(HashMap::new()),
         });
         let exec = Executor { inner };
         exec.recover().await?;
@@ -339,6 +341,7 @@ impl Executor {
         let id = RequestId::new();
         let mut actor = sub.actor.clone();
         actor.principal = self.resolve(&sub.actor);
+        self.take_token(&loaded, &actor)?;
         let op = loaded.op(&sub.op);
         let secret_names: Vec<String> = op.as_ref().map(|o| o.secret_params()).unwrap_or_default();
         let validated = match &op {
@@ -513,6 +516,39 @@ impl Executor {
             record,
             duplicate: false,
         })
+    }
+
+    /// Per-principal token bucket: floods are refused before they reach the store.
+    fn take_token(&self, loaded: &Loaded, actor: &Actor) -> Result<()> {
+        let per_minute = loaded.settings.rate_limit_per_minute;
+        if per_minute == 0 {
+            return Ok(());
+        }
+        let key = match &actor.principal {
+            Some(p) => p.clone(),
+            None => format!("unmapped identities on {}", actor.frontend),
+        };
+        let capacity = f64::from(per_minute);
+        let per_sec = capacity / 60.0;
+        let now = std::time::Instant::now();
+        let mut buckets = lock(&self.inner.buckets);
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + at.elapsed().as_secs_f64() * per_sec < capacity
+            });
+        }
+        let (tokens, at) = buckets.entry(key.clone()).or_insert((capacity, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(capacity);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = ((1.0 - *tokens) / per_sec).ceil();
+            Err(Error::RateLimited(format!(
+                "{key} submitted more than {per_minute} requests in a minute; try again in {wait}s (limit: [executor] rate_limit_per_minute)"
+            )))
+        }
     }
 
     async fn duplicate(&self, id: RequestId) -> Result<Ticket> {

@@ -425,7 +425,7 @@ async fn dispatch_inner(cli: &Cli) -> CliResult {
 pub fn config_check(path: &Path) -> CliResult {
     match Config::load(path) {
         Ok(cfg) => {
-            let mut problems = crate::frontends::check(&cfg);
+            let mut problems = crate::frontends::check(&cfg, &[]);
             if !problems.is_empty() {
                 problems.sort();
                 let mut msg = format!(

@@ -43,7 +43,7 @@ async fn serve(cli: &Cli, listen: Option<String>) -> ExitCode {
         }
     };
     init_tracing(cfg.server.log_json);
-    let frontends = match youops::frontends::build(&cfg) {
+    let frontends = match youops::frontends::build(&cfg, &[]) {
         Ok(f) => f,
         Err(problems) => {
             eprintln!("youops: bad config, not starting");

@@ -108,6 +108,15 @@ impl From<Error> for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 fn bad_json(r: JsonRejection) -> ApiError {
+    // A body over `[server] body_limit` that came without a Content-Length (the
+    // limit layer answers those with a length itself) trips while it is read.
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is larger than the server's body_limit",
+        );
+    }
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "bad_request",
@@ -281,11 +290,23 @@ struct WaitQuery {
     wait: Option<String>,
 }
 
-fn wait_duration(q: &WaitQuery) -> ApiResult<Option<Duration>> {
+/// Wait until the request ends or waits for people (approvals).
+async fn settled(st: &AppState, id: RequestId) -> youops_core::Result<youops_core::RequestRecord> {
+    st.exec()
+        .wait_for(id, |r| r.state == ReqState::PendingApproval)
+        .await
+}
+
+fn wait_duration(st: &AppState, q: &WaitQuery) -> ApiResult<Option<Duration>> {
+    // Stay inside the HTTP request timeout so a long wait answers 2xx, not 408.
+    let cap = st
+        .request_timeout()
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_millis(100));
     match &q.wait {
         None => Ok(None),
         Some(w) => youops_core::units::parse_duration(w)
-            .map(|d| Some(d.min(Duration::from_secs(300))))
+            .map(|d| Some(d.min(cap)))
             .map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("wait: {e}"))
             }),
@@ -300,7 +321,7 @@ async fn submit(
 ) -> ApiResult<Response> {
     let p = authenticate(&st, &headers)?;
     let Json(body) = body.map_err(bad_json)?;
-    let wait = wait_duration(&q)?;
+    let wait = wait_duration(&st, &q)?;
     let mut sub = Submission::new(body.op, api_actor(&p), api_origin()).dry_run(body.dry_run);
     for (k, v) in body.args {
         let text = match v {
@@ -363,7 +384,7 @@ async fn submit(
         _ => {}
     }
     if let Some(d) = wait {
-        if let Ok(r) = tokio::time::timeout(d, st.exec().wait(record.request.id)).await {
+        if let Ok(r) = tokio::time::timeout(d, settled(&st, record.request.id)).await {
             record = r?;
         }
     }
@@ -476,11 +497,11 @@ async fn get_request(
 ) -> ApiResult<Json<serde_json::Value>> {
     authenticate(&st, &headers)?;
     let id = parse_id(&id)?;
-    let wait = wait_duration(&q)?;
+    let wait = wait_duration(&st, &q)?;
     let mut record = st.exec().get(id).await?;
     if let Some(d) = wait {
         if !record.state.is_terminal() {
-            if let Ok(r) = tokio::time::timeout(d, st.exec().wait(id)).await {
+            if let Ok(r) = tokio::time::timeout(d, settled(&st, id)).await {
                 record = r?;
             }
         }

@@ -117,6 +117,17 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// One GitOps reconcile pass of `[frontends.git]`, printed as a diff-like plan
+    /// (opens the local store; a running daemon reconciles continuously and takes
+    /// `POST /git/webhook` to pass at once).
+    Reconcile {
+        /// Run one pass and exit (the continuous mode is `youops serve`).
+        #[arg(long)]
+        once: bool,
+        /// Plan only: submit nothing, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Config tools.
     Config {
         /// check.
@@ -226,13 +237,22 @@ impl From<StoreError> for Failure {
 
 type CliResult = Result<u8, Failure>;
 
-/// The OS user running the CLI.
+/// The OS user running the CLI: `USER` when set, else the name of the uid.
+///
+/// `USER` comes first because configs map it (`identities.cli = ["${USER}"]`,
+/// as the quickstart does), and the CLI must see the same name the config saw.
+/// It grants nothing the uid does not already have: local mode needs write
+/// access to the store itself.
 pub fn os_user() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
+    std::env::var("USER")
         .ok()
-        .flatten()
-        .map(|u| u.name)
-        .or_else(|| std::env::var("USER").ok())
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -412,6 +432,7 @@ async fn dispatch_inner(cli: &Cli) -> CliResult {
         Cmd::Audit {
             cmd: AuditCmd::Verify { file: Some(f) },
         } => verify_file(f),
+        Cmd::Reconcile { once, dry_run } => reconcile(cli, *once, *dry_run).await,
         _ => {
             let backend = Backend::open(cli).await?;
             let r = with_backend(cli, &backend).await;
@@ -458,6 +479,58 @@ pub fn config_check(path: &Path) -> CliResult {
             Ok(exit::OK)
         }
         Err(e) => Err(Failure::new(exit::CONFIG, e.to_string())),
+    }
+}
+
+async fn reconcile(cli: &Cli, once: bool, dry_run: bool) -> CliResult {
+    if !once {
+        return Err(Failure::new(
+            exit::REFUSED,
+            "continuous reconciliation runs in `youops serve`; use `youops reconcile --once [--dry-run]` for one pass",
+        ));
+    }
+    if cli.server.is_some() {
+        return Err(Failure::new(
+            exit::REFUSED,
+            "reconcile --once works on the local store; a running daemon reconciles by itself (POST /git/webhook asks it to pass now)",
+        ));
+    }
+    let cfg = load_config(&cli.config)?;
+    let git = match crate::frontends::git(&cfg) {
+        None => {
+            return Err(Failure::new(
+                exit::CONFIG,
+                format!("{}: no [frontends.git] section", cli.config.display()),
+            ))
+        }
+        Some(Err(problems)) => return Err(Failure::new(exit::CONFIG, problems.join("\n"))),
+        Some(Ok(g)) => g,
+    };
+    let backend = Backend::open(cli).await?;
+    let result = match &backend {
+        Backend::Local { exec, .. } => {
+            youops_frontend_git::reconcile_once(exec, &git, dry_run).await
+        }
+        Backend::Remote(_) => Ok(youops_frontend_git::Plan::default()),
+    };
+    backend.close().await;
+    match result {
+        Ok(plan) => {
+            print!("{plan}");
+            let failed = plan.entries.iter().any(|e| {
+                e.state
+                    .is_some_and(|s| s.is_terminal() && s != State::Succeeded)
+            });
+            Ok(if failed || !plan.kind_errors.is_empty() {
+                exit::FAILED
+            } else {
+                exit::OK
+            })
+        }
+        Err(e) => Err(Failure::new(
+            exit::FAILED,
+            format!("reconcile: {e} ({})", e.code()),
+        )),
     }
 }
 
@@ -664,7 +737,7 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
             Ok(exit_for(&rec))
         }
         Cmd::Audit { cmd } => audit(b, cmd).await,
-        Cmd::Serve { .. } | Cmd::Config { .. } => Ok(exit::OK),
+        Cmd::Serve { .. } | Cmd::Config { .. } | Cmd::Reconcile { .. } => Ok(exit::OK),
     }
 }
 

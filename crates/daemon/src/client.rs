@@ -123,7 +123,7 @@ impl Client {
             .collect();
         let resp = self
             .http
-            .post(format!("{}/api/v1/requests?wait=30s", self.base))
+            .post(format!("{}/api/v1/requests?wait=25s", self.base))
             .bearer_auth(&self.token)
             .json(&serde_json::json!({ "op": op, "args": args, "dry_run": dry_run }))
             .send()

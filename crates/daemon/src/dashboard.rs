@@ -55,8 +55,10 @@ h1 { font-size:20px; margin:0 0 16px; } h2 { font-size:15px; margin:28px 0 10px;
 .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(200px,1fr)); gap:14px; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:14px 16px; }
 .card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.5px; } .card .v { font-size:22px; font-weight:600; margin-top:2px; }
+.card .sub { font-size:13px; font-weight:400; color:var(--muted); margin-top:2px; }
+h1 code { font-size:inherit; } h1 .badge { vertical-align:middle; margin-left:8px; font-size:13px; }
 table { width:100%; border-collapse:collapse; background:var(--card); border:1px solid var(--line); border-radius:10px; overflow:hidden; }
-th, td { text-align:left; padding:9px 12px; border-bottom:1px solid var(--line); vertical-align:top; }
+th, td { text-align:left; padding:9px 12px; border-bottom:1px solid var(--line); vertical-align:middle; }
 th { background:#f9fafb; color:var(--muted); font-weight:600; font-size:12px; text-transform:uppercase; letter-spacing:.4px; }
 tr:last-child td { border-bottom:none; } tbody tr:hover { background:#fafbff; }
 a { color:var(--accent); } code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:12.5px; }
@@ -202,11 +204,11 @@ async fn index(State(st): State<AppState>, Query(q): Query<IndexQuery>) -> Respo
     let chain = st.chain_status().await;
     let chain_html = match &chain.broken {
         None => format!(
-            "<span class=\"chain-ok\" id=\"chain-status\" data-ok=\"true\">intact</span><div class=\"muted\">{} events verified</div>",
+            "<span class=\"chain-ok\" id=\"chain-status\" data-ok=\"true\">intact</span><div class=\"sub\">{} events verified</div>",
             chain.verified_through
         ),
         Some(b) => format!(
-            "<span class=\"chain-bad\" id=\"chain-status\" data-ok=\"false\">BROKEN at #{}</span><div class=\"muted\">{}</div>",
+            "<span class=\"chain-bad\" id=\"chain-status\" data-ok=\"false\">BROKEN at #{}</span><div class=\"sub\">{}</div>",
             b.seq,
             esc(&b.reason)
         ),
@@ -229,7 +231,7 @@ async fn index(State(st): State<AppState>, Query(q): Query<IndexQuery>) -> Respo
         for r in &pending {
             let id = r.request.id.to_string();
             rows.push_str(&format!(
-                "<tr><td><a href=\"/requests/{id}\"><code>{op}</code></a> <span class=\"mono muted\">{args}</span></td><td>{actor}</td><td>{needed} more</td><td>{exp}</td><td class=\"mono\">approve with <code>approve {id}</code></td></tr>",
+                "<tr><td><a href=\"/requests/{id}\"><code>{op}</code></a> <span class=\"mono muted\">{args}</span></td><td>{actor}</td><td>{needed} more</td><td>{exp}</td><td><code>youops approve {id}</code></td></tr>",
                 op = esc(&r.request.op),
                 args = args_text(r),
                 actor = actor_text(r),
@@ -334,7 +336,7 @@ async fn request_page(State(st): State<AppState>, Path(id): Path<String>) -> Res
         "<h1><code>{op}</code> {badge}</h1><dl>\
 <dt>Request</dt><dd class=\"mono\" id=\"request-id\">{id}</dd>\
 <dt>Requested by</dt><dd>{actor}</dd><dt>Frontend</dt><dd>{frontend}{loc}</dd>\
-<dt>Created</dt><dd>{created} <span class=\"muted\">({age})</span></dd>",
+<dt>Created</dt><dd title=\"{created_full}\">{created} <span class=\"muted\">({age})</span></dd>",
         op = esc(&r.op),
         badge = badge(rec.state),
         id = r.id,
@@ -345,7 +347,8 @@ async fn request_page(State(st): State<AppState>, Path(id): Path<String>) -> Res
         } else {
             format!(" · {}", esc(&r.origin.location))
         },
-        created = r.created_at.to_rfc3339(),
+        created = r.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        created_full = r.created_at.to_rfc3339(),
         age = age(r.created_at, now),
     );
     let args = if r.args.is_empty() && r.raw_args.is_empty() {

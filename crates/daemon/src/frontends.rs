@@ -4,29 +4,55 @@
 //! Embedders that register their own frontends pass their section names as
 //! `extra`, so those sections are left for them to check.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use youops_core::config::Config;
 use youops_core::frontend::Frontends;
+use youops_frontend_git::GitFrontend;
 
 /// Frontend sections this build knows.
-pub const KNOWN: [&str; 0] = [];
+pub const KNOWN: [&str; 1] = ["git"];
 
-/// Every problem with the `[frontends.*]` sections, except those named in `extra`.
+/// Where the git frontend keeps its clone and state: beside the audit store.
+pub fn git_state_dir(cfg: &Config) -> PathBuf {
+    let store = cfg.store_path();
+    let name = store
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "youops-data".into());
+    store.with_file_name(format!("{name}-git"))
+}
+
+/// The git frontend, if the config enables it.
+pub fn git(cfg: &Config) -> Option<Result<GitFrontend, Vec<String>>> {
+    let section = cfg.frontend("git")?;
+    Some(
+        GitFrontend::from_config(section, &cfg.kinds, &cfg.base_dir)
+            .map(|g| g.with_state_dir(git_state_dir(cfg))),
+    )
+}
+
+/// Every problem with the `[frontends.*]` sections and `[[kinds]]`, except
+/// sections named in `extra`.
 pub fn check(cfg: &Config, extra: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for name in cfg.frontends.keys() {
-        if extra.contains(&name.as_str()) {
+        if extra.contains(&name.as_str()) || KNOWN.contains(&name.as_str()) {
             continue;
         }
-        if !KNOWN.contains(&name.as_str()) {
-            out.push(format!(
-                "frontends.{name}: unknown frontend (this build has: {})",
-                if KNOWN.is_empty() {
-                    "none".to_string()
-                } else {
-                    KNOWN.join(", ")
-                }
-            ));
-        }
+        out.push(format!(
+            "frontends.{name}: unknown frontend (this build has: {})",
+            KNOWN.join(", ")
+        ));
+    }
+    match git(cfg) {
+        Some(Ok(g)) => out.extend(g.kinds().check_catalog(&cfg.catalog())),
+        Some(Err(problems)) => out.extend(problems),
+        None if !cfg.kinds.is_empty() => out.push(
+            "kinds: resource kinds are declared but [frontends.git] is not configured".into(),
+        ),
+        None => {}
     }
     out
 }
@@ -37,5 +63,9 @@ pub fn build(cfg: &Config, extra: &[&str]) -> Result<Frontends, Vec<String>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Frontends::new())
+    let mut set = Frontends::new();
+    if let Some(Ok(g)) = git(cfg) {
+        set.push(Arc::new(g));
+    }
+    Ok(set)
 }

@@ -50,12 +50,18 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        // No label set is written bare: `name_sum{}` is outside the text format's grammar.
+        let set = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(
             out,
-            "{name}_sum{{{labels}}} {}",
+            "{name}_sum{set} {}",
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        let _ = writeln!(out, "{name}_count{set} {count}");
     }
 }
 

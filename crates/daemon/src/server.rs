@@ -24,7 +24,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use youops_core::audit::{AuditStore, ChainVerifier, SledStore, VerifyReport};
+use youops_core::audit::{AuditStore, ChainVerifier, SledOptions, SledStore, VerifyReport};
 use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
 use youops_core::runner::BuiltinCall;
@@ -50,6 +50,7 @@ struct AppInner {
     metrics: Arc<Metrics>,
     draining: AtomicBool,
     public_url: Option<String>,
+    request_timeout: Duration,
     chain: Mutex<ChainStatus>,
     started: Instant,
 }
@@ -85,6 +86,11 @@ impl AppState {
     /// Public base URL.
     pub fn public_url(&self) -> Option<&str> {
         self.inner.public_url.as_deref()
+    }
+
+    /// The per-HTTP-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
     /// Whether the daemon is shutting down.
@@ -215,7 +221,8 @@ pub async fn run(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let sled = SledStore::open(&store_path).context("opening the audit store")?;
+    let sled =
+        SledStore::open_with(&store_path, store_options()).context("opening the audit store")?;
     let store: Arc<dyn AuditStore> =
         Arc::new(InstrumentedStore::new(Arc::new(sled), metrics.clone()));
     let mut builder = standard_builtins(Executor::builder(&cfg, store));
@@ -236,6 +243,7 @@ pub async fn run(
             metrics: metrics.clone(),
             draining: AtomicBool::new(false),
             public_url,
+            request_timeout: cfg.server.request_timeout.0,
             chain: Mutex::new(ChainStatus {
                 verifier: ChainVerifier::new(),
                 broken: None,
@@ -246,13 +254,21 @@ pub async fn run(
         }),
     };
 
-    // Metrics from lifecycle events.
+    // Metrics from lifecycle events. The task ends with the daemon: it holds an
+    // executor handle, and with it the store, which must be released when `run`
+    // returns (an embedder or a test may open it again).
     let mut events = exec.subscribe();
     let m = metrics.clone();
     let known_ops = exec.clone();
-    tokio::spawn(async move {
+    let metrics_stop = stop.clone();
+    let metrics_task = tokio::spawn(async move {
         loop {
-            match events.recv().await {
+            let next = tokio::select! {
+                biased;
+                ev = events.recv() => ev,
+                _ = metrics_stop.cancelled() => break,
+            };
+            match next {
                 Ok(ev)
                     if ev.record.state.is_terminal()
                         && matches!(ev.event.body, youops_core::EventBody::Transition(_)) =>
@@ -299,15 +315,19 @@ pub async fn run(
     }
 
     // SIGHUP: re-validate and reload the catalog and policy.
-    if let Some(path) = opts.config_path.clone() {
+    // The handler is installed here, before the server answers anything: a
+    // SIGHUP that arrives before a lazily spawned task installs it would kill
+    // the process (the default action).
+    let hup = opts.config_path.clone().and_then(|path| {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map(|hup| (path, hup))
+            .map_err(|e| tracing::warn!(error = %e, "no SIGHUP reload: cannot install the handler"))
+            .ok()
+    });
+    if let Some((path, mut hup)) = hup {
         let exec = exec.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = hup.recv() => {}
@@ -350,12 +370,25 @@ pub async fn run(
         Ok(Err(e)) => tracing::warn!(error = %e, "http server task"),
         _ => {}
     }
+    let _ = metrics_task.await;
     exec.store()
         .flush()
         .await
         .context("flushing the audit store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// EXPERIMENT (temporary env knob)
+fn store_options() -> SledOptions {
+    let mut o = SledOptions::default();
+    if let Some(mib) = std::env::var("YOUOPS_X_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        o.cache_capacity = mib << 20;
+    }
+    o
 }
 
 struct ArcBuiltin(Arc<dyn youops_core::runner::Builtin>);
@@ -502,7 +535,7 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
             "Seconds since start.",
             st.uptime().as_secs_f64(),
         ),
-    ]);
+    ]) + &st.host().prometheus();
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -125,6 +125,21 @@ fn read_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// User + system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14
+/// and 15; the command name may hold spaces, so fields are counted after its `)`).
+fn read_cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second of `/proc/PID/stat`: USER_HZ, which Linux fixes at 100
+/// on every architecture it reports to user space.
+const USER_HZ: f64 = 100.0;
+
 fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
     if sorted.is_empty() {
         return None;
@@ -195,16 +210,29 @@ fn main() -> ExitCode {
 
     // RSS sampler: every 250 ms during the measured phase.
     let rss = Arc::new(Mutex::new(None::<Rss>));
+    // Daemon CPU ticks at the start and the end of the measured phase.
+    let cpu = Arc::new(Mutex::new((None::<(Instant, u64)>, None::<(Instant, u64)>)));
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = args.pid.map(|pid| {
         let rss = rss.clone();
+        let cpu = cpu.clone();
         let sampling = sampling.clone();
+        let measure_end = measure_start + args.duration;
         std::thread::spawn(move || {
             let now = Instant::now();
             if measure_start > now {
                 std::thread::sleep(measure_start - now);
             }
+            let tick = |slot: &mut Option<(Instant, u64)>| {
+                if let Some(t) = read_cpu_ticks(pid) {
+                    *slot = Some((Instant::now(), t));
+                }
+            };
+            tick(&mut cpu.lock().unwrap_or_else(|p| p.into_inner()).0);
             while sampling.load(Ordering::Relaxed) {
+                if Instant::now() <= measure_end {
+                    tick(&mut cpu.lock().unwrap_or_else(|p| p.into_inner()).1);
+                }
                 if let Some(kib) = read_rss_kib(pid) {
                     let mut g = rss.lock().unwrap_or_else(|p| p.into_inner());
                     let r = g.get_or_insert(Rss {
@@ -336,6 +364,16 @@ fn main() -> ExitCode {
         ms(lat.last().copied()),
     );
     let rss = *rss.lock().unwrap_or_else(|p| p.into_inner());
+    // Daemon CPU use over the measured phase: share of one core, and per request.
+    let cpu_use = match *cpu.lock().unwrap_or_else(|p| p.into_inner()) {
+        (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
+            let secs = (c1.saturating_sub(c0)) as f64 / USER_HZ;
+            let wall = t1.duration_since(t0).as_secs_f64();
+            let done = (ok as f64 * wall / window).max(1.0);
+            Some((secs / wall * 100.0, secs / done * 1e6))
+        }
+        _ => None,
+    };
     let first_error = rec
         .first_error
         .lock()
@@ -360,6 +398,7 @@ fn main() -> ExitCode {
             "max_send_lag_ms": max_lag.as_secs_f64() * 1e3,
             "peak_in_flight": rec.peak_in_flight.load(Ordering::Relaxed),
             "send_span_s": send_span,
+            "daemon_cpu": cpu_use.map(|(pct, us)| json!({ "core_pct": pct, "us_per_request": us })),
             "rss_kib": rss.map(|r| json!({ "min": r.min_kib, "max": r.max_kib, "last": r.last_kib, "samples": r.samples })),
         });
         println!("{out}");
@@ -389,6 +428,9 @@ fn main() -> ExitCode {
             max_lag.as_secs_f64() * 1e3,
             rec.peak_in_flight.load(Ordering::Relaxed)
         );
+        if let Some((pct, us)) = cpu_use {
+            println!("daemon CPU  {pct:.0}% of one core, {us:.0} µs per request");
+        }
         if let Some(r) = rss {
             println!(
                 "daemon RSS  min {:.1} MiB  max {:.1} MiB  last {:.1} MiB ({} samples)",

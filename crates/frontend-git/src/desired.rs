@@ -1,0 +1,431 @@
+//! Desired-state files: TOML under the configured subdirectory of the repository.
+//!
+//! ```toml
+//! [[resource]]
+//! kind = "user"            # a kind declared in `[[kinds]]`
+//! name = "alice"           # the kind's key field
+//! email = "alice@example.com"
+//! admin = true             # strings, integers, floats, booleans and dates
+//! ```
+//!
+//! Every problem is reported with the file and the 1-based line it is on; all
+//! files are checked and every problem is returned at once, and a commit with any
+//! problem is applied not at all.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::Kinds;
+
+/// Largest desired-state file read (bigger files are an error, not a hang).
+pub const MAX_FILE_BYTES: usize = 8 << 20;
+
+/// One problem in the desired state, placed at a file and line.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DesiredError {
+    /// Path of the file, relative to the repository root.
+    pub file: String,
+    /// 1-based line (0 when the problem is about the file as a whole).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for DesiredError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        }
+    }
+}
+
+/// One declared resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// Its kind.
+    pub kind: String,
+    /// Value of the kind's key field.
+    pub key: String,
+    /// Every field but `kind` (the key field included), as the text passed to ops.
+    pub fields: BTreeMap<String, String>,
+    /// File it is declared in.
+    pub file: String,
+    /// Line of its `[[resource]]` header.
+    pub line: usize,
+}
+
+impl Resource {
+    /// `kind/key`, the resource's identity.
+    pub fn id(&self) -> String {
+        resource_id(&self.kind, &self.key)
+    }
+
+    /// `file:line`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+/// `kind/key`.
+pub fn resource_id(kind: &str, key: &str) -> String {
+    format!("{kind}/{key}")
+}
+
+/// The whole desired state of one commit, by `kind/key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// Resources by id.
+    pub resources: BTreeMap<String, Resource>,
+}
+
+type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    resource: Vec<Spanned<RawTable>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    // Spans are byte offsets on char boundaries; count newlines in bytes to stay safe.
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The text a scalar value is passed to an op as, or `None` for arrays and tables.
+pub fn scalar_text(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Datetime(d) => Some(d.to_string()),
+        toml::Value::Array(_) | toml::Value::Table(_) => None,
+    }
+}
+
+/// Parse one desired-state file. Never panics, whatever the input.
+pub fn parse_file(
+    file: &str,
+    text: &str,
+    kinds: &Kinds,
+) -> Result<Vec<Resource>, Vec<DesiredError>> {
+    let err = |line: usize, message: String| DesiredError {
+        file: file.to_string(),
+        line,
+        message,
+    };
+    if text.len() > MAX_FILE_BYTES {
+        return Err(vec![err(
+            0,
+            format!("file is larger than {MAX_FILE_BYTES} bytes"),
+        )]);
+    }
+    let raw: RawFile = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            let msg = e.message().trim().to_string();
+            let msg = if msg.contains("unknown field") {
+                format!("{msg} (desired-state files hold only [[resource]] tables)")
+            } else {
+                format!("not valid TOML: {msg}")
+            };
+            return Err(vec![err(line, msg)]);
+        }
+    };
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for table in raw.resource {
+        let span = table.span();
+        let table = table.into_inner();
+        // The table's own span may start at its first key; the header is the
+        // line of the earliest thing we know about, which is accurate enough
+        // and never past the resource.
+        let first_key = table.keys().map(|k| k.span().start).min();
+        let mut line = line_of(text, span.start);
+        if let Some(k) = first_key {
+            // `[[resource]]` sits on the line before the first key when the span
+            // covers only the body.
+            let kl = line_of(text, k);
+            if kl < line {
+                line = kl;
+            }
+        }
+        let kind_entry = table.iter().find(|(k, _)| k.get_ref() == "kind");
+        let Some((_, kind_v)) = kind_entry else {
+            errors.push(err(line, "resource has no `kind`".into()));
+            continue;
+        };
+        let kind_line = line_of(text, kind_v.span().start);
+        let Some(kind) = kind_v.get_ref().as_str().map(str::to_string) else {
+            errors.push(err(kind_line, "`kind` must be a string".into()));
+            continue;
+        };
+        let Some(spec) = kinds.get(&kind) else {
+            let known = kinds.names().join(", ");
+            let hint = youops_core::grammar::suggest(&kind, kinds.names())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            errors.push(err(
+                kind_line,
+                format!(
+                    "unknown kind `{kind}`{hint}; known kinds: {}",
+                    if known.is_empty() { "none" } else { &known }
+                ),
+            ));
+            continue;
+        };
+        let mut fields = BTreeMap::new();
+        let mut bad = false;
+        for (k, v) in &table {
+            if k.get_ref() == "kind" {
+                continue;
+            }
+            match scalar_text(v.get_ref()) {
+                Some(t) => {
+                    fields.insert(k.get_ref().clone(), t);
+                }
+                None => {
+                    bad = true;
+                    errors.push(err(
+                        line_of(text, k.span().start),
+                        format!(
+                            "field `{}` must be a string, number, boolean or date (not an array or table)",
+                            k.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        let key = match fields.get(&spec.key) {
+            Some(k) if !k.trim().is_empty() => k.clone(),
+            Some(_) => {
+                errors.push(err(
+                    line,
+                    format!("key field `{}` of kind `{kind}` is empty", spec.key),
+                ));
+                continue;
+            }
+            None => {
+                errors.push(err(
+                    line,
+                    format!("resource of kind `{kind}` has no key field `{}`", spec.key),
+                ));
+                continue;
+            }
+        };
+        if bad {
+            continue;
+        }
+        out.push(Resource {
+            kind,
+            key,
+            fields,
+            file: file.to_string(),
+            line,
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Merge the resources of every file into one desired state; a key declared twice
+/// is an error at the second place, naming the first.
+pub fn combine<I>(files: I) -> Result<DesiredState, Vec<DesiredError>>
+where
+    I: IntoIterator<Item = Result<Vec<Resource>, Vec<DesiredError>>>,
+{
+    let mut state = DesiredState::default();
+    let mut errors = Vec::new();
+    for f in files {
+        match f {
+            Ok(resources) => {
+                for r in resources {
+                    let id = r.id();
+                    if let Some(first) = state.resources.get(&id) {
+                        errors.push(DesiredError {
+                            file: r.file.clone(),
+                            line: r.line,
+                            message: format!(
+                                "duplicate resource `{id}`: already declared at {}",
+                                first.location()
+                            ),
+                        });
+                    } else {
+                        state.resources.insert(id, r);
+                    }
+                }
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(state)
+    } else {
+        errors.sort();
+        Err(errors)
+    }
+}
+
+/// Parse a set of `(path, text)` files into one desired state.
+pub fn parse_files(
+    files: &[(String, String)],
+    kinds: &Kinds,
+) -> Result<DesiredState, Vec<DesiredError>> {
+    combine(files.iter().map(|(p, t)| parse_file(p, t, kinds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kinds() -> Kinds {
+        let t: toml::Table = toml::from_str(
+            r#"
+name = "user"
+key = "name"
+apply = "user.apply"
+"#,
+        )
+        .unwrap();
+        let g: toml::Table = toml::from_str(
+            r#"
+name = "group"
+key = "id"
+apply = "group.apply"
+"#,
+        )
+        .unwrap();
+        Kinds::parse(&[t, g], std::path::Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn parses_resources_with_lines() {
+        let text = "# users\n\n[[resource]]\nkind = \"user\"\nname = \"alice\"\nemail = \"a@x\"\nage = 3\n\n[[resource]]\nkind = \"group\"\nid = 7\n";
+        let r = parse_file("users.toml", text, &kinds()).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].id(), "user/alice");
+        assert_eq!(r[0].fields["age"], "3");
+        assert_eq!(r[0].fields["name"], "alice");
+        assert!(!r[0].fields.contains_key("kind"));
+        assert_eq!(r[0].line, 3, "{r:?}");
+        assert_eq!(r[1].id(), "group/7");
+        assert_eq!(r[1].line, 9, "{r:?}");
+    }
+
+    #[test]
+    fn errors_carry_file_and_line() {
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "[[resource]]\nkind = \"user\"\nname = \n",
+                3,
+                "not valid TOML",
+            ),
+            (
+                "[[resource]]\nkind = \"robot\"\nname = \"r\"\n",
+                2,
+                "unknown kind `robot`",
+            ),
+            (
+                "[[resource]]\nkind = \"user\"\nemail = \"x\"\n",
+                1,
+                "no key field `name`",
+            ),
+            ("\n[[resource]]\nname = \"x\"\n", 2, "has no `kind`"),
+            (
+                "[[resource]]\nkind = \"user\"\nname = \"a\"\ntags = [1]\n",
+                4,
+                "must be a string",
+            ),
+            ("[users]\nname = \"a\"\n", 1, "unknown field"),
+            (
+                "[[resource]]\nkind = 3\nname = \"a\"\n",
+                2,
+                "must be a string",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            let e = parse_file("d/f.toml", text, &kinds()).unwrap_err();
+            assert_eq!(e[0].file, "d/f.toml");
+            assert_eq!(e[0].line, *line, "{text:?}: {e:?}");
+            assert!(e[0].message.contains(needle), "{text:?}: {e:?}");
+            assert!(e[0].to_string().starts_with(&format!("d/f.toml:{line}: ")));
+        }
+    }
+
+    #[test]
+    fn unknown_kind_suggests() {
+        let e = parse_file(
+            "f.toml",
+            "[[resource]]\nkind = \"usr\"\nname = \"a\"\n",
+            &kinds(),
+        )
+        .unwrap_err();
+        assert!(e[0].message.contains("did you mean `user`"), "{e:?}");
+    }
+
+    #[test]
+    fn duplicates_across_files_name_both_places() {
+        let files = vec![
+            (
+                "a.toml".to_string(),
+                "[[resource]]\nkind = \"user\"\nname = \"alice\"\n".to_string(),
+            ),
+            (
+                "b.toml".to_string(),
+                "\n\n[[resource]]\nkind = \"user\"\nname = \"alice\"\n".to_string(),
+            ),
+        ];
+        let e = parse_files(&files, &kinds()).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            e[0].to_string(),
+            "b.toml:3: duplicate resource `user/alice`: already declared at a.toml:1"
+        );
+    }
+
+    #[test]
+    fn every_error_of_every_file_is_reported() {
+        let files = vec![
+            ("a.toml".to_string(), "[[resource]]\nkind = \"x\"\nname = \"a\"\n[[resource]]\nkind = \"y\"\nname = \"b\"\n".to_string()),
+            ("b.toml".to_string(), "not toml".to_string()),
+        ];
+        let e = parse_files(&files, &kinds()).unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_any_text(text in "\\PC*") {
+            let _ = parse_file("f.toml", &text, &kinds());
+        }
+
+        #[test]
+        fn never_panics_on_tomlish_text(text in "(\\[\\[resource\\]\\]\n|kind = \"(user|group|x)\"\n|name = \"[a-z]{0,3}\"\n|id = [0-9]{1,3}\n|[a-z]{1,4} = (\"[^\"\n]{0,5}\"|[0-9]{1,4}|true|\\[\\]|\\{\\})\n|\\[[a-z]{1,4}\\]\n|\n){0,12}") {
+            match parse_file("f.toml", &text, &kinds()) {
+                Ok(rs) => for r in rs {
+                    prop_assert!(r.line >= 1);
+                    prop_assert!(!r.key.is_empty());
+                },
+                Err(es) => for e in es {
+                    prop_assert!(e.line <= text.lines().count() + 1, "{e} in {text:?}");
+                },
+            }
+        }
+    }
+}

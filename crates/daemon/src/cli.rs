@@ -128,6 +128,12 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Generate files from the catalog.
+    Gen {
+        /// issue-forms | slack-manifest.
+        #[command(subcommand)]
+        cmd: GenCmd,
+    },
     /// Config tools.
     Config {
         /// check.
@@ -171,6 +177,18 @@ pub enum AuditCmd {
     },
     /// Every event as JSON lines on stdout.
     Export,
+}
+
+/// `youops gen ...`
+#[derive(Debug, Subcommand)]
+pub enum GenCmd {
+    /// GitHub issue-form templates, one per op offered to IssueOps, written to
+    /// `DIR/.github/ISSUE_TEMPLATE/<op>.yml`.
+    IssueForms {
+        /// Repository root to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `youops config ...`
@@ -433,6 +451,7 @@ async fn dispatch_inner(cli: &Cli) -> CliResult {
             cmd: AuditCmd::Verify { file: Some(f) },
         } => verify_file(f),
         Cmd::Reconcile { once, dry_run } => reconcile(cli, *once, *dry_run).await,
+        Cmd::Gen { cmd } => generate(cli, cmd),
         _ => {
             let backend = Backend::open(cli).await?;
             let r = with_backend(cli, &backend).await;
@@ -479,6 +498,38 @@ pub fn config_check(path: &Path) -> CliResult {
             Ok(exit::OK)
         }
         Err(e) => Err(Failure::new(exit::CONFIG, e.to_string())),
+    }
+}
+
+fn generate(cli: &Cli, cmd: &GenCmd) -> CliResult {
+    let cfg = load_config(&cli.config)?;
+    match cmd {
+        GenCmd::IssueForms { out } => {
+            let dir = out.join(".github").join("ISSUE_TEMPLATE");
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Failure::new(
+                    exit::FAILED,
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+            let forms = youops_frontend_issue::issue_forms(&cfg.catalog());
+            for (name, yaml) in &forms {
+                let path = dir.join(name);
+                std::fs::write(&path, yaml).map_err(|e| {
+                    Failure::new(
+                        exit::FAILED,
+                        format!("cannot write {}: {e}", path.display()),
+                    )
+                })?;
+                println!("wrote {}", path.display());
+            }
+            for op in cfg.catalog().iter() {
+                if let Some(why) = youops_frontend_issue::forms::form_exclusion(op) {
+                    eprintln!("no form for `{}`: {why}", op.name);
+                }
+            }
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -737,7 +788,9 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
             Ok(exit_for(&rec))
         }
         Cmd::Audit { cmd } => audit(b, cmd).await,
-        Cmd::Serve { .. } | Cmd::Config { .. } | Cmd::Reconcile { .. } => Ok(exit::OK),
+        Cmd::Serve { .. } | Cmd::Config { .. } | Cmd::Reconcile { .. } | Cmd::Gen { .. } => {
+            Ok(exit::OK)
+        }
     }
 }
 

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use youops_core::config::Config;
 use youops_core::frontend::Frontends;
 use youops_frontend_git::GitFrontend;
+use youops_frontend_issue::GithubFrontend;
 
 /// Frontend sections this build knows.
-pub const KNOWN: [&str; 1] = ["git"];
+pub const KNOWN: [&str; 2] = ["git", "github"];
 
 /// Where the git frontend keeps its clone and state: beside the audit store.
 pub fn git_state_dir(cfg: &Config) -> PathBuf {
@@ -46,6 +47,11 @@ pub fn check(cfg: &Config, extra: &[&str]) -> Vec<String> {
             KNOWN.join(", ")
         ));
     }
+    if let Some(section) = cfg.frontend("github") {
+        if let Err(problems) = GithubFrontend::from_config(section) {
+            out.extend(problems);
+        }
+    }
     match git(cfg) {
         Some(Ok(g)) => out.extend(g.kinds().check_catalog(&cfg.catalog())),
         Some(Err(problems)) => out.extend(problems),
@@ -66,6 +72,9 @@ pub fn build(cfg: &Config, extra: &[&str]) -> Result<Frontends, Vec<String>> {
     let mut set = Frontends::new();
     if let Some(Ok(g)) = git(cfg) {
         set.push(Arc::new(g));
+    }
+    if let Some(section) = cfg.frontend("github") {
+        set.push(Arc::new(GithubFrontend::from_config(section)?));
     }
     Ok(set)
 }

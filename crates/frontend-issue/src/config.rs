@@ -1,0 +1,385 @@
+//! `[frontends.github]`: the IssueOps frontend's config section.
+//!
+//! Parsed with `deny_unknown_fields`; [`GithubConfig::from_table`] returns every
+//! problem at once (for `youops config check`). `${ENV}` references were already
+//! expanded by the core config loader, so `webhook_secret = "${GITHUB_WEBHOOK_SECRET}"`
+//! keeps the secret out of the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use youops_core::units::HumanDuration;
+
+/// The default GitHub REST API base URL.
+pub const DEFAULT_API_BASE_URL: &str = "https://api.github.com";
+
+/// How the daemon authenticates to GitHub.
+#[derive(Clone)]
+pub enum Auth {
+    /// A personal access token or fine-grained token.
+    Token(String),
+    /// A GitHub App installation.
+    App {
+        /// The App id.
+        app_id: u64,
+        /// The App's RSA private key (PEM).
+        private_key_pem: Vec<u8>,
+        /// The installation id on the managed repositories' owner.
+        installation_id: u64,
+    },
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print secrets.
+        match self {
+            Auth::Token(_) => f.write_str("Token(********)"),
+            Auth::App {
+                app_id,
+                installation_id,
+                ..
+            } => f
+                .debug_struct("App")
+                .field("app_id", app_id)
+                .field("installation_id", installation_id)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// A managed repository, `owner/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoName {
+    /// Owner (user or organization).
+    pub owner: String,
+    /// Repository name.
+    pub name: String,
+}
+
+impl RepoName {
+    /// Parse `owner/name`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 100
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        match s.split_once('/') {
+            Some((o, n)) if ok(o) && ok(n) => Ok(RepoName {
+                owner: o.to_string(),
+                name: n.to_string(),
+            }),
+            _ => Err(format!(
+                "`{s}` is not a repository name of the form `owner/repo`"
+            )),
+        }
+    }
+
+    /// `owner/name`, lower-cased (GitHub names are case-insensitive).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.owner, self.name).to_ascii_lowercase()
+    }
+}
+
+impl fmt::Display for RepoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    webhook_secret: Option<String>,
+    token: Option<String>,
+    app_id: Option<u64>,
+    private_key_path: Option<String>,
+    private_key: Option<String>,
+    installation_id: Option<u64>,
+    api_base_url: Option<String>,
+    #[serde(default)]
+    repos: Vec<String>,
+    poll_interval: Option<HumanDuration>,
+    poll_lookback: Option<HumanDuration>,
+    command_prefix: Option<String>,
+    ack_timeout: Option<HumanDuration>,
+    output_limit: Option<usize>,
+}
+
+/// The validated `[frontends.github]` section.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GithubConfig {
+    /// Secret of the webhook (`X-Hub-Signature-256`).
+    pub webhook_secret: String,
+    /// How to authenticate to the API.
+    pub auth: Auth,
+    /// REST API base URL (GitHub Enterprise: `https://HOST/api/v3`; tests: the fake).
+    pub api_base_url: String,
+    /// Managed repositories, keyed by lower-cased `owner/name`.
+    pub repos: BTreeMap<String, RepoName>,
+    /// How often to poll the managed repositories (`0s` disables polling).
+    pub poll_interval: Duration,
+    /// How far back the first poll after a start looks.
+    pub poll_lookback: Duration,
+    /// The word that starts a command line in a comment (`/ops`).
+    pub command_prefix: String,
+    /// How long a webhook delivery is processed before the answer goes back anyway
+    /// (processing continues in the background).
+    pub ack_timeout: Duration,
+    /// Characters of run output shown in a status comment.
+    pub output_limit: usize,
+}
+
+impl fmt::Debug for GithubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GithubConfig")
+            .field("webhook_secret", &"********")
+            .field("auth", &self.auth)
+            .field("api_base_url", &self.api_base_url)
+            .field("repos", &self.repos.values().collect::<Vec<_>>())
+            .field("poll_interval", &self.poll_interval)
+            .field("command_prefix", &self.command_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GithubConfig {
+    /// Parse and check a section; every problem at once.
+    pub fn from_table(section: &toml::Table) -> Result<Self, Vec<String>> {
+        let raw: Raw = toml::Value::Table(section.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| vec![format!("frontends.github: {}", e.message())])?;
+        let mut errors = Vec::new();
+        let webhook_secret = match raw.webhook_secret {
+            Some(s) if !s.is_empty() => s,
+            Some(_) => {
+                errors.push("frontends.github.webhook_secret is empty".into());
+                String::new()
+            }
+            None => {
+                errors.push(
+                    "frontends.github.webhook_secret is missing (the secret set on the GitHub webhook; use \"${GITHUB_WEBHOOK_SECRET}\")"
+                        .into(),
+                );
+                String::new()
+            }
+        };
+        let app_keys = raw.app_id.is_some()
+            || raw.installation_id.is_some()
+            || raw.private_key_path.is_some()
+            || raw.private_key.is_some();
+        let auth = match (raw.token, app_keys) {
+            (Some(_), true) => {
+                errors.push("frontends.github: give either `token` or the GitHub App keys (`app_id`, `private_key_path`, `installation_id`), not both".into());
+                None
+            }
+            (Some(t), false) if t.is_empty() => {
+                errors.push("frontends.github.token is empty".into());
+                None
+            }
+            (Some(t), false) => Some(Auth::Token(t)),
+            (None, false) => {
+                errors.push("frontends.github: no credentials; set `token`, or `app_id` + `private_key_path` + `installation_id` for a GitHub App".into());
+                None
+            }
+            (None, true) => {
+                let pem = match (raw.private_key_path, raw.private_key) {
+                    (Some(_), Some(_)) => {
+                        errors.push(
+                            "frontends.github: give `private_key_path` or `private_key`, not both"
+                                .into(),
+                        );
+                        None
+                    }
+                    (Some(p), None) => match std::fs::read(&p) {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            errors.push(format!(
+                                "frontends.github.private_key_path: cannot read `{p}`: {e}"
+                            ));
+                            None
+                        }
+                    },
+                    (None, Some(k)) => Some(k.into_bytes()),
+                    (None, None) => {
+                        errors.push("frontends.github: a GitHub App needs `private_key_path` (or `private_key`)".into());
+                        None
+                    }
+                };
+                if let Some(pem) = &pem {
+                    if octocrab::EncodingKey::from_rsa_pem(pem).is_err() {
+                        errors.push("frontends.github: the GitHub App private key is not an RSA private key in PEM format".into());
+                    }
+                }
+                if raw.app_id.is_none() {
+                    errors.push("frontends.github: a GitHub App needs `app_id`".into());
+                }
+                if raw.installation_id.is_none() {
+                    errors.push("frontends.github: a GitHub App needs `installation_id`".into());
+                }
+                match (raw.app_id, pem, raw.installation_id) {
+                    (Some(app_id), Some(private_key_pem), Some(installation_id)) => {
+                        Some(Auth::App {
+                            app_id,
+                            private_key_pem,
+                            installation_id,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let api_base_url = raw
+            .api_base_url
+            .unwrap_or_else(|| DEFAULT_API_BASE_URL.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        if !(api_base_url.starts_with("https://") || api_base_url.starts_with("http://"))
+            || api_base_url.parse::<http::Uri>().is_err()
+        {
+            errors.push(format!(
+                "frontends.github.api_base_url `{api_base_url}` is not an http(s) URL"
+            ));
+        }
+        let mut repos = BTreeMap::new();
+        if raw.repos.is_empty() {
+            errors.push("frontends.github.repos is empty: list the managed repositories (`repos = [\"owner/repo\"]`)".into());
+        }
+        for r in &raw.repos {
+            match RepoName::parse(r) {
+                Ok(n) => {
+                    if repos.insert(n.key(), n).is_some() {
+                        errors.push(format!("frontends.github.repos: `{r}` listed twice"));
+                    }
+                }
+                Err(e) => errors.push(format!("frontends.github.repos: {e}")),
+            }
+        }
+        let command_prefix = raw.command_prefix.unwrap_or_else(|| "/ops".into());
+        if command_prefix.is_empty()
+            || command_prefix.chars().any(char::is_whitespace)
+            || command_prefix.contains("<!--")
+        {
+            errors.push(format!(
+                "frontends.github.command_prefix `{command_prefix}` must be one word (like `/ops`)"
+            ));
+        }
+        let ack_timeout = raw
+            .ack_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(5));
+        if ack_timeout > Duration::from_secs(9) {
+            errors.push("frontends.github.ack_timeout must be at most 9s (GitHub gives up on a webhook after 10 seconds)".into());
+        }
+        let output_limit = raw.output_limit.unwrap_or(3000);
+        if output_limit > 60_000 {
+            errors.push("frontends.github.output_limit must be at most 60000 (a GitHub comment holds 65536 characters)".into());
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(GithubConfig {
+            webhook_secret,
+            auth: auth.expect("checked above"),
+            api_base_url,
+            repos,
+            poll_interval: raw
+                .poll_interval
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(60)),
+            poll_lookback: raw
+                .poll_lookback
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+            command_prefix,
+            ack_timeout,
+            output_limit,
+        })
+    }
+
+    /// The managed repository `full_name` names, if it is one.
+    pub fn repo(&self, full_name: &str) -> Option<&RepoName> {
+        self.repos.get(&full_name.to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn token_config_parses_with_defaults() {
+        let c = GithubConfig::from_table(&table(
+            r#"webhook_secret = "s3"
+token = "ghp_x"
+repos = ["Acme/Ops"]"#,
+        ))
+        .unwrap();
+        assert_eq!(c.api_base_url, DEFAULT_API_BASE_URL);
+        assert_eq!(c.command_prefix, "/ops");
+        assert_eq!(c.poll_interval, Duration::from_secs(60));
+        assert!(c.repo("acme/ops").is_some());
+        assert!(matches!(c.auth, Auth::Token(_)));
+        assert!(!format!("{c:?}").contains("ghp_x"));
+        assert!(!format!("{c:?}").contains("s3\""));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errs = GithubConfig::from_table(&table(
+            r#"token = "t"
+app_id = 1
+repos = ["nope", "a/b", "a/b"]
+api_base_url = "ftp://x"
+command_prefix = "two words"
+ack_timeout = "30s""#,
+        ))
+        .unwrap_err();
+        let all = errs.join("\n");
+        for needle in [
+            "webhook_secret is missing",
+            "not both",
+            "`nope` is not a repository",
+            "listed twice",
+            "ftp://x",
+            "command_prefix",
+            "ack_timeout",
+        ] {
+            assert!(all.contains(needle), "{needle} not in {all}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let errs = GithubConfig::from_table(&table(
+            r#"webhook_secret = "s"
+token = "t"
+repos = ["a/b"]
+tokne = "x""#,
+        ))
+        .unwrap_err();
+        assert!(errs[0].contains("tokne"), "{errs:?}");
+    }
+
+    #[test]
+    fn app_config_needs_all_keys_and_a_valid_key() {
+        let errs = GithubConfig::from_table(&table(
+            r#"webhook_secret = "s"
+app_id = 12
+private_key = "not a pem"
+repos = ["a/b"]"#,
+        ))
+        .unwrap_err();
+        let all = errs.join("\n");
+        assert!(all.contains("installation_id"), "{all}");
+        assert!(all.contains("PEM"), "{all}");
+    }
+}

@@ -652,17 +652,21 @@ async fn run_builtin(
         cancel: ctx.cancel.clone(),
     };
     let fut = b.call(call);
+    // Cancellation is checked first: a builtin that watches `call.cancel` returns
+    // as soon as it fires, and that run must still end `cancelled` (or
+    // `interrupted`), never `failed` by the luck of an unbiased select.
     let res = tokio::select! {
-        r = fut => r,
+        biased;
+        _ = ctx.cancel.cancelled() => {
+            return RunEnd::Cancelled(RunOutcome { error: Some("cancelled".into()), ..Default::default() });
+        }
         _ = tokio::time::sleep(ctx.timeout) => {
             return RunEnd::TimedOut(RunOutcome {
                 error: Some(format!("timed out after {}", crate::units::format_duration(ctx.timeout))),
                 ..Default::default()
             });
         }
-        _ = ctx.cancel.cancelled() => {
-            return RunEnd::Cancelled(RunOutcome { error: Some("cancelled".into()), ..Default::default() });
-        }
+        r = fut => r,
     };
     let cap = |s: String| {
         let mut b = OutputBuffer::new(ctx.output_limit);

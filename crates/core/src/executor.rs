@@ -1437,3 +1437,63 @@ impl tower::Service<Submission> for Executor {
         Box::pin(async move { this.submit(sub).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::SledStore;
+
+    #[tokio::test]
+    async fn floods_are_refused_per_principal_before_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::parse(
+            r#"
+[executor]
+rate_limit_per_minute = 5
+[[ops]]
+name = "noop"
+runner = { type = "builtin", name = "noop" }
+roles = ["ops"]
+[principals.a]
+roles = ["ops"]
+identities = { t = ["a"] }
+[principals.b]
+roles = ["ops"]
+identities = { t = ["b"] }
+"#,
+            dir.path(),
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        let store = Arc::new(SledStore::open(dir.path().join("s")).unwrap());
+        let exec = Executor::builder(&cfg, store.clone())
+            .builtin("noop", |_c: runner::BuiltinCall| async {
+                Ok(String::new())
+            })
+            .build()
+            .await
+            .unwrap();
+        let sub = |who: &str| Submission::new("noop", Actor::new("t", who), Origin::new("t"));
+        for _ in 0..5 {
+            let t = exec.submit(sub("a")).await.unwrap();
+            exec.wait(t.record.request.id).await.unwrap();
+        }
+        let (head_before, _) = store.head().await.unwrap();
+        let err = exec.submit(sub("a")).await.unwrap_err();
+        assert_eq!(err.code(), "rate_limited", "{err}");
+        assert!(err.to_string().contains("rate_limit_per_minute"), "{err}");
+        // Refused before the store: nothing was appended for it.
+        let (head_after, _) = store.head().await.unwrap();
+        assert_eq!(head_after, head_before);
+        // Another principal has its own budget; unmapped identities share one per frontend.
+        exec.submit(sub("b")).await.unwrap();
+        for i in 0..5 {
+            exec.submit(sub(&format!("stranger-{i}"))).await.unwrap();
+        }
+        assert_eq!(
+            exec.submit(sub("stranger-x")).await.unwrap_err().code(),
+            "rate_limited"
+        );
+    }
+}

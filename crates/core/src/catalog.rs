@@ -555,6 +555,13 @@ impl OpSpec {
         }
         if let Some(lock) = &self.lock {
             templates.push(lock);
+            for ph in placeholders(lock) {
+                if self.param(ph).is_some_and(|p| p.is_secret()) {
+                    errors.push(format!(
+                        "lock `{lock}` uses the secret `{{{ph}}}`: lock keys are recorded and shown, secrets never are"
+                    ));
+                }
+            }
         }
         for t in templates {
             for ph in placeholders(t) {
@@ -770,6 +777,14 @@ runner = { type = "exec", argv = ["{x}", "{nope}"] }
         assert!(errs.iter().any(|e| e.contains("bad op name")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("argv[0]")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("`{nope}`")), "{errs:?}");
+    }
+
+    #[test]
+    fn secrets_cannot_name_a_lock() {
+        let mut spec = deploy();
+        spec.lock = Some("deploy:{token}".into());
+        let errs = spec.check();
+        assert!(errs.iter().any(|e| e.contains("uses the secret `{token}`")), "{errs:?}");
     }
 
     #[test]

@@ -195,9 +195,35 @@ impl OutputBuffer {
     pub fn finish(self, secrets: &[String]) -> (String, u64) {
         let kept = (self.head.len() + self.tail.len()) as u64;
         let omitted = self.total - kept;
-        let head = String::from_utf8_lossy(&self.head).into_owned();
-        let tail_bytes: Vec<u8> = self.tail.into_iter().collect();
-        let tail = String::from_utf8_lossy(&tail_bytes).into_owned();
+        let mut head_bytes = self.head;
+        let mut tail_bytes: Vec<u8> = self.tail.into_iter().collect();
+        // A secret the cut splits in two would show its visible parts: mask
+        // an end of the head that starts a secret and a start of the tail that
+        // ends one.
+        let (mut head_cut, mut tail_cut) = (false, false);
+        if omitted > 0 {
+            for s in secrets.iter().map(String::as_bytes) {
+                if let Some(k) = (1..s.len()).rev().find(|&k| head_bytes.ends_with(&s[..k])) {
+                    head_bytes.truncate(head_bytes.len() - k);
+                    head_cut = true;
+                }
+                if let Some(k) = (1..s.len())
+                    .rev()
+                    .find(|&k| tail_bytes.starts_with(&s[s.len() - k..]))
+                {
+                    tail_bytes.drain(..k);
+                    tail_cut = true;
+                }
+            }
+        }
+        let mut head = String::from_utf8_lossy(&head_bytes).into_owned();
+        if head_cut {
+            head.push_str(REDACTED);
+        }
+        let mut tail = String::from_utf8_lossy(&tail_bytes).into_owned();
+        if tail_cut {
+            tail.insert_str(0, REDACTED);
+        }
         let text = if omitted == 0 {
             format!("{head}{tail}")
         } else {

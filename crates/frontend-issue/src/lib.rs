@@ -13,7 +13,7 @@
 //! the managed repositories, which share their dedup keys (see [`process`]), so a
 //! daemon that was down catches up without running anything twice. Everything
 //! goes through the core [`Executor`]; the GitHub REST calls go through
-//! `octocrab` (see [`github`]). Setup: `docs/github.md`.
+//! `octocrab` (see [`github`]). Setup: `docs/frontends/github-issues.md`.
 //!
 //! ```
 //! use youops_frontend_issue::GithubFrontend;
@@ -115,6 +115,8 @@ pub(crate) struct Shared {
     status_comments: Mutex<HashMap<(String, u64, String), u64>>,
     /// Per request: last rendered audit seq, and whether 👀 was given.
     rendered: Mutex<HashMap<RequestId, (u64, bool)>>,
+    /// Requests whose status comment is being retried in the background.
+    retrying: Mutex<HashSet<RequestId>>,
 }
 
 impl Shared {
@@ -123,6 +125,10 @@ impl Shared {
         lock(&self.comments).insert(id)
     }
 }
+
+const FEEDBACK_RETRIES: u32 = 8;
+const FEEDBACK_RETRY_FIRST: Duration = Duration::from_secs(1);
+const FEEDBACK_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The IssueOps frontend (name `github`).
 #[derive(Debug, Clone)]
@@ -144,6 +150,7 @@ impl GithubFrontend {
                 comments: Mutex::new(Recent::new()),
                 status_comments: Mutex::new(HashMap::new()),
                 rendered: Mutex::new(HashMap::new()),
+                retrying: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -373,19 +380,21 @@ impl Shared {
     }
 
     /// Render one lifecycle step of one of our requests on the issue.
-    async fn render(&self, ctx: &FrontendContext, rec: &RequestRecord) {
+    /// Write a request's feedback on its issue. `false` when the status comment
+    /// could not be written (the caller retries).
+    async fn render(&self, ctx: &FrontendContext, rec: &RequestRecord) -> bool {
         let Some((repo_text, issue, comment_id)) = origin_refs(rec) else {
-            return;
+            return true;
         };
         let Some(repo) = self.cfg.repo(&repo_text).cloned() else {
-            return;
+            return true;
         };
         let id = rec.request.id;
         let first_accept = {
             let mut r = lock(&self.rendered);
             let entry = r.entry(id).or_insert((0, false));
             if rec.last_seq <= entry.0 {
-                return;
+                return true;
             }
             entry.0 = rec.last_seq;
             let first = feedback::accepted(rec.state) && !entry.1;
@@ -431,15 +440,21 @@ impl Shared {
                     .await
             }
         };
-        match posted {
+        let status_written = match posted {
             Ok(cid) => {
                 lock(&self.status_comments).insert(cache_key, cid);
+                true
             }
             Err(e) => {
                 lock(&self.status_comments).remove(&cache_key);
+                // Let a retry render this same record again.
+                if let Some(entry) = lock(&self.rendered).get_mut(&id) {
+                    entry.0 = 0;
+                }
                 tracing::warn!(request_id = %id, error = %e, "could not write the status comment");
+                false
             }
-        }
+        };
         if first_accept {
             self.react(&repo, issue, comment_id, github::reaction::EYES)
                 .await;
@@ -457,6 +472,64 @@ impl Shared {
                 tracing::warn!(request_id = %id, error = %e, "could not close the issue");
             }
         }
+        status_written
+    }
+
+    /// Retry a request's feedback in the background with capped exponential
+    /// backoff, re-reading its latest record each time, so a result is not lost
+    /// because GitHub was briefly failing. Both the retry and a final give-up are
+    /// recorded in the audit log.
+    fn retry_feedback(self: &Arc<Self>, ctx: &FrontendContext, id: RequestId) {
+        if !lock(&self.retrying).insert(id) {
+            return;
+        }
+        let this = self.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _ = ctx
+                .executor
+                .notice(
+                    Some(id),
+                    NAME,
+                    "feedback_retry",
+                    "could not write the status comment on GitHub; retrying with backoff",
+                    serde_json::Value::Null,
+                )
+                .await;
+            let mut delay = FEEDBACK_RETRY_FIRST;
+            let mut written = false;
+            for _ in 0..FEEDBACK_RETRIES {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                let Ok(rec) = ctx.executor.get(id).await else {
+                    break;
+                };
+                let done = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    ok = this.render(&ctx, &rec) => ok,
+                };
+                if done {
+                    written = true;
+                    break;
+                }
+                delay = (delay * 2).min(FEEDBACK_RETRY_MAX);
+            }
+            if !written && !ctx.shutdown.is_cancelled() {
+                let _ = ctx
+                    .executor
+                    .notice(
+                        Some(id),
+                        NAME,
+                        "feedback_failed",
+                        format!("gave up writing the status comment on GitHub after {FEEDBACK_RETRIES} retries; the result is in the audit log and on the dashboard"),
+                        serde_json::Value::Null,
+                    )
+                    .await;
+            }
+            lock(&this.retrying).remove(&id);
+        });
     }
 
     async fn react(&self, repo: &RepoName, issue: u64, comment_id: Option<u64>, content: &str) {
@@ -490,7 +563,7 @@ impl Shared {
         Ok(())
     }
 
-    async fn feedback_loop(&self, ctx: &FrontendContext) {
+    async fn feedback_loop(self: &Arc<Self>, ctx: &FrontendContext) {
         let mut stream = ctx.lifecycle();
         self.ready.store(true, Ordering::SeqCst);
         loop {
@@ -506,7 +579,15 @@ impl Shared {
                     ) {
                         continue;
                     }
-                    self.render(ctx, &lc.record).await;
+                    // GitHub may hang (a 30 s read timeout per call): do not
+                    // let it hold up shutdown.
+                    let written = tokio::select! {
+                        _ = ctx.shutdown.cancelled() => return,
+                        ok = self.render(ctx, &lc.record) => ok,
+                    };
+                    if !written {
+                        self.retry_feedback(ctx, lc.record.request.id);
+                    }
                 }
                 Err(StreamError::Lagged(n)) => {
                     tracing::warn!(
@@ -515,7 +596,9 @@ impl Shared {
                     );
                     if let Ok(active) = ctx.executor.store().active_requests().await {
                         for rec in active {
-                            self.render(ctx, &rec).await;
+                            if !self.render(ctx, &rec).await {
+                                self.retry_feedback(ctx, rec.request.id);
+                            }
                         }
                     }
                 }

@@ -189,6 +189,9 @@ pub enum GenCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A Slack app manifest (slash command, scopes, event subscriptions,
+    /// interactivity URL) for `[server] public_url` and `[frontends.slack]`.
+    SlackManifest,
 }
 
 /// `youops config ...`
@@ -528,6 +531,17 @@ fn generate(cli: &Cli, cmd: &GenCmd) -> CliResult {
                     eprintln!("no form for `{}`: {why}", op.name);
                 }
             }
+            Ok(exit::OK)
+        }
+        GenCmd::SlackManifest => {
+            let Some(url) = cfg.server.public_url.as_deref() else {
+                return Err(Failure::new(
+                    exit::CONFIG,
+                    "set [server] public_url to the address Slack reaches the daemon at (https://...)",
+                ));
+            };
+            let section = cfg.frontend("slack").cloned().unwrap_or_default();
+            println!("{}", youops_frontend_chat::manifest(url, &section));
             Ok(exit::OK)
         }
     }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use youops_core::config::Config;
 use youops_core::frontend::Frontends;
+use youops_frontend_chat::SlackFrontend;
 use youops_frontend_git::GitFrontend;
 use youops_frontend_issue::GithubFrontend;
 
 /// Frontend sections this build knows.
-pub const KNOWN: [&str; 2] = ["git", "github"];
+pub const KNOWN: [&str; 3] = ["git", "github", "slack"];
 
 /// Where the git frontend keeps its clone and state: beside the audit store.
 pub fn git_state_dir(cfg: &Config) -> PathBuf {
@@ -52,6 +53,11 @@ pub fn check(cfg: &Config, extra: &[&str]) -> Vec<String> {
             out.extend(problems);
         }
     }
+    if let Some(section) = cfg.frontend("slack") {
+        if let Err(problems) = SlackFrontend::from_config(section) {
+            out.extend(problems);
+        }
+    }
     match git(cfg) {
         Some(Ok(g)) => out.extend(g.kinds().check_catalog(&cfg.catalog())),
         Some(Err(problems)) => out.extend(problems),
@@ -75,6 +81,9 @@ pub fn build(cfg: &Config, extra: &[&str]) -> Result<Frontends, Vec<String>> {
     }
     if let Some(section) = cfg.frontend("github") {
         set.push(Arc::new(GithubFrontend::from_config(section)?));
+    }
+    if let Some(section) = cfg.frontend("slack") {
+        set.push(Arc::new(SlackFrontend::from_config(section)?));
     }
     Ok(set)
 }

@@ -86,8 +86,26 @@ async fn main() -> ExitCode {
         let listen = listen.clone();
         return serve(&cli, listen).await;
     }
+    // One-shot commands behave like Unix tools: `youops audit export | head` ends
+    // quietly when the reader goes away, instead of panicking on a broken pipe.
+    // (Never for `serve`: a daemon must see EPIPE on sockets as an error.)
+    restore_sigpipe();
     if std::env::var_os("RUST_LOG").is_some() {
         init_tracing(false);
     }
     youops::cli::dispatch(cli).await
+}
+
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: installs the default disposition (no handler function) for SIGPIPE,
+    // which Rust's runtime sets to "ignore"; sigaction is process-wide and safe to
+    // call from any thread, and no code in this process relies on SIGPIPE being
+    // ignored for pipes (Rust's sockets send with MSG_NOSIGNAL).
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
 }

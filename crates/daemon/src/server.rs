@@ -379,15 +379,16 @@ pub async fn run(
     Ok(())
 }
 
-/// EXPERIMENT (temporary env knob)
+/// sled page cache of the daemon's audit store. sled's default (64 MiB) is most
+/// of a loaded daemon's memory: at 1,000 requests/s its RSS climbed to ~105 MiB
+/// with it and levels off near 46 MiB with 16 MiB, at no cost in latency or CPU
+/// (docs/BENCHMARKS.md). The store is append-mostly and reads recent records, so a
+/// small cache serves it.
+const STORE_CACHE_BYTES: u64 = 16 << 20;
+
 fn store_options() -> SledOptions {
     let mut o = SledOptions::default();
-    if let Some(mib) = std::env::var("YOUOPS_X_CACHE_MIB")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        o.cache_capacity = mib << 20;
-    }
+    o.cache_capacity = STORE_CACHE_BYTES;
     o
 }
 

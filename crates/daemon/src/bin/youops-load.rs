@@ -98,6 +98,9 @@ struct Record {
     /// Latencies (µs, from the scheduled send time) of measured requests that got
     /// an HTTP response, whatever its status.
     latencies: Mutex<Vec<u32>>,
+    /// The same requests timed from when they actually started (µs): the server's
+    /// share, without the sender's own delays.
+    service: Mutex<Vec<u32>>,
     /// Status code → count (measured requests).
     statuses: Mutex<BTreeMap<u16, u64>>,
     /// Measured requests that got no response (connect error, timeout...).
@@ -276,6 +279,7 @@ fn main() -> ExitCode {
         let rec = rec.clone();
         tasks.push(handle.spawn(async move {
             let _permit = permit;
+            let began = Instant::now();
             let n = rec.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
             rec.peak_in_flight.fetch_max(n, Ordering::Relaxed);
             let res = client
@@ -308,6 +312,11 @@ fn main() -> ExitCode {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(u32::try_from(lat).unwrap_or(u32::MAX));
+                    let svc = done.saturating_duration_since(began).as_micros();
+                    rec.service
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(u32::try_from(svc).unwrap_or(u32::MAX));
                     *rec.statuses
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -337,6 +346,8 @@ fn main() -> ExitCode {
 
     let mut lat = std::mem::take(&mut *rec.latencies.lock().unwrap_or_else(|p| p.into_inner()));
     lat.sort_unstable();
+    let mut svc = std::mem::take(&mut *rec.service.lock().unwrap_or_else(|p| p.into_inner()));
+    svc.sort_unstable();
     let statuses = rec
         .statuses
         .lock()
@@ -395,6 +406,7 @@ fn main() -> ExitCode {
             "errors": errors,
             "first_error": first_error,
             "latency_ms": { "p50": p50, "p90": p90, "p99": p99, "p999": p999, "max": max },
+            "service_ms": { "p50": ms(percentile(&svc, 50.0)), "p99": ms(percentile(&svc, 99.0)), "max": ms(svc.last().copied()) },
             "max_send_lag_ms": max_lag.as_secs_f64() * 1e3,
             "peak_in_flight": rec.peak_in_flight.load(Ordering::Relaxed),
             "send_span_s": send_span,
@@ -422,6 +434,12 @@ fn main() -> ExitCode {
             f(p99),
             f(p999),
             f(max)
+        );
+        println!(
+            "from send   p50 {}  p99 {}  max {}  (timed from the actual send, not the schedule)",
+            f(ms(percentile(&svc, 50.0))),
+            f(ms(percentile(&svc, 99.0))),
+            f(ms(svc.last().copied()))
         );
         println!(
             "sender      max send lag {:.2} ms, peak in flight {}",

@@ -1,0 +1,928 @@
+//! The chat frontend's logic, independent of the chat system's wire format.
+//!
+//! Inbound: an [`Inbound`] message (slash command or mention) becomes one executor
+//! command with the delivery's dedup key; the reply says what happened (accepted,
+//! help, a precise error). A button click ([`Action`]) approves or denies as the
+//! clicking user. Outbound: lifecycle events of this frontend's requests are
+//! rendered as one status message updated in place, an approval prompt with
+//! buttons while approval is pending, and the result in the thread; pending
+//! approvals of *every* frontend's requests also go to the approvals channel.
+//! Every outbound call is paced per channel and retried with backoff (honouring
+//! `Retry-After`); retries and give-ups are recorded in the audit log as notices.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use youops_core::frontend::{FrontendContext, StreamError};
+use youops_core::grammar::{self, Command};
+use youops_core::{
+    Actor, EventBody, Executor, Lifecycle, Origin, Reply, RequestId, RequestRecord, State,
+};
+
+use crate::adapter::{ActionKind, ChatAdapter, ChatError, ChatErrorKind, ChatMessage, MessageRef};
+use crate::render;
+
+/// What kind of inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InboundKind {
+    /// A slash command; answered synchronously (ephemeral).
+    Command {
+        /// The command word, e.g. `/ops`.
+        command: String,
+        /// Per-invocation reply URL (kept in memory only: it is a capability).
+        response_url: Option<String>,
+    },
+    /// A mention of the bot in a channel; answered in the message's thread.
+    Mention {
+        /// The message id (Slack `ts`).
+        ts: String,
+        /// The thread it was posted in, if any.
+        thread_ts: Option<String>,
+    },
+}
+
+/// One inbound chat message carrying command grammar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Inbound {
+    /// Chat user id of the sender.
+    pub user: String,
+    /// Workspace (team) id, if known.
+    pub team: Option<String>,
+    /// Channel id.
+    pub channel: String,
+    /// The command text (bot mention already stripped).
+    pub text: String,
+    /// Stable id of this delivery, the dedup key (`slack:event:Ev..`, `slack:command:..`).
+    pub delivery: String,
+    /// Set when the chat system says this is a redelivery (e.g. `X-Slack-Retry-Num: 1 (http_timeout)`).
+    pub retry: Option<String>,
+    /// Slash command or mention.
+    pub kind: InboundKind,
+}
+
+impl Inbound {
+    /// The thread replies to this message belong to (mentions only).
+    pub fn thread(&self) -> Option<&str> {
+        match &self.kind {
+            InboundKind::Mention { ts, thread_ts } => Some(thread_ts.as_deref().unwrap_or(ts)),
+            InboundKind::Command { .. } => None,
+        }
+    }
+}
+
+/// A button click.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Action {
+    /// Approve or deny.
+    pub kind: ActionKind,
+    /// The button's value (`<request id>:<digest>`).
+    pub value: String,
+    /// Chat user id of the clicker.
+    pub user: String,
+    /// The message carrying the button, to update in place.
+    pub message: Option<MessageRef>,
+    /// The thread of that message, if any.
+    pub thread: Option<String>,
+    /// Per-interaction reply URL.
+    pub response_url: Option<String>,
+}
+
+/// A set that forgets its oldest entries past a capacity.
+#[derive(Debug)]
+struct Bounded<T: std::hash::Hash + Eq + Clone> {
+    set: HashSet<T>,
+    order: VecDeque<T>,
+    cap: usize,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Bounded<T> {
+    fn new(cap: usize) -> Self {
+        Bounded {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Insert; false if it was already there.
+    fn insert(&mut self, v: T) -> bool {
+        if !self.set.insert(v.clone()) {
+            return false;
+        }
+        self.order.push_back(v);
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn contains(&self, v: &T) -> bool {
+        self.set.contains(v)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ApprovalMsg {
+    at: MessageRef,
+    finalized: bool,
+}
+
+/// Settings of the chat logic.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChatSettings {
+    /// Frontend name (actor and origin `frontend`).
+    pub name: String,
+    /// The slash command word, for hints.
+    pub command: String,
+    /// Channel that also gets every pending approval.
+    pub approvals_channel: Option<String>,
+    /// Minimum spacing of messages per channel.
+    pub channel_interval: Duration,
+    /// Tries per outbound call.
+    pub max_attempts: u32,
+    /// First backoff after a transient failure (doubles, capped at 30 s).
+    pub backoff: Duration,
+    /// Refresh of a running request's status message (elapsed time).
+    pub progress_every: Duration,
+}
+
+/// The chat logic, shared by every transport of one frontend.
+#[derive(Debug)]
+pub struct ChatCore {
+    settings: ChatSettings,
+    adapter: Arc<dyn ChatAdapter>,
+    pace: Mutex<HashMap<String, Instant>>,
+    renderers: Mutex<HashMap<RequestId, watch::Sender<RequestRecord>>>,
+    finished: Mutex<Bounded<RequestId>>,
+    approval_msgs: Mutex<HashMap<RequestId, Vec<ApprovalMsg>>>,
+    seen: Mutex<Bounded<String>>,
+    reply_urls: Mutex<HashMap<String, String>>,
+    tasks: TaskTracker,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct Rendering {
+    status: Option<MessageRef>,
+    last_status: Option<ChatMessage>,
+    thread_root: Option<String>,
+    approvals_posted: bool,
+    approvals_done: bool,
+    last_approval: Option<ChatMessage>,
+    result_posted: bool,
+    status_failed: bool,
+    running_since: Option<Instant>,
+}
+
+impl ChatCore {
+    /// A chat core over one adapter.
+    pub fn new(settings: ChatSettings, adapter: Arc<dyn ChatAdapter>) -> Self {
+        ChatCore {
+            settings,
+            adapter,
+            pace: Mutex::new(HashMap::new()),
+            renderers: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Bounded::new(100_000)),
+            approval_msgs: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Bounded::new(100_000)),
+            reply_urls: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The adapter.
+    pub fn adapter(&self) -> &Arc<dyn ChatAdapter> {
+        &self.adapter
+    }
+
+    /// Background work (replies, renders) in flight.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Handle one inbound command message; returns the reply to show the sender,
+    /// or `None` when there is nothing to say (a redelivery of something already
+    /// answered).
+    pub async fn handle_inbound(
+        &self,
+        ctx: &FrontendContext,
+        inb: &Inbound,
+    ) -> Option<ChatMessage> {
+        let exec = &ctx.executor;
+        let actor = Actor::new(self.name(), &inb.user);
+        let mut origin = Origin::new(self.name()).with_location(&inb.channel);
+        if let Some(t) = &inb.team {
+            origin = origin.with_ref("team", t);
+        }
+        if let Some(t) = inb.thread() {
+            origin = origin.with_ref("thread_ts", t);
+        }
+        let text = inb.text.trim();
+        let cmd = if text.is_empty() {
+            Command::Help { op: None }
+        } else {
+            match grammar::parse(text) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Some(ChatMessage::text(format!(
+                        ":warning: I could not read that: {e}\nTry `{} help`.",
+                        self.command_hint(inb)
+                    )))
+                }
+            }
+        };
+        let is_run = matches!(cmd, Command::Run { .. } | Command::Retry { .. });
+        if !is_run && !lock(&self.seen).insert(inb.delivery.clone()) {
+            tracing::info!(delivery = %inb.delivery, "redelivery of an answered chat command ignored");
+            return None;
+        }
+        if let InboundKind::Command {
+            response_url: Some(url),
+            ..
+        } = &inb.kind
+        {
+            let mut m = lock(&self.reply_urls);
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(inb.delivery.clone(), url.clone());
+        }
+        let mut provenance = std::collections::BTreeMap::new();
+        provenance.insert("chat_delivery".to_string(), inb.delivery.clone());
+        let res = exec
+            .execute_command(cmd, &actor, &origin, Some(inb.delivery.clone()), provenance)
+            .await;
+        match res {
+            Ok(Reply::Submitted(t)) if t.duplicate => {
+                let id = t.record.request.id;
+                let what = inb
+                    .retry
+                    .clone()
+                    .unwrap_or_else(|| "same delivery id".into());
+                let _ = exec
+                    .notice(
+                        Some(id),
+                        self.name(),
+                        "delivery_retry",
+                        format!("redelivery ({what}) of {}; nothing ran again", inb.delivery),
+                        serde_json::json!({ "delivery": inb.delivery, "retry": inb.retry }),
+                    )
+                    .await;
+                if inb.retry.is_some() {
+                    None
+                } else {
+                    Some(ChatMessage::text(format!(
+                        "Already received as request `{id}` (state `{}`); nothing ran again.",
+                        t.record.state
+                    )))
+                }
+            }
+            Ok(Reply::Submitted(t)) => Some(self.ticket_reply(ctx, inb, &t.record)),
+            Ok(Reply::Help(h)) => Some(ChatMessage::text(format!("```\n{h}\n```"))),
+            Ok(Reply::Record(rec)) => Some(render::status(
+                self.adapter.as_ref(),
+                self.name(),
+                &rec,
+                ctx.request_url(rec.request.id).as_deref(),
+            )),
+            Ok(_) => None,
+            Err(e) => Some(self.error_reply(inb, &e)),
+        }
+    }
+
+    fn command_hint(&self, inb: &Inbound) -> String {
+        match &inb.kind {
+            InboundKind::Command { command, .. } => command.clone(),
+            InboundKind::Mention { .. } => format!("{} or @mention", self.settings.command),
+        }
+    }
+
+    fn unmapped(&self, inb: &Inbound) -> String {
+        format!(
+            ":no_entry: {} you are not mapped to a YouOps principal, so nothing ran. Ask an admin to add `{}` to `identities.{}` of your principal in youops.toml.",
+            self.adapter.mention(&inb.user),
+            inb.user,
+            self.name()
+        )
+    }
+
+    fn error_reply(&self, inb: &Inbound, e: &youops_core::Error) -> ChatMessage {
+        let text = match e {
+            youops_core::Error::UnknownIdentity { .. } => self.unmapped(inb),
+            youops_core::Error::Approval(_) | youops_core::Error::Forbidden(_) => {
+                format!(":no_entry: {e}")
+            }
+            e if e.is_user_error() => format!(":warning: {e}"),
+            e => format!(
+                ":warning: YouOps could not do that right now ({}); nothing was changed, try again",
+                e.code()
+            ),
+        };
+        ChatMessage::text(text)
+    }
+
+    fn ticket_reply(
+        &self,
+        ctx: &FrontendContext,
+        inb: &Inbound,
+        rec: &RequestRecord,
+    ) -> ChatMessage {
+        let id = rec.request.id;
+        let reason = rec.reason.clone().unwrap_or_default();
+        let link = ctx
+            .request_url(id)
+            .map(|u| format!("\n{}", self.adapter.link(&u, "follow it on the dashboard")))
+            .unwrap_or_default();
+        let text = match rec.state {
+            State::Invalid => format!(":warning: Request `{id}` is invalid: {reason}"),
+            State::Denied if rec.request.actor.principal.is_none() => {
+                format!("{} (recorded as request `{id}`, denied)", self.unmapped(inb))
+            }
+            State::Denied => format!(":no_entry: Request `{id}` was denied: {reason}"),
+            State::PendingApproval => format!(
+                ":raised_hand: Request `{id}` (`{}`) needs approval: {reason}. Approvers can click Approve, or type `approve {id}`.{link}",
+                rec.request.op
+            ),
+            s if s.is_terminal() => {
+                let out = rec
+                    .outcome
+                    .as_ref()
+                    .map(|o| format!("\n```\n{}\n```", o.output))
+                    .unwrap_or_default();
+                format!("Request `{id}` (`{}`): `{s}`{out}{link}", rec.request.op)
+            }
+            _ => format!(
+                ":ok: Accepted: request `{id}` (`{}`). Progress and the result will be posted in this {}.{link}",
+                rec.request.op,
+                if inb.thread().is_some() { "thread" } else { "channel" }
+            ),
+        };
+        ChatMessage::text(text)
+    }
+
+    /// Handle a mention: reply in its thread (paced and retried).
+    pub async fn handle_mention(self: &Arc<Self>, ctx: &FrontendContext, inb: Inbound) {
+        if let Some(reply) = self.handle_inbound(ctx, &inb).await {
+            let thread = inb.thread().map(str::to_string);
+            let ad = self.adapter.clone();
+            let channel = inb.channel.clone();
+            self.deliver(
+                &ctx.executor,
+                None,
+                &inb.channel,
+                "chat.postMessage (reply)",
+                || {
+                    let ad = ad.clone();
+                    let reply = reply.clone();
+                    let channel = channel.clone();
+                    let thread = thread.clone();
+                    async move { ad.post(&channel, thread.as_deref(), &reply).await }
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Handle an Approve/Deny click.
+    pub async fn handle_action(self: &Arc<Self>, ctx: &FrontendContext, act: Action) {
+        let exec = &ctx.executor;
+        let actor = Actor::new(self.name(), &act.user);
+        let outcome = match render::parse_button_value(&act.value) {
+            None => Err("that button is not a YouOps approval button".to_string()),
+            Some((id, digest)) => match id.parse::<RequestId>() {
+                Err(_) => Err(format!("`{id}` is not a request id")),
+                Ok(id) => {
+                    let r = match act.kind {
+                        ActionKind::Approve => exec.approve(id, &actor, Some(digest)).await,
+                        ActionKind::Deny => exec.deny(id, &actor, None).await,
+                    };
+                    r.map_err(|e| match e {
+                        youops_core::Error::UnknownIdentity { .. } => format!(
+                            "you are not mapped to a YouOps principal; ask an admin to add `{}` to `identities.{}`",
+                            act.user,
+                            self.name()
+                        ),
+                        e => e.to_string(),
+                    })
+                }
+            },
+        };
+        match outcome {
+            Ok(rec) => {
+                let Some(at) = act.message.clone() else {
+                    return;
+                };
+                let id = rec.request.id;
+                if rec.state != State::PendingApproval {
+                    let mut m = lock(&self.approval_msgs);
+                    let list = m.entry(id).or_default();
+                    match list.iter_mut().find(|a| a.at == at) {
+                        Some(a) => a.finalized = true,
+                        None => list.push(ApprovalMsg {
+                            at: at.clone(),
+                            finalized: true,
+                        }),
+                    }
+                }
+                let msg = render::approval(
+                    self.adapter.as_ref(),
+                    self.name(),
+                    &rec,
+                    ctx.request_url(id).as_deref(),
+                );
+                let ad = self.adapter.clone();
+                self.deliver(
+                    exec,
+                    Some(id),
+                    &at.channel,
+                    "chat.update (decision)",
+                    || {
+                        let ad = ad.clone();
+                        let at = at.clone();
+                        let msg = msg.clone();
+                        async move { ad.update(&at, &msg).await }
+                    },
+                )
+                .await;
+            }
+            Err(why) => {
+                let verb = match act.kind {
+                    ActionKind::Approve => "approve",
+                    ActionKind::Deny => "deny",
+                };
+                let msg = ChatMessage::text(format!(":no_entry: Could not {verb}: {why}"));
+                let ad = self.adapter.clone();
+                if let Some(at) = &act.message {
+                    let channel = at.channel.clone();
+                    let user = act.user.clone();
+                    let thread = act.thread.clone();
+                    self.deliver(
+                        exec,
+                        None,
+                        &at.channel,
+                        "chat.postEphemeral (refusal)",
+                        || {
+                            let ad = ad.clone();
+                            let msg = msg.clone();
+                            let channel = channel.clone();
+                            let user = user.clone();
+                            let thread = thread.clone();
+                            async move {
+                                ad.post_ephemeral(&channel, &user, thread.as_deref(), &msg)
+                                    .await
+                            }
+                        },
+                    )
+                    .await;
+                } else if let Some(url) = act.response_url.clone() {
+                    let _ = ad.respond(&url, &msg, false).await;
+                }
+            }
+        }
+    }
+
+    /// Render lifecycle events until shutdown.
+    pub async fn run_renderer(self: &Arc<Self>, ctx: FrontendContext, ready: impl FnOnce()) {
+        let mut stream = ctx.lifecycle_all();
+        ready();
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                ev = stream.recv() => match ev {
+                    Ok(ev) => self.on_lifecycle(&ctx, ev),
+                    Err(StreamError::Lagged(n)) => tracing::warn!(missed = n, "chat renderer fell behind; some intermediate states were not shown"),
+                    Err(StreamError::Closed) => break,
+                },
+            }
+        }
+        self.tasks.close();
+        // Give in-flight posts (results!) a moment to land before returning.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+
+    fn on_lifecycle(self: &Arc<Self>, ctx: &FrontendContext, ev: Lifecycle) {
+        if matches!(
+            ev.event.body,
+            EventBody::Notice { .. } | EventBody::Checkpoint { .. }
+        ) {
+            return;
+        }
+        let rec = ev.record;
+        let id = rec.request.id;
+        let own = rec.request.origin.frontend == self.settings.name;
+        if lock(&self.finished).contains(&id) {
+            return;
+        }
+        let mut map = lock(&self.renderers);
+        if let Some(tx) = map.get(&id) {
+            tx.send_replace(rec);
+            return;
+        }
+        if !own
+            && (self.settings.approvals_channel.is_none() || rec.state != State::PendingApproval)
+        {
+            return;
+        }
+        let (tx, rx) = watch::channel(rec);
+        map.insert(id, tx);
+        drop(map);
+        let this = self.clone();
+        let ctx = ctx.clone();
+        self.tasks.spawn(async move {
+            this.render_loop(&ctx, id, own, rx).await;
+            lock(&this.renderers).remove(&id);
+            lock(&this.finished).insert(id);
+            lock(&this.approval_msgs).remove(&id);
+        });
+    }
+
+    async fn render_loop(
+        self: &Arc<Self>,
+        ctx: &FrontendContext,
+        id: RequestId,
+        own: bool,
+        mut rx: watch::Receiver<RequestRecord>,
+    ) {
+        let mut st = Rendering::default();
+        loop {
+            let rec = rx.borrow_and_update().clone();
+            self.render_step(ctx, &mut st, own, &rec).await;
+            let done = rec.state.is_terminal()
+                || (!own && rec.state != State::PendingApproval && st.approvals_done);
+            if done {
+                break;
+            }
+            let tick = if own && rec.state == State::Running {
+                self.settings.progress_every
+            } else {
+                Duration::from_secs(24 * 3600)
+            };
+            tokio::select! {
+                // Pending approvals and runs outlive a shutdown; their messages are
+                // picked up again by the dashboard and `status ID`.
+                _ = ctx.shutdown.cancelled() => break,
+                r = tokio::time::timeout(tick, rx.changed()) => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    // No news while running: refresh the status with the elapsed time.
+                    Err(_) => rx.mark_changed(),
+                },
+            }
+        }
+        if let Some(d) = rx.borrow().request.dedup_key.clone() {
+            lock(&self.reply_urls).remove(&d);
+        }
+        tracing::debug!(request_id = %id, "chat rendering finished");
+    }
+
+    async fn render_step(
+        self: &Arc<Self>,
+        ctx: &FrontendContext,
+        st: &mut Rendering,
+        own: bool,
+        rec: &RequestRecord,
+    ) {
+        let exec = &ctx.executor;
+        let id = rec.request.id;
+        let link = ctx.request_url(id);
+        let ad = self.adapter.clone();
+        let channel = rec.request.origin.location.clone();
+        let thread = rec.request.origin.reference.get("thread_ts").cloned();
+        if own {
+            if rec.state == State::Received {
+                return;
+            }
+            if matches!(rec.state, State::Invalid | State::Denied) && st.status.is_none() {
+                // Answered inline (ephemeral ack / thread reply); nothing public to show.
+                return;
+            }
+            let mut msg = render::status(ad.as_ref(), self.name(), rec, link.as_deref());
+            if rec.state == State::Running {
+                let since = *st.running_since.get_or_insert_with(Instant::now);
+                let secs = since.elapsed().as_secs();
+                if secs > 0 {
+                    msg.text
+                        .push_str(&format!("\n_running for {}m{:02}s_", secs / 60, secs % 60));
+                }
+            }
+            match st.status.clone() {
+                None if st.status_failed => {}
+                None => {
+                    let posted = self
+                        .deliver(
+                            exec,
+                            Some(id),
+                            &channel,
+                            "chat.postMessage (status)",
+                            || {
+                                let (ad, msg, channel, thread) =
+                                    (ad.clone(), msg.clone(), channel.clone(), thread.clone());
+                                async move { ad.post(&channel, thread.as_deref(), &msg).await }
+                            },
+                        )
+                        .await;
+                    match posted {
+                        Some(m) => {
+                            st.thread_root = Some(thread.clone().unwrap_or_else(|| m.id.clone()));
+                            st.status = Some(m);
+                        }
+                        None => st.status_failed = true,
+                    }
+                    st.last_status = Some(msg);
+                }
+                Some(at) if st.last_status.as_ref() != Some(&msg) => {
+                    self.deliver(exec, Some(id), &at.channel, "chat.update (status)", || {
+                        let (ad, msg, at) = (ad.clone(), msg.clone(), at.clone());
+                        async move { ad.update(&at, &msg).await }
+                    })
+                    .await;
+                    st.last_status = Some(msg);
+                }
+                Some(_) => {}
+            }
+        }
+        // Approval prompts.
+        let amsg = render::approval(ad.as_ref(), self.name(), rec, link.as_deref());
+        if rec.state == State::PendingApproval && !st.approvals_posted {
+            st.approvals_posted = true;
+            let mut targets: Vec<(String, Option<String>)> = Vec::new();
+            if own {
+                targets.push((channel.clone(), st.thread_root.clone().or(thread.clone())));
+            }
+            if let Some(ac) = &self.settings.approvals_channel {
+                if !own || *ac != channel {
+                    targets.push((ac.clone(), None));
+                }
+            }
+            for (ch, th) in targets {
+                let posted = self
+                    .deliver(exec, Some(id), &ch, "chat.postMessage (approval)", || {
+                        let (ad, msg, ch, th) = (ad.clone(), amsg.clone(), ch.clone(), th.clone());
+                        async move { ad.post(&ch, th.as_deref(), &msg).await }
+                    })
+                    .await;
+                if let Some(at) = posted {
+                    lock(&self.approval_msgs)
+                        .entry(id)
+                        .or_default()
+                        .push(ApprovalMsg {
+                            at,
+                            finalized: false,
+                        });
+                }
+            }
+            st.last_approval = Some(amsg);
+        } else if st.approvals_posted
+            && !st.approvals_done
+            && st.last_approval.as_ref() != Some(&amsg)
+        {
+            let decided = rec.state != State::PendingApproval;
+            let targets: Vec<MessageRef> = {
+                let mut m = lock(&self.approval_msgs);
+                let list = m.entry(id).or_default();
+                let t = list
+                    .iter()
+                    .filter(|a| !a.finalized)
+                    .map(|a| a.at.clone())
+                    .collect();
+                if decided {
+                    for a in list.iter_mut() {
+                        a.finalized = true;
+                    }
+                }
+                t
+            };
+            for at in targets {
+                self.deliver(
+                    exec,
+                    Some(id),
+                    &at.channel,
+                    "chat.update (approval)",
+                    || {
+                        let (ad, msg, at) = (ad.clone(), amsg.clone(), at.clone());
+                        async move { ad.update(&at, &msg).await }
+                    },
+                )
+                .await;
+            }
+            st.last_approval = Some(amsg);
+            st.approvals_done = decided;
+        } else if rec.state != State::PendingApproval {
+            st.approvals_done = true;
+        }
+        // No status message could be posted (e.g. the bot is not in that private
+        // channel): the slash command's response_url still reaches the channel.
+        if own && rec.state.is_terminal() && !st.result_posted && st.status.is_none() {
+            let url = rec
+                .request
+                .dedup_key
+                .as_ref()
+                .and_then(|d| lock(&self.reply_urls).get(d).cloned());
+            if let Some(url) = url {
+                st.result_posted = true;
+                let msg = render::result(ad.as_ref(), self.name(), rec, link.as_deref());
+                self.deliver(exec, Some(id), &channel, "response_url (result)", || {
+                    let (ad, msg, url) = (ad.clone(), msg.clone(), url.clone());
+                    async move { ad.respond(&url, &msg, true).await }
+                })
+                .await;
+            }
+        }
+        // The result, in the thread.
+        if own && rec.state.is_terminal() && !st.result_posted && st.status.is_some() {
+            st.result_posted = true;
+            let msg = render::result(ad.as_ref(), self.name(), rec, link.as_deref());
+            let root = st.thread_root.clone();
+            self.deliver(
+                exec,
+                Some(id),
+                &channel,
+                "chat.postMessage (result)",
+                || {
+                    let (ad, msg, channel, root) =
+                        (ad.clone(), msg.clone(), channel.clone(), root.clone());
+                    async move { ad.post(&channel, root.as_deref(), &msg).await }
+                },
+            )
+            .await;
+        }
+    }
+
+    async fn pace(&self, channel: &str) {
+        let wait = {
+            let mut m = lock(&self.pace);
+            let now = Instant::now();
+            let next = m.get(channel).copied().unwrap_or(now).max(now);
+            m.insert(channel.to_string(), next + self.settings.channel_interval);
+            next - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn push_back(&self, channel: &str, wait: Duration) {
+        let mut m = lock(&self.pace);
+        let until = Instant::now() + wait;
+        let e = m.entry(channel.to_string()).or_insert(until);
+        if *e < until {
+            *e = until;
+        }
+    }
+
+    /// One outbound call: paced per channel, retried with backoff (honouring
+    /// `Retry-After`), every retry and give-up recorded as an audit notice.
+    pub async fn deliver<T, F, Fut>(
+        &self,
+        exec: &Executor,
+        request: Option<RequestId>,
+        channel: &str,
+        what: &str,
+        call: F,
+    ) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, ChatError>>,
+    {
+        let max = self.settings.max_attempts.max(1);
+        let mut backoff = self.settings.backoff;
+        for attempt in 1..=max {
+            self.pace(channel).await;
+            let e = match call().await {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let wait = match e.kind {
+                ChatErrorKind::RateLimited(after) => {
+                    let w = after.unwrap_or(Duration::from_secs(1));
+                    self.push_back(channel, w);
+                    w
+                }
+                ChatErrorKind::Transient => {
+                    let w = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    w
+                }
+                ChatErrorKind::Permanent => {
+                    tracing::warn!(call = what, channel, error = %e.message, "chat call failed; not retrying");
+                    self.note(
+                        exec,
+                        request,
+                        "chat_failed",
+                        format!("{what} in {channel} failed: {}; not retried", e.message),
+                        attempt,
+                    )
+                    .await;
+                    return None;
+                }
+            };
+            if attempt == max {
+                tracing::warn!(call = what, channel, error = %e.message, attempts = max, "chat call gave up");
+                self.note(
+                    exec,
+                    request,
+                    "chat_failed",
+                    format!(
+                        "{what} in {channel} failed {max} times (last: {}); gave up",
+                        e.message
+                    ),
+                    attempt,
+                )
+                .await;
+                return None;
+            }
+            self.note(
+                exec,
+                request,
+                "chat_retry",
+                format!(
+                    "{what} in {channel} failed ({}); retrying in {} ms (attempt {attempt}/{max})",
+                    e.message,
+                    wait.as_millis()
+                ),
+                attempt,
+            )
+            .await;
+            tokio::time::sleep(wait).await;
+        }
+        None
+    }
+
+    async fn note(
+        &self,
+        exec: &Executor,
+        request: Option<RequestId>,
+        kind: &str,
+        message: String,
+        attempt: u32,
+    ) {
+        if let Err(e) = exec
+            .notice(
+                request,
+                self.name(),
+                kind,
+                message,
+                serde_json::json!({ "attempt": attempt }),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not record a chat delivery notice");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_set_forgets_the_oldest() {
+        let mut b = Bounded::new(2);
+        assert!(b.insert(1));
+        assert!(!b.insert(1));
+        assert!(b.insert(2));
+        assert!(b.insert(3));
+        assert!(!b.contains(&1));
+        assert!(b.contains(&3));
+    }
+
+    #[test]
+    fn mention_replies_go_to_the_thread_root() {
+        let mut inb = Inbound {
+            user: "U1".into(),
+            team: None,
+            channel: "C1".into(),
+            text: String::new(),
+            delivery: "d".into(),
+            retry: None,
+            kind: InboundKind::Mention {
+                ts: "1.1".into(),
+                thread_ts: None,
+            },
+        };
+        assert_eq!(inb.thread(), Some("1.1"));
+        inb.kind = InboundKind::Mention {
+            ts: "1.2".into(),
+            thread_ts: Some("1.0".into()),
+        };
+        assert_eq!(inb.thread(), Some("1.0"));
+    }
+}

@@ -1,0 +1,241 @@
+//! The `[frontends.slack]` config section.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How Slack reaches YouOps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Slack POSTs signed requests to `/slack/commands`, `/slack/events`,
+    /// `/slack/interactions` under the daemon's public URL.
+    #[default]
+    Http,
+    /// YouOps opens a websocket to Slack (`apps.connections.open`); no public URL needed.
+    Socket,
+}
+
+/// A secret string: never printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<empty>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    signing_secret: Option<Secret>,
+    #[serde(default)]
+    bot_token: Option<Secret>,
+    #[serde(default)]
+    app_token: Option<Secret>,
+    #[serde(default)]
+    transport: Transport,
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    approvals_channel: Option<String>,
+    #[serde(default)]
+    api_base_url: Option<String>,
+    #[serde(default)]
+    max_messages_per_second_per_channel: Option<f64>,
+    #[serde(default)]
+    max_delivery_attempts: Option<u32>,
+    #[serde(default)]
+    bot_name: Option<String>,
+    #[serde(default)]
+    progress_every: Option<youops_core::units::HumanDuration>,
+}
+
+/// The validated Slack frontend settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SlackConfig {
+    /// Signing secret of the Slack app (checks `X-Slack-Signature`).
+    pub signing_secret: Secret,
+    /// Bot token (`xoxb-...`) for the Web API.
+    pub bot_token: Secret,
+    /// App-level token (`xapp-...`) with `connections:write`, for Socket Mode.
+    pub app_token: Option<Secret>,
+    /// HTTP or Socket Mode.
+    pub transport: Transport,
+    /// The slash command, with its leading `/` (default `/ops`).
+    pub command: String,
+    /// Channel id every pending approval is also posted to (any frontend's requests).
+    pub approvals_channel: Option<String>,
+    /// Web API base URL, ending without `/` (default `https://slack.com/api`).
+    pub api_base_url: String,
+    /// Pace of posts and updates per channel.
+    pub max_messages_per_second_per_channel: f64,
+    /// How many times one post or update is tried before it is given up (default 8).
+    pub max_delivery_attempts: u32,
+    /// Display name of the app in the manifest (default `YouOps`).
+    pub bot_name: String,
+    /// How often the status message of a running request is refreshed with its
+    /// elapsed time (default `30s`).
+    pub progress_every: Duration,
+}
+
+impl SlackConfig {
+    /// Default Web API base URL.
+    pub const DEFAULT_API_BASE_URL: &'static str = "https://slack.com/api/";
+
+    /// Parse and validate; every problem at once.
+    pub fn from_table(section: &toml::Table) -> Result<SlackConfig, Vec<String>> {
+        let raw: Raw = match toml::Value::Table(section.clone()).try_into() {
+            Ok(r) => r,
+            Err(e) => return Err(vec![format!("frontends.slack: {}", e.message())]),
+        };
+        let mut errs = Vec::new();
+        let secret = |v: Option<Secret>, key: &str, errs: &mut Vec<String>| -> Secret {
+            match v {
+                Some(s) if !s.0.trim().is_empty() => s,
+                _ => {
+                    errs.push(format!(
+                        "frontends.slack.{key} is required and must not be empty"
+                    ));
+                    Secret::default()
+                }
+            }
+        };
+        let signing_secret = secret(raw.signing_secret, "signing_secret", &mut errs);
+        let bot_token = secret(raw.bot_token, "bot_token", &mut errs);
+        if raw.transport == Transport::Socket
+            && raw.app_token.as_ref().is_none_or(|t| t.0.trim().is_empty())
+        {
+            errs.push(
+                "frontends.slack.app_token (xapp-..., scope connections:write) is required when transport = \"socket\""
+                    .into(),
+            );
+        }
+        let command = raw.command.unwrap_or_else(|| "/ops".into());
+        if !command.starts_with('/')
+            || command.len() < 2
+            || command.len() > 32
+            || !command[1..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            errs.push(format!(
+                "frontends.slack.command `{command}` must look like `/ops`: a `/` then up to 31 lowercase letters, digits, `-` or `_`"
+            ));
+        }
+        if let Some(c) = &raw.approvals_channel {
+            if c.is_empty() || !c.chars().all(|c| c.is_ascii_alphanumeric()) {
+                errs.push(format!(
+                    "frontends.slack.approvals_channel `{c}` must be a channel id such as `C0123ABCD` (not a #name)"
+                ));
+            }
+        }
+        let api_base_url = raw
+            .api_base_url
+            .unwrap_or_else(|| Self::DEFAULT_API_BASE_URL.into());
+        if !(api_base_url.starts_with("https://") || api_base_url.starts_with("http://")) {
+            errs.push(format!(
+                "frontends.slack.api_base_url `{api_base_url}` must be an http(s) URL"
+            ));
+        }
+        let rate = raw.max_messages_per_second_per_channel.unwrap_or(1.0);
+        if !(rate.is_finite() && rate > 0.0 && rate <= 100.0) {
+            errs.push(format!(
+                "frontends.slack.max_messages_per_second_per_channel must be in (0, 100], got {rate}"
+            ));
+        }
+        let attempts = raw.max_delivery_attempts.unwrap_or(8);
+        if !(1..=30).contains(&attempts) {
+            errs.push(format!(
+                "frontends.slack.max_delivery_attempts must be in 1..=30, got {attempts}"
+            ));
+        }
+        let progress_every = raw
+            .progress_every
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30));
+        if progress_every < Duration::from_secs(1) {
+            errs.push("frontends.slack.progress_every must be at least 1s".into());
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(SlackConfig {
+            signing_secret,
+            bot_token,
+            app_token: raw.app_token,
+            transport: raw.transport,
+            command,
+            approvals_channel: raw.approvals_channel,
+            api_base_url: api_base_url.trim_end_matches('/').to_string(),
+            max_messages_per_second_per_channel: rate,
+            max_delivery_attempts: attempts,
+            bot_name: raw.bot_name.unwrap_or_else(|| "YouOps".into()),
+            progress_every,
+        })
+    }
+
+    /// Minimum spacing of messages in one channel.
+    pub fn channel_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.max_messages_per_second_per_channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(s: &str) -> toml::Table {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = SlackConfig::from_table(&table("signing_secret = \"s\"\nbot_token = \"xoxb-1\""))
+            .unwrap();
+        assert_eq!(c.command, "/ops");
+        assert_eq!(c.transport, Transport::Http);
+        assert_eq!(c.api_base_url, "https://slack.com/api");
+        assert_eq!(c.channel_interval(), Duration::from_secs(1));
+        assert_eq!(format!("{:?}", c.bot_token), "<redacted>");
+        assert!(!format!("{c:?}").contains("xoxb-1"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errs = SlackConfig::from_table(&table(
+            "transport = \"socket\"\ncommand = \"ops\"\napprovals_channel = \"#ops\"\napi_base_url = \"ftp://x\"\nmax_messages_per_second_per_channel = 0",
+        ))
+        .unwrap_err();
+        let all = errs.join("\n");
+        for key in [
+            "signing_secret",
+            "bot_token",
+            "app_token",
+            "command",
+            "approvals_channel",
+            "api_base_url",
+            "max_messages_per_second_per_channel",
+        ] {
+            assert!(all.contains(key), "{key} missing from {all}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let errs = SlackConfig::from_table(&table(
+            "signing_secret = \"s\"\nbot_token = \"b\"\nchanel = \"C1\"",
+        ))
+        .unwrap_err();
+        assert!(errs[0].contains("chanel"), "{errs:?}");
+    }
+}

@@ -784,7 +784,10 @@ runner = { type = "exec", argv = ["{x}", "{nope}"] }
         let mut spec = deploy();
         spec.lock = Some("deploy:{token}".into());
         let errs = spec.check();
-        assert!(errs.iter().any(|e| e.contains("uses the secret `{token}`")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains("uses the secret `{token}`")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -51,6 +51,33 @@ struct FakeState {
     next_id: u64,
     /// Create the next comment but answer 502 (a lost answer).
     lose_next_comment_answer: bool,
+    /// Claims of the app JWTs presented to the access-token endpoint.
+    app_jwt_claims: Vec<Value>,
+}
+
+/// Decode one base64url (no padding) JWT segment as JSON.
+fn base64url_json(seg: &str) -> Option<Value> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in seg.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            b'=' => continue,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    serde_json::from_slice(&out).ok()
 }
 
 #[derive(Clone, Default)]
@@ -250,11 +277,19 @@ async fn handle(AxState(fake): AxState<Fake>, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query_s = req.uri().query().unwrap_or("").to_string();
-    let authorized = req
+    let auth_header = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "Bearer test-token");
+        .unwrap_or("")
+        .to_string();
+    // A personal token, or the installation token handed out below.
+    let authorized = [
+        "Bearer test-token",
+        "Bearer ghs_installation_token",
+        "token ghs_installation_token",
+    ]
+    .contains(&auth_header.as_str());
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .unwrap();
@@ -272,6 +307,32 @@ async fn handle(AxState(fake): AxState<Fake>, req: Request) -> Response {
         body: body.clone(),
         authorized,
     });
+    // GitHub App: exchange the app's JWT for an installation token.
+    if method == "POST" && path == "/app/installations/77/access_tokens" {
+        let claims = auth_header
+            .strip_prefix("Bearer ")
+            .and_then(|jwt| jwt.split('.').nth(1))
+            .and_then(base64url_json);
+        st.app_jwt_claims
+            .push(claims.clone().unwrap_or(Value::Null));
+        if claims.is_some_and(|c| c["iss"] == json!(4242) || c["iss"] == json!("4242")) {
+            return (
+                axum::http::StatusCode::CREATED,
+                axum::Json(json!({
+                    "token": "ghs_installation_token",
+                    "expires_at": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+                    "permissions": { "issues": "write" },
+                    "repository_selection": "all"
+                })),
+            )
+                .into_response();
+        }
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "message": "A JSON web token could not be decoded" })),
+        )
+            .into_response();
+    }
     if !authorized {
         return (
             axum::http::StatusCode::UNAUTHORIZED,
@@ -527,9 +588,13 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 impl Harness {
     async fn new(poll: &str) -> Harness {
+        Self::new_with(|base| section(base, poll)).await
+    }
+
+    async fn new_with(section_of: impl Fn(&str) -> String) -> Harness {
         let (fake, base) = Fake::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let text = format!("{OPS}\n[frontends.github]\n{}", section(&base, poll));
+        let text = format!("{OPS}\n[frontends.github]\n{}", section_of(&base));
         let cfg = Config::parse(&text, dir.path(), "test", &|_| None).unwrap();
         let store = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
         let runs: Arc<Mutex<Vec<BTreeMap<String, String>>>> = Arc::default();
@@ -1593,4 +1658,57 @@ async fn conformance_suite() {
         .reactions("comment:5001")
         .contains(&"rocket".to_string());
     assert!(rocket, "🚀 on the command comment of {id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticates_as_a_github_app_installation() {
+    let keys = tempfile::tempdir().unwrap();
+    let pem = keys.path().join("app.pem");
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&pem)
+        .arg("2048")
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem_path = pem.display().to_string();
+    let h = Harness::new_with(|base| {
+        format!(
+            "webhook_secret = \"{SECRET}\"\napp_id = 4242\ninstallation_id = 77\nprivate_key_path = \"{pem_path}\"\napi_base_url = \"{base}\"\nrepos = [\"{REPO}\"]\npoll_interval = \"0s\"\n"
+        )
+    })
+    .await;
+    let issue = h.fake.add_issue(31, "alice", "Just a discussion.");
+    let c = h.fake.add_comment(31, "alice", "/ops help");
+    let (s, _) = h
+        .deliver(
+            "issue_comment",
+            "d-app-31",
+            &comment_event("created", &issue, &c, "alice"),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // The help reply is written with the installation token, got with the app's JWT.
+    let fake = h.fake.clone();
+    eventually("a reply written as the app installation", || {
+        fake.calls()
+            .iter()
+            .any(|c| c.method == "POST" && c.path.ends_with("/issues/31/comments") && c.authorized)
+            .then_some(())
+    })
+    .await;
+    let claims = h.fake.st().app_jwt_claims.clone();
+    assert!(!claims.is_empty(), "no access-token exchange");
+    assert!(
+        claims
+            .iter()
+            .all(|c| c["iss"] == json!(4242) || c["iss"] == json!("4242")),
+        "{claims:?}"
+    );
+    assert!(claims[0]["exp"].as_i64().unwrap_or(0) > chrono::Utc::now().timestamp());
+    h.shutdown.cancel();
 }

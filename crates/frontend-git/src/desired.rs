@@ -92,14 +92,26 @@ struct RawFile {
     resource: Vec<Spanned<RawTable>>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    // Spans are byte offsets on char boundaries; count newlines in bytes to stay safe.
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+/// Byte offsets of the newlines of a text: the 1-based line of any byte offset
+/// by binary search (counting newlines from the start for every span made
+/// parsing quadratic in the file size).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Lines {
+        Lines(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// The line of byte `offset`: one more than the newlines before it.
+    fn of(&self, offset: usize) -> usize {
+        self.0.partition_point(|nl| *nl < offset) + 1
+    }
 }
 
 /// The text a scalar value is passed to an op as, or `None` for arrays and tables.
@@ -131,10 +143,11 @@ pub fn parse_file(
             format!("file is larger than {MAX_FILE_BYTES} bytes"),
         )]);
     }
+    let lines = Lines::new(text);
     let raw: RawFile = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            let line = e.span().map(|s| lines.of(s.start)).unwrap_or(0);
             let msg = e.message().trim().to_string();
             let msg = if msg.contains("unknown field") {
                 format!("{msg} (desired-state files hold only [[resource]] tables)")
@@ -153,11 +166,11 @@ pub fn parse_file(
         // line of the earliest thing we know about, which is accurate enough
         // and never past the resource.
         let first_key = table.keys().map(|k| k.span().start).min();
-        let mut line = line_of(text, span.start);
+        let mut line = lines.of(span.start);
         if let Some(k) = first_key {
             // `[[resource]]` sits on the line before the first key when the span
             // covers only the body.
-            let kl = line_of(text, k);
+            let kl = lines.of(k);
             if kl < line {
                 line = kl;
             }
@@ -167,7 +180,7 @@ pub fn parse_file(
             errors.push(err(line, "resource has no `kind`".into()));
             continue;
         };
-        let kind_line = line_of(text, kind_v.span().start);
+        let kind_line = lines.of(kind_v.span().start);
         let Some(kind) = kind_v.get_ref().as_str().map(str::to_string) else {
             errors.push(err(kind_line, "`kind` must be a string".into()));
             continue;
@@ -199,7 +212,7 @@ pub fn parse_file(
                 None => {
                     bad = true;
                     errors.push(err(
-                        line_of(text, k.span().start),
+                        lines.of(k.span().start),
                         format!(
                             "field `{}` must be a string, number, boolean or date (not an array or table)",
                             k.get_ref()
@@ -279,6 +292,42 @@ where
         errors.sort();
         Err(errors)
     }
+}
+
+/// Update `state`, the combination of a set of files, to the combination of the
+/// set without the `removed` files and with the `added` ones (which parsed
+/// without errors): the resources of removed files go, those of added files
+/// come. `false` when an added resource's id is already taken: that is a
+/// duplicate, and [`combine`] over the whole set must name it (`state` is then
+/// half-updated and must be dropped).
+pub(crate) fn recombine<'a>(
+    state: &mut DesiredState,
+    removed: impl IntoIterator<Item = &'a [Resource]>,
+    added: impl IntoIterator<Item = &'a [Resource]>,
+) -> bool {
+    for rs in removed {
+        for r in rs {
+            let id = r.id();
+            if state
+                .resources
+                .get(&id)
+                .is_some_and(|have| have.file == r.file && have.line == r.line)
+            {
+                state.resources.remove(&id);
+            }
+        }
+    }
+    for rs in added {
+        for r in rs {
+            match state.resources.entry(r.id()) {
+                std::collections::btree_map::Entry::Occupied(_) => return false,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(r.clone());
+                }
+            }
+        }
+    }
+    true
 }
 
 /// Parse a set of `(path, text)` files into one desired state.
@@ -409,7 +458,77 @@ apply = "group.apply"
         assert_eq!(e.len(), 3, "{e:?}");
     }
 
+    #[test]
+    fn lines_match_counting_newlines() {
+        let text = "a\n\nbc\nd";
+        let lines = Lines::new(text);
+        for offset in 0..=text.len() + 3 {
+            let naive = text.as_bytes()[..offset.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            assert_eq!(lines.of(offset), naive, "offset {offset}");
+        }
+    }
+
+    /// File `i` at version `v`: two users, whose names collide across files now and then.
+    fn versioned(i: usize, v: usize) -> (String, Vec<Resource>) {
+        let text = format!(
+            "[[resource]]\nkind = \"user\"\nname = \"u{}\"\nv = \"{v}\"\n\n[[resource]]\nkind = \"user\"\nname = \"u{}\"\n",
+            (i * 3 + v) % 7,
+            (i * 5 + v * 2 + 1) % 7,
+        );
+        let path = format!("f{i}.toml");
+        let rs = parse_file(&path, &text, &kinds()).unwrap();
+        (path, rs)
+    }
+
     proptest! {
+        /// Swapping the resources of the files that changed into the last good
+        /// state gives exactly what combining every file gives, and fails
+        /// exactly when that has a duplicate.
+        #[test]
+        fn recombine_matches_combine(steps in proptest::collection::vec(
+            proptest::collection::btree_map(0usize..5, 0usize..3, 0..5), 1..8)) {
+            type Files = BTreeMap<String, (usize, usize)>;
+            let mut last: Option<(Files, DesiredState)> = None;
+            for step in steps {
+                let files: Files = step
+                    .iter()
+                    .map(|(i, v)| (format!("f{i}.toml"), (*i, *v)))
+                    .collect();
+                let full = combine(files.values().map(|(i, v)| Ok(versioned(*i, *v).1)));
+                if let Some((old, mut state)) = last.take() {
+                    let removed: Vec<Vec<Resource>> = old
+                        .iter()
+                        .filter(|(p, iv)| files.get(*p) != Some(*iv))
+                        .map(|(_, (i, v))| versioned(*i, *v).1)
+                        .collect();
+                    let added: Vec<Vec<Resource>> = files
+                        .iter()
+                        .filter(|(p, iv)| old.get(*p) != Some(*iv))
+                        .map(|(_, (i, v))| versioned(*i, *v).1)
+                        .collect();
+                    let ok = recombine(
+                        &mut state,
+                        removed.iter().map(Vec::as_slice),
+                        added.iter().map(Vec::as_slice),
+                    );
+                    match &full {
+                        Ok(want) => {
+                            prop_assert!(ok);
+                            prop_assert_eq!(&state, want);
+                        }
+                        Err(_) => prop_assert!(!ok),
+                    }
+                }
+                if let Ok(state) = full {
+                    last = Some((files, state));
+                }
+            }
+        }
+
         #[test]
         fn never_panics_on_any_text(text in "\\PC*") {
             let _ = parse_file("f.toml", &text, &kinds());

@@ -5,7 +5,7 @@
 //! planned against the actual state and applied through the core executor, one
 //! request per change. Commit trailers `Youops-Run: <command>` run once per
 //! commit and trailer; results are written back as git notes under
-//! `refs/notes/youops`. See `docs/gitops.md`.
+//! `refs/notes/youops`. See `docs/frontends/git.md`.
 //!
 //! ```
 //! use youops_frontend_git::{desired, GitFrontend};
@@ -67,7 +67,7 @@ pub use desired::{DesiredError, DesiredState, Resource};
 pub use plan::{Action, FieldChange, Plan, PlanEntry};
 pub use repo::{NOTES_REF, TRAILER_KEY};
 
-use plan::{diff, Actual};
+use plan::{diff, Actual, ActualState, Fields};
 use state::{Applied, Persisted, Retry};
 
 /// The frontend's name: its config section, the `frontend` of its actors and origins.
@@ -76,6 +76,8 @@ pub const NAME: &str = "git";
 pub const WEBHOOK_PATH: &str = "/git/webhook";
 /// Largest observer output read.
 const MAX_OBSERVE_OUTPUT: usize = 64 << 20;
+/// Files parsed at once from which parsing is spread over threads.
+const PARALLEL_PARSE_MIN_FILES: usize = 16;
 /// Drift lines kept per note.
 const MAX_DRIFT_LINES: usize = 50;
 
@@ -285,13 +287,26 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-type ParsedFile = Result<Vec<Resource>, Vec<DesiredError>>;
+type DesiredErrors = Vec<DesiredError>;
+type ParsedFile = Result<Vec<Resource>, DesiredErrors>;
+
+/// The files of a desired state, `(path, blob id)`, sorted.
+type FileSet = Vec<(String, Oid)>;
+
+#[derive(Debug, Default)]
+struct Parsed {
+    /// Parsed desired-state files by (path, blob id): unchanged files are not re-parsed.
+    files: HashMap<(String, Oid), ParsedFile>,
+    /// The last desired state combined without errors, and its files: the next
+    /// one is made from it by swapping the resources of the files that changed,
+    /// so a commit touching one file of many costs that file, not all of them.
+    last: Option<(FileSet, Arc<DesiredState>)>,
+}
 
 #[derive(Debug, Default)]
 struct Work {
     state: Option<Persisted>,
-    /// Parsed desired-state files by (path, blob id): unchanged files are not re-parsed.
-    cache: HashMap<(String, Oid), ParsedFile>,
+    parsed: Parsed,
 }
 
 #[derive(Debug)]
@@ -325,6 +340,66 @@ pub struct DriftReport {
     pub healed: Vec<(String, RequestId, State)>,
     /// Kinds whose actual state could not be observed.
     pub kind_errors: Vec<String>,
+}
+
+/// The actual state a pass plans against: the observers' output for kinds
+/// that have one; for the others, what YouOps last applied (exact), read in
+/// place from the state rather than copied.
+struct Current<'a> {
+    observed: &'a BTreeMap<String, Actual>,
+    applied: &'a BTreeMap<String, Applied>,
+    /// Kinds without an observer.
+    recorded: HashSet<&'a str>,
+}
+
+impl<'a> Current<'a> {
+    fn new(
+        kinds: &'a Kinds,
+        observed: &'a BTreeMap<String, Actual>,
+        applied: &'a BTreeMap<String, Applied>,
+    ) -> Current<'a> {
+        Current {
+            observed,
+            applied,
+            recorded: kinds
+                .iter()
+                .filter(|k| k.observe.is_none())
+                .map(|k| k.name.as_str())
+                .collect(),
+        }
+    }
+}
+
+impl ActualState for Current<'_> {
+    fn has(&self, kind: &str) -> bool {
+        self.observed.contains_key(kind) || self.recorded.contains(kind)
+    }
+
+    fn exact(&self, kind: &str) -> bool {
+        match self.observed.get(kind) {
+            Some(a) => a.exact,
+            None => self.recorded.contains(kind),
+        }
+    }
+
+    fn by_key(&self, kind: &str) -> Option<&plan::ActualKind> {
+        self.observed.by_key(kind)
+    }
+
+    fn keyed(&self) -> Box<dyn Iterator<Item = (&str, &plan::ActualKind)> + '_> {
+        self.observed.keyed()
+    }
+
+    fn by_id(&self) -> Box<dyn Iterator<Item = (&str, &str, &str, &Fields)> + '_> {
+        Box::new(
+            self.applied
+                .iter()
+                .filter(|(_, a)| {
+                    self.recorded.contains(a.kind.as_str()) && !self.observed.contains_key(&a.kind)
+                })
+                .map(|(id, a)| (id.as_str(), a.kind.as_str(), a.key.as_str(), &a.fields)),
+        )
+    }
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, GitError>
@@ -455,6 +530,15 @@ pub async fn reconcile_once(
     frontend.inner.pass(exec, dry_run, true).await
 }
 
+/// One pass as the running frontend makes it on an interval tick or a webhook:
+/// like [`reconcile_once`], except that a head already reconciled, with no
+/// retry due, is not planned again: the pass fetches, sees the head unchanged
+/// and returns a plan with [`Plan::unchanged_head`] set, having parsed,
+/// observed and submitted nothing.
+pub async fn poll_once(exec: &Executor, frontend: &GitFrontend) -> Result<Plan, GitError> {
+    frontend.inner.pass(exec, false, false).await
+}
+
 /// One drift check: observe the kinds that have an observer, compare with the
 /// desired state of the last reconciled commit, record new drift in the audit
 /// log and the commit's note, and correct it where `self_heal` says so.
@@ -545,54 +629,22 @@ impl Inner {
         }
     }
 
-    /// The desired state at `commit` (files parsed once per blob).
+    /// The desired state at `commit` (files parsed once per blob; the state
+    /// combined incrementally from the last one).
     async fn desired(
         self: &Arc<Self>,
         work: &mut Work,
         commit: Oid,
-    ) -> Result<DesiredState, GitError> {
+    ) -> Result<Arc<DesiredState>, GitError> {
         let me = self.clone();
-        let mut cache = std::mem::take(&mut work.cache);
-        let (result, cache) = tokio::task::spawn_blocking(move || {
-            let run = |cache: &mut HashMap<(String, Oid), ParsedFile>| -> Result<Result<DesiredState, Vec<DesiredError>>, String> {
-                let r = repo::open(&me.cfg)?;
-                let files = match repo::desired_files(&r, commit, &me.cfg.path) {
-                    Ok(f) => f,
-                    Err(msg) => {
-                        return Ok(Err(vec![DesiredError {
-                            file: if me.cfg.path.is_empty() { "(root)".into() } else { me.cfg.path.clone() },
-                            line: 0,
-                            message: msg,
-                        }]))
-                    }
-                };
-                let keep: HashSet<(String, Oid)> = files.iter().cloned().collect();
-                cache.retain(|k, _| keep.contains(k));
-                for (path, oid) in &files {
-                    let k = (path.clone(), *oid);
-                    if cache.contains_key(&k) {
-                        continue;
-                    }
-                    let parsed = match repo::blob_text(&r, *oid) {
-                        Ok(text) => desired::parse_file(path, &text, &me.kinds),
-                        Err(msg) => Err(vec![DesiredError {
-                            file: path.clone(),
-                            line: 0,
-                            message: msg,
-                        }]),
-                    };
-                    cache.insert(k, parsed);
-                }
-                Ok(desired::combine(
-                    files.iter().map(|k| cache.get(k).cloned().unwrap_or_else(|| Ok(Vec::new()))),
-                ))
-            };
-            let r = run(&mut cache);
-            (r, cache)
+        let mut parsed = std::mem::take(&mut work.parsed);
+        let (result, parsed) = tokio::task::spawn_blocking(move || {
+            let r = me.desired_blocking(&mut parsed, commit);
+            (r, parsed)
         })
         .await
         .map_err(|e| GitError::Git(format!("git task failed: {e}")))?;
-        work.cache = cache;
+        work.parsed = parsed;
         match result.map_err(GitError::Git)? {
             Ok(d) => Ok(d),
             Err(errors) => Err(GitError::Desired {
@@ -600,6 +652,133 @@ impl Inner {
                 errors,
             }),
         }
+    }
+
+    fn desired_blocking(
+        &self,
+        parsed: &mut Parsed,
+        commit: Oid,
+    ) -> Result<Result<Arc<DesiredState>, DesiredErrors>, String> {
+        let r = repo::open(&self.cfg)?;
+        let files = match repo::desired_files(&r, commit, &self.cfg.path) {
+            Ok(f) => f,
+            Err(msg) => {
+                return Ok(Err(vec![DesiredError {
+                    file: if self.cfg.path.is_empty() {
+                        "(root)".into()
+                    } else {
+                        self.cfg.path.clone()
+                    },
+                    line: 0,
+                    message: msg,
+                }]))
+            }
+        };
+        if let Some((last_files, state)) = &parsed.last {
+            if *last_files == files {
+                return Ok(Ok(state.clone()));
+            }
+        }
+        // Read the new blobs, then parse them (on several threads when there are many:
+        // a first pass or a restart parses every file).
+        let mut todo: Vec<((String, Oid), Result<String, String>)> = Vec::new();
+        for (path, oid) in &files {
+            let k = (path.clone(), *oid);
+            if !parsed.files.contains_key(&k) {
+                let text = repo::blob_text(&r, *oid);
+                todo.push((k, text));
+            }
+        }
+        let parse = |(k, text): ((String, Oid), Result<String, String>)| {
+            let file = match text {
+                Ok(text) => desired::parse_file(&k.0, &text, &self.kinds),
+                Err(msg) => Err(vec![DesiredError {
+                    file: k.0.clone(),
+                    line: 0,
+                    message: msg,
+                }]),
+            };
+            (k, file)
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > 1 && todo.len() >= PARALLEL_PARSE_MIN_FILES {
+            let per = todo.len().div_ceil(threads);
+            let mut chunks = Vec::new();
+            while todo.len() > per {
+                chunks.push(todo.split_off(todo.len() - per));
+            }
+            chunks.push(todo);
+            let done = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunks
+                    .into_iter()
+                    .map(|c| scope.spawn(move || c.into_iter().map(parse).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|_| "parsing desired-state files panicked".to_string())?;
+            parsed.files.extend(done.into_iter().flatten());
+        } else {
+            parsed.files.extend(todo.into_iter().map(parse));
+        }
+        let ok = files
+            .iter()
+            .all(|k| parsed.files.get(k).is_some_and(|f| f.is_ok()));
+        let resources = |k: &(String, Oid)| -> Option<&[Resource]> {
+            match parsed.files.get(k) {
+                Some(Ok(rs)) => Some(rs.as_slice()),
+                _ => None,
+            }
+        };
+        // From the last good state: drop the files that went, add those that came
+        // (when the files that went are still parsed: a broken commit in between
+        // evicts them, and then everything is combined afresh).
+        let mut next = None;
+        if ok {
+            if let Some((last_files, last)) = parsed.last.take() {
+                let new_set: HashSet<&(String, Oid)> = files.iter().collect();
+                let old_set: HashSet<&(String, Oid)> = last_files.iter().collect();
+                let removed: Option<Vec<&[Resource]>> = last_files
+                    .iter()
+                    .filter(|k| !new_set.contains(k))
+                    .map(resources)
+                    .collect();
+                let added: Option<Vec<&[Resource]>> = files
+                    .iter()
+                    .filter(|k| !old_set.contains(k))
+                    .map(resources)
+                    .collect();
+                if let (Some(removed), Some(added)) = (removed, added) {
+                    let mut state =
+                        Arc::try_unwrap(last).unwrap_or_else(|shared| (*shared).clone());
+                    if desired::recombine(&mut state, removed, added) {
+                        next = Some(Ok(state));
+                    }
+                }
+            }
+        }
+        let result = match next {
+            Some(r) => r,
+            None => desired::combine(files.iter().map(|k| {
+                parsed
+                    .files
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| Ok(Vec::new()))
+            })),
+        };
+        let keep: HashSet<&(String, Oid)> = files.iter().collect();
+        parsed.files.retain(|k, _| keep.contains(k));
+        Ok(match result {
+            Ok(state) => {
+                let state = Arc::new(state);
+                parsed.last = Some((files, state.clone()));
+                Ok(state)
+            }
+            Err(errors) => Err(errors),
+        })
     }
 
     async fn observe(&self, kind: &KindSpec, argv: &[String]) -> Result<plan::ActualKind, String> {
@@ -630,17 +809,13 @@ impl Inner {
         plan::parse_observed(&String::from_utf8_lossy(&out.stdout), &kind.key)
     }
 
-    /// Actual state per kind: the observer's output, or what YouOps last applied.
-    async fn actual(
-        &self,
-        st: &Persisted,
-        only_observed: bool,
-    ) -> (BTreeMap<String, Actual>, Vec<String>) {
+    /// The actual state of the kinds that have an observer (their observers' output).
+    async fn observed(&self) -> (BTreeMap<String, Actual>, Vec<String>) {
         let mut out = BTreeMap::new();
         let mut errors = Vec::new();
         for k in self.kinds.iter() {
-            match &k.observe {
-                Some(argv) => match self.observe(k, argv).await {
+            if let Some(argv) = &k.observe {
+                match self.observe(k, argv).await {
                     Ok(resources) => {
                         out.insert(
                             k.name.clone(),
@@ -651,22 +826,6 @@ impl Inner {
                         );
                     }
                     Err(e) => errors.push(format!("kind `{}`: {e}", k.name)),
-                },
-                None if only_observed => {}
-                None => {
-                    let resources = st
-                        .applied
-                        .values()
-                        .filter(|a| a.kind == k.name)
-                        .map(|a| (a.key.clone(), a.fields.clone()))
-                        .collect();
-                    out.insert(
-                        k.name.clone(),
-                        Actual {
-                            resources,
-                            exact: true,
-                        },
-                    );
                 }
             }
         }
@@ -822,8 +981,9 @@ impl Inner {
             Err(e) => return Err(e),
         };
         let st = work.state.as_mut().expect("loaded");
-        let (actual, kind_errors) = self.actual(st, false).await;
-        plan.entries = diff(&desired, &actual, &self.kinds, self.cfg.prune);
+        let (observed, kind_errors) = self.observed().await;
+        let actual = Current::new(&self.kinds, &observed, &st.applied);
+        plan.entries = plan::plan_with(&desired, &actual, &self.kinds, self.cfg.prune);
         plan.kind_errors = kind_errors;
         if dry_run {
             return Ok(plan);
@@ -1265,7 +1425,7 @@ impl Inner {
         let oid = Oid::from_str(&target).map_err(|e| GitError::Git(e.to_string()))?;
         let desired = self.desired(work, oid).await?;
         let st = work.state.as_mut().expect("loaded");
-        let (actual, errors) = self.actual(st, true).await;
+        let (actual, errors) = self.observed().await;
         report.kind_errors = errors;
         let drifted: Vec<PlanEntry> = diff(&desired, &actual, &self.kinds, self.cfg.prune)
             .into_iter()
@@ -1759,5 +1919,68 @@ mod tests {
         let kinds: Vec<toml::Table> = vec![toml::from_str("name = \"x\"").unwrap()];
         let e = GitFrontend::from_config(&section, &kinds, Path::new("/")).unwrap_err();
         assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    proptest::proptest! {
+        /// Planning against the recorded state (a merge in id order) plans exactly
+        /// what looking every resource up does.
+        #[test]
+        fn merge_plans_like_lookups(
+            declared in proptest::collection::btree_map("[a-e]{1,2}", (0u8..3, proptest::bool::ANY), 0..12),
+            recorded in proptest::collection::btree_map(("(user|group|gone)", "[a-e]{1,2}"), (0u8..3, proptest::bool::ANY), 0..12),
+            prune in proptest::bool::ANY,
+        ) {
+            let kinds: Vec<toml::Table> = vec![
+                toml::from_str("name = \"user\"\napply = \"u.apply\"\ndelete = \"u.delete\"").unwrap(),
+                toml::from_str("name = \"group\"\napply = \"g.apply\"").unwrap(),
+            ];
+            let kinds = Kinds::parse(&kinds, Path::new("/")).unwrap();
+            let fields = |key: &str, v: u8, extra: bool| -> BTreeMap<String, String> {
+                let mut f = BTreeMap::from([("name".to_string(), key.to_string()), ("v".to_string(), v.to_string())]);
+                if extra {
+                    f.insert("x".into(), "1".into());
+                }
+                f
+            };
+            let text: String = declared
+                .iter()
+                .enumerate()
+                .map(|(i, (key, (v, extra)))| {
+                    let kind = if i % 3 == 2 { "group" } else { "user" };
+                    let x = if *extra { "x = \"1\"\n" } else { "" };
+                    format!("[[resource]]\nkind = \"{kind}\"\nname = \"{key}\"\nv = \"{v}\"\n{x}")
+                })
+                .collect();
+            let desired = desired::parse_files(&[("s.toml".into(), text)], &kinds).unwrap();
+            let applied: BTreeMap<String, Applied> = recorded
+                .iter()
+                .map(|((kind, key), (v, extra))| {
+                    (
+                        desired::resource_id(kind, key),
+                        Applied {
+                            kind: kind.clone(),
+                            key: key.clone(),
+                            fields: fields(key, *v, *extra),
+                            commit: "c".into(),
+                        },
+                    )
+                })
+                .collect();
+            let observed = BTreeMap::new();
+            let merged = plan::plan_with(&desired, &Current::new(&kinds, &observed, &applied), &kinds, prune);
+            let lookup: BTreeMap<String, Actual> = ["user", "group"]
+                .iter()
+                .map(|k| {
+                    let resources = applied
+                        .values()
+                        .filter(|a| a.kind == *k)
+                        .map(|a| (a.key.clone(), a.fields.clone()))
+                        .collect();
+                    (k.to_string(), Actual { resources, exact: true })
+                })
+                .collect();
+            let looked_up = diff(&desired, &lookup, &kinds, prune);
+            proptest::prop_assert_eq!(merged, looked_up);
+        }
     }
 }

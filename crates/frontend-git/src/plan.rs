@@ -6,7 +6,7 @@ use std::fmt;
 use youops_core::{RequestId, State};
 
 use crate::config::Kinds;
-use crate::desired::{resource_id, DesiredState};
+use crate::desired::{resource_id, DesiredState, Resource};
 
 /// What a plan entry does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,7 +77,9 @@ pub struct PlanEntry {
     pub location: Option<String>,
     /// Field differences (create, update).
     pub changes: Vec<FieldChange>,
-    /// Fields passed to the op (declared fields; the last known ones for deletes).
+    /// Fields passed to the op (declared fields; the last known ones for deletes
+    /// and orphans). Empty for unchanged entries: nothing is passed, and copying
+    /// every field of every unchanged resource was most of the cost of a plan.
     pub fields: BTreeMap<String, String>,
     /// The request made for it, once made.
     pub request: Option<RequestId>,
@@ -215,6 +217,49 @@ pub struct Actual {
     pub exact: bool,
 }
 
+/// A resource's fields.
+pub(crate) type Fields = BTreeMap<String, String>;
+
+/// The actual state as the planner reads it. A kind is read either by key
+/// (an observer's output, looked up per declared resource) or by id (what
+/// YouOps recorded, walked in id order beside the declared resources, which
+/// are in id order too: a merge, not ten thousand lookups).
+pub(crate) trait ActualState {
+    /// Whether `kind` was read (kinds not read are not planned).
+    fn has(&self, kind: &str) -> bool;
+    /// Whether every field of `kind`'s resources counts (see [`Actual::exact`]).
+    fn exact(&self, kind: &str) -> bool;
+    /// The resources of `kind` by key, when `kind` is read that way.
+    fn by_key(&self, kind: &str) -> Option<&ActualKind>;
+    /// Every kind read by key, with its resources.
+    fn keyed(&self) -> Box<dyn Iterator<Item = (&str, &ActualKind)> + '_>;
+    /// The resources of the kinds read by id: `(kind/key, kind, key, fields)`
+    /// in id order.
+    fn by_id(&self) -> Box<dyn Iterator<Item = (&str, &str, &str, &Fields)> + '_>;
+}
+
+impl ActualState for BTreeMap<String, Actual> {
+    fn has(&self, kind: &str) -> bool {
+        self.contains_key(kind)
+    }
+
+    fn exact(&self, kind: &str) -> bool {
+        self.get(kind).is_some_and(|a| a.exact)
+    }
+
+    fn by_key(&self, kind: &str) -> Option<&ActualKind> {
+        self.get(kind).map(|a| &a.resources)
+    }
+
+    fn keyed(&self) -> Box<dyn Iterator<Item = (&str, &ActualKind)> + '_> {
+        Box::new(self.iter().map(|(k, a)| (k.as_str(), &a.resources)))
+    }
+
+    fn by_id(&self) -> Box<dyn Iterator<Item = (&str, &str, &str, &Fields)> + '_> {
+        Box::new(std::iter::empty())
+    }
+}
+
 /// Plan `desired` against `actual` (kinds missing from `actual` are not planned).
 pub fn diff(
     desired: &DesiredState,
@@ -222,89 +267,152 @@ pub fn diff(
     kinds: &Kinds,
     prune: bool,
 ) -> Vec<PlanEntry> {
-    let mut out = Vec::new();
-    for r in desired.resources.values() {
-        let Some(act) = actual.get(&r.kind) else {
-            continue;
-        };
-        let entry = |action, changes| PlanEntry {
-            kind: r.kind.clone(),
-            key: r.key.clone(),
-            action,
-            location: Some(r.location()),
-            changes,
-            fields: r.fields.clone(),
-            request: None,
-            state: None,
-            remark: None,
-        };
-        match act.resources.get(&r.key) {
-            None => out.push(entry(
-                Action::Create,
-                r.fields
-                    .iter()
-                    .map(|(k, v)| FieldChange {
+    plan_with(desired, actual, kinds, prune)
+}
+
+/// The entry of a resource that is there but not declared.
+fn undeclared(kinds: &Kinds, prune: bool, kind: &str, key: &str, fields: &Fields) -> PlanEntry {
+    let can_delete = kinds.get(kind).is_some_and(|s| s.delete.is_some());
+    let (action, remark) = match (prune, can_delete) {
+        (true, true) => (Action::Delete, None),
+        (false, _) => (Action::Orphan, Some("not in git; prune is off".to_string())),
+        (true, false) => (
+            Action::Orphan,
+            Some(format!("not in git; kind `{kind}` has no delete op")),
+        ),
+    };
+    PlanEntry {
+        kind: kind.to_string(),
+        key: key.to_string(),
+        action,
+        location: None,
+        changes: Vec::new(),
+        fields: fields.clone(),
+        request: None,
+        state: None,
+        remark,
+    }
+}
+
+/// The entry of a declared resource, given its actual fields (`None`: not there).
+fn declared(r: &Resource, have: Option<&Fields>, exact: bool) -> PlanEntry {
+    let (action, changes) = match have {
+        // Most resources, most of the time: the same fields.
+        Some(have) if exact && *have == r.fields => (Action::Unchanged, Vec::new()),
+        None => (
+            Action::Create,
+            r.fields
+                .iter()
+                .map(|(k, v)| FieldChange {
+                    field: k.clone(),
+                    from: None,
+                    to: Some(v.clone()),
+                })
+                .collect(),
+        ),
+        Some(have) => {
+            let mut changes: Vec<FieldChange> = r
+                .fields
+                .iter()
+                .filter(|(k, v)| have.get(*k) != Some(*v))
+                .map(|(k, v)| FieldChange {
+                    field: k.clone(),
+                    from: have.get(k).cloned(),
+                    to: Some(v.clone()),
+                })
+                .collect();
+            if exact {
+                changes.extend(have.iter().filter(|(k, _)| !r.fields.contains_key(*k)).map(
+                    |(k, v)| FieldChange {
                         field: k.clone(),
-                        from: None,
-                        to: Some(v.clone()),
-                    })
-                    .collect(),
-            )),
-            Some(have) => {
-                let mut changes: Vec<FieldChange> = r
-                    .fields
-                    .iter()
-                    .filter(|(k, v)| have.get(*k) != Some(*v))
-                    .map(|(k, v)| FieldChange {
-                        field: k.clone(),
-                        from: have.get(k).cloned(),
-                        to: Some(v.clone()),
-                    })
-                    .collect();
-                if act.exact {
-                    changes.extend(have.iter().filter(|(k, _)| !r.fields.contains_key(*k)).map(
-                        |(k, v)| FieldChange {
-                            field: k.clone(),
-                            from: Some(v.clone()),
-                            to: None,
-                        },
-                    ));
-                }
-                let action = if changes.is_empty() {
-                    Action::Unchanged
-                } else {
-                    Action::Update
-                };
-                out.push(entry(action, changes));
+                        from: Some(v.clone()),
+                        to: None,
+                    },
+                ));
+            }
+            if changes.is_empty() {
+                (Action::Unchanged, changes)
+            } else {
+                (Action::Update, changes)
             }
         }
+    };
+    PlanEntry {
+        kind: r.kind.clone(),
+        key: r.key.clone(),
+        action,
+        location: Some(r.location()),
+        changes,
+        fields: if action == Action::Unchanged {
+            BTreeMap::new()
+        } else {
+            r.fields.clone()
+        },
+        request: None,
+        state: None,
+        remark: None,
     }
-    for (kind, act) in actual {
-        let spec = kinds.get(kind);
-        for (key, fields) in &act.resources {
-            if desired.resources.contains_key(&resource_id(kind, key)) {
-                continue;
+}
+
+/// [`diff`] over any [`ActualState`]: resources are borrowed, not copied; only
+/// the plan entries own their data.
+pub(crate) fn plan_with(
+    desired: &DesiredState,
+    actual: &(impl ActualState + ?Sized),
+    kinds: &Kinds,
+    prune: bool,
+) -> Vec<PlanEntry> {
+    let mut out = Vec::with_capacity(desired.resources.len());
+    let mut by_id = actual.by_id().peekable();
+    // Declared resources are grouped by kind (they are in id order): look the
+    // kind up once per group.
+    let mut group: Option<(&str, bool, bool, Option<&ActualKind>)> = None;
+    for (id, r) in &desired.resources {
+        // Recorded resources before this one are not declared.
+        while let Some((_, kind, key, fields)) = by_id.next_if(|(rid, ..)| *rid < id.as_str()) {
+            out.push(undeclared(kinds, prune, kind, key, fields));
+        }
+        let (has, exact, keyed) = match group {
+            Some((k, has, exact, keyed)) if k == r.kind => (has, exact, keyed),
+            _ => {
+                let g = (
+                    r.kind.as_str(),
+                    actual.has(&r.kind),
+                    actual.exact(&r.kind),
+                    actual.by_key(&r.kind),
+                );
+                group = Some(g);
+                (g.1, g.2, g.3)
             }
-            let can_delete = spec.is_some_and(|s| s.delete.is_some());
-            let (action, remark) = match (prune, can_delete) {
-                (true, true) => (Action::Delete, None),
-                (false, _) => (Action::Orphan, Some("not in git; prune is off".to_string())),
-                (true, false) => (
-                    Action::Orphan,
-                    Some(format!("not in git; kind `{kind}` has no delete op")),
-                ),
-            };
-            out.push(PlanEntry {
-                kind: kind.clone(),
-                key: key.clone(),
-                action,
-                location: None,
-                changes: Vec::new(),
-                fields: fields.clone(),
-                request: None,
-                state: None,
-                remark,
-            });
+        };
+        // The recorded resource with this id, if any, is this one (kind names
+        // have no `/`, so `kind/key` splits one way only).
+        let recorded = by_id
+            .next_if(|(rid, ..)| *rid == id.as_str())
+            .map(|(.., fields)| fields);
+        if !has {
+            continue;
+        }
+        let have = match keyed {
+            Some(resources) => resources.get(&r.key),
+            None => recorded,
+        };
+        out.push(declared(r, have, exact));
+    }
+    for (_, kind, key, fields) in by_id {
+        out.push(undeclared(kinds, prune, kind, key, fields));
+    }
+    // Observed resources that are not declared.
+    let mut id = String::new();
+    for (kind, resources) in actual.keyed() {
+        for (key, fields) in resources {
+            id.clear();
+            id.push_str(kind);
+            id.push('/');
+            id.push_str(key);
+            if !desired.resources.contains_key(&id) {
+                out.push(undeclared(kinds, prune, kind, key, fields));
+            }
         }
     }
     out.sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
@@ -408,6 +516,10 @@ mod tests {
                 .map(|e| format!("{}{}", e.action.sign(), e.key))
                 .collect();
             assert_eq!(got.join(" "), expect);
+            for e in &plan {
+                // Unchanged entries carry no fields; changes carry what the op gets.
+                assert_eq!(e.fields.is_empty(), e.action == Action::Unchanged, "{e:?}");
+            }
         }
     }
 

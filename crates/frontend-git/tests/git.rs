@@ -23,7 +23,9 @@ use youops_core::frontend::{Frontend, FrontendHost, Frontends};
 use youops_core::runner::BuiltinCall;
 use youops_core::{EventBody, Executor, RequestFilter, RequestId, RequestRecord, State};
 use youops_frontend_git::state::note_request_states;
-use youops_frontend_git::{check_drift, reconcile_once, Action, GitError, GitFrontend, NOTES_REF};
+use youops_frontend_git::{
+    check_drift, poll_once, reconcile_once, Action, GitError, GitFrontend, NOTES_REF,
+};
 
 // ---------------------------------------------------------------- the world
 
@@ -580,6 +582,91 @@ async fn plan_and_apply_create_update_delete_unchanged() {
             .contains("! user/carol  [not in git; prune is off]"),
         "{plan}"
     );
+}
+
+/// The desired state is combined incrementally (the files that changed swapped
+/// into the last good state): a broken commit in between, a rename and a move
+/// between files must still plan exactly what a fresh parse plans.
+#[tokio::test]
+async fn one_file_changes_across_a_broken_commit_and_poll_once_does_no_work() {
+    let h = H::local("prune = true", false).await;
+    let repo = h.repo();
+    commit(
+        &repo,
+        &[
+            (
+                "state/a.toml",
+                Some(&users_file(&[("alice", "a@x.example")])),
+            ),
+            ("state/b.toml", Some(&users_file(&[("bob", "b@x.example")]))),
+        ],
+        "one",
+        "alice@example.com",
+    );
+    let plan = reconcile_once(&h.exec, &h.git, false).await.unwrap();
+    assert_eq!(plan.count(Action::Create), 2);
+
+    // An unchanged head: no plan, no request.
+    let p = poll_once(&h.exec, &h.git).await.unwrap();
+    assert!(p.unchanged_head && p.entries.is_empty(), "{p}");
+    assert_eq!(h.git.metrics().noop_passes, 1);
+
+    let broken = commit(
+        &repo,
+        &[("state/a.toml", Some("[[resource]\n"))],
+        "broken",
+        "alice@example.com",
+    );
+    match poll_once(&h.exec, &h.git).await.unwrap_err() {
+        GitError::Desired { commit, .. } => assert_eq!(commit, broken.to_string()),
+        other => panic!("{other}"),
+    }
+    // Fixed, with alice renamed to carol.
+    commit(
+        &repo,
+        &[(
+            "state/a.toml",
+            Some(&users_file(&[("carol", "c@x.example")])),
+        )],
+        "fixed",
+        "alice@example.com",
+    );
+    let plan = poll_once(&h.exec, &h.git).await.unwrap();
+    let signs = |p: &youops_frontend_git::Plan| -> Vec<String> {
+        p.entries
+            .iter()
+            .map(|e| format!("{}{}", e.action.sign(), e.key))
+            .collect()
+    };
+    assert_eq!(signs(&plan), vec!["-alice", "=bob", "+carol"], "{plan}");
+    // bob moves from b.toml to a.toml in one commit: not a duplicate, not a delete.
+    commit(
+        &repo,
+        &[
+            (
+                "state/a.toml",
+                Some(&users_file(&[
+                    ("carol", "c@x.example"),
+                    ("bob", "b@x.example"),
+                ])),
+            ),
+            (
+                "state/b.toml",
+                Some(&users_file(&[("dave", "d@x.example")])),
+            ),
+        ],
+        "move bob",
+        "alice@example.com",
+    );
+    let plan = poll_once(&h.exec, &h.git).await.unwrap();
+    assert_eq!(signs(&plan), vec!["=bob", "=carol", "+dave"], "{plan}");
+    assert_eq!(
+        plan.entry("user/bob").unwrap().location.as_deref(),
+        Some("state/a.toml:6")
+    );
+    assert_eq!(h.world.names(), vec!["bob", "carol", "dave"]);
+    let p = poll_once(&h.exec, &h.git).await.unwrap();
+    assert!(p.unchanged_head);
 }
 
 #[tokio::test]

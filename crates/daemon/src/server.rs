@@ -381,9 +381,9 @@ pub async fn run(
 
 /// sled page cache of the daemon's audit store. sled's default (64 MiB) is most
 /// of a loaded daemon's memory: at 1,000 requests/s its RSS climbed to ~105 MiB
-/// with it and levels off near 46 MiB with 16 MiB, at no cost in latency or CPU
-/// (docs/BENCHMARKS.md). The store is append-mostly and reads recent records, so a
-/// small cache serves it.
+/// with it, and stays near 45 MiB with 16 MiB, with the same CPU per request
+/// (docs/BENCHMARKS.md, "Daemon: HTTP API latency and memory"). The store is
+/// append-mostly and reads recent records, so a small cache serves it.
 const STORE_CACHE_BYTES: u64 = 16 << 20;
 
 fn store_options() -> SledOptions {

@@ -69,6 +69,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write every measured request to this CSV file: scheduled send time
+    /// (ms after the measured start), latency (µs), HTTP status (0: no answer).
+    #[arg(long, value_name = "FILE")]
+    samples: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -101,6 +105,8 @@ struct Record {
     /// The same requests timed from when they actually started (µs): the server's
     /// share, without the sender's own delays.
     service: Mutex<Vec<u32>>,
+    /// (scheduled µs after the measured start, latency µs, status) for `--samples`.
+    trace: Mutex<Vec<(u64, u32, u16)>>,
     /// Status code → count (measured requests).
     statuses: Mutex<BTreeMap<u16, u64>>,
     /// Measured requests that got no response (connect error, timeout...).
@@ -202,14 +208,15 @@ fn main() -> ExitCode {
 
     let rec = Arc::new(Record::default());
     let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let interval = Duration::from_secs_f64(1.0 / args.rate);
     let warm_n = (args.warmup.as_secs_f64() * args.rate).round() as u64;
     let meas_n = (args.duration.as_secs_f64() * args.rate).round() as u64;
     let total = warm_n + meas_n;
 
     // Start a little in the future so the schedule does not begin behind.
     let start = Instant::now() + Duration::from_millis(20);
-    let measure_start = start + interval * u32::try_from(warm_n).unwrap_or(u32::MAX);
+    let rate = args.rate;
+    let due = move |i: u64| start + Duration::from_secs_f64(i as f64 / rate);
+    let measure_start = due(warm_n);
 
     // RSS sampler: every 250 ms during the measured phase.
     let rss = Arc::new(Mutex::new(None::<Rss>));
@@ -257,10 +264,11 @@ fn main() -> ExitCode {
     // Pacer: a plain thread (finer than tokio's 1 ms timer wheel) that spawns each
     // request onto the runtime at its scheduled time.
     let handle = rt.handle().clone();
+    let want_trace = args.samples.is_some();
     let mut max_lag = Duration::ZERO;
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
-        let scheduled = start + interval.mul_f64(i as f64);
+        let scheduled = due(i);
         let now = Instant::now();
         if scheduled > now {
             std::thread::sleep(scheduled - now);
@@ -303,6 +311,17 @@ fn main() -> ExitCode {
                 return;
             }
             let lat = done.saturating_duration_since(scheduled).as_micros();
+            if want_trace {
+                let at = scheduled
+                    .saturating_duration_since(measure_start)
+                    .as_micros();
+                let status = res.as_ref().map_or(0, |s| *s);
+                rec.trace.lock().unwrap_or_else(|p| p.into_inner()).push((
+                    u64::try_from(at).unwrap_or(u64::MAX),
+                    u32::try_from(lat).unwrap_or(u32::MAX),
+                    status,
+                ));
+            }
             let since = done.saturating_duration_since(measure_start).as_micros();
             rec.last_done_us
                 .fetch_max(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -344,6 +363,17 @@ fn main() -> ExitCode {
         let _ = s.join();
     }
 
+    if let Some(path) = &args.samples {
+        let mut trace = std::mem::take(&mut *rec.trace.lock().unwrap_or_else(|p| p.into_inner()));
+        trace.sort_unstable();
+        let mut csv = String::from("scheduled_ms,latency_us,status\n");
+        for (at, lat, status) in trace {
+            csv.push_str(&format!("{:.3},{lat},{status}\n", at as f64 / 1e3));
+        }
+        if let Err(e) = std::fs::write(path, csv) {
+            eprintln!("youops-load: writing {}: {e}", path.display());
+        }
+    }
     let mut lat = std::mem::take(&mut *rec.latencies.lock().unwrap_or_else(|p| p.into_inner()));
     lat.sort_unstable();
     let mut svc = std::mem::take(&mut *rec.service.lock().unwrap_or_else(|p| p.into_inner()));
@@ -380,7 +410,9 @@ fn main() -> ExitCode {
         (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
             let secs = (c1.saturating_sub(c0)) as f64 / USER_HZ;
             let wall = t1.duration_since(t0).as_secs_f64();
-            let done = (ok as f64 * wall / window).max(1.0);
+            // Every answered request costs the daemon CPU, not only the 2xx ones.
+            let answered: u64 = statuses.values().sum();
+            let done = (answered as f64 * wall / window).max(1.0);
             Some((secs / wall * 100.0, secs / done * 1e6))
         }
         _ => None,

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Benchmark of the daemon's HTTP API: requests/s and p50/p90/p99 latency of
+# POST /api/v1/requests (a builtin no-op op, durable audit) at fixed offered
+# loads, and the daemon's idle and loaded resident memory.
+#
+#   scripts/bench-http.sh
+#
+# Environment (all optional):
+#   RATES="250 500 1000 2000"   offered loads, requests/s
+#   DURATION=10s                measured phase per load
+#   WARMUP=2s                   warm-up per load (same rate, not measured)
+#   CONCURRENCY=256             most requests in flight
+#   IDLE_WAIT=2                 seconds after /healthz before idle RSS is read
+#   NO_BUILD=1                  skip `cargo build --release -p youops`
+#   KEEP=1                      keep the temp dir (config, store, daemon log)
+#   RESULTS=FILE                also write the markdown table to FILE
+#   NICE=-10                    run the daemon and the load generator at this nice
+#                               level (negative needs root): on a shared machine, gives
+#                               them the CPU ahead of other work, like a dedicated host
+#   TMPDIR=DIR                  where the temp dir (and so the store) goes; a tmpfs
+#                               here takes the disk's fsync out of the figures
+#
+# Everything listens on and talks to 127.0.0.1 only; every step is bounded in time.
+set -euo pipefail
+
+RATES=${RATES:-"250 500 1000 2000"}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONCURRENCY=${CONCURRENCY:-256}
+IDLE_WAIT=${IDLE_WAIT:-2}
+prio=()
+[[ -n "${NICE:-}" ]] && prio=(nice -n "$NICE")
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+if [[ "${NO_BUILD:-0}" != 1 ]]; then
+    timeout 1800 cargo build --release -p youops >&2
+fi
+target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
+    echo "$root/target")
+youops="$target_dir/release/youops"
+load="$target_dir/release/youops-load"
+[[ -x "$youops" && -x "$load" ]] || { echo "bench-http: missing $youops or $load" >&2; exit 1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/youops-bench.XXXXXX")
+pid=""
+cleanup() {
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    if [[ "${KEEP:-0}" == 1 ]]; then echo "bench-http: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+
+# A free port on 127.0.0.1 (the kernel picks; tiny race before the daemon binds).
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+url="http://127.0.0.1:$port"
+token="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+digest=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
+
+cat >"$tmp/youops.toml" <<EOF
+# Written by scripts/bench-http.sh.
+[server]
+listen = "127.0.0.1:$port"
+
+[executor]
+# The per-principal rate limit (600/min by default) would cap the one benchmark
+# principal: off.
+rate_limit_per_minute = 0
+
+[store]
+path = "store"
+
+[[ops]]
+name = "bench.noop"
+description = "Benchmark: builtin no-op runner"
+runner = { type = "builtin", name = "noop" }
+timeout = "10s"
+
+[principals.bench]
+roles = ["bench"]
+tokens = ["sha256:$digest"]
+
+[[grants]]
+roles = ["bench"]
+ops = ["bench.noop"]
+frontends = ["api"]
+EOF
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+RUST_LOG=warn "${prio[@]}" "$youops" serve --config "$tmp/youops.toml" >"$tmp/daemon.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+    if curl -fsS -m 1 "$url/healthz" >/dev/null 2>&1; then break; fi
+    kill -0 "$pid" 2>/dev/null || { echo "bench-http: the daemon exited" >&2; cat "$tmp/daemon.log" >&2; exit 1; }
+    sleep 0.1
+done
+curl -fsS -m 1 "$url/healthz" >/dev/null || { echo "bench-http: no /healthz after 10 s" >&2; exit 1; }
+sleep "$IDLE_WAIT"
+idle=$(rss_kib "$pid")
+
+# Machine facts.
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+echo "machine: $(nproc) CPUs ($cpu), $(awk '/^MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo) RAM, $(uname -sr)" >&2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "store: $(df -T "$tmp" | awk 'NR==2 { print $2 }') at $tmp${NICE:+; nice $NICE}" >&2
+echo "idle RSS: $(mib "$idle") MiB" >&2
+
+table="| offered req/s | achieved req/s | 202 | other / errors | p50 ms | p90 ms | p99 ms | max ms | p99 from send ms | daemon CPU (% of a core) | daemon CPU µs/req | RSS max MiB |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for rate in $RATES; do
+    echo "--- $rate req/s for $DURATION (+$WARMUP warm-up)" >&2
+    out=$(timeout 300 "${prio[@]}" "$load" --url "$url" --token "$token" --op bench.noop --rate "$rate" \
+        --duration "$DURATION" --warmup "$WARMUP" --concurrency "$CONCURRENCY" --pid "$pid" --json) || true
+    [[ -n "$out" ]] || { echo "bench-http: the load generator failed at $rate req/s" >&2; exit 1; }
+    echo "$out" >&2
+    row=$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+l = r["latency_ms"]
+st = r["statuses"]
+acc = st.get("202", 0)
+other = sum(v for k, v in st.items() if k != "202") + r["errors"]
+f = lambda v: "-" if v is None else "%.2f" % v
+rss = r["rss_kib"]["max"] / 1024 if r.get("rss_kib") else 0
+cpu = r.get("daemon_cpu") or {"core_pct": 0, "us_per_request": 0}
+print("| %d | %.0f | %d | %d | %s | %s | %s | %s | %s | %.0f | %.0f | %.1f |" % (r["offered_rps"], r["achieved_rps"], acc, other,
+      f(l["p50"]), f(l["p90"]), f(l["p99"]), f(l["max"]), f(r["service_ms"]["p99"]), cpu["core_pct"], cpu["us_per_request"], rss))
+' "$out")
+    table="$table
+$row"
+done
+loaded=$(rss_kib "$pid")
+# Where the time goes: the daemon's own histogram of audit appends (durable ones
+# include the group fsync), cumulative over all runs.
+echo "daemon audit append latency (cumulative buckets, seconds):" >&2
+curl -fsS -m 5 "$url/metrics" 2>/dev/null | grep -E '^youops_audit_append_seconds_(bucket|count|sum)' |
+    sed -E 's/^youops_audit_append_seconds_//' | tr '\n' ' ' >&2 || true
+echo >&2
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+kill -TERM "$pid"
+rc=0
+for _ in $(seq 1 600); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$pid" 2>/dev/null; then
+    echo "bench-http: the daemon did not stop within 60 s of SIGTERM" >&2
+    rc=1
+else
+    wait "$pid" || rc=$?
+    pid=""
+    [[ $rc == 0 ]] || echo "bench-http: the daemon exited with $rc after SIGTERM" >&2
+fi
+store_kib=$(du -sk "$tmp/store" | cut -f1)
+
+echo
+echo "$table"
+echo
+echo "Idle RSS: $(mib "$idle") MiB; RSS after the runs: $(mib "$loaded") MiB; store on disk after the runs: $(mib "$store_kib") MiB; daemon exit after SIGTERM: $rc."
+if [[ -n "${RESULTS:-}" ]]; then
+    { echo "$table"; echo; echo "Idle RSS: $(mib "$idle") MiB; RSS after the runs: $(mib "$loaded") MiB."; } >"$RESULTS"
+fi
+[[ -s "$tmp/daemon.log" ]] && { echo "daemon log (warnings and errors):" >&2; tail -20 "$tmp/daemon.log" >&2; }
+exit "$rc"

@@ -7,8 +7,10 @@
 //! rendered as one status message updated in place, an approval prompt with
 //! buttons while approval is pending, and the result in the thread; pending
 //! approvals of *every* frontend's requests also go to the approvals channel.
-//! Every outbound call is paced per channel and retried with backoff (honouring
-//! `Retry-After`); retries and give-ups are recorded in the audit log as notices.
+//! Every outbound call is paced per channel, bounded by a client timeout and
+//! retried with backoff (honouring `Retry-After`); retries and give-ups are
+//! recorded in the audit log as notices, and so is a result that could not be
+//! delivered at all (it stays in the audit log and on the dashboard).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use youops_core::frontend::{FrontendContext, StreamError};
 use youops_core::grammar::{self, Command};
@@ -153,6 +156,8 @@ pub struct ChatSettings {
     pub max_attempts: u32,
     /// First backoff after a transient failure (doubles, capped at 30 s).
     pub backoff: Duration,
+    /// Time limit of one outbound call; no answer by then is a transient failure.
+    pub request_timeout: Duration,
     /// Refresh of a running request's status message (elapsed time).
     pub progress_every: Duration,
 }
@@ -169,7 +174,13 @@ pub struct ChatCore {
     seen: Mutex<Bounded<String>>,
     reply_urls: Mutex<HashMap<String, String>>,
     tasks: TaskTracker,
+    /// Cancelled when the shutdown grace is over: deliveries still in flight
+    /// stop (and say so in the audit log).
+    abandon: CancellationToken,
 }
+
+/// Longest time in-flight deliveries get to land after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -201,6 +212,7 @@ impl ChatCore {
             seen: Mutex::new(Bounded::new(100_000)),
             reply_urls: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
+            abandon: CancellationToken::new(),
         }
     }
 
@@ -226,6 +238,16 @@ impl ChatCore {
         ctx: &FrontendContext,
         inb: &Inbound,
     ) -> Option<ChatMessage> {
+        self.handle_inbound_for(ctx, inb).await.0
+    }
+
+    /// [`ChatCore::handle_inbound`], also returning the request the message is
+    /// about (so delivery notices land on that request's audit trail).
+    pub(crate) async fn handle_inbound_for(
+        &self,
+        ctx: &FrontendContext,
+        inb: &Inbound,
+    ) -> (Option<ChatMessage>, Option<RequestId>) {
         let exec = &ctx.executor;
         let actor = Actor::new(self.name(), &inb.user);
         let mut origin = Origin::new(self.name()).with_location(&inb.channel);
@@ -242,17 +264,20 @@ impl ChatCore {
             match grammar::parse(text) {
                 Ok(c) => c,
                 Err(e) => {
-                    return Some(ChatMessage::text(format!(
-                        ":warning: I could not read that: {e}\nTry `{} help`.",
-                        self.command_hint(inb)
-                    )))
+                    return (
+                        Some(ChatMessage::text(format!(
+                            ":warning: I could not read that: {e}\nTry `{} help`.",
+                            self.command_hint(inb)
+                        ))),
+                        None,
+                    )
                 }
             }
         };
         let is_run = matches!(cmd, Command::Run { .. } | Command::Retry { .. });
         if !is_run && !lock(&self.seen).insert(inb.delivery.clone()) {
             tracing::info!(delivery = %inb.delivery, "redelivery of an answered chat command ignored");
-            return None;
+            return (None, None);
         }
         if let InboundKind::Command {
             response_url: Some(url),
@@ -287,24 +312,33 @@ impl ChatCore {
                     )
                     .await;
                 if inb.retry.is_some() {
-                    None
+                    (None, Some(id))
                 } else {
-                    Some(ChatMessage::text(format!(
-                        "Already received as request `{id}` (state `{}`); nothing ran again.",
-                        t.record.state
-                    )))
+                    (
+                        Some(ChatMessage::text(format!(
+                            "Already received as request `{id}` (state `{}`); nothing ran again.",
+                            t.record.state
+                        ))),
+                        Some(id),
+                    )
                 }
             }
-            Ok(Reply::Submitted(t)) => Some(self.ticket_reply(ctx, inb, &t.record)),
-            Ok(Reply::Help(h)) => Some(ChatMessage::text(format!("```\n{h}\n```"))),
-            Ok(Reply::Record(rec)) => Some(render::status(
-                self.adapter.as_ref(),
-                self.name(),
-                &rec,
-                ctx.request_url(rec.request.id).as_deref(),
-            )),
-            Ok(_) => None,
-            Err(e) => Some(self.error_reply(inb, &e)),
+            Ok(Reply::Submitted(t)) => (
+                Some(self.ticket_reply(ctx, inb, &t.record)),
+                Some(t.record.request.id),
+            ),
+            Ok(Reply::Help(h)) => (Some(ChatMessage::text(format!("```\n{h}\n```"))), None),
+            Ok(Reply::Record(rec)) => (
+                Some(render::status(
+                    self.adapter.as_ref(),
+                    self.name(),
+                    &rec,
+                    ctx.request_url(rec.request.id).as_deref(),
+                )),
+                Some(rec.request.id),
+            ),
+            Ok(_) => (None, None),
+            Err(e) => (Some(self.error_reply(inb, &e)), None),
         }
     }
 
@@ -380,13 +414,13 @@ impl ChatCore {
 
     /// Handle a mention: reply in its thread (paced and retried).
     pub async fn handle_mention(self: &Arc<Self>, ctx: &FrontendContext, inb: Inbound) {
-        if let Some(reply) = self.handle_inbound(ctx, &inb).await {
+        if let (Some(reply), id) = self.handle_inbound_for(ctx, &inb).await {
             let thread = inb.thread().map(str::to_string);
             let ad = self.adapter.clone();
             let channel = inb.channel.clone();
             self.deliver(
                 &ctx.executor,
-                None,
+                id,
                 &inb.channel,
                 "chat.postMessage (reply)",
                 || {
@@ -493,7 +527,11 @@ impl ChatCore {
                     )
                     .await;
                 } else if let Some(url) = act.response_url.clone() {
-                    let _ = ad.respond(&url, &msg, false).await;
+                    self.deliver(exec, None, "-", "response_url (refusal)", || {
+                        let (ad, msg, url) = (ad.clone(), msg.clone(), url.clone());
+                        async move { ad.respond(&url, &msg, false).await }
+                    })
+                    .await;
                 }
             }
         }
@@ -514,8 +552,22 @@ impl ChatCore {
             }
         }
         self.tasks.close();
-        // Give in-flight posts (results!) a moment to land before returning.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        // Give in-flight posts (results!) up to one more call's time to land;
+        // then stop them, so a Slack that never answers cannot hold up shutdown.
+        // Each delivery cut short records a `chat_failed` notice on its way out.
+        let grace = self.settings.request_timeout.min(SHUTDOWN_GRACE);
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            self.abandon.cancel();
+            if tokio::time::timeout(Duration::from_secs(2), self.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("chat deliveries still running after shutdown; leaving them");
+            }
+        }
     }
 
     fn on_lifecycle(self: &Arc<Self>, ctx: &FrontendContext, ev: Lifecycle) {
@@ -728,45 +780,91 @@ impl ChatCore {
         } else if rec.state != State::PendingApproval {
             st.approvals_done = true;
         }
-        // No status message could be posted (e.g. the bot is not in that private
-        // channel): the slash command's response_url still reaches the channel.
-        if own && rec.state.is_terminal() && !st.result_posted && st.status.is_none() {
+        if own && rec.state.is_terminal() && !st.result_posted {
+            st.result_posted = true;
+            self.deliver_result(ctx, st, rec).await;
+        }
+    }
+
+    /// Post the result: in the thread under the status message; without one
+    /// (the bot is not in that private channel, or Slack was failing when the
+    /// status was due) through the slash command's `response_url`, else in the
+    /// channel (the mention's thread). If nothing gets through, the audit log
+    /// says so: the result itself is stored, and on the dashboard.
+    async fn deliver_result(
+        self: &Arc<Self>,
+        ctx: &FrontendContext,
+        st: &Rendering,
+        rec: &RequestRecord,
+    ) {
+        let exec = &ctx.executor;
+        let id = rec.request.id;
+        let link = ctx.request_url(id);
+        let ad = self.adapter.clone();
+        let channel = rec.request.origin.location.clone();
+        let msg = render::result(ad.as_ref(), self.name(), rec, link.as_deref());
+        let post = |root: Option<String>, what: &'static str| {
+            let (ad, msg, channel) = (ad.clone(), msg.clone(), channel.clone());
+            async move {
+                self.deliver(exec, Some(id), &channel, what, || {
+                    let (ad, msg, channel, root) =
+                        (ad.clone(), msg.clone(), channel.clone(), root.clone());
+                    async move { ad.post(&channel, root.as_deref(), &msg).await }
+                })
+                .await
+            }
+        };
+        let mut delivered = false;
+        if st.status.is_some() {
+            delivered = post(st.thread_root.clone(), "chat.postMessage (result)")
+                .await
+                .is_some();
+        } else {
             let url = rec
                 .request
                 .dedup_key
                 .as_ref()
                 .and_then(|d| lock(&self.reply_urls).get(d).cloned());
             if let Some(url) = url {
-                st.result_posted = true;
-                let msg = render::result(ad.as_ref(), self.name(), rec, link.as_deref());
-                self.deliver(exec, Some(id), &channel, "response_url (result)", || {
-                    let (ad, msg, url) = (ad.clone(), msg.clone(), url.clone());
-                    async move { ad.respond(&url, &msg, true).await }
-                })
-                .await;
+                delivered = self
+                    .deliver(exec, Some(id), &channel, "response_url (result)", || {
+                        let (ad, msg, url) = (ad.clone(), msg.clone(), url.clone());
+                        async move { ad.respond(&url, &msg, true).await }
+                    })
+                    .await
+                    .is_some();
+            }
+            if !delivered && !self.abandon.is_cancelled() {
+                let thread = rec.request.origin.reference.get("thread_ts").cloned();
+                delivered = post(thread, "chat.postMessage (result, no status message)")
+                    .await
+                    .is_some();
             }
         }
-        // The result, in the thread.
-        if own && rec.state.is_terminal() && !st.result_posted && st.status.is_some() {
-            st.result_posted = true;
-            let msg = render::result(ad.as_ref(), self.name(), rec, link.as_deref());
-            let root = st.thread_root.clone();
-            self.deliver(
-                exec,
-                Some(id),
-                &channel,
-                "chat.postMessage (result)",
-                || {
-                    let (ad, msg, channel, root) =
-                        (ad.clone(), msg.clone(), channel.clone(), root.clone());
-                    async move { ad.post(&channel, root.as_deref(), &msg).await }
-                },
-            )
-            .await;
+        if !delivered {
+            tracing::warn!(request_id = %id, channel = %channel, "the result could not be delivered to chat");
+            if let Err(e) = exec
+                .notice(
+                    Some(id),
+                    self.name(),
+                    "chat_undelivered",
+                    format!(
+                        "the result (`{}`) of request {id} could not be posted in {channel}; it is in the audit log and on the dashboard",
+                        rec.state
+                    ),
+                    serde_json::json!({ "channel": channel, "state": rec.state.to_string() }),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not record a chat delivery notice");
+            }
         }
     }
 
     async fn pace(&self, channel: &str) {
+        if channel == "-" {
+            return;
+        }
         let wait = {
             let mut m = lock(&self.pace);
             let now = Instant::now();
@@ -788,8 +886,10 @@ impl ChatCore {
         }
     }
 
-    /// One outbound call: paced per channel, retried with backoff (honouring
+    /// One outbound call: paced per channel (`"-"`: not a channel call), each
+    /// attempt bounded by the request timeout, retried with backoff (honouring
     /// `Retry-After`), every retry and give-up recorded as an audit notice.
+    /// Returns `None` when it did not get through.
     pub async fn deliver<T, F, Fut>(
         &self,
         exec: &Executor,
@@ -804,11 +904,26 @@ impl ChatCore {
     {
         let max = self.settings.max_attempts.max(1);
         let mut backoff = self.settings.backoff;
+        let limit = self.settings.request_timeout;
         for attempt in 1..=max {
-            self.pace(channel).await;
-            let e = match call().await {
-                Ok(v) => return Some(v),
-                Err(e) => e,
+            let result = tokio::select! {
+                biased;
+                _ = self.abandon.cancelled() => None,
+                r = async {
+                    self.pace(channel).await;
+                    tokio::time::timeout(limit, call()).await
+                } => Some(r),
+            };
+            let e = match result {
+                Some(Ok(Ok(v))) => return Some(v),
+                Some(Ok(Err(e))) => e,
+                Some(Err(_)) => {
+                    ChatError::transient(format!("no answer within {} ms", limit.as_millis()))
+                }
+                None => {
+                    self.abandoned(exec, request, channel, what, attempt).await;
+                    return None;
+                }
             };
             let wait = match e.kind {
                 ChatErrorKind::RateLimited(after) => {
@@ -861,9 +976,35 @@ impl ChatCore {
                 attempt,
             )
             .await;
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                biased;
+                _ = self.abandon.cancelled() => {
+                    self.abandoned(exec, request, channel, what, attempt).await;
+                    return None;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
         None
+    }
+
+    async fn abandoned(
+        &self,
+        exec: &Executor,
+        request: Option<RequestId>,
+        channel: &str,
+        what: &str,
+        attempt: u32,
+    ) {
+        tracing::warn!(call = what, channel, "chat call abandoned at shutdown");
+        self.note(
+            exec,
+            request,
+            "chat_failed",
+            format!("{what} in {channel} abandoned at shutdown (attempt {attempt}); not delivered"),
+            attempt,
+        )
+        .await;
     }
 
     async fn note(

@@ -54,6 +54,10 @@ struct Raw {
     #[serde(default)]
     max_delivery_attempts: Option<u32>,
     #[serde(default)]
+    retry_backoff: Option<youops_core::units::HumanDuration>,
+    #[serde(default)]
+    request_timeout: Option<youops_core::units::HumanDuration>,
+    #[serde(default)]
     bot_name: Option<String>,
     #[serde(default)]
     progress_every: Option<youops_core::units::HumanDuration>,
@@ -81,6 +85,14 @@ pub struct SlackConfig {
     pub max_messages_per_second_per_channel: f64,
     /// How many times one post or update is tried before it is given up (default 8).
     pub max_delivery_attempts: u32,
+    /// First wait after a transient failure (5xx, dropped connection, no answer);
+    /// doubles per attempt, capped at 30 s (default `500ms`). A `429` waits its
+    /// `Retry-After` instead.
+    pub retry_backoff: Duration,
+    /// How long one Web API call or `response_url` post may take before it counts
+    /// as failed and is retried (default `10s`): a Slack that never answers must
+    /// not hold a request's messages, or shutdown, forever.
+    pub request_timeout: Duration,
     /// Display name of the app in the manifest (default `YouOps`).
     pub bot_name: String,
     /// How often the status message of a running request is refreshed with its
@@ -159,6 +171,22 @@ impl SlackConfig {
                 "frontends.slack.max_delivery_attempts must be in 1..=30, got {attempts}"
             ));
         }
+        let retry_backoff = raw
+            .retry_backoff
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_millis(500));
+        if retry_backoff < Duration::from_millis(10) || retry_backoff > Duration::from_secs(60) {
+            errs.push("frontends.slack.retry_backoff must be between 10ms and 60s".into());
+        }
+        let request_timeout = raw
+            .request_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10));
+        if request_timeout < Duration::from_millis(100)
+            || request_timeout > Duration::from_secs(120)
+        {
+            errs.push("frontends.slack.request_timeout must be between 100ms and 120s".into());
+        }
         let progress_every = raw
             .progress_every
             .map(|d| d.0)
@@ -179,6 +207,8 @@ impl SlackConfig {
             api_base_url: api_base_url.trim_end_matches('/').to_string(),
             max_messages_per_second_per_channel: rate,
             max_delivery_attempts: attempts,
+            retry_backoff,
+            request_timeout,
             bot_name: raw.bot_name.unwrap_or_else(|| "YouOps".into()),
             progress_every,
         })
@@ -206,6 +236,8 @@ mod tests {
         assert_eq!(c.transport, Transport::Http);
         assert_eq!(c.api_base_url, "https://slack.com/api");
         assert_eq!(c.channel_interval(), Duration::from_secs(1));
+        assert_eq!(c.retry_backoff, Duration::from_millis(500));
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(format!("{:?}", c.bot_token), "<redacted>");
         assert!(!format!("{c:?}").contains("xoxb-1"));
     }
@@ -213,7 +245,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let errs = SlackConfig::from_table(&table(
-            "transport = \"socket\"\ncommand = \"ops\"\napprovals_channel = \"#ops\"\napi_base_url = \"ftp://x\"\nmax_messages_per_second_per_channel = 0",
+            "transport = \"socket\"\ncommand = \"ops\"\napprovals_channel = \"#ops\"\napi_base_url = \"ftp://x\"\nmax_messages_per_second_per_channel = 0\nretry_backoff = \"1ms\"\nrequest_timeout = \"10m\"",
         ))
         .unwrap_err();
         let all = errs.join("\n");
@@ -225,6 +257,8 @@ mod tests {
             "approvals_channel",
             "api_base_url",
             "max_messages_per_second_per_channel",
+            "retry_backoff",
+            "request_timeout",
         ] {
             assert!(all.contains(key), "{key} missing from {all}");
         }

@@ -57,7 +57,8 @@ impl SlackFrontend {
                 approvals_channel: config.approvals_channel.clone(),
                 channel_interval: config.channel_interval(),
                 max_attempts: config.max_delivery_attempts,
-                backoff: Duration::from_millis(500),
+                backoff: config.retry_backoff,
+                request_timeout: config.request_timeout,
                 progress_every: config.progress_every,
             },
             adapter,
@@ -552,22 +553,27 @@ impl SlackFrontendRef {
         let core = self.core.clone();
         let c = ctx.clone();
         let i = inb.clone();
-        let mut work = tokio::spawn(async move { core.handle_inbound(&c, &i).await });
+        let mut work = tokio::spawn(async move { core.handle_inbound_for(&c, &i).await });
         match tokio::time::timeout(ACK_BUDGET, &mut work).await {
-            Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => ChatMessage::text("Already received; nothing ran again."),
+            Ok(Ok((Some(m), _))) => m,
+            Ok(Ok((None, _))) => ChatMessage::text("Already received; nothing ran again."),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "slash command handler failed");
                 ChatMessage::text(":warning: YouOps hit an internal error; nothing was changed")
             }
             Err(_) => {
-                let ad = self.core.adapter().clone();
+                let core = self.core.clone();
+                let ctx = ctx.clone();
                 let url = ev.response_url.0.to_string();
                 self.core.tasks().spawn(async move {
-                    if let Ok(Some(m)) = work.await {
-                        if let Err(e) = ad.respond(&url, &m, false).await {
-                            tracing::warn!(error = %e, "could not post a delayed slash command answer");
-                        }
+                    if let Ok((Some(m), id)) = work.await {
+                        let ad = core.adapter().clone();
+                        // Retried like every other delivery; a give-up is an audit notice.
+                        core.deliver(&ctx.executor, id, "-", "response_url (answer)", || {
+                            let (ad, m, url) = (ad.clone(), m.clone(), url.clone());
+                            async move { ad.respond(&url, &m, false).await }
+                        })
+                        .await;
                     }
                 });
                 ChatMessage::text(

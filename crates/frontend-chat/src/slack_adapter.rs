@@ -142,8 +142,34 @@ pub fn classify(e: &SlackClientError) -> ChatError {
                 message: format!("HTTP {s}"),
             }
         }
+        // Connection refused, reset or closed before an answer: retry. The
+        // message names the cause only, never a URL (a `response_url` is a
+        // capability) nor a response body.
+        SlackClientError::HttpProtocolError(p) => ChatError::transient(match &p.cause {
+            Some(c) => format!("connection failed: {}", chain(c.as_ref())),
+            None => "connection failed".into(),
+        }),
+        SlackClientError::ProtocolError(p) => {
+            ChatError::transient(format!("unreadable answer: {}", p.json_error))
+        }
+        SlackClientError::EndOfStream(_) => ChatError::transient("connection closed"),
         other => ChatError::transient(format!("{other}")),
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
 }
 
 #[async_trait]

@@ -8,13 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use youops_core::audit::SledStore;
@@ -51,11 +54,39 @@ impl Call {
     }
 }
 
+/// How the fake Slack misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Answer with this HTTP status (and an HTML body, as a proxy in front of
+    /// Slack does).
+    Status(u16),
+    /// Slack's rate limit: `429` with `Retry-After: <seconds>` and
+    /// `{"ok":false,"error":"ratelimited"}`.
+    RateLimited(u64),
+    /// Read the request and never answer.
+    Hang,
+    /// Read the request and close the connection without a byte of answer.
+    Drop,
+}
+
+/// A fault on every call about one channel: Web API calls whose `channel` is
+/// it, and `response_url` posts whose id starts with `{channel}-`. `left`:
+/// only that many calls, then Slack is fine again.
+#[derive(Debug, Clone)]
+struct FaultRule {
+    fault: Fault,
+    channel: String,
+    left: Option<usize>,
+}
+
 #[derive(Default)]
 struct FakeState {
     calls: Mutex<Vec<Call>>,
     ts: AtomicU64,
     rate_limit_next_post: AtomicBool,
+    fault: Mutex<Option<FaultRule>>,
+    /// Kill switches of the accepted connections, by peer address.
+    conns: Mutex<HashMap<std::net::SocketAddr, Arc<AtomicBool>>>,
     ws_port: AtomicU64,
     ws_out: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     ws_in: Mutex<Vec<serde_json::Value>>,
@@ -85,8 +116,14 @@ impl FakeSlack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         state.ws_port.store(addr.port() as u64, Ordering::SeqCst);
+        let listener = KillableListener {
+            inner: listener,
+            state: state.clone(),
+        };
         tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+                .await
+                .unwrap();
         });
         FakeSlack {
             state,
@@ -116,6 +153,188 @@ impl FakeSlack {
             .filter(|c| c.text().contains(needle) || c.body.to_string().contains(needle))
             .collect()
     }
+
+    /// Misbehave on calls about `channel` (`left`: only that many).
+    fn set_fault(&self, fault: Fault, channel: &str, left: Option<usize>) {
+        *self.state.fault.lock().unwrap() = Some(FaultRule {
+            fault,
+            channel: channel.into(),
+            left,
+        });
+    }
+
+    fn clear_fault(&self) {
+        *self.state.fault.lock().unwrap() = None;
+    }
+
+    /// Calls that were answered with a fault (method `… (fault)`).
+    fn faulted(&self) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method.ends_with("(fault)"))
+            .collect()
+    }
+}
+
+impl FakeState {
+    /// The fault for this call, if any (counting it down).
+    fn fault_for(&self, channel: &str, reply_id: Option<&str>) -> Option<Fault> {
+        let mut g = self.fault.lock().unwrap();
+        let rule = g.as_mut()?;
+        let hit = match reply_id {
+            Some(id) => id.starts_with(&format!("{}-", rule.channel)),
+            None => channel == rule.channel,
+        };
+        if !hit {
+            return None;
+        }
+        match &mut rule.left {
+            Some(0) => return None,
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        Some(rule.fault)
+    }
+
+    /// Record the call and misbehave.
+    async fn misbehave(
+        &self,
+        fault: Fault,
+        method: &str,
+        body: serde_json::Value,
+        peer: Peer,
+    ) -> Response {
+        self.calls.lock().unwrap().push(Call {
+            method: format!("{method} (fault)"),
+            body,
+            at: Instant::now(),
+        });
+        match fault {
+            Fault::Status(s) => (
+                StatusCode::from_u16(s).unwrap(),
+                [("content-type", "text/html")],
+                "<html><body><h1>Internal Server Error</h1></body></html>",
+            )
+                .into_response(),
+            Fault::RateLimited(secs) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    ("retry-after", secs.to_string()),
+                    (
+                        "content-type",
+                        "application/json; charset=utf-8".to_string(),
+                    ),
+                ],
+                r#"{"ok":false,"error":"ratelimited"}"#,
+            )
+                .into_response(),
+            Fault::Hang => std::future::pending().await,
+            Fault::Drop => {
+                // Nothing of the answer is written: the connection's next
+                // write fails and hyper closes it.
+                if let Some(k) = self.conns.lock().unwrap().get(&peer.0) {
+                    k.store(true, Ordering::SeqCst);
+                }
+                StatusCode::OK.into_response()
+            }
+        }
+    }
+}
+
+/// The peer address of a connection to the fake.
+#[derive(Debug, Clone, Copy)]
+struct Peer(std::net::SocketAddr);
+
+/// A TCP listener whose connections the fake can cut from a handler.
+struct KillableListener {
+    inner: tokio::net::TcpListener,
+    state: Arc<FakeState>,
+}
+
+impl Listener for KillableListener {
+    type Io = KillableStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Ok((tcp, addr)) = self.inner.accept().await {
+                let killed = Arc::new(AtomicBool::new(false));
+                self.state
+                    .conns
+                    .lock()
+                    .unwrap()
+                    .insert(addr, killed.clone());
+                return (KillableStream { tcp, killed }, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, KillableListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// A connection that, once killed, neither reads nor writes another byte.
+struct KillableStream {
+    tcp: tokio::net::TcpStream,
+    killed: Arc<AtomicBool>,
+}
+
+impl KillableStream {
+    fn cut(&self) -> Option<std::io::Error> {
+        self.killed
+            .load(Ordering::SeqCst)
+            .then(|| std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut by the fake"))
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(e) = self.cut() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(e) = self.cut() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(e) = self.cut() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 fn bearer_ok(headers: &HeaderMap, want: &str) -> bool {
@@ -136,6 +355,7 @@ fn slack_json(status: StatusCode, v: serde_json::Value) -> Response {
 
 async fn api(
     AxState(st): AxState<Arc<FakeState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -162,6 +382,12 @@ async fn api(
             StatusCode::OK,
             serde_json::json!({"ok": false, "error": "not_authed"}),
         );
+    }
+    if method.starts_with("chat.") {
+        let channel = body_json["channel"].as_str().unwrap_or("");
+        if let Some(f) = st.fault_for(channel, None) {
+            return st.misbehave(f, &method, body_json, peer).await;
+        }
     }
     if method == "chat.postMessage" && st.rate_limit_next_post.swap(false, Ordering::SeqCst) {
         st.calls.lock().unwrap().push(Call {
@@ -226,12 +452,19 @@ async fn api(
 
 async fn respond(
     AxState(st): AxState<Arc<FakeState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
+    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if let Some(f) = st.fault_for("", Some(&id)) {
+        return st
+            .misbehave(f, &format!("response_url/{id}"), body, peer)
+            .await;
+    }
     st.calls.lock().unwrap().push(Call {
         method: format!("response_url/{id}"),
-        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        body,
         at: Instant::now(),
     });
     (StatusCode::OK, [("content-type", "text/html")], "ok").into_response()
@@ -410,6 +643,12 @@ roles = ["ops"]
 runner = { type = "builtin", name = "big" }
 
 [[ops]]
+name = "gated"
+description = "runs until the test opens the gate"
+roles = ["ops"]
+runner = { type = "builtin", name = "gated" }
+
+[[ops]]
 name = "db.drop"
 description = "drop a database"
 roles = ["ops"]
@@ -442,6 +681,8 @@ struct Harness {
     host: FrontendHost,
     shutdown: CancellationToken,
     runs: Arc<AtomicUsize>,
+    gate: Arc<AtomicBool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<Result<(), youops_core::frontend::FrontendError>>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -465,6 +706,8 @@ async fn harness(extra: &str) -> Harness {
     let store = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
     let runs = Arc::new(AtomicUsize::new(0));
     let (r1, r2) = (runs.clone(), runs.clone());
+    let gate = Arc::new(AtomicBool::new(false));
+    let g1 = gate.clone();
     let exec = Executor::builder(&cfg, store)
         .builtin("echo", move |call: youops_core::runner::BuiltinCall| {
             let r = r1.clone();
@@ -483,6 +726,16 @@ async fn harness(extra: &str) -> Harness {
                 r.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 Ok("slept".to_string())
+            }
+        })
+        .builtin("gated", move |_call: youops_core::runner::BuiltinCall| {
+            let g = g1.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !g.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok("through the gate".to_string())
             }
         })
         .builtin(
@@ -509,13 +762,15 @@ async fn harness(extra: &str) -> Harness {
         &shutdown,
         |n| cfg.frontend(n).cloned().unwrap_or_default(),
     );
-    host.spawn();
+    let tasks = Mutex::new(host.spawn());
     let h = Harness {
         fake,
         exec,
         host,
         shutdown,
         runs,
+        gate,
+        tasks,
         _dir: dir,
     };
     eventually("the frontend to be ready", || async {
@@ -536,7 +791,17 @@ impl Harness {
         text: &str,
         trigger: &str,
     ) -> (StatusCode, serde_json::Value) {
-        let body = slash_body(&self.fake, user, "C1", text, trigger);
+        self.slash_in("C1", user, text, trigger).await
+    }
+
+    async fn slash_in(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+        trigger: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let body = slash_body(&self.fake, user, channel, text, trigger);
         let res = self
             .post(signed(
                 "/slack/commands",
@@ -1270,6 +1535,307 @@ async fn per_channel_pace_is_about_one_message_per_second() {
             "two writes to C1 only {gap:?} apart"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Faults of the outside world: Slack answering 500, 429, hanging, dropping
+// ---------------------------------------------------------------------------
+
+/// The channel Slack misbehaves about.
+const FAULTY: &str = "CF";
+
+/// Short delivery timings (production defaults: 8 attempts, 500 ms, 10 s), so a
+/// fault plays out in about a second.
+const FAST: &str =
+    "max_delivery_attempts = 2\nretry_backoff = \"50ms\"\nrequest_timeout = \"400ms\"";
+
+/// The notices of `kind` on a request's audit trail.
+async fn notices_on(h: &Harness, id: RequestId, kind: &str) -> Vec<String> {
+    h.exec
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::Notice {
+                kind: k, message, ..
+            } if k == kind => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Slack misbehaves (`fault`) on every call about channel [`FAULTY`] — or,
+/// unless `lasting`, only on the first. A slash command there and one in C1
+/// both run and are stored as succeeded whatever Slack does; C1's result
+/// reaches Slack meanwhile, and the frontend stays ready. Returns the harness
+/// and the faulty channel's request.
+async fn slack_fault(fault: Fault, lasting: bool) -> (Harness, RequestId) {
+    let h = harness(FAST).await;
+    h.fake.set_fault(fault, FAULTY, (!lasting).then_some(1));
+    let t0 = Instant::now();
+    let (status, v) = h
+        .slash_in(FAULTY, "U_ALICE", "echo text=faulty-result", "CF-1")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the ack (in the HTTP answer) took {:?}",
+        t0.elapsed()
+    );
+    let id = id_in(v["text"].as_str().unwrap());
+    // The result is in the audit log whatever Slack does.
+    let rec = h.exec.wait(id).await.unwrap();
+    assert_eq!(rec.state, State::Succeeded);
+    assert_eq!(rec.outcome.as_ref().unwrap().output, "faulty-result");
+    // The frontend did try to tell Slack, and Slack misbehaved.
+    eventually("a call Slack misbehaved on", || async {
+        (!h.fake.faulted().is_empty()).then_some(())
+    })
+    .await;
+    // Meanwhile another channel works end to end.
+    let (_, v) = h.slash("U_ALICE", "echo text=healthy-result", "C1-1").await;
+    let other = id_in(v["text"].as_str().unwrap());
+    let posted = eventually("the other channel's result", || async {
+        h.fake.calls_of("chat.postMessage").into_iter().find(|c| {
+            c.channel() == "C1"
+                && c.text().contains("healthy-result")
+                && c.body.get("thread_ts").is_some()
+        })
+    })
+    .await;
+    assert!(posted.text().contains("succeeded"), "{}", posted.text());
+    for kind in ["chat_retry", "chat_failed", "chat_undelivered"] {
+        assert!(
+            notices_on(&h, other, kind).await.is_empty(),
+            "{kind} on the healthy channel's request"
+        );
+    }
+    assert!(h.host.readiness().iter().all(|(_, r)| *r), "still ready");
+    (h, id)
+}
+
+/// The result of `id` reached Slack in the faulty channel's thread, once, and
+/// exactly one retry is on the record (saying `why`); nothing failed.
+async fn assert_recovered(h: &Harness, id: RequestId, why: &str) {
+    let result = eventually("the result despite the fault", || async {
+        h.fake.calls_of("chat.postMessage").into_iter().find(|c| {
+            c.channel() == FAULTY
+                && c.text().contains("faulty-result")
+                && c.body.get("thread_ts").is_some()
+        })
+    })
+    .await;
+    assert!(result.text().contains("succeeded"), "{}", result.text());
+    let retries = notices_on(h, id, "chat_retry").await;
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert!(retries[0].contains(why), "{retries:?}");
+    assert!(notices_on(h, id, "chat_failed").await.is_empty());
+    assert!(notices_on(h, id, "chat_undelivered").await.is_empty());
+    let statuses = h
+        .fake
+        .calls_of("chat.postMessage")
+        .into_iter()
+        .filter(|c| c.text().contains(&id.to_string()) && c.body.get("thread_ts").is_none())
+        .count();
+    assert_eq!(statuses, 1, "one status message, not one per attempt");
+    assert!(h.exec.store().verify().await.unwrap().ok());
+}
+
+/// Slack kept failing: every route was tried, each retry and give-up is on the
+/// record (saying `why`), the undelivered result is named, and no secret (bot
+/// token, response_url) reached the audit log.
+async fn assert_given_up(h: &Harness, id: RequestId, why: &str) {
+    let undelivered = eventually("the chat_undelivered notice", || async {
+        notices_on(h, id, "chat_undelivered").await.pop()
+    })
+    .await;
+    assert!(
+        undelivered.contains("succeeded") && undelivered.contains(FAULTY),
+        "{undelivered}"
+    );
+    let retries = notices_on(h, id, "chat_retry").await;
+    assert!(retries.len() >= 2, "{retries:?}");
+    assert!(retries.iter().all(|r| r.contains(why)), "{retries:?}");
+    let failed = notices_on(h, id, "chat_failed").await;
+    for route in [
+        "chat.postMessage (status)",
+        "response_url (result)",
+        "chat.postMessage (result, no status message)",
+    ] {
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.contains(route) && f.contains("failed 2 times")),
+            "{route} gave up: {failed:?}"
+        );
+    }
+    // Nothing about it got through (every call about CF was a fault).
+    assert!(
+        h.fake
+            .calls()
+            .iter()
+            .filter(|c| c.text().contains("faulty-result"))
+            .all(|c| c.method.ends_with("(fault)")),
+        "{:?}",
+        h.fake.calls()
+    );
+    let all = format!("{:?}", h.exec.events(id).await.unwrap());
+    assert!(!all.contains(BOT_TOKEN), "no token in the audit log");
+    assert!(
+        !all.contains("/respond/"),
+        "no response_url in the audit log"
+    );
+    assert!(h.exec.store().verify().await.unwrap().ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_answering_500_keeps_the_result_and_the_frontend_healthy() {
+    // A passing 500: the retry posts the status, and the result follows.
+    let (h, id) = slack_fault(Fault::Status(500), false).await;
+    assert_recovered(&h, id, "HTTP 500").await;
+    drop(h);
+    // A lasting 500: bounded retries on every route, then the audit says so.
+    let (h, id) = slack_fault(Fault::Status(500), true).await;
+    assert_given_up(&h, id, "HTTP 500").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_answering_429_is_waited_out_per_retry_after() {
+    let (h, id) = slack_fault(Fault::RateLimited(1), false).await;
+    assert_recovered(&h, id, "rate limited (429)); retrying in 1000 ms").await;
+    // The retry came no sooner than Retry-After said.
+    let calls: Vec<Call> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.channel() == FAULTY)
+        .collect();
+    let limited = calls
+        .iter()
+        .position(|c| c.method.ends_with("(fault)"))
+        .unwrap();
+    let gap = calls[limited + 1].at.duration_since(calls[limited].at);
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+    drop(h);
+    let (h, id) = slack_fault(Fault::RateLimited(1), true).await;
+    assert_given_up(&h, id, "rate limited (429)); retrying in 1000 ms").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_hanging_is_cut_by_the_client_timeout_and_retried() {
+    let (h, id) = slack_fault(Fault::Hang, false).await;
+    assert_recovered(&h, id, "no answer within 400 ms").await;
+    drop(h);
+    let (h, id) = slack_fault(Fault::Hang, true).await;
+    let t0 = Instant::now();
+    assert_given_up(&h, id, "no answer within 400 ms").await;
+    // Six attempts of at most 400 ms each, and short backoffs.
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_dropping_connections_is_retried() {
+    let (h, id) = slack_fault(Fault::Drop, false).await;
+    assert_recovered(&h, id, "connection failed").await;
+    drop(h);
+    let (h, id) = slack_fault(Fault::Drop, true).await;
+    assert_given_up(&h, id, "connection failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_whose_status_message_was_lost_reaches_the_thread_once_slack_recovers() {
+    let h = harness(FAST).await;
+    h.fake.set_fault(Fault::Status(500), FAULTY, None);
+    // A mention (no response_url) of an op that runs until the gate opens.
+    let res = h
+        .post(signed(
+            "/slack/events",
+            "application/json",
+            mention_body("U_ALICE", FAULTY, "gated", "Ev0FAULT1", "1700000100.000100"),
+            now(),
+            SECRET,
+        ))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let id = eventually("the request", || async {
+        h.requests()
+            .await
+            .into_iter()
+            .find(|r| r.request.op == "gated")
+    })
+    .await
+    .request
+    .id;
+    // While it runs, Slack fails: the reply and the status message are given up.
+    let failed = eventually("the status post given up", || async {
+        let f = notices_on(&h, id, "chat_failed").await;
+        f.iter()
+            .any(|m| m.contains("chat.postMessage (status)"))
+            .then_some(f)
+    })
+    .await;
+    assert!(
+        failed
+            .iter()
+            .any(|m| m.contains("chat.postMessage (reply)")),
+        "{failed:?}"
+    );
+    assert_eq!(h.exec.get(id).await.unwrap().state, State::Running);
+    // Slack recovers; the op ends: the result is posted in the mention's thread.
+    h.fake.clear_fault();
+    h.gate.store(true, Ordering::SeqCst);
+    let result = eventually("the result in the thread", || async {
+        h.fake
+            .calls_of("chat.postMessage")
+            .into_iter()
+            .find(|c| c.channel() == FAULTY && c.text().contains("through the gate"))
+    })
+    .await;
+    assert_eq!(result.body["thread_ts"], "1700000100.000100");
+    assert!(result.text().contains("succeeded"), "{}", result.text());
+    assert!(notices_on(&h, id, "chat_undelivered").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_slack_does_not_hold_up_shutdown_and_the_cut_delivery_is_audited() {
+    // A client timeout long enough that the delivery is still hanging at shutdown.
+    let h =
+        harness("max_delivery_attempts = 2\nretry_backoff = \"50ms\"\nrequest_timeout = \"1s\"")
+            .await;
+    h.fake.set_fault(Fault::Hang, FAULTY, None);
+    let (_, v) = h
+        .slash_in(FAULTY, "U_ALICE", "echo text=cut-short", "CF-cut")
+        .await;
+    let id = id_in(v["text"].as_str().unwrap());
+    assert_eq!(h.exec.wait(id).await.unwrap().state, State::Succeeded);
+    eventually("a hanging call", || async {
+        (!h.fake.faulted().is_empty()).then_some(())
+    })
+    .await;
+    let t0 = Instant::now();
+    h.shutdown.cancel();
+    let tasks: Vec<_> = std::mem::take(&mut *h.tasks.lock().unwrap());
+    for t in tasks {
+        let r = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("the frontend stops");
+        assert!(matches!(r, Ok(Ok(()))), "{r:?}");
+    }
+    // One request timeout of grace (1 s), then the deliveries are cut.
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "stop took {:?} (a hanging Slack must not hold up shutdown)",
+        t0.elapsed()
+    );
+    let failed = notices_on(&h, id, "chat_failed").await;
+    assert!(
+        failed.iter().any(|m| m.contains("abandoned at shutdown")),
+        "{failed:?}"
+    );
+    let undelivered = notices_on(&h, id, "chat_undelivered").await;
+    assert_eq!(undelivered.len(), 1, "{undelivered:?}");
+    assert!(h.exec.store().verify().await.unwrap().ok());
 }
 
 // ---------------------------------------------------------------------------

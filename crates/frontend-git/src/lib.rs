@@ -74,8 +74,10 @@ use state::{Applied, Persisted, Retry};
 pub const NAME: &str = "git";
 /// The webhook route.
 pub const WEBHOOK_PATH: &str = "/git/webhook";
-/// Largest observer output read.
+/// Largest observer output read; an observer printing more is stopped.
 const MAX_OBSERVE_OUTPUT: usize = 64 << 20;
+/// Head of an observer's stderr kept for the error message.
+const OBSERVE_STDERR_KEPT: usize = 4096;
 /// Files parsed at once from which parsing is spread over threads.
 const PARALLEL_PARSE_MIN_FILES: usize = 16;
 /// Drift lines kept per note.
@@ -318,6 +320,9 @@ struct Inner {
     ready: AtomicBool,
     dirty: AtomicBool,
     counters: Counters,
+    /// Kinds whose observer is failing, with the error last put on the audit
+    /// record (so a lasting failure is recorded once, not on every check).
+    observe_failing: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// The GitOps frontend (name `git`).
@@ -461,6 +466,7 @@ impl GitFrontend {
                 ready: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
                 counters: Counters::default(),
+                observe_failing: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -781,12 +787,20 @@ impl Inner {
         })
     }
 
+    /// Run `kind`'s observer and parse what it printed. Anything but a clean
+    /// exit with complete, UTF-8, well-formed JSON within the time limit and the
+    /// size cap is an error naming the cause; the observer's process group is
+    /// killed whatever happens, so nothing it started outlives the check.
     async fn observe(&self, kind: &KindSpec, argv: &[String]) -> Result<plan::ActualKind, String> {
+        use tokio::io::AsyncReadExt;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .current_dir(&self.cfg.base_dir)
             .env_clear()
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
         for k in ["PATH", "HOME", "LANG", "TZ"] {
             if let Ok(v) = std::env::var(k) {
@@ -794,23 +808,96 @@ impl Inner {
             }
         }
         cmd.env("YOUOPS_KIND", &kind.name);
-        let out = tokio::time::timeout(kind.observe_timeout, cmd.output())
-            .await
-            .map_err(|_| format!("observer timed out after {:?}", kind.observe_timeout))?
+        let mut child = cmd
+            .spawn()
             .map_err(|e| format!("cannot run observer `{}`: {e}", argv[0]))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
+        let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
+        else {
+            return Err("observer pipes were not set up".into());
+        };
+        // stderr: keep the head, drain the rest so a chatty observer cannot block.
+        let err_task = tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let room = OBSERVE_STDERR_KEPT.saturating_sub(head.len());
+                head.extend_from_slice(&buf[..n.min(room)]);
+            }
+            head
+        });
+        enum End {
+            Exited(std::process::ExitStatus, Vec<u8>),
+            TooLarge,
+            Failed(String),
+        }
+        let run = async {
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match stdout.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) if out.len() + n > MAX_OBSERVE_OUTPUT => return End::TooLarge,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) => {
+                        return End::Failed(format!("cannot read the observer's output: {e}"))
+                    }
+                }
+            }
+            match child.wait().await {
+                Ok(status) => End::Exited(status, out),
+                Err(e) => End::Failed(format!("cannot wait for the observer: {e}")),
+            }
+        };
+        let end = tokio::time::timeout(kind.observe_timeout, run).await;
+        // Whatever happened, nothing the observer started lives on.
+        if let Some(pg) = pgid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pg),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.kill().await;
+        let stderr_head = match tokio::time::timeout(Duration::from_secs(1), err_task).await {
+            Ok(Ok(h)) => h,
+            _ => Vec::new(),
+        };
+        let (status, out) = match end {
+            Err(_) => {
+                return Err(format!(
+                    "observer did not finish within {} (observe_timeout); it was killed",
+                    youops_core::units::HumanDuration(kind.observe_timeout)
+                ))
+            }
+            Ok(End::TooLarge) => {
+                return Err(format!(
+                    "observer printed more than {} MiB; it was stopped and its output ignored",
+                    MAX_OBSERVE_OUTPUT >> 20
+                ))
+            }
+            Ok(End::Failed(e)) => return Err(e),
+            Ok(End::Exited(status, out)) => (status, out),
+        };
+        if !status.success() {
+            let err = String::from_utf8_lossy(&stderr_head);
             let err: String = err.trim().chars().take(300).collect();
-            return Err(format!("observer exited with {}: {err}", out.status));
+            return Err(format!("observer exited with {status}: {err}"));
         }
-        if out.stdout.len() > MAX_OBSERVE_OUTPUT {
-            return Err("observer output is too large".into());
-        }
-        plan::parse_observed(&String::from_utf8_lossy(&out.stdout), &kind.key)
+        let text = String::from_utf8(out).map_err(|e| {
+            format!(
+                "observer output is not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        plan::parse_observed(&text, &kind.key)
     }
 
-    /// The actual state of the kinds that have an observer (their observers' output).
-    async fn observed(&self) -> (BTreeMap<String, Actual>, Vec<String>) {
+    /// The actual state of the kinds that have an observer (their observers'
+    /// output), and the kinds that could not be observed with why.
+    async fn observed(&self) -> (BTreeMap<String, Actual>, Vec<(String, String)>) {
         let mut out = BTreeMap::new();
         let mut errors = Vec::new();
         for k in self.kinds.iter() {
@@ -825,11 +912,94 @@ impl Inner {
                             },
                         );
                     }
-                    Err(e) => errors.push(format!("kind `{}`: {e}", k.name)),
+                    Err(e) => errors.push((k.name.clone(), e)),
                 }
             }
         }
         (out, errors)
+    }
+
+    /// Put observer failures on the audit record (`observe_failed`: the kind,
+    /// why, and the declared resources left unchecked) and recoveries
+    /// (`observe_recovered`); a failure that lasts with the same error is
+    /// recorded once. Returns the errors as plan lines.
+    async fn report_observe(
+        &self,
+        exec: &Executor,
+        desired: &DesiredState,
+        observed: &BTreeMap<String, Actual>,
+        errors: Vec<(String, String)>,
+    ) -> Result<Vec<String>, GitError> {
+        let (new, recovered) = {
+            let mut failing = self
+                .observe_failing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let new: Vec<(String, String)> = errors
+                .iter()
+                .filter(|(k, e)| failing.get(k) != Some(e))
+                .cloned()
+                .collect();
+            let recovered: Vec<String> = failing
+                .keys()
+                .filter(|k| observed.contains_key(*k))
+                .cloned()
+                .collect();
+            for k in &recovered {
+                failing.remove(k);
+            }
+            for (k, e) in &new {
+                failing.insert(k.clone(), e.clone());
+            }
+            (new, recovered)
+        };
+        for (kind, error) in &new {
+            tracing::warn!(kind = %kind, error = %error, "observer failed; the kind is left unplanned");
+            let unchecked: Vec<String> = desired
+                .resources
+                .values()
+                .filter(|r| &r.kind == kind)
+                .map(|r| r.id())
+                .collect();
+            let shown: Vec<&str> = unchecked.iter().take(10).map(String::as_str).collect();
+            let more = match unchecked.len().saturating_sub(shown.len()) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            exec.notice(
+                None,
+                NAME,
+                "observe_failed",
+                format!(
+                    "kind `{kind}`: {error}; its {} declared resource(s) ({}{more}) were not compared, no drift was recorded and nothing was applied for them",
+                    unchecked.len(),
+                    shown.join(", "),
+                ),
+                serde_json::json!({
+                    "kind": kind,
+                    "error": error,
+                    "branch": self.cfg.branch,
+                    "resources": unchecked,
+                }),
+            )
+            .await?;
+        }
+        for kind in &recovered {
+            exec.notice(
+                None,
+                NAME,
+                "observe_recovered",
+                format!(
+                    "kind `{kind}`: the observer works again; its resources are compared again"
+                ),
+                serde_json::json!({ "kind": kind, "branch": self.cfg.branch }),
+            )
+            .await?;
+        }
+        Ok(errors
+            .into_iter()
+            .map(|(k, e)| format!("kind `{k}`: {e}"))
+            .collect())
     }
 
     fn submission(
@@ -981,13 +1151,19 @@ impl Inner {
             Err(e) => return Err(e),
         };
         let st = work.state.as_mut().expect("loaded");
-        let (observed, kind_errors) = self.observed().await;
+        let (observed, errors) = self.observed().await;
         let actual = Current::new(&self.kinds, &observed, &st.applied);
         plan.entries = plan::plan_with(&desired, &actual, &self.kinds, self.cfg.prune);
-        plan.kind_errors = kind_errors;
         if dry_run {
+            plan.kind_errors = errors
+                .into_iter()
+                .map(|(k, e)| format!("kind `{k}`: {e}"))
+                .collect();
             return Ok(plan);
         }
+        plan.kind_errors = self
+            .report_observe(exec, &desired, &observed, errors)
+            .await?;
         self.apply(exec, st, &mut plan, &head_s, &info).await?;
         Ok(plan)
     }
@@ -1426,7 +1602,7 @@ impl Inner {
         let desired = self.desired(work, oid).await?;
         let st = work.state.as_mut().expect("loaded");
         let (actual, errors) = self.observed().await;
-        report.kind_errors = errors;
+        report.kind_errors = self.report_observe(exec, &desired, &actual, errors).await?;
         let drifted: Vec<PlanEntry> = diff(&desired, &actual, &self.kinds, self.cfg.prune)
             .into_iter()
             .filter(|e| e.action.is_change() && !st.retries.contains_key(&e.id()))

@@ -1410,6 +1410,200 @@ async fn drift_is_detected_audited_and_self_healed() {
     assert_eq!(r.new, vec!["user/bob"]);
 }
 
+/// An observer that prints the world's users, or the garbage `observe.mode` names.
+const GARBAGE_OBSERVER: &str = r#"
+case "$(cat observe.mode)" in
+good) cat users.json ;;
+text) echo 'Traceback (most recent call last):'; echo '  File "list-users", line 3, in <module>' ;;
+truncated) printf '[{"name":"alice","email":"a@x.example"},{"name":"bo' ;;
+not-utf8) printf '[{"name":"alice","email":"a@x.example"},{"name":"bob","email":"b\377@x.example"}]' ;;
+huge) yes '{"name":"alice","email":"a@x.example"},' ;;
+fails) echo 'backend unreachable' >&2; cat users.json; exit 3 ;;
+hangs) sleep 30 & echo $! > observe.pid; wait ;;
+esac
+"#;
+
+/// Whether a process is running (a zombie awaiting its reaper is not).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn an_observer_printing_garbage_is_audited_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    init_repo(&repo_dir);
+    std::fs::write(dir.path().join("observe.sh"), GARBAGE_OBSERVER).unwrap();
+    let mode = |m: &str| std::fs::write(dir.path().join("observe.mode"), m).unwrap();
+    mode("good");
+    // Self-heal on: garbage taken for the actual state would run ops at once.
+    let text = format!(
+        r#"{OPS}
+[frontends.git]
+repo = "repo"
+path = "state"
+state_dir = "gitstate"
+retry_base = "100ms"
+retry_max = "1s"
+self_heal = true
+
+[[kinds]]
+name = "user"
+apply = "user.apply"
+delete = "user.delete"
+observe = ["sh", "observe.sh"]
+observe_timeout = "2s"
+
+[[kinds]]
+name = "flaky"
+apply = "flaky.apply"
+"#
+    );
+    let cfg = Config::parse(&text, dir.path(), "test", &|_| None).unwrap();
+    let world = World::new(dir.path());
+    let exec = executor(&cfg, &dir.path().join("store"), &world).await;
+    let git = frontend(&cfg);
+    let repo = Repository::open(&repo_dir).unwrap();
+    let flaky = |n: usize| -> String {
+        (0..=n)
+            .map(|i| format!("[[resource]]\nkind = \"flaky\"\nname = \"f{i}\"\n\n"))
+            .collect()
+    };
+    commit(
+        &repo,
+        &[
+            (
+                "state/users.toml",
+                Some(&users_file(&[
+                    ("alice", "a@x.example"),
+                    ("bob", "b@x.example"),
+                ])),
+            ),
+            ("state/flaky.toml", Some(&flaky(0))),
+        ],
+        "users and a flaky resource",
+        "alice@example.com",
+    );
+    let plan = reconcile_once(&exec, &git, false).await.unwrap();
+    assert_eq!(plan.count(Action::Create), 3, "{plan}");
+    assert_eq!(world.names(), ["alice", "bob"]);
+    assert!(check_drift(&exec, &git).await.unwrap().drifted.is_empty());
+
+    let cases = [
+        ("text", "no valid JSON: expected value at line 1 column 1"),
+        ("truncated", "no valid JSON: EOF while parsing"),
+        ("not-utf8", "not UTF-8 (invalid byte at offset 64)"),
+        ("huge", "printed more than 64 MiB"),
+        ("fails", "exited with exit status: 3: backend unreachable"),
+        ("hangs", "did not finish within 2s"),
+    ];
+    for (i, (garbage, why)) in cases.into_iter().enumerate() {
+        mode(garbage);
+        let calls_before = world.calls().len();
+        // A new commit touching both kinds: a new user and a new flaky resource.
+        let user = format!("u{i}");
+        commit(
+            &repo,
+            &[
+                (
+                    "state/users.toml",
+                    Some(&users_file(&[
+                        ("alice", "a@x.example"),
+                        ("bob", "b@x.example"),
+                        (&user, "u@x.example"),
+                    ])),
+                ),
+                ("state/flaky.toml", Some(&flaky(i + 1))),
+            ],
+            &format!("add {user}"),
+            "alice@example.com",
+        );
+        let t0 = Instant::now();
+        let plan = reconcile_once(&exec, &git, false).await.unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{garbage}: the pass took {:?}",
+            t0.elapsed()
+        );
+        // The user kind was not planned against garbage: nothing ran for it…
+        assert!(
+            plan.entries.iter().all(|e| e.kind != "user"),
+            "{garbage}: {plan}"
+        );
+        assert_eq!(plan.kind_errors.len(), 1, "{garbage}: {plan}");
+        assert!(
+            plan.kind_errors[0].contains("kind `user`") && plan.kind_errors[0].contains(why),
+            "{garbage}: {:?}",
+            plan.kind_errors
+        );
+        // …while the other kind went on.
+        let f = plan.entry(&format!("flaky/f{}", i + 1)).unwrap();
+        assert_eq!(f.state, Some(State::Succeeded), "{garbage}: {plan}");
+        let new_calls = world.calls()[calls_before..].to_vec();
+        assert_eq!(
+            new_calls,
+            [format!("flaky f{} ok", i + 1)],
+            "{garbage}: only the other kind's change ran"
+        );
+        // The audit log names the kind, the cause and the unchecked resources.
+        let n = notices(&exec, "observe_failed").await;
+        assert_eq!(n.len(), i + 1, "{garbage}: one notice per new failure");
+        let (message, data) = n.last().unwrap();
+        assert!(
+            message.contains("kind `user`")
+                && message.contains(why)
+                && message.contains(&format!("user/{user}")),
+            "{garbage}: {message}"
+        );
+        assert_eq!(data["kind"], "user");
+        assert_eq!(data["resources"].as_array().unwrap().len(), 3, "{data}");
+        // A drift check on the same garbage: no bogus drift, no self-heal, and
+        // the lasting failure is not recorded again.
+        let r = check_drift(&exec, &git).await.unwrap();
+        assert!(r.drifted.is_empty() && r.new.is_empty(), "{garbage}: {r:?}");
+        assert!(r.healed.is_empty(), "{garbage}: {r:?}");
+        assert_eq!(r.kind_errors.len(), 1, "{garbage}: {r:?}");
+        assert_eq!(notices(&exec, "observe_failed").await.len(), i + 1);
+        assert!(notices(&exec, "drift").await.is_empty(), "{garbage}");
+        assert_eq!(world.calls().len(), calls_before + 1, "{garbage}");
+        assert_eq!(world.names(), ["alice", "bob"], "{garbage}");
+        if garbage == "hangs" {
+            // What the observer started was killed with it.
+            let pid = std::fs::read_to_string(dir.path().join("observe.pid")).unwrap();
+            let pid = pid.trim().to_string();
+            eventually("the observer's child to be gone", 5, || {
+                let alive = running(&pid);
+                async move { (!alive).then_some(()) }
+            })
+            .await;
+        }
+    }
+
+    // The observer works again: the next pass compares the kind and applies
+    // what is missing; the recovery is on the record.
+    mode("good");
+    let plan = reconcile_once(&exec, &git, false).await.unwrap();
+    assert!(plan.kind_errors.is_empty(), "{plan}");
+    let last = format!("u{}", cases.len() - 1);
+    assert_eq!(
+        plan.entry(&format!("user/{last}")).unwrap().state,
+        Some(State::Succeeded),
+        "{plan}"
+    );
+    assert!(world.user(&last).is_some());
+    let recovered = notices(&exec, "observe_recovered").await;
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(recovered[0].0.contains("kind `user`"));
+    let r = check_drift(&exec, &git).await.unwrap();
+    assert!(r.drifted.is_empty() && r.kind_errors.is_empty(), "{r:?}");
+    assert!(exec.store().verify().await.unwrap().ok());
+}
+
 fn github_signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);

@@ -543,7 +543,16 @@ impl ChatCore {
         ready();
         loop {
             tokio::select! {
-                _ = ctx.shutdown.cancelled() => break,
+                _ = ctx.shutdown.cancelled() => {
+                    // Events already queued (a request that ended just before
+                    // shutdown) are still rendered within the shutdown grace.
+                    while let Ok(Ok(ev)) =
+                        tokio::time::timeout(Duration::ZERO, stream.recv()).await
+                    {
+                        self.on_lifecycle(&ctx, ev);
+                    }
+                    break;
+                }
                 ev = stream.recv() => match ev {
                     Ok(ev) => self.on_lifecycle(&ctx, ev),
                     Err(StreamError::Lagged(n)) => tracing::warn!(missed = n, "chat renderer fell behind; some intermediate states were not shown"),
@@ -629,8 +638,16 @@ impl ChatCore {
             };
             tokio::select! {
                 // Pending approvals and runs outlive a shutdown; their messages are
-                // picked up again by the dashboard and `status ID`.
-                _ = ctx.shutdown.cancelled() => break,
+                // picked up again by the dashboard and `status ID`. A request that
+                // ended meanwhile still gets its result delivered (within the
+                // shutdown grace) or its loss recorded.
+                _ = ctx.shutdown.cancelled() => {
+                    let ended = rx.has_changed().unwrap_or(false)
+                        && rx.borrow().state.is_terminal();
+                    if !ended {
+                        break;
+                    }
+                }
                 r = tokio::time::timeout(tick, rx.changed()) => match r {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break,

@@ -1834,7 +1834,7 @@ async fn a_hanging_slack_does_not_hold_up_shutdown_and_the_cut_delivery_is_audit
         "{failed:?}"
     );
     let undelivered = notices_on(&h, id, "chat_undelivered").await;
-    assert_eq!(undelivered.len(), 1, "{undelivered:?}");
+    assert_eq!(undelivered.len(), 1, "{undelivered:?} {failed:?}");
     assert!(h.exec.store().verify().await.unwrap().ok());
 }
 

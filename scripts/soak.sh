@@ -16,7 +16,8 @@
 # Environment (all optional):
 #   DURATION=5m           load phase (e.g. 60s, 5m)
 #   RATE=100              total req/s over api + slack + github (a third each)
-#   GIT_EVERY=5s          one git commit + webhook every this long
+#   GIT_EVERY=5s          one git commit + webhook every this long (0: no git traffic)
+#   DOORS=api,slack,github  the HTTP doors that share RATE (a subset isolates one)
 #   DRAIN=90s             longest wait after the load for requests and feedback to finish
 #   RSS_GROWTH_MIB=8      bound on RSS growth over the second half of the load
 #   USERS=16              principals the traffic rotates over (each stays under the
@@ -41,6 +42,7 @@ DRAIN=${DRAIN:-90s}
 RSS_GROWTH_MIB=${RSS_GROWTH_MIB:-8}
 USERS=${USERS:-16}
 CHANNELS=${CHANNELS:-256}
+DOORS=${DOORS:-api,slack,github}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -228,14 +230,14 @@ echo "machine: $(nproc) CPUs ($cpu), $(awk '/^MemTotal/ { printf "%.0f GiB", $2/
 echo "store: $(df -T "$tmp" | awk 'NR==2 { print $2 }') at $tmp"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "daemon idle RSS: $(awk -v k="$idle_kib" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
-echo "command: RATE=$RATE DURATION=$DURATION GIT_EVERY=$GIT_EVERY DRAIN=$DRAIN RSS_GROWTH_MIB=$RSS_GROWTH_MIB USERS=$USERS CHANNELS=$CHANNELS scripts/soak.sh"
+echo "command: RATE=$RATE DURATION=$DURATION GIT_EVERY=$GIT_EVERY DRAIN=$DRAIN RSS_GROWTH_MIB=$RSS_GROWTH_MIB USERS=$USERS CHANNELS=$CHANNELS DOORS=$DOORS scripts/soak.sh"
 echo
 
 rc=0
 timeout $((load_s + drain_s + 180)) "$soak" --url "$url" --pid "$pid" --store "$tmp/store" \
     --slack-listen "127.0.0.1:$slack_port" --github-listen "127.0.0.1:$gh_port" \
     --git-repo "$repo" --rate "$RATE" --duration "$DURATION" --git-every "$GIT_EVERY" \
-    --drain "$DRAIN" --users "$USERS" --channels "$CHANNELS" --rss-growth-mib "$RSS_GROWTH_MIB" \
+    --drain "$DRAIN" --users "$USERS" --channels "$CHANNELS" --doors "$DOORS" --rss-growth-mib "$RSS_GROWTH_MIB" \
     --json "$tmp/report.json" || rc=$?
 [[ $rc == 0 ]] || echo "soak: the driver reported a failed check (exit $rc)"
 echo

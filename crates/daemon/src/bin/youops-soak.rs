@@ -99,9 +99,13 @@ struct Args {
     /// Length of the load phase (e.g. 5m, 60s).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     duration: Duration,
-    /// One git commit (+ webhook) every this long.
+    /// One git commit (+ webhook) every this long (0: no git traffic).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     git_every: Duration,
+    /// The HTTP doors that share `--rate`, in turn (a subset isolates one
+    /// frontend's cost).
+    #[arg(long, value_delimiter = ',', default_value = "api,slack,github")]
+    doors: Vec<String>,
     /// Longest wait after the load for requests to end and feedback to settle.
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     drain: Duration,
@@ -1192,7 +1196,7 @@ fn run(args: Args) -> Result<bool, String> {
             let mut commits = 0u64;
             let mut commit_ms: Vec<u32> = Vec::new();
             let mut n = 1u64;
-            loop {
+            while !ctx.args.git_every.is_zero() {
                 let due = start + ctx.args.git_every.mul_f64(n as f64);
                 if due >= load_end {
                     break;
@@ -1226,6 +1230,16 @@ fn run(args: Args) -> Result<bool, String> {
     };
 
     // Pacer for the HTTP doors.
+    let doors: Vec<Door> = Door::HTTP
+        .into_iter()
+        .filter(|d| args.doors.iter().any(|n| n == d.name()))
+        .collect();
+    if doors.is_empty() || doors.len() != args.doors.len() {
+        return Err(format!(
+            "--doors: {:?} must be a non-empty list of api, slack, github",
+            args.doors
+        ));
+    }
     let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let total = (args.duration.as_secs_f64() * args.rate).round() as u64;
     let rate = args.rate;
@@ -1233,8 +1247,11 @@ fn run(args: Args) -> Result<bool, String> {
     let mut tasks = Vec::with_capacity(total as usize);
     let mut max_lag = Duration::ZERO;
     eprintln!(
-        "youops-soak: {} req/s over api, slack, github for {:?}, a git commit every {:?}",
-        rate, args.duration, args.git_every
+        "youops-soak: {} req/s over {} for {:?}, a git commit every {:?}",
+        rate,
+        args.doors.join(", "),
+        args.duration,
+        args.git_every
     );
     for i in 0..total {
         let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
@@ -1247,8 +1264,8 @@ fn run(args: Args) -> Result<bool, String> {
             Err(_) => break,
         };
         max_lag = max_lag.max(Instant::now().saturating_duration_since(scheduled));
-        let door = Door::HTTP[(i % 3) as usize];
-        let j = i / 3;
+        let door = doors[(i % doors.len() as u64) as usize];
+        let j = i / doors.len() as u64;
         let rb = ctx.request(&client, door, j);
         let recs = recs.clone();
         recs[&door].sent.fetch_add(1, Ordering::Relaxed);
@@ -1326,8 +1343,9 @@ fn run(args: Args) -> Result<bool, String> {
         ($($t:tt)*) => {{ out.push_str(&format!($($t)*)); out.push('\n'); }};
     }
     line!(
-        "offered: {rate} req/s over api/slack/github in turn ({:.1} req/s each), a git commit every {:?}; load {:.1} s, drain {:.1} s{}",
-        rate / 3.0,
+        "offered: {rate} req/s over {} in turn ({:.1} req/s each), a git commit every {:?}; load {:.1} s, drain {:.1} s{}",
+        args.doors.join("/"),
+        rate / args.doors.len() as f64,
         args.git_every,
         args.duration.as_secs_f64(),
         drain_secs,

@@ -212,8 +212,9 @@ fn thread_cpu() -> BTreeMap<String, u64> {
         };
         let name = match comm {
             _ if main => "main (bench driver)",
-            // Thread names are cut to 15 bytes: youops-audit-wr(iter), youops-audit-fl(usher).
+            // Thread names are cut to 15 bytes: youops-audit-wr(iter), youops-audit-fl(usher), youops-audit-in(dexer).
             c if c.starts_with("youops-audit-f") => "audit flusher",
+            c if c.starts_with("youops-audit-i") => "audit indexer",
             c if c.starts_with("youops-audit") => "audit writer",
             c if c.starts_with("tokio-runtime") || c.starts_with("tokio-rt") => "tokio workers",
             c if c.starts_with("sled-io") => "sled io pool",
@@ -306,10 +307,16 @@ async fn drive(exec: &Executor, store: &SledStore, n: usize, dur: Duration) -> E
 fn mean_event_bytes(store: &SledStore, last: usize) -> f64 {
     let mut n = 0usize;
     let mut bytes = 0usize;
-    for kv in store.raw_tree().scan_prefix(b"e").rev().take(last) {
+    // Blocks hold one event per line.
+    for kv in store.raw_tree().scan_prefix(b"b").rev() {
         let (_, v) = kv.expect("scan");
-        n += 1;
-        bytes += v.len();
+        for line in v.split(|b| *b == b'\n') {
+            n += 1;
+            bytes += line.len();
+        }
+        if n >= last {
+            break;
+        }
     }
     if n == 0 {
         0.0
@@ -457,21 +464,23 @@ fn main() {
     println!();
     println!("Group commit in the audit writer (same runs):");
     println!();
-    println!("| submitters | groups/s | events/group | appends/group | fsyncs/s | mean fsync | writer busy applying | flusher busy in fsync |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| submitters | groups/s | events/group | appends/group | sled keys/request | fsyncs/s | mean fsync | writer busy applying | indexer busy | flusher busy in fsync |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
         let s = &r.stats;
         let secs = r.elapsed.as_secs_f64();
         let pct = |n: u64| 100.0 * n as f64 / 1e9 / secs;
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} ms | {:.0}% | {:.0}% |",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} ms | {:.0}% | {:.0}% | {:.0}% |",
             r.submitters,
             s.groups as f64 / secs,
             s.events as f64 / s.groups.max(1) as f64,
             s.jobs as f64 / s.groups.max(1) as f64,
+            s.keys as f64 / r.requests.max(1) as f64,
             s.flushes as f64 / secs,
             s.flush_nanos as f64 / s.flushes.max(1) as f64 / 1e6,
             pct(s.apply_nanos),
+            pct(s.index_nanos),
             pct(s.flush_nanos),
         );
     }

@@ -293,6 +293,22 @@ fn replace_once(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
     text.replacen(from, to, 1).into_bytes()
 }
 
+/// Event `seq` as stored, straight from sled: the key of its block, the block,
+/// the block's lines (one JSON event each) and the event's line.
+fn stored_event(store: &SledStore, seq: u64) -> (Vec<u8>, sled::IVec, Vec<Vec<u8>>, usize) {
+    let key = store
+        .block_key_of(seq)
+        .unwrap()
+        .expect("a block holds the event");
+    let block = store.raw_tree().get(&key).unwrap().expect("stored block");
+    let start = u64::from_be_bytes(key[1..].try_into().unwrap());
+    let lines: Vec<Vec<u8>> = block.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    let index = usize::try_from(seq - start).unwrap();
+    let ev: AuditEvent = serde_json::from_slice(&lines[index]).unwrap();
+    assert_eq!(ev.seq, seq, "line {index} of block #{start}");
+    (key, block, lines, index)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_with_one_stored_event_is_named_exactly() {
     let counter = Arc::new(AtomicUsize::new(0));
@@ -406,11 +422,12 @@ async fn tampering_with_one_stored_event_is_named_exactly() {
     ];
     let tree = store.raw_tree();
     for t in &table {
-        let key = SledStore::event_key(t.seq);
-        let original = tree.get(&key).unwrap().expect("stored event").to_vec();
+        let (key, block, mut lines, index) = stored_event(&store, t.seq);
+        let original = lines[index].clone();
         let altered = (t.edit)(&original);
         assert_ne!(altered, original, "{}", t.name);
-        tree.insert(&key, altered).unwrap();
+        lines[index] = altered;
+        tree.insert(&key, lines.join(&b'\n')).unwrap();
 
         let report = store.verify().await.unwrap();
         let broken = report
@@ -442,20 +459,21 @@ async fn tampering_with_one_stored_event_is_named_exactly() {
             );
         }
 
-        tree.insert(&key, original).unwrap();
+        tree.insert(&key, block).unwrap();
         assert_eq!(assert_chain_ok(&store).await.checked, count, "{}", t.name);
     }
 
     // A removed record leaves a gap that is named by the record after it.
-    let key = SledStore::event_key(received);
-    let original = tree.remove(&key).unwrap().expect("stored event");
+    let (key, block, mut lines, index) = stored_event(&store, received);
+    lines.remove(index);
+    tree.insert(&key, lines.join(&b'\n')).unwrap();
     let report = store.verify().await.unwrap();
     let broken = report.broken.clone().expect("gap went unnoticed");
     assert_eq!(broken.seq, received + 1, "{report:?}");
     assert!(broken.reason.contains("missing"), "{broken}");
     let offline = verify_events(all_events(&store).await);
     assert_eq!(offline.broken.map(|b| b.seq), Some(received + 1));
-    tree.insert(&key, original).unwrap();
+    tree.insert(&key, block).unwrap();
     assert_chain_ok(&store).await;
 }
 

@@ -176,34 +176,31 @@ pub fn canonical_bytes(
     .expect("audit events always serialize")
 }
 
-#[derive(Serialize)]
-struct CanonicalHead<'a> {
-    seq: u64,
-    time: &'a DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: &'a Option<RequestId>,
-}
-
 /// [`canonical_bytes`] from a body already encoded as JSON (`serde_json::to_vec(body)`),
 /// byte for byte the same. Lets a store encode bodies off its writer thread.
+///
+/// The head is written by hand: it is on the writer's hot path, and serde's
+/// `collect_str` escapes chrono's RFC 3339 output piece by piece. None of the
+/// three fields can need escaping (digits, RFC 3339 and Crockford base 32); the
+/// tests compare against serde.
 pub(crate) fn canonical_bytes_encoded(
     seq: u64,
     time: &DateTime<Utc>,
     request_id: &Option<RequestId>,
     body_json: &[u8],
 ) -> Vec<u8> {
+    use std::io::Write as _;
     let mut out = Vec::with_capacity(body_json.len() + 112);
-    serde_json::to_writer(
-        &mut out,
-        &CanonicalHead {
-            seq,
-            time,
-            request_id,
-        },
-    )
-    .expect("audit events always serialize");
-    // `{"seq":..,...}`: reopen the object and add the body as its last field.
-    out.pop();
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{{\"seq\":{seq},\"time\":\"{}\"",
+        time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    );
+    if let Some(id) = request_id {
+        let mut buf = [0u8; ulid::ULID_LEN];
+        let _ = write!(out, ",\"request_id\":\"{}\"", id.0.array_to_str(&mut buf));
+    }
     out.extend_from_slice(b",\"body\":");
     out.extend_from_slice(body_json);
     out.push(b'}');
@@ -228,7 +225,15 @@ pub fn chain_hash(prev_hash: &str, canonical: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(canonical);
-    hex::encode(h.finalize())
+    let digest = h.finalize();
+    // `hex::encode` goes through a char iterator; this is on the writer's hot path.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// Recompute the hash an event should have.
@@ -240,12 +245,23 @@ pub fn expected_hash(e: &AuditEvent) -> String {
 }
 
 /// Incremental chain verification, for stores and for exported JSON lines.
+///
+/// A chain normally starts at record 1. After retention archived its beginning, the
+/// live log starts later, at record `N + 1`: then a [`EventBody::Checkpoint`]
+/// event further on in the same chain must account for the missing part (its
+/// `archived_through_seq` is `N` and its `archived_last_hash` is the first record's
+/// `prev_hash`), and the archive itself verifies separately, or in front of the
+/// live log as one sequence. [`finish`](Self::finish) reports a start that no
+/// checkpoint accounts for.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     expected_seq: Option<u64>,
     prev_hash: String,
     checked: u64,
     starts_at_checkpoint: Option<u64>,
+    /// `(N, hash of N)` of a chain that starts at `N + 1`, until a checkpoint
+    /// accounts for it.
+    unaccounted: Option<(u64, String)>,
 }
 
 impl Default for ChainVerifier {
@@ -262,6 +278,7 @@ impl ChainVerifier {
             prev_hash: GENESIS_HASH.to_string(),
             checked: 0,
             starts_at_checkpoint: None,
+            unaccounted: None,
         }
     }
 
@@ -272,7 +289,13 @@ impl ChainVerifier {
             prev_hash: hash.to_string(),
             checked: 0,
             starts_at_checkpoint: None,
+            unaccounted: None,
         }
+    }
+
+    /// The sequence number the next record must have, once one was seen.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.expected_seq
     }
 
     /// Check the next event.
@@ -285,24 +308,13 @@ impl ChainVerifier {
                     e.seq
                 )))
             }
+            None if e.seq == 0 => return Err(broken("sequence number 0".into())),
             None if e.seq != 1 => {
-                // The chain may start at a retention checkpoint.
-                match &e.body {
-                    EventBody::Checkpoint {
-                        archived_through_seq,
-                        archived_last_hash,
-                        ..
-                    } if *archived_through_seq + 1 == e.seq && e.prev_hash == *archived_last_hash => {
-                        self.prev_hash.clone_from(archived_last_hash);
-                        self.starts_at_checkpoint = Some(e.seq);
-                    }
-                    _ => {
-                        return Err(broken(format!(
-                            "the log starts at record {} without a checkpoint",
-                            e.seq
-                        )))
-                    }
-                }
+                // The chain starts after archived records: a checkpoint must
+                // account for them (checked as it comes, and by `finish`).
+                self.prev_hash.clone_from(&e.prev_hash);
+                self.starts_at_checkpoint = Some(e.seq);
+                self.unaccounted = Some((e.seq - 1, e.prev_hash.clone()));
             }
             _ => {}
         }
@@ -321,6 +333,19 @@ impl ChainVerifier {
                 short(&want)
             )));
         }
+        if let (
+            Some((through, last)),
+            EventBody::Checkpoint {
+                archived_through_seq,
+                archived_last_hash,
+                ..
+            },
+        ) = (&self.unaccounted, &e.body)
+        {
+            if archived_through_seq == through && archived_last_hash == last {
+                self.unaccounted = None;
+            }
+        }
         self.prev_hash.clone_from(&e.hash);
         self.expected_seq = Some(e.seq + 1);
         self.checked += 1;
@@ -337,6 +362,21 @@ impl ChainVerifier {
             starts_at_checkpoint: self.starts_at_checkpoint,
         }
     }
+
+    /// The report at the end of the chain: broken if it starts after archived
+    /// records that no checkpoint in it accounts for.
+    pub fn finish(&self) -> VerifyReport {
+        let broken = self.unaccounted.as_ref().map(|(through, last)| Broken {
+            seq: through + 1,
+            reason: format!(
+                "the log starts at record {} and no checkpoint in it accounts for the records \
+                 before (archived through #{through} with last hash {})",
+                through + 1,
+                short(last)
+            ),
+        });
+        self.report(broken)
+    }
 }
 
 fn short(h: &str) -> &str {
@@ -352,13 +392,14 @@ pub fn verify_events<I: IntoIterator<Item = AuditEvent>>(events: I) -> VerifyRep
             return v.report(Some(b));
         }
     }
-    v.report(None)
+    v.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{EventBody, NewEvent};
+    use chrono::Timelike;
 
     fn chain(n: u64) -> Vec<AuditEvent> {
         let mut prev = GENESIS_HASH.to_string();
@@ -437,9 +478,21 @@ mod tests {
                 },
             ),
         ];
-        for (seq, (request_id, body)) in bodies.into_iter().enumerate() {
-            let seq = seq as u64 + 7;
-            let time = Utc::now();
+        // Every precision chrono prints (none, ms, µs, ns), and a large seq.
+        let now = Utc::now();
+        let times = [
+            now,
+            now.with_nanosecond(0).unwrap(),
+            now.with_nanosecond(123_000_000).unwrap(),
+            now.with_nanosecond(123_456_000).unwrap(),
+            now.with_nanosecond(1).unwrap(),
+        ];
+        let cases = bodies
+            .iter()
+            .cloned()
+            .flat_map(|b| times.iter().map(move |t| (b.clone(), *t)));
+        for (seq, ((request_id, body), time)) in cases.enumerate() {
+            let seq = seq as u64 * 1_000_000_007 + 7;
             let body_json = serde_json::to_vec(&body).unwrap();
             let canonical = canonical_bytes_encoded(seq, &time, &request_id, &body_json);
             assert_eq!(canonical, canonical_bytes(seq, &time, &request_id, &body));

@@ -1,39 +1,51 @@
 //! The embedded audit store on sled 0.34, with group commit.
 //!
 //! One sled tree holds everything, so that one `apply_batch` is atomic across the
-//! event, its indexes and the request record:
+//! events, the dedup claims and the request records:
 //!
 //! | key | value |
 //! |---|---|
-//! | `e` + seq (u64 BE) | event JSON |
-//! | `r` + request id (16 B) + seq | empty (events of a request) |
-//! | `s` + request id | request record JSON |
-//! | `a` + request id | empty (request not terminal yet) |
+//! | `b` + first seq (u64 BE) | a block: consecutive events, one JSON object per line |
+//! | `s` + request id (16 B) | the request's record and the seqs of its events (JSON) |
+//! | `a` + request id | empty: the request was not terminal when its record was stored |
 //! | `d` + dedup key | request id (16 B) |
+//! | `m:format` | `2` |
+//! | `m:applied` | u64 BE: the `s`/`a` keys include every event up to this seq |
 //!
-//! A single writer thread owns the chain tip. It takes every append waiting in its
-//! queue, applies them as one batch, answers the buffered ones, and — if any of them
-//! asked for durability — hands the rest to a flusher thread, which fsyncs once for
-//! everything applied so far before answering them. Concurrent requests therefore
-//! share flushes instead of paying one each, and the next group is hashed and
-//! applied while the last one is being flushed. Callers encode event bodies
-//! (`append` runs on their threads), so the writer only frames, hashes and stores
-//! them.
+//! **The chain is the log; records are derived.** A single writer thread owns the
+//! chain tip. It takes every append waiting in its queue, hashes the events, and
+//! stores them as a few blocks (at most [`SledOptions::block_events`] events each)
+//! in one batch, with the dedup keys they claim. Buffered appends are answered at
+//! once; if any append of the group asked for durability, the rest is handed to a
+//! flusher thread, which fsyncs once for everything applied so far before
+//! answering. Concurrent requests therefore share both the sled writes and the
+//! flushes, and the next group is hashed and applied while the last one is being
+//! flushed.
+//!
+//! Request records are folded from the events in memory. The writer stores the
+//! changed ones (`s`, `a`) together with `m:applied` at most every
+//! [`SledOptions::index_interval`] (and on `flush`, when idle, and on close), so a
+//! request whose lifecycle fits in one interval costs one record write instead of
+//! one per event. Until then readers see the records in memory. After a crash, the
+//! events after `m:applied` are replayed on open to rebuild the records they changed
+//! — the events are the durable truth; nothing acknowledged depends on a record
+//! write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    canonical_bytes_encoded, chain_hash, event_json, AppendOptions, AuditStore, ChainVerifier,
-    StoreError, VerifyReport, GENESIS_HASH,
+    canonical_bytes_encoded, chain_hash, event_json, AppendOptions, AuditStore, Broken,
+    ChainVerifier, StoreError, VerifyReport, GENESIS_HASH,
 };
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
@@ -43,6 +55,13 @@ use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, Re
 pub struct SledOptions {
     /// Most events applied in one group.
     pub max_batch_events: usize,
+    /// Most events in one stored block (a group is split into blocks of this size).
+    pub block_events: usize,
+    /// How long changed request records may stay in memory only (their events are
+    /// stored and, if asked, durable; a crash replays them).
+    pub index_interval: Duration,
+    /// Store changed request records at the latest when this many are waiting.
+    pub index_max_dirty: usize,
     /// sled page cache size in bytes.
     pub cache_capacity: u64,
 }
@@ -51,13 +70,17 @@ impl Default for SledOptions {
     fn default() -> Self {
         SledOptions {
             max_batch_events: 8192,
+            block_events: 128,
+            index_interval: Duration::from_millis(50),
+            index_max_dirty: 4096,
             cache_capacity: 64 << 20,
         }
     }
 }
 
 /// Counters of the writer thread since the store was opened, for benchmarks and
-/// metrics: how well group commit is sharing flushes, and where the time goes.
+/// metrics: how well group commit is sharing writes and flushes, and where the
+/// time goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SledStats {
@@ -67,12 +90,16 @@ pub struct SledStats {
     pub jobs: u64,
     /// Events appended.
     pub events: u64,
+    /// sled keys written or removed (blocks, records, dedup claims, markers).
+    pub keys: u64,
     /// fsyncs (`Db::flush`) done.
     pub flushes: u64,
     /// Nanoseconds spent building and applying batches (hashing, encoding, sled).
     pub apply_nanos: u64,
     /// Nanoseconds spent in `Db::flush`.
     pub flush_nanos: u64,
+    /// Nanoseconds the indexer spent encoding and storing request records.
+    pub index_nanos: u64,
 }
 
 impl SledStats {
@@ -82,9 +109,11 @@ impl SledStats {
             groups: self.groups - earlier.groups,
             jobs: self.jobs - earlier.jobs,
             events: self.events - earlier.events,
+            keys: self.keys - earlier.keys,
             flushes: self.flushes - earlier.flushes,
             apply_nanos: self.apply_nanos - earlier.apply_nanos,
             flush_nanos: self.flush_nanos - earlier.flush_nanos,
+            index_nanos: self.index_nanos - earlier.index_nanos,
         }
     }
 }
@@ -94,9 +123,11 @@ struct Counters {
     groups: AtomicU64,
     jobs: AtomicU64,
     events: AtomicU64,
+    keys: AtomicU64,
     flushes: AtomicU64,
     apply_nanos: AtomicU64,
     flush_nanos: AtomicU64,
+    index_nanos: AtomicU64,
 }
 
 impl Counters {
@@ -106,9 +137,11 @@ impl Counters {
             groups: g(&self.groups),
             jobs: g(&self.jobs),
             events: g(&self.events),
+            keys: g(&self.keys),
             flushes: g(&self.flushes),
             apply_nanos: g(&self.apply_nanos),
             flush_nanos: g(&self.flush_nanos),
+            index_nanos: g(&self.index_nanos),
         }
     }
 }
@@ -120,6 +153,52 @@ fn add(counter: &AtomicU64, n: u64) {
 fn nanos_since(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// A request record as stored: the record and where its events are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    /// Sequence numbers of the request's events, in order.
+    seqs: Vec<u64>,
+    record: RequestRecord,
+}
+
+/// State shared by the writer and the readers.
+#[derive(Debug)]
+struct Shared {
+    /// Records of requests changed since they were last stored, and of every
+    /// request not terminal. Readers look here before the tree.
+    records: Mutex<Ids<Stored>>,
+    /// Seq and hash of the last event applied.
+    tip: Mutex<(u64, String)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fast hasher for request ids. They are ULIDs the executor makes (80 random
+/// bits), never chosen by a client, so SipHash's flood resistance buys nothing on
+/// the writer's hot path. (Dedup keys, which clients choose, keep SipHash.)
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+}
+
+type Ids<V> = HashMap<RequestId, V, std::hash::BuildHasherDefault<IdHasher>>;
+type IdSet = HashSet<RequestId, std::hash::BuildHasherDefault<IdHasher>>;
 
 struct Job {
     events: Vec<NewEvent>,
@@ -147,19 +226,16 @@ struct Inner {
     tree: sled::Tree,
     path: PathBuf,
     counters: Arc<Counters>,
+    shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
-        if let Ok(mut w) = self.writer.lock() {
-            if let Some(h) = w.take() {
-                let _ = h.join();
-            }
+        lock(&self.tx).take();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
         }
         let _ = self.db.flush();
     }
@@ -169,19 +245,22 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-fn ekey(seq: u64) -> [u8; 9] {
+const FORMAT_KEY: &[u8] = b"m:format";
+const APPLIED_KEY: &[u8] = b"m:applied";
+const FORMAT: &[u8] = b"2";
+
+fn bkey(seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[0] = b'e';
+    k[0] = b'b';
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
-fn rkey(id: RequestId, seq: u64) -> [u8; 25] {
-    let mut k = [0u8; 25];
-    k[0] = b'r';
-    k[1..17].copy_from_slice(&id.0.to_bytes());
-    k[17..].copy_from_slice(&seq.to_be_bytes());
-    k
+fn seq_of_bkey(k: &[u8]) -> Result<u64, StoreError> {
+    k.get(1..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("block key of wrong length".into()))
 }
 
 fn idkey(prefix: u8, id: RequestId) -> [u8; 17] {
@@ -209,6 +288,22 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// The lines of a block (events never contain a raw newline: JSON escapes it).
+fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    block.split(|b| *b == b'\n').filter(|l| !l.is_empty())
+}
+
+/// Decode the event on line `index` of the block starting at `start`.
+fn decode_line(start: u64, index: usize, line: &[u8]) -> Result<AuditEvent, StoreError> {
+    serde_json::from_slice(line).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "event #{} (line {} of block #{start}): {e}",
+            start + index as u64,
+            index + 1
+        ))
+    })
+}
+
 impl SledStore {
     /// Open (or create) the store at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -234,21 +329,39 @@ impl SledStore {
                 }
             })?;
         let tree = db.open_tree("audit").map_err(io)?;
-        let (seq, hash) = read_head(&tree)?;
-        let (tx, rx) = mpsc::channel();
+        check_format(&tree, &path)?;
+        let (seq, hash) = read_tip(&tree)?;
         let counters = Arc::new(Counters::default());
+        recover(&db, &tree, seq, &counters)?;
+        let active = tree
+            .scan_prefix(b"a")
+            .keys()
+            .map(|k| k.map_err(io).and_then(|k| id_from(&k[1..])))
+            .collect::<Result<HashSet<_>, _>>()?;
+        let shared = Arc::new(Shared {
+            records: Mutex::new(Ids::default()),
+            tip: Mutex::new((seq, hash.clone())),
+        });
+        let (tx, rx) = mpsc::channel();
         let writer = Writer {
             counters: counters.clone(),
             db: db.clone(),
             tree: tree.clone(),
+            shared: shared.clone(),
             seq,
             hash,
-            records: HashMap::new(),
-            max_batch: opts.max_batch_events.max(1),
+            dirty: IdSet::default(),
+            last_index: Instant::now(),
+            opts: SledOptions {
+                max_batch_events: opts.max_batch_events.max(1),
+                block_events: opts.block_events.max(1),
+                index_max_dirty: opts.index_max_dirty.max(1),
+                ..opts
+            },
         };
         let handle = thread::Builder::new()
             .name("youops-audit-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, active))
             .map_err(io)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
@@ -256,6 +369,7 @@ impl SledStore {
                 tree,
                 path,
                 counters,
+                shared,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
             }),
@@ -272,73 +386,318 @@ impl SledStore {
         self.inner.counters.snapshot()
     }
 
-    /// The raw sled tree, for tools and tests that inspect stored bytes.
+    /// The raw sled tree, for tools and tests that inspect stored bytes (see the
+    /// module documentation for the layout).
     pub fn raw_tree(&self) -> &sled::Tree {
         &self.inner.tree
     }
 
-    /// The key under which event `seq` is stored in [`raw_tree`](Self::raw_tree).
-    pub fn event_key(seq: u64) -> Vec<u8> {
-        ekey(seq).to_vec()
+    /// The key of the block in [`raw_tree`](Self::raw_tree) that holds event `seq`
+    /// (one JSON line per event), if that block exists.
+    pub fn block_key_of(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.block_of(seq)?.map(|(start, _)| bkey(start).to_vec()))
     }
 
     fn send(&self, msg: Msg) -> Result<(), StoreError> {
-        let guard = self.inner.tx.lock().map_err(|_| StoreError::Closed)?;
-        guard
+        lock(&self.inner.tx)
             .as_ref()
             .ok_or(StoreError::Closed)?
             .send(msg)
             .map_err(|_| StoreError::Closed)
     }
 
-    fn event(&self, seq: u64) -> Result<Option<AuditEvent>, StoreError> {
-        match self.inner.tree.get(ekey(seq)).map_err(io)? {
-            Some(v) => Ok(Some(decode(&format!("event #{seq}"), &v)?)),
+    /// The block whose first event is the last one at or before `seq`.
+    fn block_of(&self, seq: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
+        match self.inner.tree.range(bkey(0)..=bkey(seq)).next_back() {
+            Some(kv) => {
+                let (k, v) = kv.map_err(io)?;
+                Ok(Some((seq_of_bkey(&k)?, v)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The stored record of a request: the writer's copy if it has one, else the
+    /// tree's.
+    fn stored(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
+        if let Some(s) = lock(&self.inner.shared.records).get(&id) {
+            return Ok(Some(s.clone()));
+        }
+        match self.inner.tree.get(idkey(b's', id)).map_err(io)? {
+            Some(v) => Ok(Some(decode("request record", &v)?)),
             None => Ok(None),
         }
     }
 }
 
-fn read_head(tree: &sled::Tree) -> Result<(u64, String), StoreError> {
-    match tree.scan_prefix(b"e").next_back() {
-        None => Ok((0, GENESIS_HASH.to_string())),
-        Some(kv) => {
-            let (k, v) = kv.map_err(io)?;
-            let seq = u64::from_be_bytes(
-                k[1..]
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("event key".into()))?,
-            );
-            // The tip must decode; a damaged tip is reported by `verify`, and we
-            // still chain onto its stored hash field when it is readable.
-            let hash = serde_json::from_slice::<serde_json::Value>(&v)
-                .ok()
-                .and_then(|j| j.get("hash").and_then(|h| h.as_str()).map(String::from))
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("event #{seq} (the tip) does not decode"))
-                })?;
-            Ok((seq, hash))
+fn check_format(tree: &sled::Tree, path: &Path) -> Result<(), StoreError> {
+    match tree.get(FORMAT_KEY).map_err(io)? {
+        Some(v) if v.as_ref() == FORMAT => Ok(()),
+        Some(v) => Err(StoreError::Corrupt(format!(
+            "{} has store format {:?}; this YouOps reads format 2",
+            path.display(),
+            String::from_utf8_lossy(&v)
+        ))),
+        None if tree.first().map_err(io)?.is_none() => {
+            tree.insert(FORMAT_KEY, FORMAT).map_err(io)?;
+            Ok(())
         }
+        None => Err(StoreError::Corrupt(format!(
+            "{} was written by an earlier YouOps (store format 1, one key per event): \
+             export it with that version (`youops audit export`) and start a new store",
+            path.display()
+        ))),
+    }
+}
+
+/// Seq and hash of the last stored event.
+fn read_tip(tree: &sled::Tree) -> Result<(u64, String), StoreError> {
+    let Some(kv) = tree.scan_prefix(b"b").next_back() else {
+        return Ok((0, GENESIS_HASH.to_string()));
+    };
+    let (k, v) = kv.map_err(io)?;
+    let start = seq_of_bkey(&k)?;
+    let last = lines(&v)
+        .last()
+        .ok_or_else(|| StoreError::Corrupt(format!("block #{start} is empty")))?;
+    // The tip must decode; a damaged tip is reported by `verify`, and we still
+    // chain onto its stored hash field when it is readable.
+    let tip = serde_json::from_slice::<serde_json::Value>(last)
+        .ok()
+        .and_then(|j| {
+            let seq = j.get("seq")?.as_u64()?;
+            let hash = j.get("hash")?.as_str()?.to_string();
+            Some((seq, hash))
+        });
+    tip.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the last event (in block #{start}) does not decode"
+        ))
+    })
+}
+
+/// Fold one event into the record of its request.
+fn fold(current: Option<Stored>, ev: &AuditEvent) -> Result<Stored, StoreError> {
+    let id = ev.request_id.map(|i| i.to_string()).unwrap_or_default();
+    match (&ev.body, current) {
+        (EventBody::Received { request }, None) => Ok(Stored {
+            seqs: vec![ev.seq],
+            record: RequestRecord::new((**request).clone(), ev),
+        }),
+        (EventBody::Received { .. }, Some(_)) => {
+            Err(StoreError::Io(format!("request {id} was already received")))
+        }
+        (_, Some(mut s)) => {
+            s.record.apply(ev);
+            s.seqs.push(ev.seq);
+            Ok(s)
+        }
+        (_, None) => Err(StoreError::Io(format!(
+            "event for unknown request {id} (its `received` event must come first)"
+        ))),
+    }
+}
+
+/// Rebuild the records changed by events after `m:applied` (written by a process
+/// that stopped before storing them).
+fn recover(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    tip: u64,
+    counters: &Counters,
+) -> Result<(), StoreError> {
+    let applied = match tree.get(APPLIED_KEY).map_err(io)? {
+        Some(v) => u64::from_be_bytes(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("m:applied of wrong length".into()))?,
+        ),
+        None => 0,
+    };
+    if applied >= tip {
+        return Ok(());
+    }
+    let started = tree
+        .range(bkey(0)..=bkey(applied + 1))
+        .next_back()
+        .transpose()
+        .map_err(io)?
+        .map(|(k, _)| seq_of_bkey(&k))
+        .transpose()?
+        .unwrap_or(0);
+    let mut touched: HashMap<RequestId, Stored> = HashMap::new();
+    let mut replayed = 0u64;
+    for kv in tree.range(bkey(started)..bkey(u64::MAX)) {
+        let (k, v) = kv.map_err(io)?;
+        let start = seq_of_bkey(&k)?;
+        for (i, line) in lines(&v).enumerate() {
+            let ev = match decode_line(start, i, line) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit store: skipping an event that does not decode while rebuilding records (run `youops audit verify`)");
+                    continue;
+                }
+            };
+            let Some(id) = ev.request_id.filter(|_| ev.seq > applied) else {
+                continue;
+            };
+            let current = match touched.remove(&id) {
+                Some(s) => Some(s),
+                None => match tree.get(idkey(b's', id)).map_err(io)? {
+                    Some(v) => Some(decode::<Stored>("request record", &v)?),
+                    None => None,
+                },
+            };
+            match fold(current, &ev) {
+                Ok(stored) => {
+                    touched.insert(id, stored);
+                    replayed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, seq = ev.seq, "audit store: event skipped while rebuilding records");
+                }
+            }
+        }
+    }
+    let mut batch = sled::Batch::default();
+    for (id, stored) in &touched {
+        let bytes = serde_json::to_vec(stored)
+            .map_err(|e| StoreError::Io(format!("cannot encode request record {id}: {e}")))?;
+        batch.insert(&idkey(b's', *id), bytes);
+        if stored.record.state.is_terminal() {
+            batch.remove(&idkey(b'a', *id));
+        } else {
+            batch.insert(&idkey(b'a', *id), &[][..]);
+        }
+    }
+    batch.insert(APPLIED_KEY, &tip.to_be_bytes()[..]);
+    tree.apply_batch(batch).map_err(io)?;
+    db.flush().map_err(io)?;
+    add(&counters.keys, 2 * touched.len() as u64 + 1);
+    tracing::info!(
+        events = replayed,
+        requests = touched.len(),
+        "audit store: rebuilt request records from events after an unclean stop"
+    );
+    Ok(())
+}
+
+/// Changed records for the indexer to store.
+struct IndexJob {
+    records: Vec<(RequestId, Stored)>,
+    /// The records include every event up to this seq.
+    applied: u64,
+    /// `flush` calls to answer (through the flusher) once the records are stored.
+    then: Durable,
+}
+
+/// Stores request records for the writer, so that encoding them and writing
+/// them to sled does not hold up the chain.
+struct Indexer {
+    tree: sled::Tree,
+    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+    /// Requests whose `a` key exists.
+    active: HashSet<RequestId>,
+}
+
+impl Indexer {
+    fn run(mut self, rx: mpsc::Receiver<IndexJob>, flush: impl Fn(Durable)) {
+        while let Ok(first) = rx.recv() {
+            // Take every job waiting: a later copy of a record replaces an earlier one.
+            let mut applied = first.applied;
+            let mut then = vec![first.then];
+            let mut records: HashMap<RequestId, Stored> = first.records.into_iter().collect();
+            while let Ok(more) = rx.try_recv() {
+                applied = applied.max(more.applied);
+                then.push(more.then);
+                records.extend(more.records);
+            }
+            let stored = self.store(&records, applied);
+            for d in then {
+                if d.is_empty() {
+                    continue;
+                }
+                match &stored {
+                    Ok(()) => flush(d),
+                    Err(e) => d.answer(&Err(StoreError::Io(e.to_string()))),
+                }
+            }
+        }
+    }
+
+    fn store(
+        &mut self,
+        records: &HashMap<RequestId, Stored>,
+        applied: u64,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut batch = sled::Batch::default();
+        let mut keys = 0u64;
+        let mut complete = true;
+        let mut active = self.active.clone();
+        for (id, stored) in records {
+            let bytes = match serde_json::to_vec(stored) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Not marked applied: the next open rebuilds it from its events.
+                    tracing::error!(error = %e, request = %id, "audit store: cannot encode a request record");
+                    complete = false;
+                    continue;
+                }
+            };
+            batch.insert(&idkey(b's', *id), bytes);
+            keys += 1;
+            let terminal = stored.record.state.is_terminal();
+            if !terminal && active.insert(*id) {
+                batch.insert(&idkey(b'a', *id), &[][..]);
+                keys += 1;
+            } else if terminal && active.remove(id) {
+                batch.remove(&idkey(b'a', *id));
+                keys += 1;
+            }
+        }
+        if complete {
+            batch.insert(APPLIED_KEY, &applied.to_be_bytes()[..]);
+            keys += 1;
+        }
+        let result = self.tree.apply_batch(batch).map_err(io);
+        add(&self.counters.index_nanos, nanos_since(started));
+        if let Err(e) = &result {
+            // The writer keeps serving these records from memory; the next open
+            // rebuilds them from their events.
+            tracing::error!(error = %e, "audit store: request records not stored");
+            return result;
+        }
+        self.active = active;
+        add(&self.counters.keys, keys);
+        // Terminal records are in the tree now: readers find them there, unless
+        // the writer changed them again meanwhile.
+        let mut held = lock(&self.shared.records);
+        for (id, stored) in records {
+            if stored.record.state.is_terminal()
+                && held
+                    .get(id)
+                    .is_some_and(|h| h.seqs.len() == stored.seqs.len())
+            {
+                held.remove(id);
+            }
+        }
+        Ok(())
     }
 }
 
 struct Writer {
     db: sled::Db,
     tree: sled::Tree,
+    shared: Arc<Shared>,
     seq: u64,
     hash: String,
-    /// Records of requests not terminal yet, as last committed (avoids a read and a
-    /// decode per event).
-    records: HashMap<RequestId, RequestRecord>,
-    max_batch: usize,
+    /// Requests whose records changed since they were last handed to the indexer.
+    dirty: IdSet,
+    last_index: Instant,
+    opts: SledOptions,
     counters: Arc<Counters>,
-}
-
-/// A request record changed by the group being built.
-struct Touched {
-    rec: RequestRecord,
-    /// Its `a` key exists already (the record was stored before, not terminal).
-    indexed_active: bool,
 }
 
 type AppendReply = oneshot::Sender<Result<Vec<AuditEvent>, StoreError>>;
@@ -364,8 +723,15 @@ impl Durable {
             });
         }
         for f in self.flushes {
-            let _ = f.send(flushed.clone_result());
+            let _ = f.send(clone_result(flushed));
         }
+    }
+}
+
+fn clone_result(r: &Result<(), StoreError>) -> Result<(), StoreError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) => Err(StoreError::Io(e.to_string())),
     }
 }
 
@@ -393,8 +759,19 @@ fn flush_db(db: &sled::Db, counters: &Counters) -> Result<(), StoreError> {
     flushed
 }
 
+/// What one group changes, before it is applied.
+#[derive(Default)]
+struct Group {
+    /// Stored JSON of each new event, in seq order.
+    lines: Vec<Vec<u8>>,
+    /// Dedup keys claimed by this group.
+    claimed: HashMap<String, RequestId>,
+    /// Records changed by this group.
+    touched: Ids<Stored>,
+}
+
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+    fn run(mut self, rx: mpsc::Receiver<Msg>, active: HashSet<RequestId>) {
         let (flush_tx, flush_rx) = mpsc::channel::<Durable>();
         let flush_thread = {
             let db = self.db.clone();
@@ -410,7 +787,60 @@ impl Writer {
                 None
             }
         };
-        while let Ok(first) = rx.recv() {
+        let (index_tx, index_rx) = mpsc::channel::<IndexJob>();
+        let index_thread = {
+            let indexer = Indexer {
+                tree: self.tree.clone(),
+                shared: self.shared.clone(),
+                counters: self.counters.clone(),
+                active,
+            };
+            let to_flusher = flush_tx.clone();
+            let db = self.db.clone();
+            let counters = self.counters.clone();
+            thread::Builder::new()
+                .name("youops-audit-indexer".into())
+                .spawn(move || {
+                    indexer.run(index_rx, move |d: Durable| {
+                        let unsent = match &to_flusher {
+                            Some(tx) => tx.send(d).err().map(|e| e.0),
+                            None => Some(d),
+                        };
+                        if let Some(d) = unsent {
+                            d.answer(&flush_db(&db, &counters));
+                        }
+                    })
+                })
+        };
+        let index_tx = match &index_thread {
+            Ok(_) => index_tx,
+            Err(e) => {
+                // Without an indexer the records cannot be stored: refuse to run.
+                tracing::error!(error = %e, "no audit indexer thread; the audit store is closed");
+                return;
+            }
+        };
+        loop {
+            // With records waiting to be stored, wake up to store them when idle.
+            let first = if self.dirty.is_empty() {
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            } else {
+                let wait = self
+                    .opts
+                    .index_interval
+                    .saturating_sub(self.last_index.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.hand_over(&index_tx, Durable::default());
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
             let mut jobs = Vec::new();
             let mut flushes = Vec::new();
             let mut count = 0usize;
@@ -422,13 +852,29 @@ impl Writer {
                 Msg::Flush(r) => flushes.push(r),
             };
             push(first, &mut jobs, &mut count);
-            while count < self.max_batch {
+            while count < self.opts.max_batch_events {
                 match rx.try_recv() {
                     Ok(m) => push(m, &mut jobs, &mut count),
                     Err(_) => break,
                 }
             }
-            let durable = self.commit(jobs, flushes);
+            let durable = self.commit(jobs);
+            let due = !self.dirty.is_empty()
+                && (self.dirty.len() >= self.opts.index_max_dirty
+                    || self.last_index.elapsed() >= self.opts.index_interval);
+            if !flushes.is_empty() {
+                // `flush` also stores every record, so that the tree is complete:
+                // the indexer hands these answers to the flusher after it.
+                self.hand_over(
+                    &index_tx,
+                    Durable {
+                        appends: Vec::new(),
+                        flushes,
+                    },
+                );
+            } else if due {
+                self.hand_over(&index_tx, Durable::default());
+            }
             if durable.is_empty() {
                 continue;
             }
@@ -442,22 +888,52 @@ impl Writer {
                 durable.answer(&flush_db(&self.db, &self.counters));
             }
         }
+        // Closing: store the records, then make everything durable.
+        if !self.dirty.is_empty() {
+            self.hand_over(&index_tx, Durable::default());
+        }
+        drop(index_tx);
+        if let Ok(h) = index_thread {
+            let _ = h.join();
+        }
         drop(flush_tx);
         if let Ok(h) = flush_thread {
             let _ = h.join();
+        }
+        let _ = flush_db(&self.db, &self.counters);
+    }
+
+    /// Give the changed records to the indexer (and `then` to answer after it).
+    fn hand_over(&mut self, index_tx: &mpsc::Sender<IndexJob>, then: Durable) {
+        let records = {
+            let held = lock(&self.shared.records);
+            self.dirty
+                .drain()
+                .filter_map(|id| held.get(&id).map(|s| (id, s.clone())))
+                .collect()
+        };
+        self.last_index = Instant::now();
+        let job = IndexJob {
+            records,
+            applied: self.seq,
+            then,
+        };
+        if let Err(mpsc::SendError(job)) = index_tx.send(job) {
+            job.then.answer(&Err(StoreError::Closed));
         }
     }
 
     /// Apply one group. Buffered appends are answered here; the answers that must
     /// wait for an fsync are returned.
-    fn commit(&mut self, jobs: Vec<Job>, flushes: Vec<FlushReply>) -> Durable {
+    fn commit(&mut self, jobs: Vec<Job>) -> Durable {
+        if jobs.is_empty() {
+            return Durable::default();
+        }
         let started = Instant::now();
-        let mut batch = sled::Batch::default();
-        let mut claimed: HashMap<String, RequestId> = HashMap::new();
         let start = (self.seq, self.hash.clone());
+        let mut group = Group::default();
         let mut staged: Vec<(bool, AppendReply, Result<Vec<AuditEvent>, StoreError>)> =
             Vec::with_capacity(jobs.len());
-        let mut touched: HashMap<RequestId, Touched> = HashMap::new();
         for job in jobs {
             let Job {
                 events,
@@ -465,58 +941,54 @@ impl Writer {
                 opts,
                 reply,
             } = job;
-            let result = self.stage(
-                events,
-                bodies,
-                &opts,
-                &mut batch,
-                &mut claimed,
-                &mut touched,
-            );
+            let result = self.stage(events, bodies, &opts, &mut group);
             staged.push((opts.durable, reply, result));
         }
-        for (id, t) in &touched {
-            match serde_json::to_vec(&t.rec) {
-                Ok(bytes) => batch.insert(&idkey(b's', *id), bytes),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode request record");
-                }
-            }
-            match (t.indexed_active, t.rec.state.is_terminal()) {
-                (false, false) => batch.insert(&idkey(b'a', *id), &[][..]),
-                (true, true) => batch.remove(&idkey(b'a', *id)),
-                _ => {}
-            }
+
+        let mut batch = sled::Batch::default();
+        let mut keys = 0u64;
+        let first_seq = start.0 + 1;
+        for (i, chunk) in group.lines.chunks(self.opts.block_events).enumerate() {
+            let block = chunk.join(&b'\n');
+            let at = first_seq + (i * self.opts.block_events) as u64;
+            batch.insert(&bkey(at), block);
+            keys += 1;
         }
-        let applied = self.tree.apply_batch(batch).map_err(io);
+        for (key, id) in &group.claimed {
+            batch.insert(dkey(key), &id.0.to_bytes()[..]);
+            keys += 1;
+        }
+        let applied = if keys == 0 {
+            Ok(())
+        } else {
+            self.tree.apply_batch(batch).map_err(io)
+        };
         add(&self.counters.apply_nanos, nanos_since(started));
         if let Err(e) = applied {
             // Nothing of this group is stored: roll the tip back and fail every job.
             (self.seq, self.hash) = start;
-            self.records.clear();
             for (_, reply, _) in staged {
                 let _ = reply.send(Err(StoreError::Io(e.to_string())));
             }
-            for f in flushes {
-                let _ = f.send(Err(StoreError::Io(e.to_string())));
-            }
             return Durable::default();
         }
-        for (id, t) in touched {
-            if !t.rec.state.is_terminal() {
-                self.records.insert(id, t.rec);
+        add(&self.counters.keys, keys);
+
+        // Publish: records first, then the tip, then the answers.
+        {
+            let mut held = lock(&self.shared.records);
+            for (id, stored) in group.touched {
+                held.insert(id, stored);
+                self.dirty.insert(id);
             }
         }
-        if self.records.len() > 100_000 {
-            self.records.clear();
+        *lock(&self.shared.tip) = (self.seq, self.hash.clone());
+        if keys > 0 {
+            add(&self.counters.groups, 1);
         }
-        add(&self.counters.groups, 1);
         add(&self.counters.jobs, staged.len() as u64);
         // Answer buffered appends at once; durable ones after the fsync.
-        let mut durable = Durable {
-            appends: Vec::new(),
-            flushes,
-        };
+        let mut durable = Durable::default();
         for (is_durable, reply, result) in staged {
             if let Ok(events) = &result {
                 add(&self.counters.events, events.len() as u64);
@@ -531,34 +1003,19 @@ impl Writer {
         durable
     }
 
-    /// The current record of a request and whether its `a` key exists, taking it
-    /// out of the group's or the writer's cache (the caller puts it back).
-    fn take_record(
-        &mut self,
-        id: RequestId,
-        touched: &HashMap<RequestId, Touched>,
-    ) -> Result<Option<Touched>, StoreError> {
-        if let Some(t) = touched.get(&id) {
-            // Changed by an earlier job of this group, which must stay intact should
-            // this job fail.
-            return Ok(Some(Touched {
-                rec: t.rec.clone(),
-                indexed_active: t.indexed_active,
-            }));
+    /// The current record of a request: as changed by this group, as the writer
+    /// holds it, or as stored.
+    fn current(&self, id: RequestId, group: &Group) -> Result<Option<Stored>, StoreError> {
+        if let Some(s) = group.touched.get(&id) {
+            return Ok(Some(s.clone()));
         }
-        // Taking it out of the cache is safe even if this job then fails: the
-        // record is also in the tree, as committed.
-        let rec = match self.records.remove(&id) {
-            Some(r) => Some(r),
-            None => match self.tree.get(idkey(b's', id)).map_err(io)? {
-                Some(v) => Some(decode::<RequestRecord>("request record", &v)?),
-                None => None,
-            },
-        };
-        Ok(rec.map(|rec| Touched {
-            indexed_active: !rec.state.is_terminal(),
-            rec,
-        }))
+        if let Some(s) = lock(&self.shared.records).get(&id) {
+            return Ok(Some(s.clone()));
+        }
+        match self.tree.get(idkey(b's', id)).map_err(io)? {
+            Some(v) => Ok(Some(decode("request record", &v)?)),
+            None => Ok(None),
+        }
     }
 
     fn stage(
@@ -566,15 +1023,13 @@ impl Writer {
         events: Vec<NewEvent>,
         bodies: Vec<Vec<u8>>,
         opts: &AppendOptions,
-        batch: &mut sled::Batch,
-        claimed: &mut HashMap<String, RequestId>,
-        touched: &mut HashMap<RequestId, Touched>,
+        group: &mut Group,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         if let Some(key) = &opts.dedup_key {
             if let Some(existing) = self.tree.get(dkey(key)).map_err(io)? {
                 return Err(StoreError::Duplicate(id_from(&existing)?));
             }
-            if let Some(owner) = claimed.get(key) {
+            if let Some(owner) = group.claimed.get(key) {
                 // Claimed by an earlier job of this same group.
                 return Err(StoreError::Duplicate(*owner));
             }
@@ -582,12 +1037,12 @@ impl Writer {
         if bodies.len() != events.len() {
             return Err(StoreError::Io("event bodies were not encoded".into()));
         }
-        // Build every event first so a failure leaves the batch untouched.
+        // Build every event first so a failure leaves the group untouched.
         let mut out = Vec::with_capacity(events.len());
         let mut stored = Vec::with_capacity(events.len());
         let mut seq = self.seq;
         let mut prev = self.hash.clone();
-        let mut local: HashMap<RequestId, Touched> = HashMap::new();
+        let mut local: Ids<Stored> = Ids::default();
         for (ne, body_json) in events.into_iter().zip(bodies) {
             seq += 1;
             let time = Utc::now();
@@ -604,60 +1059,23 @@ impl Writer {
             };
             if let Some(id) = ev.request_id {
                 let current = match local.remove(&id) {
-                    Some(t) => Some(t),
-                    None => self.take_record(id, touched)?,
+                    Some(s) => Some(s),
+                    None => self.current(id, group)?,
                 };
-                let t = match (&ev.body, current) {
-                    (EventBody::Received { request }, None) => Touched {
-                        rec: RequestRecord::new((**request).clone(), &ev),
-                        indexed_active: false,
-                    },
-                    (EventBody::Received { .. }, Some(_)) => {
-                        return Err(StoreError::Io(format!("request {id} was already received")))
-                    }
-                    (_, Some(mut t)) => {
-                        t.rec.apply(&ev);
-                        t
-                    }
-                    (_, None) => {
-                        return Err(StoreError::Io(format!(
-                            "event for unknown request {id} (its `received` event must come first)"
-                        )))
-                    }
-                };
-                local.insert(id, t);
+                local.insert(id, fold(current, &ev)?);
             }
             out.push(ev);
         }
-        for (ev, bytes) in out.iter().zip(stored) {
-            batch.insert(&ekey(ev.seq), bytes);
-            if let Some(id) = ev.request_id {
-                batch.insert(&rkey(id, ev.seq), &[][..]);
-            }
-        }
         if let Some(key) = &opts.dedup_key {
             if let Some(id) = out.first().and_then(|e| e.request_id) {
-                batch.insert(dkey(key), &id.0.to_bytes()[..]);
-                claimed.insert(key.clone(), id);
+                group.claimed.insert(key.clone(), id);
             }
         }
-        touched.extend(local);
+        group.lines.extend(stored);
+        group.touched.extend(local);
         self.seq = seq;
         self.hash = prev;
         Ok(out)
-    }
-}
-
-trait CloneResult {
-    fn clone_result(&self) -> Result<(), StoreError>;
-}
-
-impl CloneResult for Result<(), StoreError> {
-    fn clone_result(&self) -> Result<(), StoreError> {
-        match self {
-            Ok(()) => Ok(()),
-            Err(e) => Err(StoreError::Io(e.to_string())),
-        }
     }
 }
 
@@ -693,23 +1111,49 @@ impl AuditStore for SledStore {
     }
 
     async fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
-        match self.inner.tree.get(idkey(b's', id)).map_err(io)? {
-            Some(v) => Ok(Some(decode("request record", &v)?)),
-            None => Ok(None),
-        }
+        Ok(self.stored(id)?.map(|s| s.record))
     }
 
     async fn request_events(&self, id: RequestId) -> Result<Vec<AuditEvent>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.inner.tree.scan_prefix(idkey(b'r', id)) {
-            let (k, _) = kv.map_err(io)?;
-            let seq = u64::from_be_bytes(
-                k[17..]
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("request index key".into()))?,
-            );
-            if let Some(e) = self.event(seq)? {
-                out.push(e);
+        let Some(stored) = self.stored(id)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(stored.seqs.len());
+        let mut block: Option<(u64, sled::IVec, u64)> = None;
+        for seq in stored.seqs {
+            // Reuse the block while it covers `seq`.
+            let fits = block
+                .as_ref()
+                .is_some_and(|(start, _, end)| (*start..*end).contains(&seq));
+            if !fits {
+                block = match self.block_of(seq)? {
+                    Some((start, v)) => {
+                        let end = start + lines(&v).count() as u64;
+                        Some((start, v, end))
+                    }
+                    None => None,
+                };
+            }
+            let Some((start, v, _)) = &block else {
+                return Err(StoreError::Corrupt(format!(
+                    "event #{seq} of request {id} is not in the store"
+                )));
+            };
+            let index = usize::try_from(seq - start).unwrap_or(usize::MAX);
+            // The line at its position, or (if lines were removed) a search.
+            let found = match lines(v).nth(index).map(|l| decode_line(*start, index, l)) {
+                Some(Ok(ev)) if ev.seq == seq => Some(ev),
+                _ => lines(v)
+                    .filter_map(|l| serde_json::from_slice::<AuditEvent>(l).ok())
+                    .find(|ev| ev.seq == seq),
+            };
+            match found {
+                Some(ev) => out.push(ev),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "event #{seq} of request {id} is missing or does not decode"
+                    )))
+                }
             }
         }
         Ok(out)
@@ -728,96 +1172,136 @@ impl AuditStore for SledStore {
         before: Option<RequestId>,
         limit: usize,
     ) -> Result<Vec<RequestRecord>, StoreError> {
+        // The writer's records supersede the tree's copies of the same requests.
+        let (held, mut newer): (HashSet<RequestId>, Vec<RequestRecord>) = {
+            let records = lock(&self.inner.shared.records);
+            let held = records.keys().copied().collect();
+            let newer = records
+                .iter()
+                .filter(|(id, e)| before.is_none_or(|b| **id < b) && filter.matches(&e.record))
+                .map(|(_, e)| e.record.clone())
+                .collect();
+            (held, newer)
+        };
+        // Oldest last, so `pop` gives the newest.
+        newer.sort_unstable_by_key(|r| r.request.id);
         let end = match before {
             Some(id) => idkey(b's', id).to_vec(),
             None => vec![b't'],
         };
-        let mut out = Vec::new();
-        for kv in self.inner.tree.range(&[b's'][..]..&end[..]).rev() {
-            if out.len() >= limit {
-                break;
+        let mut tree = self.inner.tree.range(&[b's'][..]..&end[..]).rev();
+        let mut next_stored = || -> Result<Option<RequestRecord>, StoreError> {
+            for kv in tree.by_ref() {
+                let (k, v) = kv.map_err(io)?;
+                if held.contains(&id_from(&k[1..])?) {
+                    continue;
+                }
+                let stored: Stored = decode("request record", &v)?;
+                if filter.matches(&stored.record) {
+                    return Ok(Some(stored.record));
+                }
             }
-            let (_, v) = kv.map_err(io)?;
-            let rec: RequestRecord = decode("request record", &v)?;
-            if filter.matches(&rec) {
-                out.push(rec);
+            Ok(None)
+        };
+        let mut out = Vec::new();
+        let mut from_tree = next_stored()?;
+        while out.len() < limit {
+            let take_held = match (newer.last(), &from_tree) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(h), Some(t)) => h.request.id > t.request.id,
+            };
+            if take_held {
+                out.extend(newer.pop());
+            } else {
+                out.extend(from_tree.take());
+                from_tree = next_stored()?;
             }
         }
         Ok(out)
     }
 
     async fn active_requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
-        let mut out = Vec::new();
+        let (held, mut out): (HashSet<RequestId>, Vec<RequestRecord>) = {
+            let records = lock(&self.inner.shared.records);
+            (
+                records.keys().copied().collect(),
+                records
+                    .values()
+                    .filter(|e| !e.record.state.is_terminal())
+                    .map(|e| e.record.clone())
+                    .collect(),
+            )
+        };
         for kv in self.inner.tree.scan_prefix(b"a") {
             let (k, _) = kv.map_err(io)?;
             let id = id_from(&k[1..])?;
+            if held.contains(&id) {
+                continue;
+            }
             if let Some(r) = self.request(id).await? {
                 if !r.state.is_terminal() {
                     out.push(r);
                 }
             }
         }
+        out.sort_unstable_by_key(|r| r.request.id);
         Ok(out)
     }
 
     async fn events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let from = after.saturating_add(1);
+        let first = self.block_of(from)?.map_or(0, |(start, _)| start);
         let mut out = Vec::new();
-        for kv in self
-            .inner
-            .tree
-            .range(ekey(after.saturating_add(1))..ekey(u64::MAX))
-        {
-            if out.len() >= limit {
-                break;
-            }
+        for kv in self.inner.tree.range(bkey(first)..bkey(u64::MAX)) {
             let (k, v) = kv.map_err(io)?;
-            let seq = u64::from_be_bytes(
-                k[1..]
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("event key".into()))?,
-            );
-            out.push(decode(&format!("event #{seq}"), &v)?);
+            let start = seq_of_bkey(&k)?;
+            for (i, line) in lines(&v).enumerate() {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                if start + (i as u64) < from {
+                    continue;
+                }
+                let ev = decode_line(start, i, line)?;
+                if ev.seq >= from {
+                    out.push(ev);
+                }
+            }
         }
         Ok(out)
     }
 
     async fn head(&self) -> Result<(u64, String), StoreError> {
-        read_head(&self.inner.tree)
+        Ok(lock(&self.inner.shared.tip).clone())
     }
 
     async fn verify(&self) -> Result<VerifyReport, StoreError> {
         let tree = self.inner.tree.clone();
         tokio::task::spawn_blocking(move || {
             let mut v = ChainVerifier::new();
-            for kv in tree.scan_prefix(b"e") {
-                let (k, bytes) = kv.map_err(io)?;
-                let seq = u64::from_be_bytes(
-                    k[1..]
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("event key".into()))?,
-                );
-                let ev: AuditEvent = match serde_json::from_slice(&bytes) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        return Ok(v.report(Some(super::Broken {
-                            seq,
-                            reason: format!(
-                            "the stored record does not decode ({e}): it was altered or damaged"
-                        ),
-                        })))
+            for kv in tree.scan_prefix(b"b") {
+                let (k, block) = kv.map_err(io)?;
+                let start = seq_of_bkey(&k)?;
+                for (i, line) in lines(&block).enumerate() {
+                    let ev: AuditEvent = match serde_json::from_slice(line) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            return Ok(v.report(Some(Broken {
+                                seq: v.next_seq().unwrap_or(start + i as u64),
+                                reason: format!(
+                                    "the stored record does not decode ({e}): it was altered or damaged"
+                                ),
+                            })))
+                        }
+                    };
+                    if let Err(b) = v.check(&ev) {
+                        return Ok(v.report(Some(b)));
                     }
-                };
-                if ev.seq != seq {
-                    return Ok(v.report(Some(super::Broken {
-                        seq,
-                        reason: format!("stored under #{seq} but says it is #{}", ev.seq),
-                    })));
-                }
-                if let Err(b) = v.check(&ev) {
-                    return Ok(v.report(Some(b)));
                 }
             }
-            Ok(v.report(None))
+            Ok(v.finish())
         })
         .await
         .map_err(io)?
@@ -825,5 +1309,247 @@ impl AuditStore for SledStore {
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.inner.db.size_on_disk().map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, Origin, Request, State, Transition};
+
+    fn request(op: &str) -> Request {
+        Request {
+            id: RequestId::new(),
+            op: op.into(),
+            args: Default::default(),
+            raw_args: Vec::new(),
+            secret_args: Vec::new(),
+            actor: Actor::new("cli", "ann"),
+            origin: Origin::new("cli"),
+            dedup_key: None,
+            dry_run: false,
+            provenance: Default::default(),
+            created_at: Utc::now(),
+            digest: "ab".repeat(32),
+            retry_of: None,
+        }
+    }
+
+    fn received(r: &Request) -> NewEvent {
+        NewEvent::request(
+            r.id,
+            EventBody::Received {
+                request: Box::new(r.clone()),
+            },
+        )
+    }
+
+    fn to(id: RequestId, state: State) -> NewEvent {
+        NewEvent::request(id, EventBody::Transition(Transition::to(state)))
+    }
+
+    /// Records never stored by the writer within the test (they stay in memory).
+    fn lazy() -> SledOptions {
+        SledOptions {
+            index_interval: Duration::from_secs(3600),
+            ..SledOptions::default()
+        }
+    }
+
+    async fn append(store: &SledStore, events: Vec<NewEvent>) -> Vec<AuditEvent> {
+        store
+            .append(events, AppendOptions::durable())
+            .await
+            .expect("append")
+    }
+
+    #[tokio::test]
+    async fn records_in_memory_and_in_the_tree_read_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(dir.path(), lazy()).unwrap();
+        // Five requests: the first three finished and stored, two in memory only.
+        let reqs: Vec<Request> = (0..5).map(|i| request(&format!("op{i}"))).collect();
+        for r in &reqs[..3] {
+            append(&store, vec![received(r), to(r.id, State::Succeeded)]).await;
+        }
+        store.flush().await.unwrap();
+        assert!(lock(&store.inner.shared.records).is_empty());
+        // One stored request changes again (a notice) and stays in memory.
+        append(
+            &store,
+            vec![NewEvent::request(
+                reqs[0].id,
+                EventBody::Notice {
+                    source: "test".into(),
+                    kind: "late".into(),
+                    message: "after the end".into(),
+                    data: serde_json::Value::Null,
+                },
+            )],
+        )
+        .await;
+        append(
+            &store,
+            vec![received(&reqs[3]), to(reqs[3].id, State::Running)],
+        )
+        .await;
+        append(&store, vec![received(&reqs[4])]).await;
+        assert_eq!(lock(&store.inner.shared.records).len(), 3);
+
+        let all = store
+            .list_requests(&RequestFilter::default(), None, 10)
+            .await
+            .unwrap();
+        let ids: Vec<RequestId> = all.iter().map(|r| r.request.id).collect();
+        // Ids sort by creation time (to the millisecond; random within one).
+        let mut want: Vec<RequestId> = reqs.iter().map(|r| r.id).collect();
+        want.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(ids, want, "newest first, each once");
+        // Paging across the two sources, in every split.
+        for split in 1..5 {
+            let page = store
+                .list_requests(&RequestFilter::default(), Some(want[split - 1]), 2)
+                .await
+                .unwrap();
+            let ids: Vec<RequestId> = page.iter().map(|r| r.request.id).collect();
+            assert_eq!(
+                ids,
+                want[split..(split + 2).min(5)].to_vec(),
+                "after {split}"
+            );
+        }
+        let running = RequestFilter {
+            states: vec![State::Running],
+            ..RequestFilter::default()
+        };
+        let only = store.list_requests(&running, None, 10).await.unwrap();
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].request.id, reqs[3].id);
+
+        let active: Vec<RequestId> = store
+            .active_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.request.id)
+            .collect();
+        let mut want_active = vec![reqs[3].id, reqs[4].id];
+        want_active.sort_unstable();
+        assert_eq!(active, want_active);
+        let events = store.request_events(reqs[0].id).await.unwrap();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(matches!(events[2].body, EventBody::Notice { .. }));
+        assert_eq!(
+            store.request(reqs[3].id).await.unwrap().unwrap().state,
+            State::Running
+        );
+    }
+
+    #[tokio::test]
+    async fn records_lost_in_a_crash_are_rebuilt_from_the_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (request("a"), request("b"));
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            append(&store, vec![received(&a), to(a.id, State::Succeeded)]).await;
+            store.flush().await.unwrap();
+            append(&store, vec![received(&b), to(b.id, State::Running)]).await;
+            append(&store, vec![to(a.id, State::Failed)]).await;
+        }
+        // What a crash before the records were stored leaves: the events (durable),
+        // the records as of an earlier `m:applied`.
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("audit").unwrap();
+            tree.remove(idkey(b's', b.id)).unwrap();
+            tree.remove(idkey(b'a', b.id)).unwrap();
+            tree.insert(APPLIED_KEY, &2u64.to_be_bytes()[..]).unwrap();
+            let stale = Stored {
+                seqs: vec![1, 2],
+                record: {
+                    let evs: Vec<AuditEvent> = lines(&tree.get(bkey(1)).unwrap().unwrap())
+                        .map(|l| serde_json::from_slice(l).unwrap())
+                        .collect();
+                    let mut r = RequestRecord::new(a.clone(), &evs[0]);
+                    r.apply(&evs[1]);
+                    r
+                },
+            };
+            tree.insert(idkey(b's', a.id), serde_json::to_vec(&stale).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let rb = store.request(b.id).await.unwrap().expect("rebuilt");
+        assert_eq!(rb.state, State::Running);
+        let ra = store.request(a.id).await.unwrap().unwrap();
+        assert_eq!(ra.state, State::Failed, "the later event was replayed once");
+        assert_eq!(store.request_events(a.id).await.unwrap().len(), 3);
+        let active: Vec<RequestId> = store
+            .active_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.request.id)
+            .collect();
+        assert_eq!(active, vec![b.id]);
+        assert!(store.verify().await.unwrap().ok());
+    }
+
+    #[tokio::test]
+    async fn a_group_is_stored_in_few_keys_and_events_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(
+            dir.path(),
+            SledOptions {
+                block_events: 4,
+                ..lazy()
+            },
+        )
+        .unwrap();
+        let before = store.stats();
+        // 50 requests appended concurrently share groups and blocks.
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = request(&format!("op{i}"));
+                append(&store, vec![received(&r), to(r.id, State::Succeeded)]).await;
+                r.id
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        let stats = store.stats().since(&before);
+        assert_eq!(stats.events, 100);
+        assert!(stats.keys <= stats.events / 4 + stats.groups, "{stats:?}");
+        let events = store.events(0, usize::MAX).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<_>>()
+        );
+        assert_eq!(store.events(37, 5).await.unwrap()[0].seq, 38);
+        assert_eq!(store.head().await.unwrap().0, 100);
+        for id in ids {
+            let evs = store.request_events(id).await.unwrap();
+            assert_eq!(evs.len(), 2);
+            assert!(evs.iter().all(|e| e.request_id == Some(id)));
+        }
+        assert!(store.verify().await.unwrap().ok());
+    }
+
+    #[test]
+    fn a_store_of_the_earlier_format_is_refused_plainly() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("audit").unwrap();
+            tree.insert(b"e\0\0\0\0\0\0\0\x01", &b"{}"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("store format 1"), "{err}");
     }
 }

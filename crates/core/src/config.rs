@@ -59,12 +59,19 @@ impl Default for ServerConfig {
 pub struct StoreConfig {
     /// Directory of the sled store (relative to the config file).
     pub path: PathBuf,
+    /// Retention: keep about this many events in the store; the daemon moves
+    /// older ones to JSON-lines archives in `archive_dir` (0: keep everything).
+    pub retain_events: u64,
+    /// Where archived events go (relative to the config file).
+    pub archive_dir: PathBuf,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("youops-data"),
+            retain_events: 0,
+            archive_dir: PathBuf::from("youops-archive"),
         }
     }
 }
@@ -550,6 +557,11 @@ impl Config {
     /// The store directory, resolved against the config's directory.
     pub fn store_path(&self) -> PathBuf {
         self.resolve(&self.store.path)
+    }
+
+    /// The archive directory, resolved against the config's directory.
+    pub fn archive_dir(&self) -> PathBuf {
+        self.resolve(&self.store.archive_dir)
     }
 
     /// Resolve a path relative to the config's directory.

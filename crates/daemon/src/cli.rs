@@ -170,13 +170,27 @@ pub enum AuditCmd {
         limit: usize,
     },
     /// Walk the hash chain: exit 0 intact, 1 broken (naming the first bad record).
+    /// On a local store, the archives in `[store] archive_dir` are walked too, in
+    /// front of the live chain.
     Verify {
-        /// Verify an exported JSON-lines file instead of the store.
+        /// Verify exported or archived JSON-lines files instead of the store,
+        /// in the order given, as one chain (repeat: --file A --file B).
         #[arg(long)]
-        file: Option<PathBuf>,
+        file: Vec<PathBuf>,
     },
     /// Every event as JSON lines on stdout.
     Export,
+    /// Retention by hand, on the local store: move old events to a JSON-lines
+    /// archive in `[store] archive_dir` and leave a checkpoint in the chain.
+    /// Events of requests still in flight stay.
+    Archive {
+        /// Keep this many of the newest events.
+        #[arg(long, conflicts_with = "through")]
+        keep: Option<u64>,
+        /// Archive every event up to this sequence number.
+        #[arg(long)]
+        through: Option<u64>,
+    },
 }
 
 /// `youops gen ...`
@@ -286,6 +300,8 @@ enum Backend {
     Local {
         exec: youops_core::Executor,
         actor: Actor,
+        /// `[store] archive_dir`.
+        archive_dir: PathBuf,
     },
     Remote(Client),
 }
@@ -317,6 +333,7 @@ impl Backend {
         Ok(Backend::Local {
             exec,
             actor: Actor::new("cli", os_user()),
+            archive_dir: cfg.archive_dir(),
         })
     }
 
@@ -451,8 +468,8 @@ async fn dispatch_inner(cli: &Cli) -> CliResult {
             cmd: ConfigCmd::Check { file },
         } => config_check(file.as_deref().unwrap_or(&cli.config)),
         Cmd::Audit {
-            cmd: AuditCmd::Verify { file: Some(f) },
-        } => verify_file(f),
+            cmd: AuditCmd::Verify { file },
+        } if !file.is_empty() => verify_files(file),
         Cmd::Reconcile { once, dry_run } => reconcile(cli, *once, *dry_run).await,
         Cmd::Gen { cmd } => generate(cli, cmd),
         _ => {
@@ -599,14 +616,45 @@ async fn reconcile(cli: &Cli, once: bool, dry_run: bool) -> CliResult {
     }
 }
 
-fn verify_file(path: &Path) -> CliResult {
+/// Verify JSON-lines files of events (exports, archives) as one chain, in order.
+fn verify_files(paths: &[PathBuf]) -> CliResult {
+    let mut v = youops_core::audit::ChainVerifier::new();
+    for path in paths {
+        if let Err(b) = verify_file_into(&mut v, path)? {
+            println!("audit chain BROKEN at {b} (in {})", path.display());
+            return Ok(exit::FAILED);
+        }
+    }
+    let r = v.finish();
+    match &r.broken {
+        None => {
+            println!(
+                "audit chain intact: {} events in {} file(s), head #{} {}",
+                r.checked,
+                paths.len(),
+                r.head_seq,
+                r.head_hash
+            );
+            Ok(exit::OK)
+        }
+        Some(b) => {
+            println!("audit chain BROKEN at {b}");
+            Ok(exit::FAILED)
+        }
+    }
+}
+
+/// Feed one JSON-lines file to `v`; `Ok(Err(..))` names the first broken record.
+fn verify_file_into(
+    v: &mut youops_core::audit::ChainVerifier,
+    path: &Path,
+) -> Result<Result<(), youops_core::audit::Broken>, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::new(
             exit::REFUSED,
             format!("cannot read {}: {e}", path.display()),
         )
     })?;
-    let mut v = youops_core::audit::ChainVerifier::new();
     for (i, line) in text
         .lines()
         .enumerate()
@@ -619,16 +667,53 @@ fn verify_file(path: &Path) -> CliResult {
             )
         })?;
         if let Err(b) = v.check(&e) {
-            println!("audit chain BROKEN at {b}");
+            return Ok(Err(b));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The archives, in order, then the live chain, as one chain.
+async fn verify_with_archives(exec: &youops_core::Executor, archives: &[PathBuf]) -> CliResult {
+    let mut v = youops_core::audit::ChainVerifier::new();
+    for path in archives {
+        if let Err(b) = verify_file_into(&mut v, path)? {
+            println!("audit chain BROKEN at {b} (in {})", path.display());
             return Ok(exit::FAILED);
         }
     }
-    let r = v.report(None);
-    println!(
-        "audit chain intact: {} events, head #{} {}",
-        r.checked, r.head_seq, r.head_hash
-    );
-    Ok(exit::OK)
+    let archived = v.report(None).checked;
+    let mut after = 0;
+    loop {
+        let batch = exec.store().events(after, 1000).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in &batch {
+            after = e.seq;
+            if let Err(b) = v.check(e) {
+                println!("audit chain BROKEN at {b} (where the store continues the archives)");
+                return Ok(exit::FAILED);
+            }
+        }
+    }
+    let r = v.finish();
+    match &r.broken {
+        None => {
+            println!(
+                "audit chain intact: {} events ({archived} archived in {} file(s)), head #{} {}",
+                r.checked,
+                archives.len(),
+                r.head_seq,
+                r.head_hash
+            );
+            Ok(exit::OK)
+        }
+        Some(b) => {
+            println!("audit chain BROKEN at {b}");
+            Ok(exit::FAILED)
+        }
+    }
 }
 
 async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
@@ -641,7 +726,7 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
         } => {
             let args = parse_args(args)?;
             let rec = match b {
-                Backend::Local { exec, actor } => {
+                Backend::Local { exec, actor, .. } => {
                     let mut sub = Submission::new(op.clone(), actor.clone(), Origin::new("cli"))
                         .dry_run(*dry_run);
                     sub.args = args;
@@ -659,7 +744,7 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
             Ok(exit_for(&rec))
         }
         Cmd::Ops { cmd } => match b {
-            Backend::Local { exec, actor } => {
+            Backend::Local { exec, actor, .. } => {
                 let loaded = exec.loaded();
                 let principal = exec.resolve(actor).ok_or_else(|| {
                     Failure::from(Error::UnknownIdentity {
@@ -715,7 +800,7 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
         Cmd::Approve { id, json } => {
             let rid = parse_id(id)?;
             let rec = match b {
-                Backend::Local { exec, actor } => {
+                Backend::Local { exec, actor, .. } => {
                     let r = exec.approve(rid, actor, None).await?;
                     if r.state == State::Approved {
                         exec.wait(rid).await?
@@ -740,7 +825,7 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
             let rid = parse_id(id)?;
             let reason = (!reason.is_empty()).then(|| reason.join(" "));
             let rec = match b {
-                Backend::Local { exec, actor } => exec.deny(rid, actor, reason).await?,
+                Backend::Local { exec, actor, .. } => exec.deny(rid, actor, reason).await?,
                 Backend::Remote(c) => {
                     let v = c
                         .post_json(
@@ -757,7 +842,7 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
         Cmd::Cancel { id } => {
             let rid = parse_id(id)?;
             let rec = match b {
-                Backend::Local { exec, actor } => exec.cancel(rid, actor).await?,
+                Backend::Local { exec, actor, .. } => exec.cancel(rid, actor).await?,
                 Backend::Remote(c) => {
                     let v = c
                         .post_json(&format!("/api/v1/requests/{rid}/cancel"), &json!({}))
@@ -782,7 +867,7 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
         Cmd::Retry { id, json } => {
             let rid = parse_id(id)?;
             let rec = match b {
-                Backend::Local { exec, actor } => {
+                Backend::Local { exec, actor, .. } => {
                     let t = exec.retry(rid, actor, Origin::new("cli"), None).await?;
                     if t.record.state.is_terminal() || t.record.state == State::PendingApproval {
                         t.record
@@ -851,7 +936,21 @@ async fn audit(b: &Backend, cmd: &AuditCmd) -> CliResult {
         }
         AuditCmd::Verify { .. } => {
             let report = match b {
-                Backend::Local { exec, .. } => exec.store().verify().await?,
+                Backend::Local {
+                    exec, archive_dir, ..
+                } => {
+                    let live = exec.store().verify().await?;
+                    let archives = youops_core::audit::archive_files(archive_dir).map_err(|e| {
+                        Failure::new(
+                            exit::FAILED,
+                            format!("cannot list {}: {e}", archive_dir.display()),
+                        )
+                    })?;
+                    if live.ok() && !archives.is_empty() {
+                        return verify_with_archives(exec, &archives).await;
+                    }
+                    live
+                }
                 Backend::Remote(c) => {
                     let v = c.get_json_any_status("/api/v1/audit/verify").await?;
                     serde_json::from_value(v["report"].clone())
@@ -874,6 +973,41 @@ async fn audit(b: &Backend, cmd: &AuditCmd) -> CliResult {
                     Ok(exit::FAILED)
                 }
             }
+        }
+        AuditCmd::Archive { keep, through } => {
+            let Backend::Local {
+                exec, archive_dir, ..
+            } = b
+            else {
+                return Err(Failure::new(
+                    exit::REFUSED,
+                    "audit archive works on the local store (a daemon archives by itself with [store] retain_events)",
+                ));
+            };
+            let (tip, _) = exec.store().head().await?;
+            let through = match (keep, through) {
+                (_, Some(t)) => *t,
+                (Some(k), None) => tip.saturating_sub(*k),
+                (None, None) => {
+                    return Err(Failure::new(
+                        exit::REFUSED,
+                        "say how much to keep: --keep N (newest events) or --through SEQ",
+                    ))
+                }
+            };
+            match exec.store().archive(through, archive_dir).await? {
+                None => println!("nothing to archive through #{through}"),
+                Some(r) => println!(
+                    "archived events #{}..#{} to {} ({} bytes); checkpoint #{}; {} request records removed",
+                    r.first_seq,
+                    r.through_seq,
+                    r.file.display(),
+                    r.bytes,
+                    r.checkpoint_seq,
+                    r.records_removed
+                ),
+            }
+            Ok(exit::OK)
         }
         AuditCmd::Export => {
             let stdout = std::io::stdout();

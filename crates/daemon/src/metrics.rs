@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use youops_core::audit::{AppendOptions, AuditStore, StoreError, VerifyReport};
+use youops_core::audit::{AppendOptions, ArchiveReport, AuditStore, StoreError, VerifyReport};
 use youops_core::{AuditEvent, NewEvent, RequestFilter, RequestId, RequestRecord};
 
 const BUCKETS: [f64; 14] = [
@@ -214,6 +214,14 @@ impl AuditStore for InstrumentedStore {
     }
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.inner.size_on_disk().await
+    }
+
+    async fn archive(
+        &self,
+        through_seq: u64,
+        dir: &std::path::Path,
+    ) -> Result<Option<ArchiveReport>, StoreError> {
+        self.inner.archive(through_seq, dir).await
     }
 }
 

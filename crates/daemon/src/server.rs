@@ -206,6 +206,34 @@ pub fn standard_builtins(b: ExecutorBuilder) -> ExecutorBuilder {
         })
 }
 
+/// One retention check: when the store holds more than `keep` + 10 % events,
+/// archive all but the newest `keep` (events of requests in flight stay).
+pub async fn retain(
+    exec: &Executor,
+    keep: u64,
+    dir: &std::path::Path,
+) -> Result<Option<youops_core::audit::ArchiveReport>, youops_core::audit::StoreError> {
+    let store = exec.store();
+    let (tip, _) = store.head().await?;
+    let start = store.events(0, 1).await?.first().map_or(1, |e| e.seq);
+    let live = (tip + 1).saturating_sub(start);
+    if live <= keep.saturating_add(keep / 10) {
+        return Ok(None);
+    }
+    let report = store.archive(tip - keep, dir).await?;
+    if let Some(r) = &report {
+        tracing::info!(
+            first = r.first_seq,
+            through = r.through_seq,
+            file = %r.file.display(),
+            bytes = r.bytes,
+            records_removed = r.records_removed,
+            "audit retention: archived old events"
+        );
+    }
+    Ok(report)
+}
+
 /// Run the daemon until `shutdown` resolves (or SIGTERM/SIGINT when
 /// `handle_signals` is used by the binary), then drain: stop intake (503), let
 /// running ops finish within `[server] shutdown_grace`, interrupt the rest,
@@ -297,6 +325,26 @@ pub async fn run(
         }
     });
 
+    // Retention: archive old events once the store holds enough more than
+    // `[store] retain_events` (checked at start, then every minute).
+    let retention_task = (cfg.store.retain_events > 0).then(|| {
+        let exec = exec.clone();
+        let stop = stop.clone();
+        let keep = cfg.store.retain_events;
+        let dir = cfg.archive_dir();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = retain(&exec, keep, &dir).await {
+                    tracing::warn!(error = %e, "audit retention");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    });
+
     let frontend_tasks = host.spawn();
     let app = router(state.clone(), &cfg);
     let listener = match opts.listener {
@@ -371,6 +419,9 @@ pub async fn run(
         _ => {}
     }
     let _ = metrics_task.await;
+    if let Some(t) = retention_task {
+        let _ = t.await;
+    }
     exec.store()
         .flush()
         .await

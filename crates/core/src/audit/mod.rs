@@ -149,6 +149,64 @@ pub trait AuditStore: Send + Sync + fmt::Debug + 'static {
     async fn verify(&self) -> Result<VerifyReport, StoreError>;
     /// Approximate bytes on disk.
     async fn size_on_disk(&self) -> Result<u64, StoreError>;
+    /// Retention: move the oldest events, through `through_seq` at most, to a
+    /// JSON-lines archive file in `dir`, and append a checkpoint event that carries
+    /// the last archived hash, so that the remaining chain still proves
+    /// continuity and the archive verifies in front of it. Events of requests not
+    /// yet terminal stay. `Ok(None)` when there is nothing to archive.
+    async fn archive(
+        &self,
+        through_seq: u64,
+        dir: &std::path::Path,
+    ) -> Result<Option<ArchiveReport>, StoreError> {
+        let _ = (through_seq, dir);
+        Err(StoreError::Io("this audit store does not archive".into()))
+    }
+}
+
+/// What [`AuditStore::archive`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ArchiveReport {
+    /// The archive file written.
+    pub file: std::path::PathBuf,
+    /// First and last sequence numbers in it.
+    pub first_seq: u64,
+    /// Last archived event.
+    pub through_seq: u64,
+    /// Hash of the last archived event (the checkpoint carries it).
+    pub last_hash: String,
+    /// Sequence number of the checkpoint event appended.
+    pub checkpoint_seq: u64,
+    /// Bytes written to the archive.
+    pub bytes: u64,
+    /// Request records removed from the store (terminal, every event archived).
+    pub records_removed: u64,
+}
+
+/// The name of the archive file of events `first..=through`: they sort in chain order.
+pub fn archive_file_name(first: u64, through: u64) -> String {
+    format!("audit-{first:012}-{through:012}.jsonl")
+}
+
+/// The archive files in `dir`, in chain order (by first sequence number).
+pub fn archive_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let path = e?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with("audit-") && name.ends_with(".jsonl") {
+                    files.push(path);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    files.sort();
+    Ok(files)
 }
 
 #[derive(Serialize)]

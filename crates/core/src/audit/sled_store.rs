@@ -44,8 +44,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    canonical_bytes_encoded, chain_hash, event_json, AppendOptions, AuditStore, Broken,
-    ChainVerifier, StoreError, VerifyReport, GENESIS_HASH,
+    archive_file_name, canonical_bytes_encoded, chain_hash, event_json, AppendOptions,
+    ArchiveReport, AuditStore, Broken, ChainVerifier, StoreError, VerifyReport, GENESIS_HASH,
 };
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
@@ -417,6 +417,64 @@ impl SledStore {
         }
     }
 
+    /// Sequence number of the first event still in the store (1 unless archived).
+    fn live_start(&self) -> Result<u64, StoreError> {
+        match self.inner.tree.scan_prefix(b"b").next() {
+            Some(kv) => seq_of_bkey(&kv.map_err(io)?.0),
+            None => Ok(1),
+        }
+    }
+
+    /// [`AuditStore::archive`] after the checks: write, checkpoint, remove.
+    async fn archive_through(
+        &self,
+        start: u64,
+        through: u64,
+        dir: &Path,
+    ) -> Result<ArchiveReport, StoreError> {
+        // 1. The archive file, written whole and fsynced before anything changes.
+        let tree = self.inner.tree.clone();
+        let dir_owned = dir.to_path_buf();
+        let (file, bytes, last_hash) =
+            tokio::task::spawn_blocking(move || write_archive(&tree, start, through, &dir_owned))
+                .await
+                .map_err(io)??;
+        // 2. The checkpoint, durable, in the chain.
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let checkpoint = self
+            .append(
+                vec![NewEvent::global(EventBody::Checkpoint {
+                    archived_through_seq: through,
+                    archived_last_hash: last_hash.clone(),
+                    archive: name,
+                })],
+                AppendOptions::durable(),
+            )
+            .await?;
+        let checkpoint_seq = checkpoint.first().map_or(0, |e| e.seq);
+        // 3. Remove the archived events, and the records whose events are all archived.
+        let tree = self.inner.tree.clone();
+        let db = self.inner.db.clone();
+        let held: IdSet = lock(&self.inner.shared.records).keys().copied().collect();
+        let records_removed =
+            tokio::task::spawn_blocking(move || remove_archived(&db, &tree, through, &held))
+                .await
+                .map_err(io)??;
+        Ok(ArchiveReport {
+            file,
+            first_seq: start,
+            through_seq: through,
+            last_hash,
+            checkpoint_seq,
+            bytes,
+            records_removed,
+        })
+    }
+
     /// The stored record of a request: the writer's copy if it has one, else the
     /// tree's.
     fn stored(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
@@ -580,6 +638,108 @@ fn recover(
         "audit store: rebuilt request records from events after an unclean stop"
     );
     Ok(())
+}
+
+/// Write events `start..=through` to a new archive file in `dir` (through a
+/// temporary file, fsynced, renamed, directory fsynced), checking that they chain.
+/// Returns the file, its size and the last hash.
+fn write_archive(
+    tree: &sled::Tree,
+    start: u64,
+    through: u64,
+    dir: &Path,
+) -> Result<(PathBuf, u64, String), StoreError> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(archive_file_name(start, through));
+    let tmp = path.with_extension("jsonl.tmp");
+    let f = std::fs::File::create(&tmp)
+        .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", tmp.display())))?;
+    let mut out = std::io::BufWriter::new(f);
+    let mut verifier = ChainVerifier::new();
+    let mut last_hash = None;
+    let mut bytes = 0u64;
+    'blocks: for kv in tree.range(bkey(start)..bkey(u64::MAX)) {
+        let (k, v) = kv.map_err(io)?;
+        let first = seq_of_bkey(&k)?;
+        for (i, line) in lines(&v).enumerate() {
+            let ev = decode_line(first, i, line)?;
+            if ev.seq > through {
+                break 'blocks;
+            }
+            if let Err(b) = verifier.check(&ev) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(StoreError::Corrupt(format!(
+                    "not archiving a broken chain: {b} (run `youops audit verify`)"
+                )));
+            }
+            out.write_all(line)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|e| StoreError::Io(format!("writing {}: {e}", tmp.display())))?;
+            bytes += line.len() as u64 + 1;
+            last_hash = Some((ev.seq, ev.hash));
+        }
+    }
+    let Some((last_seq, last_hash)) = last_hash.filter(|(s, _)| *s == through) else {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(StoreError::Corrupt(format!(
+            "events {start}..={through} are not all in the store"
+        )));
+    };
+    debug_assert_eq!(last_seq, through);
+    let f = out
+        .into_inner()
+        .map_err(|e| StoreError::Io(format!("writing {}: {e}", tmp.display())))?;
+    f.sync_all()
+        .map_err(|e| StoreError::Io(format!("fsync {}: {e}", tmp.display())))?;
+    drop(f);
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| StoreError::Io(format!("rename to {}: {e}", path.display())))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok((path, bytes, last_hash))
+}
+
+/// Remove events `..=through` (rewriting a block that straddles it) and the
+/// records of terminal requests whose events are all archived, in one batch.
+fn remove_archived(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    through: u64,
+    held: &IdSet,
+) -> Result<u64, StoreError> {
+    let mut batch = sled::Batch::default();
+    for kv in tree.range(bkey(0)..=bkey(through)) {
+        let (k, v) = kv.map_err(io)?;
+        let first = seq_of_bkey(&k)?;
+        batch.remove(k);
+        let rest: Vec<&[u8]> = lines(&v)
+            .enumerate()
+            .filter(|(i, _)| first + *i as u64 > through)
+            .map(|(_, l)| l)
+            .collect();
+        if !rest.is_empty() {
+            batch.insert(&bkey(through + 1), rest.join(&b'\n'));
+        }
+    }
+    let mut removed = 0u64;
+    for kv in tree.scan_prefix(b"s") {
+        let (k, v) = kv.map_err(io)?;
+        let id = id_from(&k[1..])?;
+        if held.contains(&id) {
+            continue;
+        }
+        let stored: Stored = decode("request record", &v)?;
+        if stored.record.state.is_terminal() && stored.seqs.last().is_some_and(|s| *s <= through) {
+            batch.remove(k);
+            removed += 1;
+        }
+    }
+    tree.apply_batch(batch).map_err(io)?;
+    db.flush().map_err(io)?;
+    Ok(removed)
 }
 
 /// Changed records for the indexer to store.
@@ -1120,7 +1280,9 @@ impl AuditStore for SledStore {
         };
         let mut out = Vec::with_capacity(stored.seqs.len());
         let mut block: Option<(u64, sled::IVec, u64)> = None;
-        for seq in stored.seqs {
+        // Events before the live start were archived (retention).
+        let live_start = self.live_start()?;
+        for seq in stored.seqs.into_iter().filter(|s| *s >= live_start) {
             // Reuse the block while it covers `seq`.
             let fits = block
                 .as_ref()
@@ -1309,6 +1471,31 @@ impl AuditStore for SledStore {
 
     async fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.inner.db.size_on_disk().map_err(io)
+    }
+
+    async fn archive(
+        &self,
+        through_seq: u64,
+        dir: &Path,
+    ) -> Result<Option<ArchiveReport>, StoreError> {
+        // Every record stored first, so the removal below sees them.
+        self.flush().await?;
+        let start = self.live_start()?;
+        let (tip, _) = self.head().await?;
+        // Keep every event of requests still in flight, and the tip.
+        let mut through = through_seq.min(tip.saturating_sub(1));
+        for r in self.active_requests().await? {
+            if let Some(first) = self
+                .stored(r.request.id)?
+                .and_then(|s| s.seqs.first().copied())
+            {
+                through = through.min(first.saturating_sub(1));
+            }
+        }
+        if through < start {
+            return Ok(None);
+        }
+        self.archive_through(start, through, dir).await.map(Some)
     }
 }
 
@@ -1538,6 +1725,91 @@ mod tests {
             assert!(evs.iter().all(|e| e.request_id == Some(id)));
         }
         assert!(store.verify().await.unwrap().ok());
+    }
+
+    fn read_jsonl(path: &Path) -> Vec<AuditEvent> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn archived_events_leave_a_verifiable_chain_and_a_verifiable_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let store = SledStore::open_with(
+            dir.path().join("store"),
+            SledOptions {
+                block_events: 3,
+                ..SledOptions::default()
+            },
+        )
+        .unwrap();
+        // 8 finished requests (16 events), then one still running (2 events).
+        let done: Vec<Request> = (0..8).map(|i| request(&format!("op{i}"))).collect();
+        for r in &done {
+            append(&store, vec![received(r)]).await;
+            append(&store, vec![to(r.id, State::Succeeded)]).await;
+        }
+        let running = request("long");
+        append(
+            &store,
+            vec![received(&running), to(running.id, State::Running)],
+        )
+        .await;
+        let all_before = store.events(0, usize::MAX).await.unwrap();
+
+        // Asked for everything: only what precedes the running request goes.
+        let report = store
+            .archive(u64::MAX, &archive)
+            .await
+            .unwrap()
+            .expect("something to archive");
+        assert_eq!((report.first_seq, report.through_seq), (1, 16));
+        assert_eq!(report.checkpoint_seq, 19);
+        assert_eq!(report.records_removed, 8);
+        assert_eq!(report.last_hash, all_before[15].hash);
+        let archived = read_jsonl(&report.file);
+        assert_eq!(archived, all_before[..16].to_vec(), "byte-exact copy");
+        assert!(super::super::verify_events(archived.clone()).ok());
+
+        // The live chain starts at 17 and its checkpoint accounts for 1..=16.
+        let live = store.events(0, usize::MAX).await.unwrap();
+        assert_eq!(live.first().map(|e| e.seq), Some(17));
+        let v = store.verify().await.unwrap();
+        assert!(v.ok(), "{v:?}");
+        assert_eq!((v.checked, v.starts_at_checkpoint), (3, Some(17)));
+        assert!(super::super::verify_events(live.clone()).ok());
+        // Archive then live verify as one sequence; live alone without its
+        // checkpoint does not.
+        let whole: Vec<AuditEvent> = archived.iter().chain(&live).cloned().collect();
+        assert_eq!(super::super::verify_events(whole).checked, 19);
+        let cut = super::super::verify_events(live[..2].to_vec());
+        assert_eq!(cut.broken.map(|b| b.seq), Some(17));
+
+        // Records: archived requests are gone, the running one is whole.
+        assert!(store.request(done[0].id).await.unwrap().is_none());
+        assert_eq!(store.request_events(running.id).await.unwrap().len(), 2);
+        assert_eq!(store.head().await.unwrap().0, 19);
+
+        // After a reopen, the chain continues and a second archive follows on.
+        drop(store);
+        let store = SledStore::open(dir.path().join("store")).unwrap();
+        append(&store, vec![to(running.id, State::Succeeded)]).await;
+        let second = store.archive(u64::MAX, &archive).await.unwrap().unwrap();
+        assert_eq!((second.first_seq, second.through_seq), (17, 19));
+        let files = super::super::archive_files(&archive).unwrap();
+        assert_eq!(files.len(), 2);
+        let mut chain: Vec<AuditEvent> = files.iter().flat_map(|f| read_jsonl(f)).collect();
+        chain.extend(store.events(0, usize::MAX).await.unwrap());
+        let r = super::super::verify_events(chain);
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(r.checked, 21);
+        assert!(store.verify().await.unwrap().ok());
+        // Nothing before the live start is left to archive.
+        assert!(store.archive(19, &archive).await.unwrap().is_none());
     }
 
     #[test]

@@ -442,7 +442,14 @@ impl Shared {
         };
         let status_written = match posted {
             Ok(cid) => {
-                lock(&self.status_comments).insert(cache_key, cid);
+                // Remembered while the request lives; once it ended, later
+                // updates (rare) find the comment again by its marker, and the
+                // cache stays bounded by the requests in flight.
+                if rec.state.is_terminal() {
+                    lock(&self.status_comments).remove(&cache_key);
+                } else {
+                    lock(&self.status_comments).insert(cache_key, cid);
+                }
                 true
             }
             Err(e) => {

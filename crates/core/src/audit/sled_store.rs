@@ -316,6 +316,9 @@ impl SledStore {
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(opts.cache_capacity)
+            // The writer flushes for every durable append (group-committed); sled's
+            // own timer flush would only add fsyncs competing with it.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| {
                 let text = e.to_string();

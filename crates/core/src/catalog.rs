@@ -147,6 +147,21 @@ impl ParamSpec {
 
     /// Parse and check one raw value.
     pub fn parse_value(&self, raw: &str) -> Result<Value, String> {
+        // NUL cannot reach a process's argv, and other control characters
+        // (escape sequences, ...) have no place in an argument either; the
+        // command grammar refuses them too. The value itself is not echoed: it
+        // may be a secret.
+        if let Some((i, c)) = raw
+            .chars()
+            .enumerate()
+            .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            return Err(format!(
+                "control character U+{:04X} is not allowed (character {} of the value)",
+                u32::from(c),
+                i + 1
+            ));
+        }
         match self.ty {
             ParamType::String | ParamType::Secret => {
                 self.check_pattern(raw)?;
@@ -735,6 +750,20 @@ name = "token"
 type = "secret"
 required = false
 "#)
+    }
+
+    #[test]
+    fn control_characters_are_refused_without_echoing_the_value() {
+        let p: ParamSpec = toml::from_str("name = \"token\"\ntype = \"secret\"").unwrap();
+        for (raw, what) in [
+            ("ab\0cd", "U+0000 is not allowed (character 3"),
+            ("\u{1b}[2J", "U+001B"),
+        ] {
+            let err = p.parse_value(raw).unwrap_err();
+            assert!(err.contains(what), "{err}");
+            assert!(!err.contains("ab") && !err.contains("[2J"), "echoed: {err}");
+        }
+        assert!(p.parse_value("line one\nline two\ttabbed").is_ok());
     }
 
     #[test]

@@ -318,6 +318,27 @@ async fn api_refuses_bad_input_with_a_4xx_that_says_why() {
             &["unknown op `helo`", "did you mean `hello`"],
         ),
         post(
+            "deeply nested JSON",
+            "/api/v1/requests",
+            Some("Bearer alice-test-token"),
+            Box::leak(
+                format!(r#"{{"op":"hello","args":{{"name":{}"#, "[".repeat(100_000))
+                    .into_boxed_str(),
+            ),
+            400,
+            "bad_request",
+            &["JSON", "recursion limit"],
+        ),
+        post(
+            "a NUL byte in an argument",
+            "/api/v1/requests",
+            Some("Bearer alice-test-token"),
+            r#"{"op":"hello","args":{"name":"a\u0000b"}}"#,
+            400,
+            "invalid",
+            &["name", "control character U+0000"],
+        ),
+        post(
             "bad arg value",
             "/api/v1/requests",
             Some("Bearer alice-test-token"),
@@ -472,6 +493,27 @@ async fn api_refuses_bad_input_with_a_4xx_that_says_why() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+
+    // Bytes that are not UTF-8 get a 400 that says why, not a 5xx.
+    let resp = api
+        .http
+        .post(api.url("/api/v1/requests"))
+        .header(reqwest::header::AUTHORIZATION, "Bearer alice-test-token")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(b"{\"op\":\"hello\",\"args\":{\"name\":\"\xff\xfe\"}}".to_vec())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("JSON"),
+        "{v}"
+    );
 
     // The denied request is on the record, with the explanation.
     let (st, v) = api.get("/api/v1/requests?state=denied", Some(ALICE)).await;

@@ -272,6 +272,24 @@ mod tests {
     }
 
     #[test]
+    fn hostile_bodies_are_errors_not_panics() {
+        // Not UTF-8, nested past serde_json's recursion limit, truncated.
+        let not_utf8 = b"{\"action\":\"created\",\"comment\":{\"body\":\"\xff\xfe\"}}";
+        let deep = format!(r#"{{"action":"created","issue":{}"#, "[".repeat(100_000));
+        for (what, body) in [
+            ("not UTF-8", not_utf8.to_vec()),
+            ("deep", deep.into_bytes()),
+            ("truncated", br#"{"action":"crea"#.to_vec()),
+        ] {
+            let err = decode("issue_comment", &body).expect_err(what);
+            assert!(
+                err.contains("not a valid `issue_comment` event"),
+                "{what}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_body_that_is_not_the_claimed_event_is_an_error() {
         assert!(decode("issues", br#"{"zen":"x","hook_id":1}"#)
             .unwrap_err()

@@ -944,7 +944,7 @@ impl ChatCore {
             };
             let wait = match e.kind {
                 ChatErrorKind::RateLimited(after) => {
-                    let w = after.unwrap_or(Duration::from_secs(1));
+                    let w = rate_limit_wait(after);
                     self.push_back(channel, w);
                     w
                 }
@@ -1047,8 +1047,34 @@ impl ChatCore {
     }
 }
 
+/// Longest `Retry-After` honoured: a larger (or bogus) value would park a
+/// channel's deliveries for that long; past it, one more attempt is spent and a
+/// second 429 waits again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// How long to wait after a 429: its `Retry-After` (1 s if it gave none), at most
+/// [`MAX_RETRY_AFTER`].
+fn rate_limit_wait(after: Option<Duration>) -> Duration {
+    after.unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn retry_after_is_honoured_up_to_a_cap() {
+        use std::time::Duration;
+        assert_eq!(super::rate_limit_wait(None), Duration::from_secs(1));
+        assert_eq!(
+            super::rate_limit_wait(Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            super::rate_limit_wait(Some(Duration::from_secs(86_400))),
+            super::MAX_RETRY_AFTER
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -384,9 +384,11 @@ async fn submit(
         _ => {}
     }
     if let Some(d) = wait {
-        if let Ok(r) = tokio::time::timeout(d, settled(&st, record.request.id)).await {
-            record = r?;
-        }
+        record = match tokio::time::timeout(d, settled(&st, record.request.id)).await {
+            Ok(r) => r?,
+            // Not settled in time: the state it is in now, not the one at submit.
+            Err(_) => st.exec().get(record.request.id).await?,
+        };
     }
     let status = if ticket.duplicate {
         StatusCode::OK
@@ -501,9 +503,12 @@ async fn get_request(
     let mut record = st.exec().get(id).await?;
     if let Some(d) = wait {
         if !record.state.is_terminal() {
-            if let Ok(r) = tokio::time::timeout(d, settled(&st, id)).await {
-                record = r?;
-            }
+            record = match tokio::time::timeout(d, settled(&st, id)).await {
+                Ok(r) => r?,
+                // Not settled in time: answer with the state it is in now (it may
+                // have moved on, e.g. to `running`), not the one before the wait.
+                Err(_) => st.exec().get(id).await?,
+            };
         }
     }
     let events = st.exec().events(id).await?;

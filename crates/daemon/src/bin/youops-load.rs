@@ -17,6 +17,8 @@
 //!     --rate 1000 --duration 10s --warmup 2s --pid $(pidof youops) [--json]
 //! ```
 
+mod procfs;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -126,38 +128,6 @@ struct Rss {
     samples: u64,
 }
 
-fn read_rss_kib(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-/// User + system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14
-/// and 15; the command name may hold spaces, so fields are counted after its `)`).
-fn read_cpu_ticks(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Clock ticks per second of `/proc/PID/stat`: USER_HZ, which Linux fixes at 100
-/// on every architecture it reports to user space.
-const USER_HZ: f64 = 100.0;
-
-fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
-    if sorted.is_empty() {
-        return None;
-    }
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     if !(args.rate > 0.0 && args.rate.is_finite()) {
@@ -234,7 +204,7 @@ fn main() -> ExitCode {
                 std::thread::sleep(measure_start - now);
             }
             let tick = |slot: &mut Option<(Instant, u64)>| {
-                if let Some(t) = read_cpu_ticks(pid) {
+                if let Some(t) = procfs::read_cpu_ticks(pid) {
                     *slot = Some((Instant::now(), t));
                 }
             };
@@ -243,7 +213,7 @@ fn main() -> ExitCode {
                 if Instant::now() <= measure_end {
                     tick(&mut cpu.lock().unwrap_or_else(|p| p.into_inner()).1);
                 }
-                if let Some(kib) = read_rss_kib(pid) {
+                if let Some(kib) = procfs::read_rss_kib(pid) {
                     let mut g = rss.lock().unwrap_or_else(|p| p.into_inner());
                     let r = g.get_or_insert(Rss {
                         min_kib: kib,
@@ -398,17 +368,17 @@ fn main() -> ExitCode {
     let send_span = sent_all.saturating_duration_since(start).as_secs_f64();
     let ms = |v: Option<u32>| v.map(|us| us as f64 / 1000.0);
     let (p50, p90, p99, p999, max) = (
-        ms(percentile(&lat, 50.0)),
-        ms(percentile(&lat, 90.0)),
-        ms(percentile(&lat, 99.0)),
-        ms(percentile(&lat, 99.9)),
+        ms(procfs::percentile(&lat, 50.0)),
+        ms(procfs::percentile(&lat, 90.0)),
+        ms(procfs::percentile(&lat, 99.0)),
+        ms(procfs::percentile(&lat, 99.9)),
         ms(lat.last().copied()),
     );
     let rss = *rss.lock().unwrap_or_else(|p| p.into_inner());
     // Daemon CPU use over the measured phase: share of one core, and per request.
     let cpu_use = match *cpu.lock().unwrap_or_else(|p| p.into_inner()) {
         (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
-            let secs = (c1.saturating_sub(c0)) as f64 / USER_HZ;
+            let secs = (c1.saturating_sub(c0)) as f64 / procfs::USER_HZ;
             let wall = t1.duration_since(t0).as_secs_f64();
             // Every answered request costs the daemon CPU, not only the 2xx ones.
             let answered: u64 = statuses.values().sum();
@@ -438,7 +408,7 @@ fn main() -> ExitCode {
             "errors": errors,
             "first_error": first_error,
             "latency_ms": { "p50": p50, "p90": p90, "p99": p99, "p999": p999, "max": max },
-            "service_ms": { "p50": ms(percentile(&svc, 50.0)), "p99": ms(percentile(&svc, 99.0)), "max": ms(svc.last().copied()) },
+            "service_ms": { "p50": ms(procfs::percentile(&svc, 50.0)), "p99": ms(procfs::percentile(&svc, 99.0)), "max": ms(svc.last().copied()) },
             "max_send_lag_ms": max_lag.as_secs_f64() * 1e3,
             "peak_in_flight": rec.peak_in_flight.load(Ordering::Relaxed),
             "send_span_s": send_span,
@@ -469,8 +439,8 @@ fn main() -> ExitCode {
         );
         println!(
             "from send   p50 {}  p99 {}  max {}  (timed from the actual send, not the schedule)",
-            f(ms(percentile(&svc, 50.0))),
-            f(ms(percentile(&svc, 99.0))),
+            f(ms(procfs::percentile(&svc, 50.0))),
+            f(ms(procfs::percentile(&svc, 99.0))),
             f(ms(svc.last().copied()))
         );
         println!(

@@ -50,6 +50,8 @@
 //! `YOUOPS_SOAK_GITHUB_SECRET`, `YOUOPS_SOAK_GIT_TOKEN`. `scripts/soak.sh` writes
 //! the matching daemon config.
 
+mod procfs;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -833,27 +835,6 @@ fn git_commit(repo: &Path, versions: &mut [u64], n: u64) -> Result<(), String> {
 
 // --- sampling ------------------------------------------------------------------
 
-fn read_rss_kib(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-/// User + system CPU ticks (`/proc/PID/stat` fields 14 and 15).
-fn read_cpu_ticks(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// USER_HZ: Linux reports `/proc/PID/stat` times in 1/100 s everywhere.
-const USER_HZ: f64 = 100.0;
-
 /// Bytes on disk (allocated blocks) under `dir`.
 fn disk_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
@@ -894,12 +875,9 @@ fn count_fds(pid: u32) -> Option<u64> {
 
 // --- statistics ----------------------------------------------------------------
 
+/// [`procfs::percentile`] of µs samples, in ms.
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0)
+    procfs::percentile(sorted, p).map(|us| f64::from(us) / 1000.0)
 }
 
 /// Least-squares slope of (t, y) in y-units per minute.
@@ -1160,8 +1138,8 @@ fn run(args: Args) -> Result<bool, String> {
                 let t = Instant::now()
                     .saturating_duration_since(start)
                     .as_secs_f64();
-                let rss = read_rss_kib(pid);
-                let cpu = read_cpu_ticks(pid);
+                let rss = procfs::read_rss_kib(pid);
+                let cpu = procfs::read_cpu_ticks(pid);
                 let disk = (k % 5 == 0).then(|| disk_bytes(&store));
                 let fds = if k % 5 == 0 { count_fds(pid) } else { None };
                 let mut s = lock(&samples);
@@ -1629,7 +1607,7 @@ fn run(args: Args) -> Result<bool, String> {
     let cpu_at = |t: f64| samples.cpu.iter().find(|p| p.0 >= t).copied();
     let cpu_load = match (cpu_at(0.0), cpu_at(dur)) {
         (Some(a), Some(b)) if b.0 > a.0 => {
-            let secs = (b.1.saturating_sub(a.1)) as f64 / USER_HZ;
+            let secs = (b.1.saturating_sub(a.1)) as f64 / procfs::USER_HZ;
             let reqs: u64 = Door::ALL.iter().map(|d| ok_of(*d)).sum();
             Some((secs / (b.0 - a.0) * 100.0, secs / reqs.max(1) as f64 * 1e6))
         }

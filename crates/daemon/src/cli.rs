@@ -625,21 +625,28 @@ fn verify_files(paths: &[PathBuf]) -> CliResult {
             return Ok(exit::FAILED);
         }
     }
-    let r = v.finish();
+    Ok(chain_verdict(
+        &v.finish(),
+        &format!(" in {} file(s)", paths.len()),
+    ))
+}
+
+/// Print the outcome of a chain walk (`scope` says what was walked); the exit code.
+fn chain_verdict(r: &youops_core::audit::VerifyReport, scope: &str) -> u8 {
     match &r.broken {
         None => {
             println!(
-                "audit chain intact: {} events in {} file(s), head #{} {}",
-                r.checked,
-                paths.len(),
-                r.head_seq,
-                r.head_hash
+                "audit chain intact: {} events{scope}, head #{} {}",
+                r.checked, r.head_seq, r.head_hash
             );
-            Ok(exit::OK)
+            exit::OK
         }
         Some(b) => {
-            println!("audit chain BROKEN at {b}");
-            Ok(exit::FAILED)
+            println!(
+                "audit chain BROKEN at {b} ({} records before it are intact)",
+                r.checked
+            );
+            exit::FAILED
         }
     }
 }
@@ -697,23 +704,10 @@ async fn verify_with_archives(exec: &youops_core::Executor, archives: &[PathBuf]
             }
         }
     }
-    let r = v.finish();
-    match &r.broken {
-        None => {
-            println!(
-                "audit chain intact: {} events ({archived} archived in {} file(s)), head #{} {}",
-                r.checked,
-                archives.len(),
-                r.head_seq,
-                r.head_hash
-            );
-            Ok(exit::OK)
-        }
-        Some(b) => {
-            println!("audit chain BROKEN at {b}");
-            Ok(exit::FAILED)
-        }
-    }
+    Ok(chain_verdict(
+        &v.finish(),
+        &format!(" ({archived} archived in {} file(s))", archives.len()),
+    ))
 }
 
 async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
@@ -957,22 +951,7 @@ async fn audit(b: &Backend, cmd: &AuditCmd) -> CliResult {
                         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?
                 }
             };
-            match &report.broken {
-                None => {
-                    println!(
-                        "audit chain intact: {} events, head #{} {}",
-                        report.checked, report.head_seq, report.head_hash
-                    );
-                    Ok(exit::OK)
-                }
-                Some(b) => {
-                    println!(
-                        "audit chain BROKEN at {b} ({} records before it are intact)",
-                        report.checked
-                    );
-                    Ok(exit::FAILED)
-                }
-            }
+            Ok(chain_verdict(&report, ""))
         }
         AuditCmd::Archive { keep, through } => {
             let Backend::Local {

@@ -335,12 +335,12 @@ impl SledStore {
         check_format(&tree, &path)?;
         let (seq, hash) = read_tip(&tree)?;
         let counters = Arc::new(Counters::default());
-        recover(&db, &tree, seq, &counters)?;
-        let active = tree
+        let mut active = tree
             .scan_prefix(b"a")
             .keys()
             .map(|k| k.map_err(io).and_then(|k| id_from(&k[1..])))
             .collect::<Result<HashSet<_>, _>>()?;
+        recover(&db, &tree, seq, &mut active, &counters)?;
         let shared = Arc::new(Shared {
             records: Mutex::new(Ids::default()),
             tip: Mutex::new((seq, hash.clone())),
@@ -559,12 +559,34 @@ fn fold(current: Option<Stored>, ev: &AuditEvent) -> Result<Stored, StoreError> 
     }
 }
 
+/// Put a request's record into `batch`, with its `a` key when that changes
+/// (`active` holds the requests whose `a` key exists); the keys written.
+fn put_record(
+    batch: &mut sled::Batch,
+    active: &mut HashSet<RequestId>,
+    id: RequestId,
+    stored: &Stored,
+) -> Result<u64, serde_json::Error> {
+    batch.insert(&idkey(b's', id), serde_json::to_vec(stored)?);
+    let terminal = stored.record.state.is_terminal();
+    if !terminal && active.insert(id) {
+        batch.insert(&idkey(b'a', id), &[][..]);
+        Ok(2)
+    } else if terminal && active.remove(&id) {
+        batch.remove(&idkey(b'a', id));
+        Ok(2)
+    } else {
+        Ok(1)
+    }
+}
+
 /// Rebuild the records changed by events after `m:applied` (written by a process
 /// that stopped before storing them).
 fn recover(
     db: &sled::Db,
     tree: &sled::Tree,
     tip: u64,
+    active: &mut HashSet<RequestId>,
     counters: &Counters,
 ) -> Result<(), StoreError> {
     let applied = match tree.get(APPLIED_KEY).map_err(io)? {
@@ -621,20 +643,15 @@ fn recover(
         }
     }
     let mut batch = sled::Batch::default();
+    let mut keys = 1;
     for (id, stored) in &touched {
-        let bytes = serde_json::to_vec(stored)
+        keys += put_record(&mut batch, active, *id, stored)
             .map_err(|e| StoreError::Io(format!("cannot encode request record {id}: {e}")))?;
-        batch.insert(&idkey(b's', *id), bytes);
-        if stored.record.state.is_terminal() {
-            batch.remove(&idkey(b'a', *id));
-        } else {
-            batch.insert(&idkey(b'a', *id), &[][..]);
-        }
     }
     batch.insert(APPLIED_KEY, &tip.to_be_bytes()[..]);
     tree.apply_batch(batch).map_err(io)?;
     db.flush().map_err(io)?;
-    add(&counters.keys, 2 * touched.len() as u64 + 1);
+    add(&counters.keys, keys);
     tracing::info!(
         events = replayed,
         requests = touched.len(),
@@ -800,24 +817,13 @@ impl Indexer {
         let mut complete = true;
         let mut active = self.active.clone();
         for (id, stored) in records {
-            let bytes = match serde_json::to_vec(stored) {
-                Ok(b) => b,
+            match put_record(&mut batch, &mut active, *id, stored) {
+                Ok(n) => keys += n,
                 Err(e) => {
                     // Not marked applied: the next open rebuilds it from its events.
                     tracing::error!(error = %e, request = %id, "audit store: cannot encode a request record");
                     complete = false;
-                    continue;
                 }
-            };
-            batch.insert(&idkey(b's', *id), bytes);
-            keys += 1;
-            let terminal = stored.record.state.is_terminal();
-            if !terminal && active.insert(*id) {
-                batch.insert(&idkey(b'a', *id), &[][..]);
-                keys += 1;
-            } else if terminal && active.remove(id) {
-                batch.remove(&idkey(b'a', *id));
-                keys += 1;
             }
         }
         if complete {

@@ -12,19 +12,19 @@
 //! Open loop: request *i* of a load is due at `start + i/rate` and is sent then
 //! whatever happened to the earlier ones; its latency counts from when it was due
 //! to when the whole answer was read, so queueing delay is counted (no
-//! coordinated omission). The load generator runs on its own thread and
-//! single-threaded runtime, with pre-built signed bodies.
+//! coordinated omission). The load generator (`youops_core::loadgen`) paces
+//! from a plain thread and sends from its own one-worker runtime, with
+//! pre-built signed bodies.
 //!
 //! Run: `cargo bench -p youops-frontend-chat --bench ack` (env
 //! `YOUOPS_BENCH_SECS`, or the older `ACK_SECONDS`, default 5 per load). Without
 //! `--bench` (under `cargo test`) it runs a 1 s smoke at a low rate and checks
 //! every answer is 200.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use youops_core::audit::{SledStats, SledStore};
 use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
+use youops_core::loadgen::{ms, run_open_loop, LoadResult, Prepared};
 use youops_core::Executor;
 use youops_frontend_chat::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
@@ -92,94 +93,6 @@ async fn serve(host: Arc<FrontendHost>) -> SocketAddr {
 
 // ------------------------------------------------------------ load generator
 
-/// One pre-built request: headers and body.
-type Prepared = (Vec<(&'static str, String)>, Bytes);
-
-struct LoadResult {
-    offered: u64,
-    sent: usize,
-    wall: Duration,
-    /// Sorted.
-    latencies: Vec<Duration>,
-    /// Answer kind (HTTP status; `rate-limited` when the answer says so;
-    /// `error` for a transport error) → count.
-    statuses: BTreeMap<String, usize>,
-}
-
-/// Send `reqs` open-loop at `rate`/s from a dedicated thread and runtime.
-fn run_load(client: &reqwest::Client, url: &str, rate: u64, reqs: Vec<Prepared>) -> LoadResult {
-    let client = client.clone();
-    let url = url.to_string();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let gap = Duration::from_secs_f64(1.0 / rate as f64);
-            let sent = reqs.len();
-            let start = Instant::now();
-            let mut tasks = Vec::with_capacity(sent);
-            for (i, (headers, body)) in reqs.into_iter().enumerate() {
-                let due = start + gap.mul_f64(i as f64);
-                tokio::time::sleep_until(due.into()).await;
-                let mut rb = client.post(&url).body(body);
-                for (k, v) in headers {
-                    rb = rb.header(k, v);
-                }
-                tasks.push(tokio::spawn(async move {
-                    let status = match rb.send().await {
-                        Ok(res) => {
-                            let s = res.status().as_u16();
-                            match res.bytes().await {
-                                // The executor's per-principal limit answers 200 with a
-                                // message and appends nothing: count it apart.
-                                Ok(b) if b.windows(10).any(|w| w == b"rate_limit") => {
-                                    format!("{s} rate-limited")
-                                }
-                                Ok(_) => s.to_string(),
-                                Err(_) => "error".to_string(),
-                            }
-                        }
-                        Err(_) => "error".to_string(),
-                    };
-                    (due.elapsed(), status)
-                }));
-            }
-            let mut latencies = Vec::with_capacity(sent);
-            let mut statuses = BTreeMap::new();
-            for t in tasks {
-                let (d, s) = t.await.unwrap();
-                latencies.push(d);
-                *statuses.entry(s).or_insert(0) += 1;
-            }
-            let wall = start.elapsed();
-            latencies.sort();
-            LoadResult {
-                offered: rate,
-                sent,
-                wall,
-                latencies,
-                statuses,
-            }
-        })
-    })
-    .join()
-    .unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 fn print_header() {
     println!(
         "| offered/s | sent | achieved/s | p50 | p90 | p99 | max | answers | audit appends | fsyncs | mean fsync | Slack API calls |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
@@ -187,21 +100,16 @@ fn print_header() {
 }
 
 fn print_row(r: &LoadResult, io: &SledStats, api_calls: u64) {
-    let st: Vec<String> = r
-        .statuses
-        .iter()
-        .map(|(s, n)| format!("{s}: {n}"))
-        .collect();
     println!(
         "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} ms | {} |",
         r.offered,
         r.sent,
-        r.sent as f64 / r.wall.as_secs_f64(),
-        ms(percentile(&r.latencies, 0.50)),
-        ms(percentile(&r.latencies, 0.90)),
-        ms(percentile(&r.latencies, 0.99)),
-        ms(r.latencies.last().copied().unwrap_or_default()),
-        st.join(", "),
+        r.achieved(),
+        ms(r.percentile(0.50)),
+        ms(r.percentile(0.90)),
+        ms(r.percentile(0.99)),
+        ms(r.max()),
+        r.answers(),
         io.jobs,
         io.flushes,
         io.flush_nanos as f64 / 1e6 / io.flushes.max(1) as f64,
@@ -340,7 +248,7 @@ max_messages_per_second_per_channel = 100
             .collect()
     };
     // Warm-up (connections, caches, the sled tree); not reported.
-    let warm = run_load(&client, &url, 100, batch(if bench { 200 } else { 10 }));
+    let warm = run_open_loop(&client, &url, 100, batch(if bench { 200 } else { 10 }));
     assert_eq!(
         warm.statuses.get("200"),
         Some(&warm.sent),
@@ -353,7 +261,7 @@ max_messages_per_second_per_channel = 100
     for rate in rates {
         let reqs = batch(rate * secs);
         let (calls0, io0) = (calls.load(Ordering::Relaxed), store.stats());
-        let r = run_load(&client, &url, rate, reqs);
+        let r = run_open_loop(&client, &url, rate, reqs);
         print_row(
             &r,
             &store.stats().since(&io0),

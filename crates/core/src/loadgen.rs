@@ -1,0 +1,231 @@
+//! Open-loop HTTP load for acknowledgement benchmarks (feature `test-util`).
+//!
+//! The frontends' benches (Slack slash commands, GitHub webhooks) measure what
+//! the sender sees: request *i* of a load is due at `start + i / rate` and is
+//! sent then, whatever happened to the earlier ones, and its latency counts from
+//! when it was due to when the whole answer was read. Queueing delay is counted
+//! (no coordinated omission).
+//!
+//! A plain pacer thread keeps the schedule with `std::thread::sleep`, which is
+//! precise to tens of microseconds; tokio's timer wheel rounds every deadline up
+//! to the next millisecond, which would add up to a millisecond of the sender's
+//! own lateness to every latency. The pacer hands each request to a one-worker
+//! runtime that sends it over a keep-alive `reqwest::Client` pool, as
+//! `youops-load` does for the HTTP API.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// One pre-built request: headers and body (signed beforehand, so signing
+/// costs the sender nothing during the load).
+pub type Prepared = (Vec<(&'static str, String)>, Bytes);
+
+/// What one load gave.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    /// Offered requests per second.
+    pub offered: u64,
+    /// Requests sent.
+    pub sent: usize,
+    /// From the first due time to the last answer.
+    pub wall: Duration,
+    /// Latency of every request from its due time, sorted.
+    pub latencies: Vec<Duration>,
+    /// Answer kind → count: the HTTP status; `"<status> rate-limited"` when the
+    /// body says `rate_limit` (the executor's per-principal limit, which appends
+    /// nothing); `"error"` for a transport error.
+    pub statuses: BTreeMap<String, usize>,
+    /// Largest lateness of a send behind its due time (the pacer's own).
+    pub max_send_lag: Duration,
+}
+
+impl LoadResult {
+    /// Requests per second actually answered.
+    pub fn achieved(&self) -> f64 {
+        self.sent as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// The `p`-quantile (0..=1) of the latencies; zero when there are none.
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p.clamp(0.0, 1.0)).round() as usize;
+        self.latencies[i]
+    }
+
+    /// The largest latency.
+    pub fn max(&self) -> Duration {
+        self.latencies.last().copied().unwrap_or_default()
+    }
+
+    /// The answers as `status: count, ...`.
+    pub fn answers(&self) -> String {
+        let st: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        st.join(", ")
+    }
+}
+
+/// `d` in milliseconds with two decimals, e.g. `2.41 ms`.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// POST `reqs` to `url` open-loop at `rate` per second and wait for every answer.
+///
+/// Runs on its own threads (a pacer and a one-worker runtime), so the caller's
+/// runtime, which serves the requests in a bench, is not the one sending them.
+///
+/// # Panics
+///
+/// If `rate` is zero or a thread or runtime cannot be started (a bench harness).
+pub fn run_open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    reqs: Vec<Prepared>,
+) -> LoadResult {
+    assert!(rate > 0, "rate must be positive");
+    let client = client.clone();
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("load generator runtime");
+        let sent = reqs.len();
+        // Start a little in the future so the schedule does not begin behind.
+        let start = Instant::now() + Duration::from_millis(5);
+        let mut tasks = Vec::with_capacity(sent);
+        let mut max_send_lag = Duration::ZERO;
+        for (i, (headers, body)) in reqs.into_iter().enumerate() {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            max_send_lag = max_send_lag.max(Instant::now().saturating_duration_since(due));
+            let mut rb = client.post(&url).body(body);
+            for (k, v) in headers {
+                rb = rb.header(k, v);
+            }
+            tasks.push(rt.spawn(async move {
+                let status = match rb.send().await {
+                    Ok(res) => {
+                        let s = res.status().as_u16();
+                        match res.bytes().await {
+                            Ok(b) if b.windows(10).any(|w| w == b"rate_limit") => {
+                                format!("{s} rate-limited")
+                            }
+                            Ok(_) => s.to_string(),
+                            Err(_) => "error".to_string(),
+                        }
+                    }
+                    Err(_) => "error".to_string(),
+                };
+                (due.elapsed(), status)
+            }));
+        }
+        let (mut latencies, statuses) = rt.block_on(async move {
+            let mut latencies = Vec::with_capacity(sent);
+            let mut statuses = BTreeMap::new();
+            for t in tasks {
+                let (d, s) = match t.await {
+                    Ok(v) => v,
+                    Err(_) => (Duration::MAX, "error".to_string()),
+                };
+                latencies.push(d);
+                *statuses.entry(s).or_insert(0) += 1;
+            }
+            (latencies, statuses)
+        });
+        let wall = start.elapsed();
+        latencies.sort();
+        LoadResult {
+            offered: rate,
+            sent,
+            wall,
+            latencies,
+            statuses,
+            max_send_lag,
+        }
+    })
+    .join()
+    .expect("load generator thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paces_and_counts_answers() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // A tiny HTTP/1.1 server: 200 with `ok` for even bodies, 429 with
+        // `rate_limit` for odd ones.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        // One request per read burst: headers + a one-byte body.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            if buf.len() < end + 5 {
+                                break;
+                            }
+                            let odd = (buf[end + 4] - b'0') % 2 == 1;
+                            buf.drain(..end + 5);
+                            let (status, body) = if odd {
+                                ("429 Too Many Requests", "rate_limited")
+                            } else {
+                                ("200 OK", "ok")
+                            };
+                            let resp = format!(
+                                "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if s.write_all(resp.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let reqs: Vec<Prepared> = (0..20)
+            .map(|i| (vec![], Bytes::from(format!("{}", i % 10))))
+            .collect();
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/");
+        let r = tokio::task::spawn_blocking(move || run_open_loop(&client, &url, 200, reqs))
+            .await
+            .unwrap();
+        assert_eq!(r.sent, 20);
+        assert_eq!(r.statuses.get("200"), Some(&10), "{:?}", r.statuses);
+        assert_eq!(r.statuses.get("429 rate-limited"), Some(&10));
+        // 20 requests at 200/s take at least the 95 ms of the schedule.
+        assert!(r.wall >= Duration::from_millis(95), "{:?}", r.wall);
+        assert!(r.percentile(0.5) <= r.max());
+        assert_eq!(r.answers(), "200: 10, 429 rate-limited: 10");
+    }
+}

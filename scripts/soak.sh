@@ -20,6 +20,9 @@
 #   DOORS=api,slack,github  the HTTP doors that share RATE (a subset isolates one)
 #   DRAIN=90s             longest wait after the load for requests and feedback to finish
 #   RSS_GROWTH_MIB=8      bound on RSS growth over the second half of the load
+#   RETAIN=0              `[store] retain_events` (0: keep everything in the store);
+#                         archives go to the temp dir's `archive/`, and the driver
+#                         counts archived requests as stored
 #   USERS=16              principals the traffic rotates over (each stays under the
 #                         default per-principal rate limit of 600/min)
 #   CHANNELS=256          Slack channels the slash commands rotate over (the Slack
@@ -43,6 +46,7 @@ RSS_GROWTH_MIB=${RSS_GROWTH_MIB:-8}
 USERS=${USERS:-16}
 CHANNELS=${CHANNELS:-256}
 DOORS=${DOORS:-api,slack,github}
+RETAIN=${RETAIN:-0}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -121,6 +125,8 @@ shutdown_grace = "10s"
 
 [store]
 path = "store"
+retain_events = $RETAIN
+archive_dir = "archive"
 
 # [executor] keeps its defaults, including the per-principal rate limit
 # (600/min): the traffic rotates over $USERS principals to stay under it.
@@ -230,11 +236,13 @@ echo "machine: $(nproc) CPUs ($cpu), $(awk '/^MemTotal/ { printf "%.0f GiB", $2/
 echo "store: $(df -T "$tmp" | awk 'NR==2 { print $2 }') at $tmp"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "daemon idle RSS: $(awk -v k="$idle_kib" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
-echo "command: RATE=$RATE DURATION=$DURATION GIT_EVERY=$GIT_EVERY DRAIN=$DRAIN RSS_GROWTH_MIB=$RSS_GROWTH_MIB USERS=$USERS CHANNELS=$CHANNELS DOORS=$DOORS scripts/soak.sh"
+echo "command: RATE=$RATE DURATION=$DURATION GIT_EVERY=$GIT_EVERY DRAIN=$DRAIN RSS_GROWTH_MIB=$RSS_GROWTH_MIB USERS=$USERS CHANNELS=$CHANNELS DOORS=$DOORS RETAIN=$RETAIN scripts/soak.sh"
 echo
 
 rc=0
-timeout $((load_s + drain_s + 180)) "$soak" --url "$url" --pid "$pid" --store "$tmp/store" \
+archive_args=()
+[[ "$RETAIN" == 0 ]] || archive_args=(--archive "$tmp/archive")
+timeout $((load_s + drain_s + 180)) "$soak" --url "$url" --pid "$pid" --store "$tmp/store" "${archive_args[@]}" \
     --slack-listen "127.0.0.1:$slack_port" --github-listen "127.0.0.1:$gh_port" \
     --git-repo "$repo" --rate "$RATE" --duration "$DURATION" --git-every "$GIT_EVERY" \
     --drain "$DRAIN" --users "$USERS" --channels "$CHANNELS" --doors "$DOORS" --rss-growth-mib "$RSS_GROWTH_MIB" \
@@ -265,6 +273,9 @@ verify_rc=0
 timeout 900 "$youops" audit verify --config "$tmp/youops.toml" || verify_rc=$?
 echo "audit verify exit: $verify_rc"
 echo "store on disk after stop: $(du -sk "$tmp/store" | awk '{ printf "%.1f MiB", $1 / 1024 }')"
+if [[ -d "$tmp/archive" ]]; then
+    echo "archive on disk after stop: $(du -sk "$tmp/archive" | awk '{ printf "%.1f MiB", $1 / 1024 }') in $(find "$tmp/archive" -name 'audit-*.jsonl' | wc -l) files"
+fi
 
 if [[ -n "${RESULTS:-}" && -s "$tmp/report.json" ]]; then cp "$tmp/report.json" "$RESULTS"; fi
 if grep -qE '(ERROR|WARN)' "$tmp/daemon.log"; then

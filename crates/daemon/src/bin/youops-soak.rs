@@ -84,6 +84,11 @@ struct Args {
     /// The daemon's audit store directory (its size on disk is sampled).
     #[arg(long)]
     store: PathBuf,
+    /// The daemon's `[store] archive_dir`, when it runs with `retain_events`:
+    /// requests archived out of the store still count as stored (read from
+    /// the archive files), and the archive's size counts as the store's.
+    #[arg(long, value_name = "DIR")]
+    archive: Option<PathBuf>,
     /// Where the fake Slack Web API listens (the config's `api_base_url` is
     /// `http://ADDR/api/`).
     #[arg(long)]
@@ -634,6 +639,8 @@ struct Ctx {
     slack_base: String,
     args: Args,
     run: String,
+    /// Requests read from the archive files so far.
+    archived: Mutex<Archived>,
 }
 
 impl Ctx {
@@ -919,10 +926,13 @@ struct Census {
     by: BTreeMap<String, BTreeMap<(String, String), u64>>,
     e2e_ms: BTreeMap<String, Vec<u32>>,
     total: u64,
+    /// How many of `total` were read from archive files.
+    archived: u64,
 }
 
 async fn census(client: &reqwest::Client, ctx: &Ctx) -> Result<Census, String> {
     let mut c = Census::default();
+    let mut live = HashSet::new();
     let mut before: Option<String> = None;
     let token = format!("{}-0", ctx.args.token);
     loop {
@@ -945,6 +955,9 @@ async fn census(client: &reqwest::Client, ctx: &Ctx) -> Result<Census, String> {
             .await
             .map_err(|e| format!("GET /api/v1/requests: {e:#}"))?;
         for r in v["requests"].as_array().into_iter().flatten() {
+            if let Some(id) = r["request"]["id"].as_str() {
+                live.insert(id.to_string());
+            }
             let fe = r["request"]["origin"]["frontend"]
                 .as_str()
                 .unwrap_or("?")
@@ -972,6 +985,28 @@ async fn census(client: &reqwest::Client, ctx: &Ctx) -> Result<Census, String> {
             None => break,
         }
     }
+    // Requests the daemon archived out of the store (read after the live pages:
+    // a record is removed only after its archive file is renamed into place).
+    let archived = ctx.archived_requests()?;
+    for (id, r) in &archived.reqs {
+        if live.contains(id) {
+            continue;
+        }
+        if let (Some(a), Some(b)) = (r.created, r.updated) {
+            let us = (b - a).num_microseconds().unwrap_or(0).max(0);
+            c.e2e_ms
+                .entry(r.frontend.clone())
+                .or_default()
+                .push(us as u32);
+        }
+        *c.by
+            .entry(r.frontend.clone())
+            .or_default()
+            .entry((r.op.clone(), r.state.clone()))
+            .or_default() += 1;
+        c.total += 1;
+        c.archived += 1;
+    }
     for v in c.e2e_ms.values_mut() {
         v.sort_unstable();
     }
@@ -998,7 +1033,7 @@ async fn unfinished(client: &reqwest::Client, ctx: &Ctx) -> Result<usize, String
 
 /// Git trailer requests (`soak.echo` from the git frontend) in the store.
 async fn git_trailers(client: &reqwest::Client, ctx: &Ctx) -> Result<usize, String> {
-    let mut n = 0;
+    let mut ids = HashSet::new();
     let mut before: Option<String> = None;
     loop {
         let mut url = format!(
@@ -1017,11 +1052,95 @@ async fn git_trailers(client: &reqwest::Client, ctx: &Ctx) -> Result<usize, Stri
             .json()
             .await
             .map_err(|e| format!("{e:#}"))?;
-        n += v["requests"].as_array().map_or(0, Vec::len);
-        match v["next_before"].as_str() {
-            Some(b) => before = Some(b.to_string()),
-            None => return Ok(n),
+        for r in v["requests"].as_array().into_iter().flatten() {
+            if let Some(id) = r["request"]["id"].as_str() {
+                ids.insert(id.to_string());
+            }
         }
+        if v["next_before"].as_str().is_none() {
+            break;
+        }
+        before = v["next_before"].as_str().map(str::to_string);
+    }
+    let archived = ctx.archived_requests()?;
+    ids.extend(
+        archived
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.frontend == "git" && r.op == "soak.echo")
+            .map(|(id, _)| id.clone()),
+    );
+    Ok(ids.len())
+}
+
+/// A request as far as the archive files tell it.
+#[derive(Debug, Default, Clone)]
+struct ArchivedReq {
+    frontend: String,
+    op: String,
+    /// The last state a transition moved it to (`received` before any).
+    state: String,
+    created: Option<chrono::DateTime<chrono::Utc>>,
+    /// Time of its last transition.
+    updated: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The requests of every archive file read so far. Archive files never change
+/// once renamed into place, so each is read once.
+#[derive(Debug, Default)]
+struct Archived {
+    files: HashSet<PathBuf>,
+    reqs: HashMap<String, ArchivedReq>,
+}
+
+impl Archived {
+    /// Read the archive files not read yet, in chain order.
+    fn refresh(&mut self, dir: &Path) -> Result<(), String> {
+        use youops_core::model::{AuditEvent, EventBody};
+        let files = youops_core::audit::archive_files(dir)
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        for f in files {
+            if self.files.contains(&f) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                let ev: AuditEvent = serde_json::from_str(line)
+                    .map_err(|e| format!("{}:{}: {e}", f.display(), i + 1))?;
+                let Some(id) = ev.request_id else { continue };
+                let r = self.reqs.entry(id.to_string()).or_default();
+                match ev.body {
+                    EventBody::Received { request } => {
+                        r.frontend = request.origin.frontend.clone();
+                        r.op = request.op.clone();
+                        r.created = Some(request.created_at);
+                        if r.state.is_empty() {
+                            r.state = "received".into();
+                        }
+                    }
+                    EventBody::Transition(t) => {
+                        r.state = t.to.as_str().to_string();
+                        r.updated = Some(ev.time);
+                    }
+                    _ => {}
+                }
+            }
+            self.files.insert(f);
+        }
+        Ok(())
+    }
+}
+
+impl Ctx {
+    /// The archived requests, after reading any new archive files (empty
+    /// without `--archive`).
+    fn archived_requests(&self) -> Result<MutexGuard<'_, Archived>, String> {
+        let mut a = lock(&self.archived);
+        if let Some(dir) = &self.args.archive {
+            a.refresh(dir)?;
+        }
+        Ok(a)
     }
 }
 
@@ -1111,6 +1230,7 @@ fn run(args: Args) -> Result<bool, String> {
         slack_base: format!("http://{}", args.slack_listen),
         run: run_tag,
         args,
+        archived: Mutex::default(),
     });
     let args = &ctx.args;
 
@@ -1637,14 +1757,24 @@ fn run(args: Args) -> Result<bool, String> {
         v
     };
     let store_end = disk_bytes(&args.store);
-    let per_req = store_end as f64 / census.total.max(1) as f64;
+    let in_store_now = census.total - census.archived;
+    let per_req = store_end as f64 / in_store_now.max(1) as f64;
     line!(
         "store on disk (MiB) at each minute: {}; after the drain {:.1} MiB = {:.0} bytes per stored request ({} requests)",
         store_at_min.join(", "),
         store_end as f64 / 1048576.0,
         per_req,
-        census.total
+        in_store_now
     );
+    let archive_end = args.archive.as_deref().map(disk_bytes);
+    if let Some(a) = archive_end {
+        line!(
+            "archive on disk after the drain: {:.1} MiB; {} of the {} requests were archived out of the store (read back from the archive files)",
+            a as f64 / 1048576.0,
+            census.archived,
+            census.total
+        );
+    }
     j.insert(
         "memory".into(),
         json!({
@@ -1656,6 +1786,8 @@ fn run(args: Args) -> Result<bool, String> {
                          "series": samples.rss.iter().map(|p| json!([p.0, p.1])).collect::<Vec<_>>() },
             "fds": { "first": fd_first, "max": fd_max, "last": fd_last },
             "cpu": cpu_load.map(|(pct, us)| json!({ "core_pct": pct, "us_per_request": us })),
+            "archive_bytes": archive_end,
+            "archived_requests": census.archived,
             "store_bytes": { "after_drain": store_end, "per_request": per_req,
                              "series": samples.store.iter().map(|p| json!([p.0, p.1])).collect::<Vec<_>>() },
         }),

@@ -64,6 +64,12 @@ pub struct SledOptions {
     pub index_max_dirty: usize,
     /// sled page cache size in bytes.
     pub cache_capacity: u64,
+    /// How often sled's own background thread runs. Besides an fsync (which the
+    /// writer already does for every durable group), it is the only place sled
+    /// 0.34 cleans its log: it moves the live pages out of mostly-dead segments
+    /// so their space can be reused. Without it (`None`) the file only ever
+    /// grows, even when retention removes old events.
+    pub gc_interval: Option<Duration>,
 }
 
 impl Default for SledOptions {
@@ -74,6 +80,7 @@ impl Default for SledOptions {
             index_interval: Duration::from_millis(50),
             index_max_dirty: 4096,
             cache_capacity: 64 << 20,
+            gc_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -316,9 +323,10 @@ impl SledStore {
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(opts.cache_capacity)
-            // The writer flushes for every durable append (group-committed); sled's
-            // own timer flush would only add fsyncs competing with it.
-            .flush_every_ms(None)
+            .flush_every_ms(
+                opts.gc_interval
+                    .map(|d| u64::try_from(d.as_millis().max(1)).unwrap_or(u64::MAX)),
+            )
             .open()
             .map_err(|e| {
                 let text = e.to_string();
@@ -438,7 +446,7 @@ impl SledStore {
         // 1. The archive file, written whole and fsynced before anything changes.
         let tree = self.inner.tree.clone();
         let dir_owned = dir.to_path_buf();
-        let (file, bytes, last_hash) =
+        let (file, bytes, last_hash, touched) =
             tokio::task::spawn_blocking(move || write_archive(&tree, start, through, &dir_owned))
                 .await
                 .map_err(io)??;
@@ -463,10 +471,11 @@ impl SledStore {
         let tree = self.inner.tree.clone();
         let db = self.inner.db.clone();
         let held: IdSet = lock(&self.inner.shared.records).keys().copied().collect();
-        let records_removed =
-            tokio::task::spawn_blocking(move || remove_archived(&db, &tree, through, &held))
-                .await
-                .map_err(io)??;
+        let records_removed = tokio::task::spawn_blocking(move || {
+            remove_archived(&db, &tree, through, &touched, &held)
+        })
+        .await
+        .map_err(io)??;
         Ok(ArchiveReport {
             file,
             first_seq: start,
@@ -668,7 +677,7 @@ fn write_archive(
     start: u64,
     through: u64,
     dir: &Path,
-) -> Result<(PathBuf, u64, String), StoreError> {
+) -> Result<(PathBuf, u64, String, IdSet), StoreError> {
     use std::io::Write as _;
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
@@ -680,6 +689,7 @@ fn write_archive(
     let mut verifier = ChainVerifier::new();
     let mut last_hash = None;
     let mut bytes = 0u64;
+    let mut touched = IdSet::default();
     'blocks: for kv in tree.range(bkey(start)..bkey(u64::MAX)) {
         let (k, v) = kv.map_err(io)?;
         let first = seq_of_bkey(&k)?;
@@ -698,6 +708,9 @@ fn write_archive(
                 .and_then(|()| out.write_all(b"\n"))
                 .map_err(|e| StoreError::Io(format!("writing {}: {e}", tmp.display())))?;
             bytes += line.len() as u64 + 1;
+            if let Some(id) = ev.request_id {
+                touched.insert(id);
+            }
             last_hash = Some((ev.seq, ev.hash));
         }
     }
@@ -719,15 +732,30 @@ fn write_archive(
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok((path, bytes, last_hash))
+    Ok((path, bytes, last_hash, touched))
 }
 
-/// Remove events `..=through` (rewriting a block that straddles it) and the
-/// records of terminal requests whose events are all archived, in one batch.
+/// Records removed per sled batch when archiving. A sled batch holds its log
+/// reservation and an epoch pin until it is done, so every node version it
+/// replaces stays in memory until then, and other writers wait for it: one batch
+/// removing thousands of records cost the daemon ~120 MiB of resident memory
+/// (not given back to the OS) and stalled appends. Small batches avoid both.
+const REMOVE_BATCH_KEYS: usize = 128;
+
+/// Remove events `..=through` (rewriting a block that straddles it), then the
+/// records of terminal requests whose events are all archived. Only the
+/// requests with an event in the archived segment (`touched`) can qualify, so
+/// only their records are read, not every record in the store.
+///
+/// The events go in one batch (one key per up to 128 events): the live chain
+/// must start right after the checkpoint's `archived_through_seq` or not move
+/// at all. The records go in small batches after it; a crash between them
+/// leaves a finished request's record in the store, which is harmless.
 fn remove_archived(
     db: &sled::Db,
     tree: &sled::Tree,
     through: u64,
+    touched: &IdSet,
     held: &IdSet,
 ) -> Result<u64, StoreError> {
     let mut batch = sled::Batch::default();
@@ -744,20 +772,34 @@ fn remove_archived(
             batch.insert(&bkey(through + 1), rest.join(&b'\n'));
         }
     }
+    tree.apply_batch(batch).map_err(io)?;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0usize;
     let mut removed = 0u64;
-    for kv in tree.scan_prefix(b"s") {
-        let (k, v) = kv.map_err(io)?;
-        let id = id_from(&k[1..])?;
+    let mut ids: Vec<RequestId> = touched.iter().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
         if held.contains(&id) {
             continue;
         }
+        let k = idkey(b's', id);
+        let Some(v) = tree.get(k).map_err(io)? else {
+            continue;
+        };
         let stored: Stored = decode("request record", &v)?;
         if stored.record.state.is_terminal() && stored.seqs.last().is_some_and(|s| *s <= through) {
-            batch.remove(k);
+            batch.remove(&k[..]);
+            in_batch += 1;
             removed += 1;
+            if in_batch >= REMOVE_BATCH_KEYS {
+                tree.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
+                in_batch = 0;
+            }
         }
     }
-    tree.apply_batch(batch).map_err(io)?;
+    if in_batch > 0 {
+        tree.apply_batch(batch).map_err(io)?;
+    }
     db.flush().map_err(io)?;
     Ok(removed)
 }
@@ -1819,6 +1861,67 @@ mod tests {
         assert!(store.verify().await.unwrap().ok());
         // Nothing before the live start is left to archive.
         assert!(store.archive(19, &archive).await.unwrap().is_none());
+    }
+
+    /// Rounds of traffic, each archived away: sled's log file stops growing,
+    /// because its log cleaning (its timer thread, `gc_interval`) moves the
+    /// live pages out of mostly-dead segments so their space is reused. Without
+    /// the cleaning the file grew by about a round's worth every round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn archiving_rounds_keep_the_store_file_bounded() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let archive = dir.path().join("archive");
+        let store = SledStore::open_with(
+            &path,
+            SledOptions {
+                gc_interval: Some(Duration::from_millis(20)),
+                cache_capacity: 4 << 20,
+                ..SledOptions::default()
+            },
+        )
+        .unwrap();
+        // Allocated bytes of sled's log file after each round.
+        let mut sizes = Vec::new();
+        for _round in 0..12 {
+            // As a daemon writes them: each request claims a dedup key (kept
+            // forever, so live pages stay spread over the log), then moves on.
+            let mut pending = Vec::new();
+            for i in 0..1000u32 {
+                let mut r = request("round.op");
+                r.provenance.insert("pad".into(), "x".repeat(400));
+                let opts = AppendOptions {
+                    durable: false,
+                    dedup_key: Some(format!("delivery-{}-{i}", r.id)),
+                };
+                store.append(vec![received(&r)], opts).await.unwrap();
+                pending.push(r.id);
+                if pending.len() == 50 {
+                    let events = pending
+                        .drain(..)
+                        .flat_map(|id| [to(id, State::Running), to(id, State::Succeeded)])
+                        .collect();
+                    store
+                        .append(events, AppendOptions::buffered())
+                        .await
+                        .unwrap();
+                }
+            }
+            store.archive(u64::MAX, &archive).await.unwrap().unwrap();
+            // Give the cleaning thread a moment, as a daemon's minute would.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sizes.push(std::fs::metadata(path.join("db")).unwrap().blocks() * 512);
+        }
+        // Each round archives ~2 MB of events (1,000 requests). The file
+        // settles at a few rounds' worth of segments and stays there.
+        let settled = sizes[..4].iter().max().copied().unwrap_or_default();
+        let last = sizes[8..].iter().max().copied().unwrap_or_default();
+        assert!(
+            last <= settled * 3 / 2,
+            "the store file kept growing: {sizes:?}"
+        );
+        assert!(store.verify().await.unwrap().ok());
     }
 
     #[test]

@@ -1914,11 +1914,13 @@ mod tests {
             sizes.push(std::fs::metadata(path.join("db")).unwrap().blocks() * 512);
         }
         // Each round archives ~2 MB of events (1,000 requests). The file
-        // settles at a few rounds' worth of segments and stays there.
+        // settles at a few rounds' worth of segments and stays there (7–9 MB
+        // here); without the cleaning it passed 4× its early size by round 12.
+        // The margin of 2× is for a loaded machine, where the cleaning lags.
         let settled = sizes[..4].iter().max().copied().unwrap_or_default();
         let last = sizes[8..].iter().max().copied().unwrap_or_default();
         assert!(
-            last <= settled * 3 / 2,
+            last <= settled * 2,
             "the store file kept growing: {sizes:?}"
         );
         assert!(store.verify().await.unwrap().ok());

@@ -77,6 +77,34 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// The header of the acknowledgement benches' markdown table; `api` names the
+/// fake API whose calls the last column counts (`Slack`, `GitHub`).
+pub fn table_header(api: &str) -> String {
+    format!(
+        "| offered/s | sent | achieved/s | p50 | p90 | p99 | max | answers | audit appends | fsyncs | mean fsync | {api} API calls |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+    )
+}
+
+/// One row of that table: the load, what the store did meanwhile, and the
+/// calls the fake API got.
+pub fn table_row(r: &LoadResult, io: &crate::audit::SledStats, api_calls: u64) -> String {
+    format!(
+        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} ms | {} |",
+        r.offered,
+        r.sent,
+        r.achieved(),
+        ms(r.percentile(0.50)),
+        ms(r.percentile(0.90)),
+        ms(r.percentile(0.99)),
+        ms(r.max()),
+        r.answers(),
+        io.jobs,
+        io.flushes,
+        io.flush_nanos as f64 / 1e6 / io.flushes.max(1) as f64,
+        api_calls
+    )
+}
+
 /// POST `reqs` to `url` open-loop at `rate` per second and wait for every answer.
 ///
 /// Runs on its own threads (a pacer and a one-worker runtime), so the caller's

@@ -31,10 +31,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::{SledStats, SledStore};
+use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
-use youops_core::loadgen::{ms, run_open_loop, LoadResult, Prepared};
+use youops_core::loadgen::{run_open_loop, table_header, table_row, Prepared};
 use youops_core::Executor;
 use youops_frontend_chat::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
@@ -91,31 +91,7 @@ async fn serve(host: Arc<FrontendHost>) -> SocketAddr {
     addr
 }
 
-// ------------------------------------------------------------ load generator
-
-fn print_header() {
-    println!(
-        "| offered/s | sent | achieved/s | p50 | p90 | p99 | max | answers | audit appends | fsyncs | mean fsync | Slack API calls |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
-    );
-}
-
-fn print_row(r: &LoadResult, io: &SledStats, api_calls: u64) {
-    println!(
-        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} ms | {} |",
-        r.offered,
-        r.sent,
-        r.achieved(),
-        ms(r.percentile(0.50)),
-        ms(r.percentile(0.90)),
-        ms(r.percentile(0.99)),
-        ms(r.max()),
-        r.answers(),
-        io.jobs,
-        io.flushes,
-        io.flush_nanos as f64 / 1e6 / io.flushes.max(1) as f64,
-        api_calls
-    );
-}
+// ------------------------------------------------------------ payloads
 
 /// A signed slash command, unique by `n`.
 fn command(n: u64) -> Prepared {
@@ -257,15 +233,18 @@ max_messages_per_second_per_channel = 100
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    print_header();
+    println!("{}", table_header("Slack"));
     for rate in rates {
         let reqs = batch(rate * secs);
         let (calls0, io0) = (calls.load(Ordering::Relaxed), store.stats());
         let r = run_open_loop(&client, &url, rate, reqs);
-        print_row(
-            &r,
-            &store.stats().since(&io0),
-            calls.load(Ordering::Relaxed) - calls0,
+        println!(
+            "{}",
+            table_row(
+                &r,
+                &store.stats().since(&io0),
+                calls.load(Ordering::Relaxed) - calls0
+            )
         );
         if !bench {
             assert_eq!(r.statuses.get("200"), Some(&r.sent), "{:?}", r.statuses);

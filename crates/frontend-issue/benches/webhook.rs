@@ -33,10 +33,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::{SledStats, SledStore};
+use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{Frontend, FrontendHost, Frontends};
-use youops_core::loadgen::{ms, run_open_loop, LoadResult, Prepared};
+use youops_core::loadgen::{run_open_loop, table_header, table_row, Prepared};
 use youops_core::Executor;
 use youops_frontend_issue::webhook::sign;
 use youops_frontend_issue::{parse_issue_form, GithubFrontend};
@@ -125,32 +125,6 @@ async fn serve(host: Arc<FrontendHost>) -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     addr
-}
-
-// ------------------------------------------------------------ load generator
-
-fn print_header() {
-    println!(
-        "| offered/s | sent | achieved/s | p50 | p90 | p99 | max | answers | audit appends | fsyncs | mean fsync | GitHub API calls |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
-    );
-}
-
-fn print_row(r: &LoadResult, io: &SledStats, api_calls: u64) {
-    println!(
-        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} ms | {} |",
-        r.offered,
-        r.sent,
-        r.achieved(),
-        ms(r.percentile(0.50)),
-        ms(r.percentile(0.90)),
-        ms(r.percentile(0.99)),
-        ms(r.max()),
-        r.answers(),
-        io.jobs,
-        io.flushes,
-        io.flush_nanos as f64 / 1e6 / io.flushes.max(1) as f64,
-        api_calls
-    );
 }
 
 // ------------------------------------------------------------ payloads
@@ -476,15 +450,18 @@ async fn main() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    print_header();
+    println!("{}", table_header("GitHub"));
     for rate in rates {
         let reqs = batch(rate * secs);
         let (calls0, io0) = (calls.load(Ordering::Relaxed), store.stats());
         let r = run_open_loop(&client, &url, rate, reqs);
-        print_row(
-            &r,
-            &store.stats().since(&io0),
-            calls.load(Ordering::Relaxed) - calls0,
+        println!(
+            "{}",
+            table_row(
+                &r,
+                &store.stats().since(&io0),
+                calls.load(Ordering::Relaxed) - calls0
+            )
         );
         if !bench {
             assert_eq!(r.statuses.get("200"), Some(&r.sent), "{:?}", r.statuses);

@@ -750,7 +750,8 @@ const REMOVE_BATCH_KEYS: usize = 128;
 /// The events go in one batch (one key per up to 128 events): the live chain
 /// must start right after the checkpoint's `archived_through_seq` or not move
 /// at all. The records go in small batches after it; a crash between them
-/// leaves a finished request's record in the store, which is harmless.
+/// leaves some finished requests' records in the store for good (listed, with
+/// their events only in the archive; never taken as in flight).
 fn remove_archived(
     db: &sled::Db,
     tree: &sled::Tree,
@@ -1594,6 +1595,17 @@ mod tests {
         }
     }
 
+    /// The ids of `active_requests`, in its order.
+    async fn active_ids(store: &SledStore) -> Vec<RequestId> {
+        store
+            .active_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.request.id)
+            .collect()
+    }
+
     async fn append(store: &SledStore, events: Vec<NewEvent>) -> Vec<AuditEvent> {
         store
             .append(events, AppendOptions::durable())
@@ -1664,13 +1676,7 @@ mod tests {
         assert_eq!(only.len(), 1);
         assert_eq!(only[0].request.id, reqs[3].id);
 
-        let active: Vec<RequestId> = store
-            .active_requests()
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.request.id)
-            .collect();
+        let active = active_ids(&store).await;
         let mut want_active = vec![reqs[3].id, reqs[4].id];
         want_active.sort_unstable();
         assert_eq!(active, want_active);
@@ -1723,14 +1729,7 @@ mod tests {
         let ra = store.request(a.id).await.unwrap().unwrap();
         assert_eq!(ra.state, State::Failed, "the later event was replayed once");
         assert_eq!(store.request_events(a.id).await.unwrap().len(), 3);
-        let active: Vec<RequestId> = store
-            .active_requests()
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.request.id)
-            .collect();
-        assert_eq!(active, vec![b.id]);
+        assert_eq!(active_ids(&store).await, vec![b.id]);
         assert!(store.verify().await.unwrap().ok());
     }
 

@@ -14,6 +14,8 @@
 #   NO_BUILD=1                  skip `cargo build --release -p youops`
 #   KEEP=1                      keep the temp dir (config, store, daemon log)
 #   RESULTS=FILE                also write the markdown table to FILE
+#   SAMPLES=PREFIX              also write every measured request of each load to
+#                               PREFIX-<rate>.csv (scheduled ms, latency µs, status)
 #   NICE=-10                    run the daemon and the load generator at this nice
 #                               level (negative needs root): on a shared machine, gives
 #                               them the CPU ahead of other work, like a dedicated host
@@ -115,7 +117,8 @@ table="| offered req/s | achieved req/s | 202 | other / errors | p50 ms | p90 ms
 for rate in $RATES; do
     echo "--- $rate req/s for $DURATION (+$WARMUP warm-up)" >&2
     out=$(timeout 300 "${prio[@]}" "$load" --url "$url" --token "$token" --op bench.noop --rate "$rate" \
-        --duration "$DURATION" --warmup "$WARMUP" --concurrency "$CONCURRENCY" --pid "$pid" --json) || true
+        --duration "$DURATION" --warmup "$WARMUP" --concurrency "$CONCURRENCY" --pid "$pid" --json \
+        ${SAMPLES:+--samples "$SAMPLES-$rate.csv"}) || true
     [[ -n "$out" ]] || { echo "bench-http: the load generator failed at $rate req/s" >&2; exit 1; }
     echo "$out" >&2
     row=$(python3 -c '

@@ -14,6 +14,10 @@
 #   NO_BUILD=1                  skip `cargo build --release -p youops`
 #   KEEP=1                      keep the temp dir (config, store, daemon log)
 #   RESULTS=FILE                also write the markdown table to FILE
+#   BASELINE=0                  skip the same-run baseline: before each load, the same
+#                               rate with a wrong token (401 from the HTTP stack and
+#                               the token check: no executor, no store), which shows
+#                               how much of the tail is this machine's own noise
 #   SAMPLES=PREFIX              also write every measured request of each load to
 #                               PREFIX-<rate>.csv (scheduled ms, latency µs, status)
 #   NICE=-10                    run the daemon and the load generator at this nice
@@ -114,7 +118,28 @@ echo "idle RSS: $(mib "$idle") MiB" >&2
 
 table="| offered req/s | achieved req/s | 202 | other / errors | p50 ms | p90 ms | p99 ms | max ms | p99 from send ms | daemon CPU (% of a core) | daemon CPU µs/req | RSS max MiB |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+base_table="| offered req/s | 401 | other / errors | p50 ms | p90 ms | p99 ms | max ms | daemon CPU µs/req |
+|---:|---:|---:|---:|---:|---:|---:|---:|"
 for rate in $RATES; do
+    if [[ "${BASELINE:-1}" != 0 ]]; then
+        echo "--- baseline: $rate req/s with a wrong token for $DURATION (+$WARMUP warm-up)" >&2
+        out=$(timeout 300 "${prio[@]}" "$load" --url "$url" --token "not-a-token" --op bench.noop --rate "$rate" \
+            --duration "$DURATION" --warmup "$WARMUP" --concurrency "$CONCURRENCY" --pid "$pid" --json) || true
+        [[ -n "$out" ]] || { echo "bench-http: the load generator failed at $rate req/s" >&2; exit 1; }
+        row=$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+l = r["latency_ms"]
+st = r["statuses"]
+f = lambda v: "-" if v is None else "%.2f" % v
+cpu = r.get("daemon_cpu") or {"us_per_request": 0}
+print("| %d | %d | %d | %s | %s | %s | %s | %.0f |" % (r["offered_rps"], st.get("401", 0),
+      sum(v for k, v in st.items() if k != "401") + r["errors"],
+      f(l["p50"]), f(l["p90"]), f(l["p99"]), f(l["max"]), cpu["us_per_request"]))
+' "$out")
+        base_table="$base_table
+$row"
+    fi
     echo "--- $rate req/s for $DURATION (+$WARMUP warm-up)" >&2
     out=$(timeout 300 "${prio[@]}" "$load" --url "$url" --token "$token" --op bench.noop --rate "$rate" \
         --duration "$DURATION" --warmup "$WARMUP" --concurrency "$CONCURRENCY" --pid "$pid" --json \
@@ -164,6 +189,12 @@ store_kib=$(du -sk "$tmp/store" | cut -f1)
 
 echo
 echo "$table"
+if [[ "${BASELINE:-1}" != 0 ]]; then
+    echo
+    echo "Same-run baseline (a wrong token: HTTP stack and token check only):"
+    echo
+    echo "$base_table"
+fi
 echo
 echo "Idle RSS: $(mib "$idle") MiB; RSS after the runs: $(mib "$loaded") MiB; store on disk after the runs: $(mib "$store_kib") MiB; daemon exit after SIGTERM: $rc."
 if [[ -n "${RESULTS:-}" ]]; then

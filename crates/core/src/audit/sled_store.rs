@@ -1,7 +1,6 @@
 //! The embedded audit store on sled 0.34, with group commit.
 //!
-//! One sled tree holds everything, so that one `apply_batch` is atomic across the
-//! events, the dedup claims and the request records:
+//! One sled tree holds everything:
 //!
 //! | key | value |
 //! |---|---|
@@ -10,26 +9,31 @@
 //! | `a` + request id | empty: the request was not terminal when its record was stored |
 //! | `d` + dedup key | request id (16 B) |
 //! | `m:format` | `2` |
-//! | `m:applied` | u64 BE: the `s`/`a` keys include every event up to this seq |
+//! | `m:applied` | u64 BE: the `s`/`a` keys, and the `d` keys of claims the events carry, include every event up to this seq |
 //!
 //! **The chain is the log; records are derived.** A single writer thread owns the
 //! chain tip. It takes every append waiting in its queue, hashes the events, and
-//! stores them as a few blocks (at most [`SledOptions::block_events`] events each)
-//! in one batch, with the dedup keys they claim. Buffered appends are answered at
+//! stores them as a few blocks (at most [`SledOptions::block_events`] events each).
+//! A group of one block is a plain insert; more blocks, or a dedup claim the events
+//! do not carry themselves, go in one atomic batch (sled's batches take a global
+//! guard that every reader waits for, so the common case avoids them). A claim a
+//! `received` event carries (`Request::dedup_key`) is held in memory until it is
+//! stored like a record, below. Buffered appends are answered at
 //! once; if any append of the group asked for durability, the rest is handed to a
 //! flusher thread, which fsyncs once for everything applied so far before
 //! answering. Concurrent requests therefore share both the sled writes and the
 //! flushes, and the next group is hashed and applied while the last one is being
 //! flushed.
 //!
-//! Request records are folded from the events in memory. The writer stores the
-//! changed ones (`s`, `a`) together with `m:applied` at most every
+//! Request records are folded from the events in memory. An indexer thread stores
+//! the changed ones (`s`, `a`) and the held claims (`d`), key by key, then
+//! `m:applied`, at most every
 //! [`SledOptions::index_interval`] (and on `flush`, when idle, and on close), so a
 //! request whose lifecycle fits in one interval costs one record write instead of
 //! one per event. Until then readers see the records in memory. After a crash, the
 //! events after `m:applied` are replayed on open to rebuild the records they changed
-//! — the events are the durable truth; nothing acknowledged depends on a record
-//! write.
+//! and the claims they carry (skipping events a stored record already holds) — the
+//! events are the durable truth; nothing acknowledged depends on a record write.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -183,6 +187,9 @@ struct Shared {
     /// Records of requests changed since they were last stored, and of every
     /// request not terminal. Readers look here before the tree.
     records: Mutex<Ids<Stored>>,
+    /// Dedup claims in the chain whose `d` keys the indexer has not stored yet
+    /// (see [`Group::derived`]). Readers and the writer look here before the tree.
+    claims: Mutex<HashMap<String, RequestId>>,
     /// Seq and hash of the last event applied.
     tip: Mutex<(u64, String)>,
 }
@@ -359,6 +366,7 @@ impl SledStore {
         recover(&db, &tree, seq, &mut active, &counters)?;
         let shared = Arc::new(Shared {
             records: Mutex::new(Ids::default()),
+            claims: Mutex::new(HashMap::new()),
             tip: Mutex::new((seq, hash.clone())),
         });
         let (tx, rx) = mpsc::channel();
@@ -370,6 +378,7 @@ impl SledStore {
             seq,
             hash,
             dirty: IdSet::default(),
+            dirty_claims: Vec::new(),
             last_index: Instant::now(),
             opts: SledOptions {
                 max_batch_events: opts.max_batch_events.max(1),
@@ -576,6 +585,14 @@ fn fold(current: Option<Stored>, ev: &AuditEvent) -> Result<Stored, StoreError> 
     }
 }
 
+/// The dedup claim a `received` event carries: its request's key and id.
+fn claim_in(ev: &AuditEvent) -> Option<(&str, RequestId)> {
+    match &ev.body {
+        EventBody::Received { request } => request.dedup_key.as_deref().map(|k| (k, request.id)),
+        _ => None,
+    }
+}
+
 /// Put a request's record into `batch`, with its `a` key when that changes
 /// (`active` holds the requests whose `a` key exists); the keys written.
 fn put_record(
@@ -682,6 +699,7 @@ fn recover(
         .transpose()?
         .unwrap_or(0);
     let mut touched: HashMap<RequestId, Stored> = HashMap::new();
+    let mut claims: Vec<(String, RequestId)> = Vec::new();
     let mut replayed = 0u64;
     for kv in tree.range(bkey(started)..bkey(u64::MAX)) {
         let (k, v) = kv.map_err(io)?;
@@ -697,6 +715,12 @@ fn recover(
             let Some(id) = ev.request_id.filter(|_| ev.seq > applied) else {
                 continue;
             };
+            // Claims carried by `received` events are stored by the indexer
+            // before `m:applied` moves past them: put them back (again, if the
+            // indexer got that far).
+            if let Some((key, owner)) = claim_in(&ev) {
+                claims.push((key.to_string(), owner));
+            }
             let current = match touched.remove(&id) {
                 Some(s) => Some(s),
                 None => match tree.get(idkey(b's', id)).map_err(io)? {
@@ -726,6 +750,10 @@ fn recover(
     }
     let mut batch = sled::Batch::default();
     let mut keys = 1;
+    for (key, owner) in &claims {
+        batch.insert(dkey(key), &owner.0.to_bytes()[..]);
+        keys += 1;
+    }
     for (id, stored) in &touched {
         keys += put_record(&mut batch, active, *id, stored).map_err(|e| match e {
             RecordError::Encode(e) => {
@@ -885,6 +913,8 @@ fn remove_archived(
 /// Changed records for the indexer to store.
 struct IndexJob {
     records: Vec<(RequestId, Stored)>,
+    /// Dedup claims to store (`d` keys).
+    claims: Vec<(String, RequestId)>,
     /// The records include every event up to this seq.
     applied: u64,
     /// `flush` calls to answer (through the flusher) once the records are stored.
@@ -908,12 +938,14 @@ impl Indexer {
             let mut applied = first.applied;
             let mut then = vec![first.then];
             let mut records: HashMap<RequestId, Stored> = first.records.into_iter().collect();
+            let mut claims = first.claims;
             while let Ok(more) = rx.try_recv() {
                 applied = applied.max(more.applied);
                 then.push(more.then);
                 records.extend(more.records);
+                claims.extend(more.claims);
             }
-            let stored = self.store(&records, applied);
+            let stored = self.store(&records, &claims, applied);
             for d in then {
                 if d.is_empty() {
                     continue;
@@ -929,6 +961,7 @@ impl Indexer {
     fn store(
         &mut self,
         records: &HashMap<RequestId, Stored>,
+        claims: &[(String, RequestId)],
         applied: u64,
     ) -> Result<(), StoreError> {
         // Key by key, not in one `apply_batch`: a batch takes sled's global
@@ -943,7 +976,14 @@ impl Indexer {
         let mut keys = 0u64;
         let mut complete = true;
         let mut result = Ok(());
-        for (id, stored) in records {
+        for (key, id) in claims {
+            if let Err(e) = tree.put(&dkey(key), id.0.to_bytes().to_vec()) {
+                result = Err(e);
+                break;
+            }
+            keys += 1;
+        }
+        for (id, stored) in records.iter().filter(|_| result.is_ok()) {
             match put_record(&mut tree, &mut self.active, *id, stored) {
                 Ok(n) => keys += n,
                 Err(RecordError::Encode(e)) => {
@@ -981,6 +1021,14 @@ impl Indexer {
                 held.remove(id);
             }
         }
+        drop(held);
+        // The claims are in the tree now too.
+        let mut pending = lock(&self.shared.claims);
+        for (key, id) in claims {
+            if pending.get(key) == Some(id) {
+                pending.remove(key);
+            }
+        }
         Ok(())
     }
 }
@@ -993,6 +1041,8 @@ struct Writer {
     hash: String,
     /// Requests whose records changed since they were last handed to the indexer.
     dirty: IdSet,
+    /// Derived dedup claims not yet handed to the indexer.
+    dirty_claims: Vec<(String, RequestId)>,
     last_index: Instant,
     opts: SledOptions,
     counters: Arc<Counters>,
@@ -1062,8 +1112,13 @@ fn flush_db(db: &sled::Db, counters: &Counters) -> Result<(), StoreError> {
 struct Group {
     /// Stored JSON of each new event, in seq order.
     lines: Vec<Vec<u8>>,
-    /// Dedup keys claimed by this group.
+    /// Dedup keys claimed by this group, written with its events in one batch.
     claimed: HashMap<String, RequestId>,
+    /// Dedup keys claimed by a `received` event that carries the key itself
+    /// (`Request::dedup_key`): the indexer stores these later, like records,
+    /// and `open` rebuilds them from the events after `m:applied`. So a group
+    /// of one block needs no batch, whose global guard stalls every reader.
+    derived: HashMap<String, RequestId>,
     /// Records changed by this group.
     touched: Ids<Stored>,
 }
@@ -1213,6 +1268,7 @@ impl Writer {
         self.last_index = Instant::now();
         let job = IndexJob {
             records,
+            claims: std::mem::take(&mut self.dirty_claims),
             applied: self.seq,
             then,
         };
@@ -1282,12 +1338,19 @@ impl Writer {
         }
         add(&self.counters.keys, keys);
 
-        // Publish: records first, then the tip, then the answers.
+        // Publish: records and claims first, then the tip, then the answers.
         {
             let mut held = lock(&self.shared.records);
             for (id, stored) in group.touched {
                 held.insert(id, stored);
                 self.dirty.insert(id);
+            }
+        }
+        if !group.derived.is_empty() {
+            let mut claims = lock(&self.shared.claims);
+            for (key, id) in group.derived {
+                claims.insert(key.clone(), id);
+                self.dirty_claims.push((key, id));
             }
         }
         *lock(&self.shared.tip) = (self.seq, self.hash.clone());
@@ -1334,12 +1397,15 @@ impl Writer {
         group: &mut Group,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         if let Some(key) = &opts.dedup_key {
-            if let Some(existing) = self.tree.get(dkey(key)).map_err(io)? {
-                return Err(StoreError::Duplicate(id_from(&existing)?));
-            }
-            if let Some(owner) = group.claimed.get(key) {
+            if let Some(owner) = group.claimed.get(key).or_else(|| group.derived.get(key)) {
                 // Claimed by an earlier job of this same group.
                 return Err(StoreError::Duplicate(*owner));
+            }
+            if let Some(owner) = lock(&self.shared.claims).get(key) {
+                return Err(StoreError::Duplicate(*owner));
+            }
+            if let Some(existing) = self.tree.get(dkey(key)).map_err(io)? {
+                return Err(StoreError::Duplicate(id_from(&existing)?));
             }
         }
         if bodies.len() != events.len() {
@@ -1375,8 +1441,14 @@ impl Writer {
             out.push(ev);
         }
         if let Some(key) = &opts.dedup_key {
-            if let Some(id) = out.first().and_then(|e| e.request_id) {
-                group.claimed.insert(key.clone(), id);
+            if let Some(first) = out.first() {
+                if let Some(id) = first.request_id {
+                    if claim_in(first).is_some_and(|(k, owner)| k == key && owner == id) {
+                        group.derived.insert(key.clone(), id);
+                    } else {
+                        group.claimed.insert(key.clone(), id);
+                    }
+                }
             }
         }
         group.lines.extend(stored);
@@ -1470,6 +1542,9 @@ impl AuditStore for SledStore {
     }
 
     async fn find_dedup(&self, key: &str) -> Result<Option<RequestId>, StoreError> {
+        if let Some(id) = lock(&self.inner.shared.claims).get(key) {
+            return Ok(Some(*id));
+        }
         match self.inner.tree.get(dkey(key)).map_err(io)? {
             Some(v) => Ok(Some(id_from(&v)?)),
             None => Ok(None),
@@ -1873,6 +1948,78 @@ mod tests {
         assert!(store.verify().await.unwrap().ok());
     }
 
+    /// A request as a frontend submits it: the delivery's dedup key on the
+    /// request and on the append.
+    async fn deliver(store: &SledStore, key: &str) -> Result<RequestId, StoreError> {
+        let mut r = request("delivered");
+        r.dedup_key = Some(key.to_string());
+        let opts = AppendOptions {
+            durable: true,
+            dedup_key: Some(key.to_string()),
+        };
+        store.append(vec![received(&r)], opts).await.map(|_| r.id)
+    }
+
+    #[tokio::test]
+    async fn a_claim_carried_by_its_request_holds_before_and_after_it_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = SledStore::open_with(dir.path(), lazy()).unwrap();
+            let before = store.stats();
+            let id = deliver(&store, "delivery-1").await.unwrap();
+            // One block, no batch: the claim waits in memory for the indexer.
+            assert_eq!(store.stats().since(&before).keys, 1);
+            assert!(store.inner.tree.get(dkey("delivery-1")).unwrap().is_none());
+            assert_eq!(store.find_dedup("delivery-1").await.unwrap(), Some(id));
+            match deliver(&store, "delivery-1").await {
+                Err(StoreError::Duplicate(owner)) => assert_eq!(owner, id),
+                other => panic!("a duplicate delivery was not refused: {other:?}"),
+            }
+            // `flush` stores records and claims.
+            store.flush().await.unwrap();
+            assert!(store.inner.tree.get(dkey("delivery-1")).unwrap().is_some());
+            assert!(lock(&store.inner.shared.claims).is_empty());
+            assert!(matches!(
+                deliver(&store, "delivery-1").await,
+                Err(StoreError::Duplicate(owner)) if owner == id
+            ));
+            id
+        };
+        // A crash before the indexer stored it: the event is durable, the claim
+        // and `m:applied` are not.
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("audit").unwrap();
+            tree.remove(dkey("delivery-1")).unwrap();
+            tree.insert(APPLIED_KEY, &0u64.to_be_bytes()[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.find_dedup("delivery-1").await.unwrap(), Some(id));
+        assert!(matches!(
+            deliver(&store, "delivery-1").await,
+            Err(StoreError::Duplicate(owner)) if owner == id
+        ));
+        let other = deliver(&store, "delivery-2").await.unwrap();
+        assert_ne!(other, id);
+        assert!(store.verify().await.unwrap().ok());
+    }
+
+    #[tokio::test]
+    async fn a_claim_its_events_do_not_carry_is_stored_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(dir.path(), lazy()).unwrap();
+        let r = request("plain");
+        let opts = AppendOptions {
+            durable: true,
+            dedup_key: Some("elsewhere".into()),
+        };
+        store.append(vec![received(&r)], opts).await.unwrap();
+        // Not rebuildable from the events, so written in the group's batch.
+        assert!(store.inner.tree.get(dkey("elsewhere")).unwrap().is_some());
+        assert_eq!(store.find_dedup("elsewhere").await.unwrap(), Some(r.id));
+    }
+
     #[tokio::test]
     async fn a_group_is_stored_in_few_keys_and_events_read_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -2030,9 +2177,10 @@ mod tests {
             for i in 0..1000u32 {
                 let mut r = request("round.op");
                 r.provenance.insert("pad".into(), "x".repeat(400));
+                r.dedup_key = Some(format!("delivery-{}-{i}", r.id));
                 let opts = AppendOptions {
                     durable: false,
-                    dedup_key: Some(format!("delivery-{}-{i}", r.id)),
+                    dedup_key: r.dedup_key.clone(),
                 };
                 store.append(vec![received(&r)], opts).await.unwrap();
                 pending.push(r.id);

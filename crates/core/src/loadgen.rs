@@ -105,6 +105,32 @@ pub fn table_row(r: &LoadResult, io: &crate::audit::SledStats, api_calls: u64) -
     )
 }
 
+/// One load of a bench's table: [`run_open_loop`], and its [`table_row`] with
+/// what `store` and the fake API did meanwhile (`api_calls` is the counter the
+/// fake API bumps per call).
+///
+/// # Panics
+///
+/// As [`run_open_loop`].
+pub fn measure(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    reqs: Vec<Prepared>,
+    store: &crate::audit::SledStore,
+    api_calls: &std::sync::atomic::AtomicU64,
+) -> (LoadResult, String) {
+    use std::sync::atomic::Ordering;
+    let (calls0, io0) = (api_calls.load(Ordering::Relaxed), store.stats());
+    let r = run_open_loop(client, url, rate, reqs);
+    let row = table_row(
+        &r,
+        &store.stats().since(&io0),
+        api_calls.load(Ordering::Relaxed) - calls0,
+    );
+    (r, row)
+}
+
 /// POST `reqs` to `url` open-loop at `rate` per second and wait for every answer.
 ///
 /// Runs on its own threads (a pacer and a one-worker runtime), so the caller's

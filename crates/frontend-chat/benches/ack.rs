@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
-use youops_core::loadgen::{run_open_loop, table_header, table_row, Prepared};
+use youops_core::loadgen::{measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
 use youops_frontend_chat::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
@@ -235,17 +235,8 @@ max_messages_per_second_per_channel = 100
 
     println!("{}", table_header("Slack"));
     for rate in rates {
-        let reqs = batch(rate * secs);
-        let (calls0, io0) = (calls.load(Ordering::Relaxed), store.stats());
-        let r = run_open_loop(&client, &url, rate, reqs);
-        println!(
-            "{}",
-            table_row(
-                &r,
-                &store.stats().since(&io0),
-                calls.load(Ordering::Relaxed) - calls0
-            )
-        );
+        let (r, row) = measure(&client, &url, rate, batch(rate * secs), &store, &calls);
+        println!("{row}");
         if !bench {
             assert_eq!(r.statuses.get("200"), Some(&r.sent), "{:?}", r.statuses);
         }

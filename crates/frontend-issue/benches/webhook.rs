@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{Frontend, FrontendHost, Frontends};
-use youops_core::loadgen::{run_open_loop, table_header, table_row, Prepared};
+use youops_core::loadgen::{measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
 use youops_frontend_issue::webhook::sign;
 use youops_frontend_issue::{parse_issue_form, GithubFrontend};
@@ -452,17 +452,8 @@ async fn main() {
 
     println!("{}", table_header("GitHub"));
     for rate in rates {
-        let reqs = batch(rate * secs);
-        let (calls0, io0) = (calls.load(Ordering::Relaxed), store.stats());
-        let r = run_open_loop(&client, &url, rate, reqs);
-        println!(
-            "{}",
-            table_row(
-                &r,
-                &store.stats().since(&io0),
-                calls.load(Ordering::Relaxed) - calls0
-            )
-        );
+        let (r, row) = measure(&client, &url, rate, batch(rate * secs), &store, &calls);
+        println!("{row}");
         if !bench {
             assert_eq!(r.statuses.get("200"), Some(&r.sent), "{:?}", r.statuses);
         }

@@ -349,7 +349,7 @@ impl TransactionalTree {
     }
 
     fn unstage(&self) {
-        // youops patch: was `unimplemented!()`. Staging a tree changes nothing
+        // youops patch: upstream panicked here as unimplemented. Staging a tree changes nothing
         // (`TransactionalTrees::stage` only takes the global write guard, which
         // its caller drops), so there is nothing to undo; upstream never reached
         // this because `stage` cannot fail and `validate` is always true.

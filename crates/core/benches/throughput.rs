@@ -22,6 +22,11 @@
 //! Run without `--bench` (as `cargo test --benches` / `--all-targets` does), it is a
 //! quick smoke run of 0.2 s per measurement unless `YOUOPS_BENCH_SECS` is set.
 
+// The daemon's allocator (the `youops` binary's default `jemalloc` feature), so the
+// figures are the daemon's; the same-run baselines share it.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

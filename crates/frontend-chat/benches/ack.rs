@@ -21,6 +21,11 @@
 //! `--bench` (under `cargo test`) it runs a 1 s smoke at a low rate and checks
 //! every answer is 200.
 
+// The daemon's allocator (the `youops` binary's default `jemalloc` feature), so the
+// figures are the daemon's; the same-run baselines share it.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

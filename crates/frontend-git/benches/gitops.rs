@@ -37,6 +37,11 @@
 //! Run without `--bench` (as `cargo test` does: the target has `test = true`),
 //! it is a quick smoke run: 200 resources, 2 plan rounds, 3 pushes.
 
+// The daemon's allocator (the `youops` binary's default `jemalloc` feature), so the
+// figures are the daemon's; the same-run baselines share it.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -19,7 +19,8 @@
 #                               the token check: no executor, no store), which shows
 #                               how much of the tail is this machine's own noise
 #   SAMPLES=PREFIX              also write every measured request of each load to
-#                               PREFIX-<rate>.csv (scheduled ms, latency µs, status)
+#                               PREFIX-<rate>.csv (scheduled ms, latency µs, status),
+#                               and of its baseline to PREFIX-baseline-<rate>.csv
 #   NICE=-10                    run the daemon and the load generator at this nice
 #                               level (negative needs root): on a shared machine, gives
 #                               them the CPU ahead of other work, like a dedicated host
@@ -124,7 +125,8 @@ for rate in $RATES; do
     if [[ "${BASELINE:-1}" != 0 ]]; then
         echo "--- baseline: $rate req/s with a wrong token for $DURATION (+$WARMUP warm-up)" >&2
         out=$(timeout 300 "${prio[@]}" "$load" --url "$url" --token "not-a-token" --op bench.noop --rate "$rate" \
-            --duration "$DURATION" --warmup "$WARMUP" --concurrency "$CONCURRENCY" --pid "$pid" --json) || true
+            --duration "$DURATION" --warmup "$WARMUP" --concurrency "$CONCURRENCY" --pid "$pid" --json \
+            ${SAMPLES:+--samples "$SAMPLES-baseline-$rate.csv"}) || true
         [[ -n "$out" ]] || { echo "bench-http: the load generator failed at $rate req/s" >&2; exit 1; }
         row=$(python3 -c '
 import json, sys

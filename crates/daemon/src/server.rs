@@ -239,13 +239,33 @@ pub async fn retain(
     Ok(report)
 }
 
-/// Return the heap memory freed since the last call to the OS. glibc keeps
-/// freed memory in its arenas for reuse and gives little of it back by itself:
-/// in a soak with retention, the daemon's RSS was 128 MiB of which glibc
-/// counted 57 MiB in use; `malloc_trim(0)` took it to 70 MiB
-/// (docs/BENCHMARKS.md, "Soak"). Called after archiving and once a minute.
+/// Return the heap memory freed since the last call to the OS. Called after
+/// archiving and once a minute.
+///
+/// With the `jemalloc` feature (the default), jemalloc is the allocator: this
+/// purges every arena's unused dirty pages. jemalloc returns them by itself only
+/// as it allocates (no background thread), and in a soak with retention the RSS
+/// kept what archiving had used (docs/BENCHMARKS.md, "Soak").
+///
+/// Without it, glibc keeps freed memory in its arenas for reuse and gives little
+/// of it back by itself: in a soak with retention, the daemon's RSS was 128 MiB
+/// of which glibc counted 57 MiB in use; `malloc_trim(0)` took it to 70 MiB.
 pub fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+    #[allow(unsafe_code)]
+    // SAFETY: `arena.<MALLCTL_ARENAS_ALL>.purge` (4096: every arena) reads and
+    // writes nothing: null old/new pointers and lengths, as jemalloc's mallctl
+    // documents for this command; the name is a NUL-terminated literal.
+    unsafe {
+        let _ = tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc")))]
     #[allow(unsafe_code)]
     // SAFETY: `malloc_trim` takes no pointers; it only walks glibc's own arenas
     // under their locks, and may be called from any thread at any time.

@@ -19,11 +19,13 @@
 //! guard that every reader waits for, so the common case avoids them). A claim a
 //! `received` event carries (`Request::dedup_key`) is held in memory until it is
 //! stored like a record, below. Buffered appends are answered at
-//! once; if any append of the group asked for durability, the rest is handed to a
-//! flusher thread, which fsyncs once for everything applied so far before
-//! answering. Concurrent requests therefore share both the sled writes and the
-//! flushes, and the next group is hashed and applied while the last one is being
-//! flushed.
+//! once; if any append of the group asked for durability, one fsync covers
+//! everything applied so far before the rest are answered. When more appends are
+//! already waiting, or a flush is in progress, a flusher thread does that fsync, so
+//! the next group is hashed and applied while the last one is being flushed; when
+//! nothing waits, the writer fsyncs itself, which saves the waiting callers a
+//! thread hand-off. Concurrent requests therefore share both the sled writes and
+//! the flushes.
 //!
 //! Request records are folded from the events in memory. An indexer thread stores
 //! the changed ones (`s`, `a`) and the held claims (`d`), key by key, then

@@ -1,7 +1,7 @@
 //! The `youops` binary.
 
-// jemalloc, not glibc's malloc: on the durable request path glibc's malloc (its
-// arena locks and `malloc_consolidate`) cost ~35 % of the throughput
+// jemalloc, not glibc's malloc: with glibc the core benchmark ran 25–35 % fewer
+// requests/s at 64 submitters, and malloc was ~15 % of the daemon's CPU samples
 // (docs/BENCHMARKS.md, "Core"). The `jemalloc` feature is on by default.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]

@@ -595,7 +595,7 @@ fn claim_in(ev: &AuditEvent) -> Option<(&str, RequestId)> {
     }
 }
 
-/// Put a request's record into `batch`, with its `a` key when that changes
+/// Put a request's record into `sink`, with its `a` key when that changes
 /// (`active` holds the requests whose `a` key exists); the keys written.
 fn put_record(
     sink: &mut impl RecordSink,
@@ -1100,11 +1100,12 @@ fn flusher(
             waiting.push(more);
         }
         let flushed = flush_db(&db, &counters);
-        let n = waiting.len();
+        // Idle again before anyone is answered: a caller woken by its answer
+        // may append at once, and the writer should then fsync it itself.
+        queued.fetch_sub(waiting.len(), Ordering::AcqRel);
         for d in waiting {
             d.answer(&flushed);
         }
-        queued.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
@@ -1281,17 +1282,17 @@ impl Writer {
                 next = Some(m);
             }
             let busy = next.is_some() || flush_tx.as_ref().is_some_and(|tx| !tx.idle());
-            let inline = match (&flush_tx, busy) {
-                (Some(tx), true) => tx.send(durable).err(),
-                _ => Some(durable),
+            let durable = match &flush_tx {
+                Some(tx) if busy => match tx.send(durable) {
+                    Ok(()) => continue,
+                    Err(unsent) => {
+                        flush_tx = None;
+                        unsent
+                    }
+                },
+                _ => durable,
             };
-            if inline.is_some() && busy {
-                // The send failed: the flusher is gone.
-                flush_tx = None;
-            }
-            if let Some(durable) = inline {
-                durable.answer(&flush_db(&self.db, &self.counters));
-            }
+            durable.answer(&flush_db(&self.db, &self.counters));
         }
         // Closing: store the records, then make everything durable.
         if !self.dirty.is_empty() {

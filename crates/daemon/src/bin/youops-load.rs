@@ -17,9 +17,7 @@
 //!     --rate 1000 --duration 10s --warmup 2s --pid $(pidof youops) [--json]
 //! ```
 
-// jemalloc, not glibc's malloc: on the durable request path glibc's malloc (its
-// arena locks and `malloc_consolidate`) cost ~35 % of the throughput
-// (docs/BENCHMARKS.md, "Core"). The `jemalloc` feature is on by default.
+// The daemon's allocator (see `main.rs`), so the driver costs what it would there.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

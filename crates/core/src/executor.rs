@@ -401,10 +401,11 @@ impl Executor {
             created_at: Utc::now(),
             retry_of,
         };
+        let request = Arc::new(request);
         let mut events = vec![NewEvent::request(
             id,
             EventBody::Received {
-                request: Box::new(request.clone()),
+                request: Arc::clone(&request),
             },
         )];
         enum Next {

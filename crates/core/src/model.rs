@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -480,8 +481,9 @@ impl Transition {
 pub enum EventBody {
     /// A new request was received (always the first event of a request).
     Received {
-        /// The recorded request (secrets redacted).
-        request: Box<Request>,
+        /// The recorded request (secrets redacted), shared with the records
+        /// folded from it.
+        request: Arc<Request>,
     },
     /// A lifecycle transition.
     Transition(Transition),
@@ -583,8 +585,9 @@ pub struct AuditEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RequestRecord {
-    /// The request.
-    pub request: Request,
+    /// The request (shared: it never changes after `received`, so copies of a
+    /// record share it).
+    pub request: Arc<Request>,
     /// Current state.
     pub state: State,
     /// Last state change.
@@ -612,7 +615,7 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     /// The record right after `received`.
-    pub fn new(request: Request, event: &AuditEvent) -> Self {
+    pub fn new(request: Arc<Request>, event: &AuditEvent) -> Self {
         RequestRecord {
             request,
             state: State::Received,

@@ -364,7 +364,9 @@ async fn tampering_with_one_stored_event_is_named_exactly() {
         // the link to the next record.
         let mut ev: AuditEvent = serde_json::from_slice(bytes).unwrap();
         match &mut ev.body {
-            EventBody::Received { request } => request.op = "grant".into(),
+            EventBody::Received { request } => {
+                std::sync::Arc::make_mut(request).op = "grant".into()
+            }
             other => panic!("expected a received event, got {other:?}"),
         }
         ev.hash = expected_hash(&ev);

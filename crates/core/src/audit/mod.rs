@@ -515,7 +515,7 @@ mod tests {
             (
                 Some(id),
                 EventBody::Received {
-                    request: Box::new(request),
+                    request: std::sync::Arc::new(request),
                 },
             ),
             (

@@ -571,7 +571,7 @@ fn fold(current: Option<Stored>, ev: &AuditEvent) -> Result<Stored, StoreError> 
     match (&ev.body, current) {
         (EventBody::Received { request }, None) => Ok(Stored {
             seqs: vec![ev.seq],
-            record: RequestRecord::new((**request).clone(), ev),
+            record: RequestRecord::new(Arc::clone(request), ev),
         }),
         (EventBody::Received { .. }, Some(_)) => {
             Err(StoreError::Io(format!("request {id} was already received")))
@@ -1802,7 +1802,7 @@ mod tests {
         NewEvent::request(
             r.id,
             EventBody::Received {
-                request: Box::new(r.clone()),
+                request: Arc::new(r.clone()),
             },
         )
     }
@@ -1938,7 +1938,7 @@ mod tests {
                     let evs: Vec<AuditEvent> = lines(&tree.get(bkey(1)).unwrap().unwrap())
                         .map(|l| serde_json::from_slice(l).unwrap())
                         .collect();
-                    let mut r = RequestRecord::new(a.clone(), &evs[0]);
+                    let mut r = RequestRecord::new(Arc::new(a.clone()), &evs[0]);
                     r.apply(&evs[1]);
                     r
                 },

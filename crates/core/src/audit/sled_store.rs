@@ -194,6 +194,11 @@ struct Shared {
     claims: Mutex<HashMap<String, RequestId>>,
     /// Seq and hash of the last event applied.
     tip: Mutex<(u64, String)>,
+    /// No stored record (`s` key) has an id above this one: the largest at
+    /// open, raised by the indexer before it stores more. A `received` event for
+    /// a newer id (ids sort by creation time; the indexer runs behind the
+    /// writer) cannot be for a stored request, so the writer skips that lookup.
+    stored_max: Mutex<Option<RequestId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -366,10 +371,15 @@ impl SledStore {
             .map(|k| k.map_err(io).and_then(|k| id_from(&k[1..])))
             .collect::<Result<HashSet<_>, _>>()?;
         recover(&db, &tree, seq, &mut active, &counters)?;
+        let stored_max = match tree.scan_prefix(b"s").keys().next_back() {
+            Some(k) => Some(id_from(&k.map_err(io)?[1..])?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             records: Mutex::new(Ids::default()),
             claims: Mutex::new(HashMap::new()),
             tip: Mutex::new((seq, hash.clone())),
+            stored_max: Mutex::new(stored_max),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -974,6 +984,10 @@ impl Indexer {
         // sled's log is recovered as a prefix, and `recover` skips events a
         // record already holds.
         let started = Instant::now();
+        if let Some(newest) = records.keys().max() {
+            let mut max = lock(&self.shared.stored_max);
+            *max = (*max).max(Some(*newest));
+        }
         let mut tree = &self.tree;
         let mut keys = 0u64;
         let mut complete = true;
@@ -1428,13 +1442,21 @@ impl Writer {
     }
 
     /// The current record of a request: as changed by this group, as the writer
-    /// holds it, or as stored.
-    fn current(&self, id: RequestId, group: &Group) -> Result<Option<Stored>, StoreError> {
+    /// holds it, or (if `in_tree`) as stored.
+    fn current(
+        &self,
+        id: RequestId,
+        group: &Group,
+        in_tree: bool,
+    ) -> Result<Option<Stored>, StoreError> {
         if let Some(s) = group.touched.get(&id) {
             return Ok(Some(s.clone()));
         }
         if let Some(s) = lock(&self.shared.records).get(&id) {
             return Ok(Some(s.clone()));
+        }
+        if !in_tree {
+            return Ok(None);
         }
         match self.tree.get(idkey(b's', id)).map_err(io)? {
             Some(v) => Ok(Some(decode("request record", &v)?)),
@@ -1487,7 +1509,11 @@ impl Writer {
             if let Some(id) = ev.request_id {
                 let current = match local.remove(&id) {
                     Some(s) => Some(s),
-                    None => self.current(id, group)?,
+                    None => {
+                        let fresh = matches!(ev.body, EventBody::Received { .. })
+                            && *lock(&self.shared.stored_max) < Some(id);
+                        self.current(id, group, !fresh)?
+                    }
                 };
                 local.insert(id, fold(current, &ev)?);
             }
@@ -1911,6 +1937,47 @@ mod tests {
             store.request(reqs[3].id).await.unwrap().unwrap().state,
             State::Running
         );
+    }
+
+    #[tokio::test]
+    async fn a_second_received_for_an_id_is_refused_wherever_its_record_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, held) = (request("old"), request("held"));
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            append(&store, vec![received(&old), to(old.id, State::Succeeded)]).await;
+            // `flush` waits for the indexer: the record is in the tree only.
+            store.flush().await.unwrap();
+            assert!(lock(&store.inner.shared.records).is_empty());
+            let again = store
+                .append(vec![received(&old)], AppendOptions::durable())
+                .await;
+            assert!(
+                matches!(&again, Err(StoreError::Io(m)) if m.contains("already received")),
+                "record in the tree: {again:?}"
+            );
+        }
+        // Reopened: the bound on stored ids comes from the tree.
+        let store = SledStore::open_with(dir.path(), lazy()).unwrap();
+        assert_eq!(*lock(&store.inner.shared.stored_max), Some(old.id));
+        let again = store
+            .append(vec![received(&old)], AppendOptions::durable())
+            .await;
+        assert!(
+            matches!(&again, Err(StoreError::Io(m)) if m.contains("already received")),
+            "after reopen: {again:?}"
+        );
+        // A newer id held in memory only (not yet stored) is refused too.
+        append(&store, vec![received(&held)]).await;
+        let again = store
+            .append(vec![received(&held)], AppendOptions::durable())
+            .await;
+        assert!(
+            matches!(&again, Err(StoreError::Io(m)) if m.contains("already received")),
+            "record in memory: {again:?}"
+        );
+        // The refusals left the chain intact.
+        assert!(store.verify().await.unwrap().broken.is_none());
     }
 
     #[tokio::test]

@@ -201,6 +201,9 @@ pub fn run_open_loop(
             (latencies, statuses)
         });
         let wall = start.elapsed();
+        if let Some(path) = std::env::var_os("YOUOPS_BENCH_SAMPLES") {
+            write_samples(&path, rate, &latencies);
+        }
         latencies.sort();
         LoadResult {
             offered: rate,
@@ -213,6 +216,42 @@ pub fn run_open_loop(
     })
     .join()
     .expect("load generator thread")
+}
+
+/// The offered loads of a bench: `YOUOPS_BENCH_RATES` (comma-separated
+/// requests per second) if set, else `default`.
+///
+/// # Panics
+///
+/// If the variable holds anything but positive integers (a bench harness).
+pub fn bench_rates(default: &[u64]) -> Vec<u64> {
+    match std::env::var("YOUOPS_BENCH_RATES") {
+        Ok(v) => v
+            .split(',')
+            .map(|r| match r.trim().parse::<u64>() {
+                Ok(n) if n > 0 => n,
+                _ => panic!("YOUOPS_BENCH_RATES must list positive integers, not {v:?}"),
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
+/// With `YOUOPS_BENCH_SAMPLES=PREFIX` set, each load writes `PREFIX-<rate>.csv`:
+/// one line per request in send order, `due_ms,latency_us` (due time from the
+/// load's start), to find when the slow ones happened.
+fn write_samples(prefix: &std::ffi::OsStr, rate: u64, in_order: &[Duration]) {
+    use std::fmt::Write as _;
+    let mut out = String::from("due_ms,latency_us\n");
+    for (i, d) in in_order.iter().enumerate() {
+        let due_ms = i as f64 * 1e3 / rate as f64;
+        let _ = writeln!(out, "{due_ms:.3},{}", d.as_micros());
+    }
+    let mut path = prefix.to_os_string();
+    path.push(format!("-{rate}.csv"));
+    if let Err(e) = std::fs::write(&path, out) {
+        eprintln!("cannot write samples to {}: {e}", path.to_string_lossy());
+    }
 }
 
 #[cfg(test)]

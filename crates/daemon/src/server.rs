@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter};
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -451,6 +452,13 @@ pub async fn run(
     let drain_state = state.clone();
     let server_stop = CancellationToken::new();
     let server_stop2 = server_stop.clone();
+    // Answers go out as soon as they are written (no Nagle wait behind an
+    // unacknowledged earlier segment on a keep-alive connection).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(async move { server_stop2.cancelled().await });
     let server_task = tokio::spawn(async move { server.await });

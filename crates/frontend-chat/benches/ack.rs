@@ -34,12 +34,13 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
-use youops_core::loadgen::{measure, run_open_loop, table_header, Prepared};
+use youops_core::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
 use youops_frontend_chat::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
@@ -92,7 +93,11 @@ async fn serve(host: Arc<FrontendHost>) -> SocketAddr {
     }
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(l.tap_io(|t| t.set_nodelay(true).unwrap()), app)
+            .await
+            .unwrap()
+    });
     addr
 }
 
@@ -159,7 +164,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let (rates, secs): (Vec<u64>, u64) = if bench {
-        (vec![100, 250, 500], secs)
+        (bench_rates(&[100, 250, 500]), secs)
     } else {
         (vec![20], 1)
     };

@@ -160,6 +160,9 @@ pub struct ChatSettings {
     pub request_timeout: Duration,
     /// Refresh of a running request's status message (elapsed time).
     pub progress_every: Duration,
+    /// How long a run may go before its status message is posted; a run that
+    /// ends sooner gets one message in its end state.
+    pub status_delay: Duration,
 }
 
 /// The chat logic, shared by every transport of one frontend.
@@ -623,8 +626,28 @@ impl ChatCore {
         mut rx: watch::Receiver<RequestRecord>,
     ) {
         let mut st = Rendering::default();
+        let mut delayed = false;
         loop {
             let rec = rx.borrow_and_update().clone();
+            let delay = self.settings.status_delay;
+            if own && rec.state == State::Running && st.status.is_none() && !delayed {
+                // Most runs are short: wait a little before saying "running", so
+                // one that ends meanwhile gets a single status message in its end
+                // state instead of a post and an update (fewer calls against the
+                // channel's rate limit, less noise in it).
+                delayed = true;
+                st.running_since.get_or_insert_with(Instant::now);
+                if !delay.is_zero() {
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => {}
+                        r = tokio::time::timeout(delay, rx.changed()) => {
+                            if let Ok(Ok(())) = r {
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
             self.render_step(ctx, &mut st, own, &rec).await;
             let done = rec.state.is_terminal()
                 || (!own && rec.state != State::PendingApproval && st.approvals_done);

@@ -61,6 +61,8 @@ struct Raw {
     bot_name: Option<String>,
     #[serde(default)]
     progress_every: Option<youops_core::units::HumanDuration>,
+    #[serde(default)]
+    status_delay: Option<youops_core::units::HumanDuration>,
 }
 
 /// The validated Slack frontend settings.
@@ -98,6 +100,10 @@ pub struct SlackConfig {
     /// How often the status message of a running request is refreshed with its
     /// elapsed time (default `30s`).
     pub progress_every: Duration,
+    /// How long a request may run before its status message is posted (default
+    /// `1s`; `0s` posts at once). A run that ends sooner gets one status
+    /// message, already in its end state, instead of "running" and an update.
+    pub status_delay: Duration,
 }
 
 impl SlackConfig {
@@ -194,6 +200,13 @@ impl SlackConfig {
         if progress_every < Duration::from_secs(1) {
             errs.push("frontends.slack.progress_every must be at least 1s".into());
         }
+        let status_delay = raw
+            .status_delay
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(1));
+        if status_delay > Duration::from_secs(60) {
+            errs.push("frontends.slack.status_delay must be at most 60s".into());
+        }
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -211,6 +224,7 @@ impl SlackConfig {
             request_timeout,
             bot_name: raw.bot_name.unwrap_or_else(|| "YouOps".into()),
             progress_every,
+            status_delay,
         })
     }
 

@@ -60,6 +60,7 @@ impl SlackFrontend {
                 backoff: config.retry_backoff,
                 request_timeout: config.request_timeout,
                 progress_every: config.progress_every,
+                status_delay: config.status_delay,
             },
             adapter,
         ));

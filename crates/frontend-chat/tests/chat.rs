@@ -950,7 +950,9 @@ async fn url_verification_is_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slash_command_is_acked_then_result_posted_in_a_thread() {
-    let h = harness("").await;
+    // `status_delay = "0s"`: the status message goes out as soon as the op runs,
+    // and is then updated in place to the end state.
+    let h = harness("status_delay = \"0s\"").await;
     let (status, v) = h
         .slash("U_ALICE", "echo text=\"hello world\"", "trig-1")
         .await;
@@ -1005,6 +1007,43 @@ async fn slash_command_is_acked_then_result_posted_in_a_thread() {
     assert_eq!(
         posts_about_id, 2,
         "one status message and one result, no spam"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_shorter_than_the_status_delay_gets_one_status_message_in_its_end_state() {
+    // The default delay (1 s): an echo ends long before it.
+    let h = harness("").await;
+    let (status, v) = h.slash("U_ALICE", "echo text=quick", "trig-quick").await;
+    assert_eq!(status, StatusCode::OK);
+    let id = id_in(v["text"].as_str().unwrap());
+    assert_eq!(h.exec.wait(id).await.unwrap().state, State::Succeeded);
+    let result = eventually("the result in the thread", || async {
+        h.fake
+            .calls_of("chat.postMessage")
+            .into_iter()
+            .find(|c| c.text().contains("quick") && c.body.get("thread_ts").is_some())
+    })
+    .await;
+    assert!(
+        result.text().contains("state: `succeeded`"),
+        "{}",
+        result.text()
+    );
+    let about_id = h.fake.mentioning(&id.to_string());
+    let status_msgs: Vec<_> = about_id
+        .iter()
+        .filter(|c| c.method == "chat.postMessage" && c.body.get("thread_ts").is_none())
+        .collect();
+    assert_eq!(status_msgs.len(), 1, "{about_id:?}");
+    assert!(
+        status_msgs[0].text().contains("state: `succeeded`"),
+        "posted in its end state, never as running: {}",
+        status_msgs[0].text()
+    );
+    assert!(
+        about_id.iter().all(|c| c.method != "chat.update"),
+        "nothing to update: {about_id:?}"
     );
 }
 

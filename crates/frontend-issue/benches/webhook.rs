@@ -35,13 +35,14 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{Frontend, FrontendHost, Frontends};
-use youops_core::loadgen::{measure, run_open_loop, table_header, Prepared};
+use youops_core::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
 use youops_frontend_issue::webhook::sign;
 use youops_frontend_issue::{parse_issue_form, GithubFrontend};
@@ -128,7 +129,11 @@ async fn serve(host: Arc<FrontendHost>) -> SocketAddr {
     }
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(l.tap_io(|t| t.set_nodelay(true).unwrap()), app)
+            .await
+            .unwrap()
+    });
     addr
 }
 
@@ -379,7 +384,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let (rates, secs): (Vec<u64>, u64) = if bench {
-        (vec![100, 250, 500], secs)
+        (bench_rates(&[100, 250, 500]), secs)
     } else {
         (vec![20], 1)
     };

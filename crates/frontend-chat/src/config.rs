@@ -252,6 +252,7 @@ mod tests {
         assert_eq!(c.channel_interval(), Duration::from_secs(1));
         assert_eq!(c.retry_backoff, Duration::from_millis(500));
         assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.status_delay, Duration::from_secs(1));
         assert_eq!(format!("{:?}", c.bot_token), "<redacted>");
         assert!(!format!("{c:?}").contains("xoxb-1"));
     }
@@ -259,7 +260,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let errs = SlackConfig::from_table(&table(
-            "transport = \"socket\"\ncommand = \"ops\"\napprovals_channel = \"#ops\"\napi_base_url = \"ftp://x\"\nmax_messages_per_second_per_channel = 0\nretry_backoff = \"1ms\"\nrequest_timeout = \"10m\"",
+            "transport = \"socket\"\ncommand = \"ops\"\napprovals_channel = \"#ops\"\napi_base_url = \"ftp://x\"\nmax_messages_per_second_per_channel = 0\nretry_backoff = \"1ms\"\nrequest_timeout = \"10m\"\nprogress_every = \"10ms\"\nstatus_delay = \"2m\"",
         ))
         .unwrap_err();
         let all = errs.join("\n");
@@ -273,6 +274,8 @@ mod tests {
             "max_messages_per_second_per_channel",
             "retry_backoff",
             "request_timeout",
+            "progress_every",
+            "status_delay",
         ] {
             assert!(all.contains(key), "{key} missing from {all}");
         }

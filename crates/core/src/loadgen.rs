@@ -187,22 +187,28 @@ pub fn run_open_loop(
                 (due.elapsed(), status)
             }));
         }
-        let (mut latencies, statuses) = rt.block_on(async move {
+        let samples = std::env::var_os("YOUOPS_BENCH_SAMPLES");
+        let keep_order = samples.is_some();
+        let (mut latencies, statuses, in_order) = rt.block_on(async move {
             let mut latencies = Vec::with_capacity(sent);
             let mut statuses = BTreeMap::new();
+            let mut in_order = Vec::new();
             for t in tasks {
                 let (d, s) = match t.await {
                     Ok(v) => v,
                     Err(_) => (Duration::MAX, "error".to_string()),
                 };
                 latencies.push(d);
+                if keep_order {
+                    in_order.push((d, s.clone()));
+                }
                 *statuses.entry(s).or_insert(0) += 1;
             }
-            (latencies, statuses)
+            (latencies, statuses, in_order)
         });
         let wall = start.elapsed();
-        if let Some(path) = std::env::var_os("YOUOPS_BENCH_SAMPLES") {
-            write_samples(&path, rate, &latencies);
+        if let Some(path) = samples {
+            write_samples(&path, rate, &in_order);
         }
         latencies.sort();
         LoadResult {
@@ -238,14 +244,15 @@ pub fn bench_rates(default: &[u64]) -> Vec<u64> {
 }
 
 /// With `YOUOPS_BENCH_SAMPLES=PREFIX` set, each load writes `PREFIX-<rate>.csv`:
-/// one line per request in send order, `due_ms,latency_us` (due time from the
-/// load's start), to find when the slow ones happened.
-fn write_samples(prefix: &std::ffi::OsStr, rate: u64, in_order: &[Duration]) {
+/// one line per request in send order, in `youops-load --samples`' columns
+/// (`scheduled_ms,latency_us,status`, scheduled from the load's start), to find
+/// when the slow ones happened.
+fn write_samples(prefix: &std::ffi::OsStr, rate: u64, in_order: &[(Duration, String)]) {
     use std::fmt::Write as _;
-    let mut out = String::from("due_ms,latency_us\n");
-    for (i, d) in in_order.iter().enumerate() {
-        let due_ms = i as f64 * 1e3 / rate as f64;
-        let _ = writeln!(out, "{due_ms:.3},{}", d.as_micros());
+    let mut out = String::from("scheduled_ms,latency_us,status\n");
+    for (i, (d, status)) in in_order.iter().enumerate() {
+        let at_ms = i as f64 * 1e3 / rate as f64;
+        let _ = writeln!(out, "{at_ms:.3},{},{status}", d.as_micros());
     }
     let mut path = prefix.to_os_string();
     path.push(format!("-{rate}.csv"));

@@ -629,7 +629,6 @@ impl ChatCore {
         let mut delayed = false;
         loop {
             let rec = rx.borrow_and_update().clone();
-            let delay = self.settings.status_delay;
             if own && rec.state == State::Running && st.status.is_none() && !delayed {
                 // Most runs are short: wait a little before saying "running", so
                 // one that ends meanwhile gets a single status message in its end
@@ -637,6 +636,7 @@ impl ChatCore {
                 // channel's rate limit, less noise in it).
                 delayed = true;
                 st.running_since.get_or_insert_with(Instant::now);
+                let delay = self.settings.status_delay;
                 if !delay.is_zero() {
                     tokio::select! {
                         _ = ctx.shutdown.cancelled() => {}

@@ -1442,12 +1442,13 @@ impl Writer {
     }
 
     /// The current record of a request: as changed by this group, as the writer
-    /// holds it, or (if `in_tree`) as stored.
+    /// holds it, or as stored. For a `received` event (`received`), the tree is
+    /// not searched for an id above every stored record's.
     fn current(
         &self,
         id: RequestId,
         group: &Group,
-        in_tree: bool,
+        received: bool,
     ) -> Result<Option<Stored>, StoreError> {
         if let Some(s) = group.touched.get(&id) {
             return Ok(Some(s.clone()));
@@ -1455,7 +1456,11 @@ impl Writer {
         if let Some(s) = lock(&self.shared.records).get(&id) {
             return Ok(Some(s.clone()));
         }
-        if !in_tree {
+        // Read the bound only after the in-memory records: the indexer raises it
+        // before it stores a record and drops the record from memory only after,
+        // so a record missing from memory here is either never received or
+        // already under the bound.
+        if received && *lock(&self.shared.stored_max) < Some(id) {
             return Ok(None);
         }
         match self.tree.get(idkey(b's', id)).map_err(io)? {
@@ -1510,9 +1515,8 @@ impl Writer {
                 let current = match local.remove(&id) {
                     Some(s) => Some(s),
                     None => {
-                        let fresh = matches!(ev.body, EventBody::Received { .. })
-                            && *lock(&self.shared.stored_max) < Some(id);
-                        self.current(id, group, !fresh)?
+                        let received = matches!(ev.body, EventBody::Received { .. });
+                        self.current(id, group, received)?
                     }
                 };
                 local.insert(id, fold(current, &ev)?);

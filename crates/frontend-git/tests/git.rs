@@ -827,7 +827,14 @@ async fn failing_resource_retries_with_backoff_while_others_apply() {
             .then_some(())
     })
     .await;
-    let reqs = h.requests("flaky.apply").await;
+    // The op has run; its end state is recorded just after it returns.
+    let reqs = eventually("the third attempt to reach its end state", 5, || async {
+        let reqs = h.requests("flaky.apply").await;
+        reqs.last()
+            .is_some_and(|r| r.state.is_terminal())
+            .then_some(reqs)
+    })
+    .await;
     assert_eq!(reqs.len(), 3, "two failures then a success");
     let keys: Vec<String> = reqs
         .iter()

@@ -130,6 +130,9 @@ struct Inner {
     digest_key: [u8; 32],
     stop: CancellationToken,
     buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
+    /// The approval-expiry sweeper, awaited by `shutdown` so that the store
+    /// is released when it returns.
+    sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The executor handle. Cheap to clone.
@@ -204,24 +207,30 @@ impl ExecutorBuilder {
             digest_key: key,
             stop: CancellationToken::new(),
             buckets: Mutex::new(HashMap::new()),
+            sweeper: Mutex::new(None),
         });
         let exec = Executor { inner };
         exec.recover().await?;
-        let sweeper = exec.clone();
+        // The sweeper holds the executor weakly: dropping every handle (without
+        // `shutdown`) ends it too, and with it its hold on the store.
+        let weak = Arc::downgrade(&exec.inner);
+        let stop = exec.inner.stop.clone();
         let every = self.sweep_every;
-        tokio::spawn(async move {
+        let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = sweeper.inner.stop.cancelled() => break,
+                    _ = stop.cancelled() => break,
                 }
-                if let Err(e) = sweeper.expire_due().await {
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = (Executor { inner }).expire_due().await {
                     tracing::warn!(error = %e, "approval expiry sweep failed");
                 }
             }
         });
+        *lock(&exec.inner.sweeper) = Some(sweeper);
         Ok(exec)
     }
 }
@@ -1346,6 +1355,10 @@ impl Executor {
             self.inner.tasks.wait().await;
         }
         self.inner.stop.cancel();
+        let sweeper = lock(&self.inner.sweeper).take();
+        if let Some(sweeper) = sweeper {
+            let _ = sweeper.await;
+        }
         self.inner.store.flush().await?;
         Ok(())
     }

@@ -852,7 +852,7 @@ const TREE_OPS: &str = r#"
 [[ops]]
 name = "tree.short"
 roles = ["ops"]
-timeout = "2s"
+timeout = "5s"
 runner = { type = "exec", argv = ["/bin/sh", "fixtures/spawn_tree.sh", "{dir}"] }
 [[ops.params]]
 name = "dir"
@@ -907,7 +907,7 @@ async fn a_timeout_kills_the_whole_process_group() {
     let pids = tree_pids(work.path()).await;
     let r = done(&h.exec, id).await;
     assert_eq!(r.state, State::TimedOut, "{r:#?}");
-    assert!(r.reason.as_deref().unwrap().contains("timed out after 2s"));
+    assert!(r.reason.as_deref().unwrap().contains("timed out after 5s"));
     let o = r.outcome.as_ref().unwrap();
     assert!(o.output.contains("tree started"), "{o:?}");
     assert!(o.duration_ms < 60_000, "{o:?}");

@@ -64,7 +64,9 @@ async fn health_readiness_and_metrics() {
     let text = loop {
         let (st, text) = api.get_text("/metrics", None).await;
         assert_eq!(st, StatusCode::OK);
-        if metric(&text, series) == Some(1.0) {
+        // The counter and the histogram are updated one after the other.
+        let count = r#"youops_request_duration_seconds_count{frontend="api"}"#;
+        if metric(&text, series) == Some(1.0) && metric(&text, count) == Some(1.0) {
             break text;
         }
         assert!(Instant::now() < deadline, "no {series} 1 in:\n{text}");

@@ -1464,7 +1464,7 @@ name = "user"
 apply = "user.apply"
 delete = "user.delete"
 observe = ["sh", "observe.sh"]
-observe_timeout = "2s"
+observe_timeout = "4s"
 
 [[kinds]]
 name = "flaky"
@@ -1507,7 +1507,7 @@ apply = "flaky.apply"
         ("not-utf8", "not UTF-8 (invalid byte at offset 64)"),
         ("huge", "printed more than 64 MiB"),
         ("fails", "exited with exit status: 3: backend unreachable"),
-        ("hangs", "did not finish within 2s"),
+        ("hangs", "did not finish within 4s"),
     ];
     for (i, (garbage, why)) in cases.into_iter().enumerate() {
         mode(garbage);
@@ -1532,8 +1532,9 @@ apply = "flaky.apply"
         );
         let t0 = Instant::now();
         let plan = reconcile_once(&exec, &git, false).await.unwrap();
+        // A hanging observer costs its timeout (4 s), not the pass.
         assert!(
-            t0.elapsed() < Duration::from_secs(5),
+            t0.elapsed() < Duration::from_secs(10),
             "{garbage}: the pass took {:?}",
             t0.elapsed()
         );

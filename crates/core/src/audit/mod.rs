@@ -189,6 +189,21 @@ pub fn archive_file_name(first: u64, through: u64) -> String {
     format!("audit-{first:012}-{through:012}.jsonl")
 }
 
+/// The range `(first, through)` an archive file's name says it holds.
+pub fn parse_archive_file_name(name: &str) -> Option<(u64, u64)> {
+    let (first, through) = name
+        .strip_prefix("audit-")?
+        .strip_suffix(".jsonl")?
+        .split_once('-')?;
+    // `{:012}`: at least 12 digits, only digits.
+    let seq = |s: &str| -> Option<u64> {
+        (s.len() >= 12 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    Some((seq(first)?, seq(through)?))
+}
+
 /// The archive files in `dir`, in chain order (by first sequence number).
 pub fn archive_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
@@ -439,6 +454,119 @@ impl ChainVerifier {
 
 fn short(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
+}
+
+/// What [`verify_with_archives`] found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ArchivesVerdict {
+    /// The walk over the archives and then the store, as one chain.
+    pub report: VerifyReport,
+    /// Records checked in the archive files.
+    pub archived: u64,
+    /// The archive file the break is in (`None`: none, or in the store).
+    pub broken_in: Option<std::path::PathBuf>,
+    /// Records at the start of the store that the archives hold too: an archive
+    /// cut short by a crash, between writing its file and removing the records
+    /// from the store. The store's next [`AuditStore::archive`] finishes it (or
+    /// drops the file if its checkpoint was never appended).
+    pub overlap: u64,
+}
+
+/// Verify archive files (in chain order, as [`archive_files`] lists them) and then
+/// the store as one chain.
+///
+/// Records at the start of the store that the last archive also holds are
+/// accepted when they chain among themselves and the last of them has the
+/// archived hash (so, by the chain, every one of them is the archived record).
+pub async fn verify_with_archives(
+    store: &dyn AuditStore,
+    archives: &[std::path::PathBuf],
+) -> Result<ArchivesVerdict, StoreError> {
+    let mut v = ChainVerifier::new();
+    for path in archives {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?;
+        let lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        for (i, line) in lines {
+            let checked = match serde_json::from_str::<AuditEvent>(line) {
+                Ok(e) => v.check(&e),
+                Err(e) => Err(Broken {
+                    seq: v.next_seq().unwrap_or(1),
+                    reason: format!("line {} is not an audit event: {e}", i + 1),
+                }),
+            };
+            if let Err(b) = checked {
+                return Ok(ArchivesVerdict {
+                    archived: v.checked,
+                    report: v.report(Some(b)),
+                    broken_in: Some(path.clone()),
+                    overlap: 0,
+                });
+            }
+        }
+    }
+    let archived = v.checked;
+    let (archived_head, archived_hash) = (v.next_seq().map_or(0, |n| n - 1), v.prev_hash.clone());
+    let mut overlap: Option<ChainVerifier> = None;
+    let mut overlapped = 0u64;
+    let mut after = 0;
+    let verdict = |v: &ChainVerifier, broken: Option<Broken>, overlapped| ArchivesVerdict {
+        report: match broken {
+            Some(b) => v.report(Some(b)),
+            None => v.finish(),
+        },
+        archived,
+        broken_in: None,
+        overlap: overlapped,
+    };
+    loop {
+        let batch = store.events(after, 1000).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in &batch {
+            after = e.seq;
+            let checked = if e.seq <= archived_head {
+                overlapped += 1;
+                let ov =
+                    overlap.get_or_insert_with(|| ChainVerifier::after(e.seq - 1, &e.prev_hash));
+                ov.check(e).and_then(|()| {
+                    if e.seq == archived_head && e.hash != archived_hash {
+                        Err(Broken {
+                            seq: e.seq,
+                            reason: format!(
+                                "the store's record differs from the archived one (hash {}, archived {})",
+                                short(&e.hash),
+                                short(&archived_hash)
+                            ),
+                        })
+                    } else {
+                        Ok(())
+                    }
+                })
+            } else {
+                v.check(e)
+            };
+            if let Err(b) = checked {
+                return Ok(verdict(&v, Some(b), overlapped));
+            }
+        }
+    }
+    if overlap.is_some() && after < archived_head {
+        let b = Broken {
+            seq: after + 1,
+            reason: format!(
+                "the store ends inside the archived records (at #{after}, archived through #{archived_head})"
+            ),
+        };
+        return Ok(verdict(&v, Some(b), overlapped));
+    }
+    Ok(verdict(&v, None, overlapped))
 }
 
 /// Verify a sequence of events (e.g. a JSON-lines export), stopping at the first

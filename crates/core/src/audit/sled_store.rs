@@ -50,8 +50,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    archive_file_name, canonical_bytes_encoded, chain_hash, event_json, AppendOptions,
-    ArchiveReport, AuditStore, Broken, ChainVerifier, StoreError, VerifyReport, GENESIS_HASH,
+    archive_file_name, archive_files, canonical_bytes_encoded, chain_hash, event_json,
+    parse_archive_file_name, AppendOptions, ArchiveReport, AuditStore, Broken, ChainVerifier,
+    StoreError, VerifyReport, GENESIS_HASH,
 };
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
@@ -258,6 +259,8 @@ struct Inner {
     shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// One archive at a time (its recovery reads what another would be writing).
+    archiving: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -412,6 +415,7 @@ impl SledStore {
                 shared,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
+                archiving: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -472,6 +476,19 @@ impl SledStore {
         through: u64,
         dir: &Path,
     ) -> Result<ArchiveReport, StoreError> {
+        self.archive_steps(start, through, dir, ArchiveStep::Remove)
+            .await
+    }
+
+    /// [`archive_through`](Self::archive_through), stopping after step `until`
+    /// (tests stop early to leave what a crash there would).
+    async fn archive_steps(
+        &self,
+        start: u64,
+        through: u64,
+        dir: &Path,
+        until: ArchiveStep,
+    ) -> Result<ArchiveReport, StoreError> {
         // 1. The archive file, written whole and fsynced before anything changes.
         let tree = self.inner.tree.clone();
         let dir_owned = dir.to_path_buf();
@@ -479,8 +496,21 @@ impl SledStore {
             tokio::task::spawn_blocking(move || write_archive(&tree, start, through, &dir_owned))
                 .await
                 .map_err(io)??;
+        let mut report = ArchiveReport {
+            file,
+            first_seq: start,
+            through_seq: through,
+            last_hash,
+            checkpoint_seq: 0,
+            bytes,
+            records_removed: 0,
+        };
+        if until == ArchiveStep::File {
+            return Ok(report);
+        }
         // 2. The checkpoint, durable, in the chain.
-        let name = file
+        let name = report
+            .file
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default()
@@ -489,31 +519,127 @@ impl SledStore {
             .append(
                 vec![NewEvent::global(EventBody::Checkpoint {
                     archived_through_seq: through,
-                    archived_last_hash: last_hash.clone(),
+                    archived_last_hash: report.last_hash.clone(),
                     archive: name,
                 })],
                 AppendOptions::durable(),
             )
             .await?;
-        let checkpoint_seq = checkpoint.first().map_or(0, |e| e.seq);
+        report.checkpoint_seq = checkpoint.first().map_or(0, |e| e.seq);
+        if until == ArchiveStep::Checkpoint {
+            return Ok(report);
+        }
         // 3. Remove the archived events, and the records whose events are all archived.
+        report.records_removed = self.remove_through(through, touched).await?;
+        Ok(report)
+    }
+
+    /// Step 3 of archiving: remove events `..=through`, and the records of
+    /// `touched` requests whose events are all archived (except those the writer
+    /// holds).
+    async fn remove_through(&self, through: u64, touched: IdSet) -> Result<u64, StoreError> {
         let tree = self.inner.tree.clone();
         let db = self.inner.db.clone();
         let held: IdSet = lock(&self.inner.shared.records).keys().copied().collect();
-        let records_removed = tokio::task::spawn_blocking(move || {
-            remove_archived(&db, &tree, through, &touched, &held)
-        })
-        .await
-        .map_err(io)??;
-        Ok(ArchiveReport {
-            file,
-            first_seq: start,
-            through_seq: through,
-            last_hash,
-            checkpoint_seq,
-            bytes,
-            records_removed,
-        })
+        tokio::task::spawn_blocking(move || remove_archived(&db, &tree, through, &touched, &held))
+            .await
+            .map_err(io)?
+    }
+
+    /// Finish or undo an archive a crash cut short. Archiving writes the file,
+    /// then appends the checkpoint, then removes the archived events; an
+    /// archive file whose events are still in the store was cut short after
+    /// step 1 or 2. With its checkpoint in the chain it is committed: finish
+    /// step 3. Without, it never happened: remove the file (the events stay
+    /// here). Also removes half-written files (`.jsonl.tmp`).
+    async fn recover_archive(&self, dir: &Path) -> Result<(), StoreError> {
+        let listed = |e: std::io::Error| {
+            StoreError::Io(format!("cannot list archives in {}: {e}", dir.display()))
+        };
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                for e in entries {
+                    let path = e.map_err(listed)?.path();
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if name.starts_with("audit-") && name.ends_with(".jsonl.tmp") {
+                        std::fs::remove_file(&path).map_err(|e| {
+                            StoreError::Io(format!("cannot remove {}: {e}", path.display()))
+                        })?;
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(listed(e)),
+        }
+        for path in archive_files(dir).map_err(listed)? {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let Some((first, through)) = parse_archive_file_name(&name) else {
+                continue;
+            };
+            let live_start = self.live_start()?;
+            if through < live_start {
+                continue;
+            }
+            if first != live_start {
+                return Err(StoreError::Corrupt(format!(
+                    "{} holds events #{first}..=#{through} but the store starts at #{live_start}: \
+                     not archiving until the archive directory and the store agree",
+                    path.display()
+                )));
+            }
+            if self.has_checkpoint(through, &name).await? {
+                let tree = self.inner.tree.clone();
+                let touched =
+                    tokio::task::spawn_blocking(move || request_ids_in(&tree, first, through))
+                        .await
+                        .map_err(io)??;
+                let removed = self.remove_through(through, touched).await?;
+                tracing::warn!(
+                    file = %path.display(),
+                    through,
+                    records_removed = removed,
+                    "audit retention: finished an archive cut short (its checkpoint is in the chain)"
+                );
+            } else {
+                std::fs::remove_file(&path).map_err(|e| {
+                    StoreError::Io(format!("cannot remove {}: {e}", path.display()))
+                })?;
+                if let Ok(d) = std::fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
+                tracing::warn!(
+                    file = %path.display(),
+                    "audit retention: removed an archive cut short before its checkpoint \
+                     (its events are still in the store)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the chain after `through` has the checkpoint of archive `name`.
+    async fn has_checkpoint(&self, through: u64, name: &str) -> Result<bool, StoreError> {
+        let mut after = through;
+        loop {
+            let batch = self.events(after, 1000).await?;
+            let Some(last) = batch.last() else {
+                return Ok(false);
+            };
+            after = last.seq;
+            if batch.iter().any(|e| {
+                matches!(
+                    &e.body,
+                    EventBody::Checkpoint { archived_through_seq, archive, .. }
+                        if *archived_through_seq == through && archive == name
+                )
+            }) {
+                return Ok(true);
+            }
+        }
     }
 
     /// The stored record of a request: the writer's copy if it has one, else the
@@ -850,6 +976,42 @@ fn write_archive(
         let _ = d.sync_all();
     }
     Ok((path, bytes, last_hash, touched))
+}
+
+/// What archiving does, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchiveStep {
+    /// 1. Write the archive file.
+    File,
+    /// 2. Append the checkpoint.
+    Checkpoint,
+    /// 3. Remove the archived events and records.
+    Remove,
+}
+
+/// The requests with an event in `first..=through`.
+fn request_ids_in(tree: &sled::Tree, first: u64, through: u64) -> Result<IdSet, StoreError> {
+    let mut ids = IdSet::default();
+    let from = tree
+        .range(bkey(0)..=bkey(first))
+        .next_back()
+        .transpose()
+        .map_err(io)?
+        .map_or(Ok(first), |(k, _)| seq_of_bkey(&k))?;
+    'blocks: for kv in tree.range(bkey(from)..bkey(u64::MAX)) {
+        let (k, v) = kv.map_err(io)?;
+        let block_first = seq_of_bkey(&k)?;
+        for (i, line) in lines(&v).enumerate() {
+            let ev = decode_line(block_first, i, line)?;
+            if ev.seq > through {
+                break 'blocks;
+            }
+            if let (true, Some(id)) = (ev.seq >= first, ev.request_id) {
+                ids.insert(id);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// Records removed per sled batch when archiving. A sled batch holds its log
@@ -1784,6 +1946,8 @@ impl AuditStore for SledStore {
         through_seq: u64,
         dir: &Path,
     ) -> Result<Option<ArchiveReport>, StoreError> {
+        let _one = self.inner.archiving.lock().await;
+        self.recover_archive(dir).await?;
         // Every record stored first, so the removal below sees them.
         self.flush().await?;
         let start = self.live_start()?;
@@ -2271,6 +2435,155 @@ mod tests {
         assert!(store.verify().await.unwrap().ok());
         // Nothing before the live start is left to archive.
         assert!(store.archive(19, &archive).await.unwrap().is_none());
+    }
+
+    /// A store of `n` finished requests (two events each), blocks of 3 events.
+    async fn finished_store(path: &Path, n: usize) -> (SledStore, Vec<Request>) {
+        let store = SledStore::open_with(
+            path,
+            SledOptions {
+                block_events: 3,
+                ..SledOptions::default()
+            },
+        )
+        .unwrap();
+        let done: Vec<Request> = (0..n).map(|i| request(&format!("op{i}"))).collect();
+        for r in &done {
+            append(&store, vec![received(r)]).await;
+            append(&store, vec![to(r.id, State::Succeeded)]).await;
+        }
+        (store, done)
+    }
+
+    /// Verify the archives in `dir` and the store as one chain.
+    async fn verify_all(store: &SledStore, dir: &Path) -> super::super::ArchivesVerdict {
+        let files = super::super::archive_files(dir).unwrap();
+        super::super::verify_with_archives(store, &files)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_archive_cut_short_before_its_checkpoint_is_dropped_and_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let (store, done) = finished_store(&dir.path().join("store"), 6).await;
+        // A first archive, whole, so the cut one is not at the chain's start.
+        let first = store.archive(4, &archive).await.unwrap().unwrap();
+        assert_eq!((first.first_seq, first.through_seq), (1, 4));
+        // The crash: the file is written (and a temporary one), nothing else.
+        let cut = store
+            .archive_steps(5, 9, &archive, ArchiveStep::File)
+            .await
+            .unwrap();
+        std::fs::write(
+            archive.join("audit-000000000010-000000000012.jsonl.tmp"),
+            "half",
+        )
+        .unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path().join("store")).unwrap();
+        // Meanwhile the archives and the store verify; the overlap is named.
+        let v = verify_all(&store, &archive).await;
+        assert!(v.report.ok(), "{v:?}");
+        assert_eq!((v.archived, v.overlap), (9, 5));
+        // The next archive drops the cut file (no checkpoint) and archives anew.
+        let again = store.archive(10, &archive).await.unwrap().unwrap();
+        assert_eq!((again.first_seq, again.through_seq), (5, 10));
+        assert!(!cut.file.exists(), "the cut archive is gone");
+        let names: Vec<String> = std::fs::read_dir(&archive)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let v = verify_all(&store, &archive).await;
+        assert!(v.report.ok(), "{v:?}");
+        assert_eq!((v.archived, v.overlap), (10, 0));
+        assert!(store.verify().await.unwrap().ok());
+        assert!(store.request(done[4].id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_archive_cut_short_after_its_checkpoint_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let (store, done) = finished_store(&dir.path().join("store"), 6).await;
+        let cut = store
+            .archive_steps(1, 8, &archive, ArchiveStep::Checkpoint)
+            .await
+            .unwrap();
+        assert_eq!(cut.checkpoint_seq, 13);
+        drop(store);
+        let store = SledStore::open(dir.path().join("store")).unwrap();
+        let v = verify_all(&store, &archive).await;
+        assert!(v.report.ok(), "{v:?}");
+        assert_eq!((v.archived, v.overlap), (8, 8));
+        assert!(store.request(done[0].id).await.unwrap().is_some());
+        // Asked for nothing new, the next archive still finishes the cut one.
+        assert!(store.archive(8, &archive).await.unwrap().is_none());
+        assert_eq!(store.events(0, 1).await.unwrap()[0].seq, 9);
+        assert!(store.request(done[0].id).await.unwrap().is_none());
+        assert!(store.request(done[3].id).await.unwrap().is_none());
+        assert!(store.request(done[4].id).await.unwrap().is_some());
+        let v = verify_all(&store, &archive).await;
+        assert!(v.report.ok(), "{v:?}");
+        assert_eq!((v.archived, v.overlap), (8, 0));
+        assert_eq!(v.report.checked, 13);
+        assert!(store.verify().await.unwrap().ok());
+        assert_eq!(super::super::archive_files(&archive).unwrap(), [cut.file]);
+    }
+
+    #[tokio::test]
+    async fn an_overlap_that_differs_from_the_archive_is_broken_and_a_stray_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let (store, _) = finished_store(&dir.path().join("store"), 4).await;
+        let cut = store
+            .archive_steps(1, 4, &archive, ArchiveStep::File)
+            .await
+            .unwrap();
+        // Another chain's records in the archive: each verifies, the junction not.
+        let (other, _) = finished_store(&dir.path().join("other"), 2).await;
+        let foreign: Vec<String> = other
+            .events(0, 4)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        std::fs::write(&cut.file, foreign.join("\n") + "\n").unwrap();
+        let v = verify_all(&store, &archive).await;
+        let b = v.report.broken.expect("broken");
+        assert_eq!(b.seq, 4, "{b}");
+        assert!(b.reason.contains("differs from the archived one"), "{b}");
+        assert_eq!(v.broken_in, None);
+        // A file that claims records the store does not start at is not touched.
+        std::fs::remove_file(&cut.file).unwrap();
+        let stray = archive.join(super::super::archive_file_name(3, 5));
+        std::fs::write(&stray, "").unwrap();
+        let err = store.archive(6, &archive).await.unwrap_err();
+        assert!(err.to_string().contains("the store starts at #1"), "{err}");
+        assert!(stray.exists());
+    }
+
+    #[test]
+    fn archive_file_names_parse_back() {
+        use super::super::{archive_file_name, parse_archive_file_name};
+        assert_eq!(
+            parse_archive_file_name(&archive_file_name(17, 1_234_567)),
+            Some((17, 1_234_567))
+        );
+        let big = archive_file_name(1, 10_000_000_000_000);
+        assert_eq!(parse_archive_file_name(&big), Some((1, 10_000_000_000_000)));
+        for bad in [
+            "audit-1-2.jsonl",
+            "audit-000000000001-000000000002.jsonl.tmp",
+            "audit-00000000000x-000000000002.jsonl",
+            "audit-000000000001.jsonl",
+            "notes.txt",
+        ] {
+            assert_eq!(parse_archive_file_name(bad), None, "{bad}");
+        }
     }
 
     /// Rounds of traffic, each archived away: sled's log file stops growing,

@@ -451,6 +451,12 @@ impl Frontend for SlackFrontend {
         if req.method() != http::Method::POST {
             return simple_response(StatusCode::METHOD_NOT_ALLOWED, "POST only");
         }
+        // Slack checks the certificate of a slash command's URL now and then: a
+        // POST of `ssl_check=1&token=…`, no command, signed or not. It asks for a
+        // 200 and nothing else; nothing runs and nothing is recorded.
+        if path == COMMANDS_PATH && form_field(&parse_form(req.body()), "ssl_check") == Some("1") {
+            return ok_empty();
+        }
         let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
         if let Err(why) = signature::verify(
             &self.config.signing_secret.0,

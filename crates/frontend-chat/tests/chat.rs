@@ -928,6 +928,42 @@ async fn forged_and_stale_requests_get_401_and_nothing_is_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_ssl_checks_of_the_command_url_get_200_and_do_nothing() {
+    let h = harness("").await;
+    let body = "ssl_check=1&token=gIkuvaNzQIHg97ATvDxqgjtO".to_string();
+    let unsigned = http::Request::builder()
+        .method("POST")
+        .uri("/slack/commands")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Bytes::from(body.clone()))
+        .unwrap();
+    let signed_check = signed(
+        "/slack/commands",
+        "application/x-www-form-urlencoded",
+        body,
+        now(),
+        SECRET,
+    );
+    for req in [unsigned, signed_check] {
+        let res = h.post(req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.body().is_empty(), "{:?}", res.body());
+    }
+    // Only on the command URL.
+    let unsigned_elsewhere = http::Request::builder()
+        .method("POST")
+        .uri("/slack/interactions")
+        .body(Bytes::from("ssl_check=1"))
+        .unwrap();
+    assert_eq!(
+        h.post(unsigned_elsewhere).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(h.exec.store().events(0, 10).await.unwrap().is_empty());
+    assert!(h.fake.calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_verification_is_answered() {
     let h = harness("").await;
     let body = serde_json::json!({"token": "Jhj5dZrVaK7ZwHHjRyZWjbDl", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification"}).to_string();

@@ -584,12 +584,30 @@ impl SledStore {
             if through < live_start {
                 continue;
             }
-            if first != live_start {
-                return Err(StoreError::Corrupt(format!(
-                    "{} holds events #{first}..=#{through} but the store starts at #{live_start}: \
-                     not archiving until the archive directory and the store agree",
+            let disagree = |why: String| {
+                StoreError::Corrupt(format!(
+                    "{} holds events #{first}..=#{through} but {why}: not archiving until the \
+                     archive directory and the store agree (nothing was changed)",
                     path.display()
-                )));
+                ))
+            };
+            if first != live_start {
+                return Err(disagree(format!("the store starts at #{live_start}")));
+            }
+            // The file must end with the store's own event, or it is not this
+            // store's archive (say, a new store beside an old archive directory):
+            // it is never removed, nor written over.
+            let file_last = last_event_in(&path)?;
+            let stored = self.events(through - 1, 1).await?;
+            match (file_last, stored.first()) {
+                (Some(a), Some(b)) if a.seq == through && b.seq == through && a.hash == b.hash => {}
+                (_, Some(b)) if b.seq == through => {
+                    return Err(disagree(format!(
+                        "its last record is not the store's #{through} (hash {})",
+                        b.hash.get(..12).unwrap_or(&b.hash)
+                    )))
+                }
+                _ => return Err(disagree(format!("the store has no record #{through}"))),
             }
             if self.has_checkpoint(through, &name).await? {
                 let tree = self.inner.tree.clone();
@@ -987,6 +1005,18 @@ enum ArchiveStep {
     Checkpoint,
     /// 3. Remove the archived events and records.
     Remove,
+}
+
+/// The last event of a JSON-lines archive file (`None`: empty or unreadable last
+/// line).
+fn last_event_in(path: &Path) -> Result<Option<AuditEvent>, StoreError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str(l).ok()))
 }
 
 /// The requests with an event in `first..=through`.
@@ -2564,6 +2594,34 @@ mod tests {
         let err = store.archive(6, &archive).await.unwrap_err();
         assert!(err.to_string().contains("the store starts at #1"), "{err}");
         assert!(stray.exists());
+    }
+
+    #[tokio::test]
+    async fn a_new_store_beside_an_old_archive_directory_never_touches_the_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let (old, _) = finished_store(&dir.path().join("old"), 6).await;
+        let kept = old.archive(8, &archive).await.unwrap().unwrap();
+        let kept_text = std::fs::read_to_string(&kept.file).unwrap();
+        drop(old);
+        // A new store (its #1.. are other records) pointed at the same directory.
+        let (new, _) = finished_store(&dir.path().join("new"), 6).await;
+        let err = new.archive(10, &archive).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("its last record is not the store's #8"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&kept.file).unwrap(), kept_text);
+        assert_eq!(super::super::archive_files(&archive).unwrap(), [kept.file]);
+        // A shorter new store: no record #8 at all.
+        let (short, _) = finished_store(&dir.path().join("short"), 2).await;
+        let err = short.archive(2, &archive).await.unwrap_err();
+        assert!(
+            err.to_string().contains("the store has no record #8"),
+            "{err}"
+        );
+        assert_eq!(new.events(0, 1).await.unwrap()[0].seq, 1, "nothing removed");
     }
 
     #[test]

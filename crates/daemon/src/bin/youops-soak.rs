@@ -35,9 +35,8 @@
 //! 4. every Slack request got its result posted in its thread, and every GitHub
 //!    request its 🚀 reaction;
 //! 5. resident memory grew at most `--rss-growth-mib` over the second half of the
-//!    load phase: the least-squares slope of every sample of that half (one per
-//!    second) times its length. (Retention frees memory in steps, a sawtooth: the
-//!    means of two short windows, also printed, depend on where in it they fall.)
+//!    load phase (mean of the last window against the mean of the window at the
+//!    middle).
 //!
 //! Exit 0 when all hold, 1 when one fails, 64 on bad arguments.
 //!
@@ -1666,7 +1665,7 @@ fn run(args: Args) -> Result<bool, String> {
     let w = (dur * 0.1).clamp(5.0, 30.0);
     let mid = mean_in(&in_load, dur / 2.0 - w / 2.0, dur / 2.0 + w / 2.0);
     let last = mean_in(&in_load, dur - w, dur + 0.5);
-    let windows = match (mid, last) {
+    let growth = match (mid, last) {
         (Some(a), Some(b)) => Some(mib(b - a)),
         _ => None,
     };
@@ -1684,7 +1683,6 @@ fn run(args: Args) -> Result<bool, String> {
             .collect()
     };
     let (s1, s2) = (slope_per_min(&half(true)), slope_per_min(&half(false)));
-    let growth = s2.map(|per_min| per_min * dur / 2.0 / 60.0);
     line!("");
     line!(
         "daemon RSS over the load ({} samples, 1/s): min {:.1} MiB, max {:.1} MiB; slope first half {} MiB/min, second half {} MiB/min",
@@ -1695,12 +1693,11 @@ fn run(args: Args) -> Result<bool, String> {
         f2(s2)
     );
     line!(
-        "  growth over the second half (its slope × its length) {} MiB (bound {} MiB); mean of the {w:.0} s around the middle {} MiB, of the last {w:.0} s {} MiB (difference {} MiB)",
-        f2(growth),
-        args.rss_growth_mib,
+        "  mean of the {w:.0} s around the middle {} MiB, of the last {w:.0} s {} MiB: growth over the second half {} MiB (bound {} MiB)",
         f2(mid.map(mib)),
         f2(last.map(mib)),
-        f2(windows),
+        f2(growth),
+        args.rss_growth_mib
     );
     let mut per_min = Vec::new();
     let mut m = 0.0;

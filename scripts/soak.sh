@@ -254,19 +254,33 @@ notes=$(timeout 30 git -C "$repo" notes --ref youops list 2>/dev/null | wc -l ||
 commits=$(timeout 30 git -C "$repo" rev-list --count main 2>/dev/null || echo 0)
 echo "git: $commits commits on main, $notes with a youops note"
 
-kill -TERM "$pid"
-stop_rc=0
-for _ in $(seq 1 600); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-done
-if kill -0 "$pid" 2>/dev/null; then
-    echo "soak: the daemon did not stop within 60 s of SIGTERM"
-    stop_rc=1
-else
+# Running (a dead child not yet reaped is a zombie: `kill -0` still finds it).
+alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1; [[ $st != Z* ]]; }
+if ! alive "$pid"; then
+    stop_rc=0
     wait "$pid" || stop_rc=$?
     pid=""
-    echo "daemon exit after SIGTERM: $stop_rc"
+    if ((stop_rc > 128)); then
+        echo "soak: the daemon died during the run, by SIG$(kill -l $((stop_rc - 128))) (exit $stop_rc)"
+    else
+        echo "soak: the daemon exited during the run (exit $stop_rc)"
+    fi
+    if ((stop_rc == 0)); then stop_rc=1; fi # an exit during the run is a failure
+else
+    kill -TERM "$pid"
+    stop_rc=0
+    for _ in $(seq 1 600); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        echo "soak: the daemon did not stop within 60 s of SIGTERM"
+        stop_rc=1
+    else
+        wait "$pid" || stop_rc=$?
+        pid=""
+        echo "daemon exit after SIGTERM: $stop_rc"
+    fi
 fi
 
 verify_rc=0

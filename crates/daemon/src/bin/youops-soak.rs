@@ -1247,9 +1247,13 @@ fn run(args: Args) -> Result<bool, String> {
     // Sampler: RSS and CPU every second, the store every 5 s, until stopped.
     let samples = Arc::new(Mutex::new(Samples::default()));
     let sampling = Arc::new(AtomicBool::new(true));
+    // Set by the sampler when the daemon's RSS can no longer be read: it exited
+    // (a zombie until soak.sh reaps it has no VmRSS) or crashed.
+    let daemon_gone = Arc::new(AtomicBool::new(false));
     let sampler = {
         let samples = samples.clone();
         let sampling = sampling.clone();
+        let gone = daemon_gone.clone();
         let pid = args.pid;
         let store = args.store.clone();
         std::thread::spawn(move || {
@@ -1264,6 +1268,9 @@ fn run(args: Args) -> Result<bool, String> {
                     .saturating_duration_since(start)
                     .as_secs_f64();
                 let rss = procfs::read_rss_kib(pid);
+                if rss.is_none() {
+                    gone.store(true, Ordering::Relaxed);
+                }
                 let cpu = procfs::read_cpu_ticks(pid);
                 let disk = (k % 5 == 0).then(|| disk_bytes(&store));
                 let fds = if k % 5 == 0 { count_fds(pid) } else { None };
@@ -1356,7 +1363,18 @@ fn run(args: Args) -> Result<bool, String> {
         args.duration,
         args.git_every
     );
+    let died = |phase: &str| {
+        format!(
+            "the daemon (pid {}) is gone, {:.0} s into the {phase}: stopped (its exit status \
+             follows from soak.sh; a crash is also in `dmesg`)",
+            args.pid,
+            start.elapsed().as_secs_f64()
+        )
+    };
     for i in 0..total {
+        if daemon_gone.load(Ordering::Relaxed) {
+            return Err(died("load"));
+        }
         let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
         let now = Instant::now();
         if scheduled > now {
@@ -1416,6 +1434,9 @@ fn run(args: Args) -> Result<bool, String> {
     let mut drained = false;
     let mut last_unfinished = None;
     while Instant::now() < drain_until {
+        if daemon_gone.load(Ordering::Relaxed) {
+            return Err(died("drain"));
+        }
         std::thread::sleep(Duration::from_millis(500));
         let fb = feedback_total();
         if fb != last_fb.0 {

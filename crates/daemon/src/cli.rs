@@ -662,22 +662,7 @@ fn verify_file_into(
             format!("cannot read {}: {e}", path.display()),
         )
     })?;
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let e: AuditEvent = serde_json::from_str(line).map_err(|e| {
-            Failure::new(
-                exit::FAILED,
-                format!("{}:{}: not an audit event: {e}", path.display(), i + 1),
-            )
-        })?;
-        if let Err(b) = v.check(&e) {
-            return Ok(Err(b));
-        }
-    }
-    Ok(Ok(()))
+    Ok(v.check_json_lines(&text))
 }
 
 /// The archives, in order, then the live chain, as one chain.

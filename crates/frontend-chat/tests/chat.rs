@@ -147,6 +147,14 @@ impl FakeSlack {
             .collect()
     }
 
+    /// How many `chat.postMessage` calls have `needle` in their text.
+    fn posts_mentioning(&self, needle: &str) -> usize {
+        self.calls_of("chat.postMessage")
+            .iter()
+            .filter(|c| c.text().contains(needle))
+            .count()
+    }
+
     fn mentioning(&self, needle: &str) -> Vec<Call> {
         self.calls()
             .into_iter()
@@ -1026,14 +1034,9 @@ async fn slash_command_is_acked_then_result_posted_in_a_thread() {
         result.text()
     );
     assert!(result.text().contains("duration"), "{}", result.text());
-    let posts_about_id = h
-        .fake
-        .calls_of("chat.postMessage")
-        .into_iter()
-        .filter(|c| c.text().contains(&id.to_string()))
-        .count();
     assert_eq!(
-        posts_about_id, 2,
+        h.fake.posts_mentioning(&id.to_string()),
+        2,
         "one status message and one result, no spam"
     );
 
@@ -1065,14 +1068,9 @@ async fn slash_command_is_acked_then_result_posted_in_a_thread() {
             .find(|c| c.text().contains("through the gate") && c.body.get("thread_ts").is_some())
     })
     .await;
-    let posts_about_id = h
-        .fake
-        .calls_of("chat.postMessage")
-        .into_iter()
-        .filter(|c| c.text().contains(&id.to_string()))
-        .count();
     assert_eq!(
-        posts_about_id, 2,
+        h.fake.posts_mentioning(&id.to_string()),
+        2,
         "one status message and one result, no spam"
     );
 }

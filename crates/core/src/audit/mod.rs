@@ -425,6 +425,27 @@ impl ChainVerifier {
         Ok(())
     }
 
+    /// Check the events of a JSON-lines text (an export, an archive) in order;
+    /// blank lines are skipped, and a line that is not an event is broken.
+    pub fn check_json_lines(&mut self, text: &str) -> Result<(), Broken> {
+        let lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        for (i, line) in lines {
+            match serde_json::from_str::<AuditEvent>(line) {
+                Ok(e) => self.check(&e)?,
+                Err(e) => {
+                    return Err(Broken {
+                        seq: self.next_seq().unwrap_or(1),
+                        reason: format!("line {} is not an audit event: {e}", i + 1),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The report so far.
     pub fn report(&self, broken: Option<Broken>) -> VerifyReport {
         VerifyReport {
@@ -488,41 +509,28 @@ pub async fn verify_with_archives(
         let text = tokio::fs::read_to_string(path)
             .await
             .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?;
-        let lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
-        for (i, line) in lines {
-            let checked = match serde_json::from_str::<AuditEvent>(line) {
-                Ok(e) => v.check(&e),
-                Err(e) => Err(Broken {
-                    seq: v.next_seq().unwrap_or(1),
-                    reason: format!("line {} is not an audit event: {e}", i + 1),
-                }),
-            };
-            if let Err(b) = checked {
-                return Ok(ArchivesVerdict {
-                    archived: v.checked,
-                    report: v.report(Some(b)),
-                    broken_in: Some(path.clone()),
-                    overlap: 0,
-                });
-            }
+        if let Err(b) = v.check_json_lines(&text) {
+            return Ok(ArchivesVerdict {
+                archived: v.checked,
+                report: v.report(Some(b)),
+                broken_in: Some(path.clone()),
+                overlap: 0,
+            });
         }
     }
     let archived = v.checked;
     let (archived_head, archived_hash) = (v.next_seq().map_or(0, |n| n - 1), v.prev_hash.clone());
+    // The store's records the archives hold too, checked among themselves.
     let mut overlap: Option<ChainVerifier> = None;
-    let mut overlapped = 0u64;
     let mut after = 0;
-    let verdict = |v: &ChainVerifier, broken: Option<Broken>, overlapped| ArchivesVerdict {
+    let verdict = |v: &ChainVerifier, overlap: &Option<ChainVerifier>, broken| ArchivesVerdict {
         report: match broken {
             Some(b) => v.report(Some(b)),
             None => v.finish(),
         },
         archived,
         broken_in: None,
-        overlap: overlapped,
+        overlap: overlap.as_ref().map_or(0, |o| o.checked),
     };
     loop {
         let batch = store.events(after, 1000).await?;
@@ -532,7 +540,6 @@ pub async fn verify_with_archives(
         for e in &batch {
             after = e.seq;
             let checked = if e.seq <= archived_head {
-                overlapped += 1;
                 let ov =
                     overlap.get_or_insert_with(|| ChainVerifier::after(e.seq - 1, &e.prev_hash));
                 ov.check(e).and_then(|()| {
@@ -553,7 +560,7 @@ pub async fn verify_with_archives(
                 v.check(e)
             };
             if let Err(b) = checked {
-                return Ok(verdict(&v, Some(b), overlapped));
+                return Ok(verdict(&v, &overlap, Some(b)));
             }
         }
     }
@@ -564,9 +571,9 @@ pub async fn verify_with_archives(
                 "the store ends inside the archived records (at #{after}, archived through #{archived_head})"
             ),
         };
-        return Ok(verdict(&v, Some(b), overlapped));
+        return Ok(verdict(&v, &overlap, Some(b)));
     }
-    Ok(verdict(&v, None, overlapped))
+    Ok(verdict(&v, &overlap, None))
 }
 
 /// Verify a sequence of events (e.g. a JSON-lines export), stopping at the first
@@ -706,6 +713,23 @@ mod tests {
         assert!(r.ok(), "{r:?}");
         assert_eq!(r.checked, 5);
         assert_eq!(r.head_seq, 5);
+    }
+
+    #[test]
+    fn json_lines_skip_blank_lines_and_name_a_line_that_is_not_an_event() {
+        let lines: Vec<String> = chain(3)
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        let mut v = ChainVerifier::new();
+        let text = format!("{}\n\n{}\r\n", lines[0], lines[1]);
+        assert_eq!(v.check_json_lines(&text), Ok(()));
+        let b = v
+            .check_json_lines(&format!("{{\"seq\": 3\n{}\n", lines[2]))
+            .unwrap_err();
+        assert_eq!(b.seq, 3, "{b}");
+        assert!(b.reason.starts_with("line 1 is not an audit event"), "{b}");
+        assert_eq!(v.report(None).checked, 2);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 #   WARMUP=2s                   warm-up per load (same rate, not measured)
 #   CONCURRENCY=256             most requests in flight
 #   IDLE_WAIT=2                 seconds after /healthz before idle RSS is read
-#   NO_BUILD=1                  skip `cargo build --release -p youops`
+#   NO_BUILD=1                  skip `cargo build --release -p youops -p youops-perf`
 #   KEEP=1                      keep the temp dir (config, store, daemon log)
 #   RESULTS=FILE                also write the markdown table to FILE
 #   BASELINE=0                  skip the same-run baseline: before each load, the same
@@ -42,7 +42,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 if [[ "${NO_BUILD:-0}" != 1 ]]; then
-    timeout 1800 cargo build --release -p youops >&2
+    timeout 1800 cargo build --release -p youops -p youops-perf >&2
 fi
 target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||

@@ -7,7 +7,7 @@
 #
 #   scripts/soak.sh
 #
-# The driver is `youops-soak` (crates/daemon/src/bin/youops-soak.rs): API
+# The driver is `youops-soak` (tools/perf/src/bin/youops-soak.rs): API
 # submits, signed Slack slash commands and signed GitHub issue_comment webhooks
 # in turn on one open-loop schedule, plus a git commit (one desired-state change
 # and one `Youops-Run:` trailer) and a `POST /git/webhook` every GIT_EVERY. It
@@ -28,7 +28,7 @@
 #   CHANNELS=256          Slack channels the slash commands rotate over (the Slack
 #                         frontend posts ~4 messages per command at most 1/s per
 #                         channel, as Slack allows: ~0.25 commands/s per channel)
-#   NO_BUILD=1            skip `cargo build --release -p youops`
+#   NO_BUILD=1            skip `cargo build --release -p youops -p youops-perf`
 #   KEEP=1                keep the temp dir (config, store, repo, daemon log)
 #   RESULTS=FILE          also write the driver's JSON report to FILE
 #   TMPDIR=DIR            where the temp dir (and so the store) goes
@@ -52,7 +52,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 if [[ "${NO_BUILD:-0}" != 1 ]]; then
-    timeout 1800 cargo build --release -p youops >&2
+    timeout 1800 cargo build --release -p youops -p youops-perf >&2
 fi
 target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||

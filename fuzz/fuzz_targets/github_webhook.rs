@@ -5,7 +5,8 @@ use youops_frontend_issue::webhook;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
-    let event = ["issues", "issue_comment", "ping", "push", "unknown"][usize::from(selector) % 5];
+    const EVENTS: [&str; 7] = ["issues", "issue_comment", "ping", "push", "installation", "label", "unknown"];
+    let event = EVENTS[usize::from(selector) % EVENTS.len()];
     let content_type = if selector & 0x80 == 0 { Some("application/json") } else { Some("application/x-www-form-urlencoded") };
     if let Ok(json) = webhook::payload_json(content_type, body) {
         let _ = webhook::decode(event, &json);

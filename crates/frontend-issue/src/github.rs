@@ -57,6 +57,12 @@ pub struct Label {
 }
 
 /// An issue (or pull request) as the REST API and webhooks carry it.
+///
+/// Only what GitHub always sends is required: webhook payloads may leave out
+/// `state`, `labels`, `locked`, `assignee` and more (GitHub's webhook schemas
+/// mark them optional, and some actions such as `pinned` carry a reduced
+/// issue), and the author may be `null`, so those are optional here; unknown
+/// fields are skipped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issue {
     /// Number within the repository.
@@ -66,13 +72,16 @@ pub struct Issue {
     /// Markdown body.
     #[serde(default)]
     pub body: Option<String>,
-    /// Author.
-    pub user: User,
+    /// Author; GitHub's schemas let it be `null`.
+    #[serde(default)]
+    pub user: Option<User>,
     /// Labels.
     #[serde(default)]
     pub labels: Vec<Label>,
-    /// `open` or `closed`.
-    pub state: String,
+    /// `open` or `closed`; `None` when a webhook payload left it out (the REST
+    /// API always sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
     /// Web link.
     pub html_url: String,
     /// Created.
@@ -88,6 +97,12 @@ impl Issue {
     /// The body, or empty.
     pub fn body_text(&self) -> &str {
         self.body.as_deref().unwrap_or("")
+    }
+
+    /// `Some(true)` when open, `Some(false)` when closed (or any other state),
+    /// `None` when the payload did not say.
+    pub fn is_open(&self) -> Option<bool> {
+        self.state.as_deref().map(|s| s == "open")
     }
 }
 
@@ -289,6 +304,12 @@ impl Api {
             &serde_json::json!({ "body": body }),
         )
         .await
+    }
+
+    /// One issue (or pull request) as it is now.
+    pub async fn issue(&self, repo: &RepoName, issue: u64) -> Result<Issue, ApiError> {
+        self.get(&format!("{}/issues/{issue}", repo_path(repo)))
+            .await
     }
 
     /// Comments of one issue, oldest first.

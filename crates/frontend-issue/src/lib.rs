@@ -223,8 +223,12 @@ impl Shared {
                     &serde_json::json!({ "ok": true, "zen": p.zen, "hook_id": p.hook_id }),
                 )
             }
-            Event::Other(e) => {
-                return answer(StatusCode::ACCEPTED, &format!("event `{e}` ignored"))
+            Event::Ignored(ignored) => {
+                // Before the repository check and the delivery id: nothing is
+                // recorded for a delivery YouOps does not act on.
+                tracing::debug!(delivery = %delivery, event = %ignored.event,
+                    action = ignored.action.as_deref().unwrap_or(""), "ignored a GitHub delivery");
+                return answer(StatusCode::ACCEPTED, &ignored.to_string());
             }
             Event::Issues(e) => e.repository.full_name.clone(),
             Event::IssueComment(e) => e.repository.full_name.clone(),
@@ -273,8 +277,16 @@ impl Shared {
             return Err("YouOps is shutting down".into());
         }
         Ok(match event {
-            Event::Issues(e) => match e.action.as_str() {
+            Event::Issues(mut e) => match e.action.as_str() {
                 "opened" | "reopened" | "labeled" => {
+                    if e.issue.state.is_none() && e.action != "labeled" {
+                        // Opening or reopening leaves the issue open.
+                        e.issue.state = Some("open".into());
+                    }
+                    if e.issue.user.is_none() && e.action == "opened" {
+                        // Who opened it is its author.
+                        e.issue.user = Some(e.sender.clone());
+                    }
                     self.reconcile_issue(exec, repo, &e.issue, Some(&e.sender), via)
                         .await
                 }
@@ -308,7 +320,8 @@ impl Shared {
                 }
                 other => format!("issue_comment action `{other}` ignored"),
             },
-            Event::Ping(_) | Event::Other(_) => "ignored".into(),
+            Event::Ping(_) => "ignored".into(),
+            Event::Ignored(i) => i.to_string(),
         })
     }
 

@@ -226,7 +226,7 @@ impl Shared {
             return format!("already handled as request {id}");
         }
         let prior = requests_from_issue(exec, repo, issue, true).await;
-        let editor_user = editor.unwrap_or(&issue.user);
+        let editor_user = editor.or(issue.user.as_ref());
         if !prior.is_empty() {
             // The body changed since the last request made from it: an edit.
             let data = serde_json::json!({
@@ -273,7 +273,22 @@ impl Shared {
                 return format!("edited after request {} ran: not run again", ran.request.id);
             }
         }
-        if issue.state != "open" {
+        let open = match issue.is_open() {
+            Some(open) => open,
+            // A webhook payload without `state`: ask GitHub (the REST API always says).
+            None => match self.api.issue(repo, issue.number).await {
+                Ok(now) => now.is_open().unwrap_or(false),
+                Err(e) => {
+                    tracing::warn!(repo = %repo, issue = issue.number, error = %e,
+                        "the delivery did not say whether the issue is open, and GitHub could not be asked");
+                    return format!(
+                        "issue #{} state unknown ({e}): not submitted now; polling picks it up",
+                        issue.number
+                    );
+                }
+            },
+        };
+        if !open {
             return "closed issue: not submitted".into();
         }
         let Some(spec) = exec.loaded().catalog.get(&op).cloned() else {
@@ -313,9 +328,15 @@ impl Shared {
         key: &str,
         via: &Via,
     ) -> String {
+        let Some(author) = &issue.user else {
+            return format!(
+                "issue #{} has no author (a deleted account?): not submitted",
+                issue.number
+            );
+        };
         let mut sub = Submission::new(
             op,
-            actor(&issue.user),
+            actor(author),
             origin(repo, issue.number, &issue.html_url).with_ref("source", "issue"),
         )
         .dedup(key)

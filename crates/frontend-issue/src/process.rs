@@ -612,15 +612,25 @@ fn past(kind: &str) -> &'static str {
     }
 }
 
+/// The reply to a command on a request: what the command did and where that
+/// leaves the request, said once.
 fn summarize(rec: &RequestRecord, verb: Option<&str>) -> String {
     let id = rec.request.id;
+    let n = rec.approvals_needed;
     match (verb, rec.state) {
         (Some("approved"), State::PendingApproval) => format!(
-            "👍 approval of `{id}` recorded; {} more needed",
-            rec.approvals_needed
+            "👍 approval of `{id}` recorded; it needs {n} more approval{}",
+            if n == 1 { "" } else { "s" }
         ),
-        (Some("approved"), s) => format!("👍 `{id}` approved; it is now {s}"),
-        (Some(v), s) => format!("`{id}` {v}; it is now {s}"),
+        (Some("approved"), State::Approved) => format!("👍 `{id}` approved; it starts now"),
+        (Some("approved"), State::Running) => format!("👍 `{id}` approved; it is running"),
+        (Some("approved"), s) => format!("👍 `{id}` approved; it ended **{s}**"),
+        (Some("denied"), State::Rejected) => format!("👎 `{id}` denied; it will not run"),
+        (Some("cancelled"), State::Cancelled) => format!("`{id}` cancelled"),
+        (Some("cancelled"), s) if s.is_terminal() => {
+            format!("too late to cancel `{id}`: it ended **{s}**")
+        }
+        (Some(v), s) => format!("`{id}` {v}; it is now **{s}**"),
         (None, s) => format!(
             "`{id}` (`{}`) is **{s}**{}",
             rec.request.op,
@@ -635,6 +645,75 @@ fn summarize(rec: &RequestRecord, verb: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(state: &str, needed: u32) -> RequestRecord {
+        serde_json::from_value(serde_json::json!({
+            "approvals_needed": needed, "last_hash": "", "last_seq": 3, "state": state,
+            "updated_at": "2026-12-07T05:23:39Z",
+            "request": {
+                "id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "op": "deploy", "args": {},
+                "actor": {"frontend": "github", "external_id": "alice-gh", "principal": "alice"},
+                "origin": {"frontend": "github"}, "created_at": "2026-12-07T05:23:39Z",
+                "digest": "d", "dry_run": false,
+            },
+        }))
+        .expect("a record")
+    }
+
+    #[test]
+    fn a_command_reply_says_what_happened_once() {
+        let id = "`01ARZ3NDEKTSV4RRFFQ69G5FAV`";
+        let table = [
+            (
+                "pending_approval",
+                1,
+                "approved",
+                format!("👍 approval of {id} recorded; it needs 1 more approval"),
+            ),
+            (
+                "pending_approval",
+                2,
+                "approved",
+                format!("👍 approval of {id} recorded; it needs 2 more approvals"),
+            ),
+            (
+                "approved",
+                0,
+                "approved",
+                format!("👍 {id} approved; it starts now"),
+            ),
+            (
+                "running",
+                0,
+                "approved",
+                format!("👍 {id} approved; it is running"),
+            ),
+            (
+                "succeeded",
+                0,
+                "approved",
+                format!("👍 {id} approved; it ended **succeeded**"),
+            ),
+            (
+                "rejected",
+                0,
+                "denied",
+                format!("👎 {id} denied; it will not run"),
+            ),
+            ("cancelled", 0, "cancelled", format!("{id} cancelled")),
+            (
+                "succeeded",
+                0,
+                "cancelled",
+                format!("too late to cancel {id}: it ended **succeeded**"),
+            ),
+        ];
+        for (state, needed, verb, want) in table {
+            let got = summarize(&record(state, needed), Some(verb));
+            assert_eq!(got, want, "{state} {verb}");
+            assert!(!got.contains("approved; it is now approved"));
+        }
+    }
 
     #[test]
     fn command_lines_skip_fences_and_other_prefixes() {

@@ -134,10 +134,16 @@ impl<T: std::hash::Hash + Eq + Clone> Bounded<T> {
     }
 }
 
+/// One posted approval prompt of a request.
 #[derive(Debug, Clone)]
 struct ApprovalMsg {
     at: MessageRef,
+    /// It shows the decision; nothing updates it any more.
     finalized: bool,
+    /// `last_seq` of the record it was last rendered from (or is being
+    /// rendered from): an update from an older record is dropped, so a slow
+    /// "needs 1 more approval" cannot land over "Approved by ...".
+    shown_seq: u64,
 }
 
 /// Settings of the chat logic.
@@ -278,6 +284,12 @@ impl ChatCore {
             }
         };
         let is_run = matches!(cmd, Command::Run { .. } | Command::Retry { .. });
+        let decision = match &cmd {
+            Command::Approve { .. } => Some(render::Decision::Approve),
+            Command::Deny { .. } => Some(render::Decision::Deny),
+            Command::Cancel { .. } => Some(render::Decision::Cancel),
+            _ => None,
+        };
         if !is_run && !lock(&self.seen).insert(inb.delivery.clone()) {
             tracing::info!(delivery = %inb.delivery, "redelivery of an answered chat command ignored");
             return (None, None);
@@ -331,15 +343,17 @@ impl ChatCore {
                 Some(t.record.request.id),
             ),
             Ok(Reply::Help(h)) => (Some(ChatMessage::text(format!("```\n{h}\n```"))), None),
-            Ok(Reply::Record(rec)) => (
-                Some(render::status(
-                    self.adapter.as_ref(),
-                    self.name(),
-                    &rec,
-                    ctx.request_url(rec.request.id).as_deref(),
-                )),
-                Some(rec.request.id),
-            ),
+            Ok(Reply::Record(rec)) => {
+                let link = ctx.request_url(rec.request.id);
+                let ad = self.adapter.as_ref();
+                let reply = match decision {
+                    Some(did) => {
+                        render::decision_reply(ad, self.name(), did, &actor, &rec, link.as_deref())
+                    }
+                    None => render::status(ad, self.name(), &rec, link.as_deref()),
+                };
+                (Some(reply), Some(rec.request.id))
+            }
             Ok(_) => (None, None),
             Err(e) => (Some(self.error_reply(inb, &e)), None),
         }
@@ -384,6 +398,11 @@ impl ChatCore {
     ) -> ChatMessage {
         let id = rec.request.id;
         let reason = rec.reason.clone().unwrap_or_default();
+        let retry = rec
+            .request
+            .retry_of
+            .map(|old| format!(", a retry of `{old}`,"))
+            .unwrap_or_default();
         let link = ctx
             .request_url(id)
             .map(|u| format!("\n{}", self.adapter.link(&u, "follow it on the dashboard")))
@@ -395,8 +414,9 @@ impl ChatCore {
             }
             State::Denied => format!(":no_entry: Request `{id}` was denied: {reason}"),
             State::PendingApproval => format!(
-                ":raised_hand: Request `{id}` (`{}`) needs approval: {reason}. Approvers can click Approve, or type `approve {id}`.{link}",
-                rec.request.op
+                ":raised_hand: Request `{id}` (`{}`){retry} {}. Approvers can click Approve, or type `approve {id}`.{link}",
+                rec.request.op,
+                render::pending_text(rec).unwrap_or_else(|| "needs approval".into())
             ),
             s if s.is_terminal() => {
                 let out = rec
@@ -407,8 +427,9 @@ impl ChatCore {
                 format!("Request `{id}` (`{}`): `{s}`{out}{link}", rec.request.op)
             }
             _ => format!(
-                ":ok: Accepted: request `{id}` (`{}`). Progress and the result will be posted in this {}.{link}",
+                ":ok: Accepted: request `{id}` (`{}`){}. Progress and the result will be posted in this {}.{link}",
                 rec.request.op,
+                retry.trim_end_matches(','),
                 if inb.thread().is_some() { "thread" } else { "channel" }
             ),
         };
@@ -468,16 +489,10 @@ impl ChatCore {
                     return;
                 };
                 let id = rec.request.id;
-                if rec.state != State::PendingApproval {
-                    let mut m = lock(&self.approval_msgs);
-                    let list = m.entry(id).or_default();
-                    match list.iter_mut().find(|a| a.at == at) {
-                        Some(a) => a.finalized = true,
-                        None => list.push(ApprovalMsg {
-                            at: at.clone(),
-                            finalized: true,
-                        }),
-                    }
+                let seq = rec.last_seq;
+                if !self.claim_approval_msg(id, &at, seq, !render::awaits_approval(&rec)) {
+                    // The renderer already showed this record, or a later one.
+                    return;
                 }
                 let msg = render::approval(
                     self.adapter.as_ref(),
@@ -495,7 +510,13 @@ impl ChatCore {
                         let ad = ad.clone();
                         let at = at.clone();
                         let msg = msg.clone();
-                        async move { ad.update(&at, &msg).await }
+                        let this = self.clone();
+                        async move {
+                            if !this.approval_msg_current(id, &at, seq) {
+                                return Ok(());
+                            }
+                            ad.update(&at, &msg).await
+                        }
                     },
                 )
                 .await;
@@ -600,9 +621,7 @@ impl ChatCore {
             tx.send_replace(rec);
             return;
         }
-        if !own
-            && (self.settings.approvals_channel.is_none() || rec.state != State::PendingApproval)
-        {
+        if !own && (self.settings.approvals_channel.is_none() || !render::awaits_approval(&rec)) {
             return;
         }
         let (tx, rx) = watch::channel(rec);
@@ -650,7 +669,7 @@ impl ChatCore {
             }
             self.render_step(ctx, &mut st, own, &rec).await;
             let done = rec.state.is_terminal()
-                || (!own && rec.state != State::PendingApproval && st.approvals_done);
+                || (!own && !render::awaits_approval(&rec) && st.approvals_done);
             if done {
                 break;
             }
@@ -753,7 +772,8 @@ impl ChatCore {
         }
         // Approval prompts.
         let amsg = render::approval(ad.as_ref(), self.name(), rec, link.as_deref());
-        if rec.state == State::PendingApproval && !st.approvals_posted {
+        let awaiting = render::awaits_approval(rec);
+        if awaiting && !st.approvals_posted {
             st.approvals_posted = true;
             let mut targets: Vec<(String, Option<String>)> = Vec::new();
             if own {
@@ -778,6 +798,7 @@ impl ChatCore {
                         .push(ApprovalMsg {
                             at,
                             finalized: false,
+                            shown_seq: rec.last_seq,
                         });
                 }
             }
@@ -786,14 +807,20 @@ impl ChatCore {
             && !st.approvals_done
             && st.last_approval.as_ref() != Some(&amsg)
         {
-            let decided = rec.state != State::PendingApproval;
+            // No approval outstanding any more: the prompt shows the decision,
+            // without buttons, and is not updated again.
+            let decided = !awaiting;
+            let seq = rec.last_seq;
             let targets: Vec<MessageRef> = {
                 let mut m = lock(&self.approval_msgs);
                 let list = m.entry(id).or_default();
                 let t = list
-                    .iter()
-                    .filter(|a| !a.finalized)
-                    .map(|a| a.at.clone())
+                    .iter_mut()
+                    .filter(|a| !a.finalized && a.shown_seq < seq)
+                    .map(|a| {
+                        a.shown_seq = seq;
+                        a.at.clone()
+                    })
                     .collect();
                 if decided {
                     for a in list.iter_mut() {
@@ -809,21 +836,61 @@ impl ChatCore {
                     &at.channel,
                     "chat.update (approval)",
                     || {
-                        let (ad, msg, at) = (ad.clone(), amsg.clone(), at.clone());
-                        async move { ad.update(&at, &msg).await }
+                        let (ad, msg, at, this) =
+                            (ad.clone(), amsg.clone(), at.clone(), self.clone());
+                        async move {
+                            if !this.approval_msg_current(id, &at, seq) {
+                                return Ok(());
+                            }
+                            ad.update(&at, &msg).await
+                        }
                     },
                 )
                 .await;
             }
             st.last_approval = Some(amsg);
             st.approvals_done = decided;
-        } else if rec.state != State::PendingApproval {
+        } else if !awaiting {
             st.approvals_done = true;
         }
         if own && rec.state.is_terminal() && !st.result_posted {
             st.result_posted = true;
             self.deliver_result(ctx, st, rec).await;
         }
+    }
+
+    /// Mark the approval prompt `at` of request `id` as being updated from the
+    /// record with `last_seq` `seq` (and, when `decided`, as showing the
+    /// decision). False when it already shows that record or a later one.
+    fn claim_approval_msg(&self, id: RequestId, at: &MessageRef, seq: u64, decided: bool) -> bool {
+        let mut m = lock(&self.approval_msgs);
+        let list = m.entry(id).or_default();
+        match list.iter_mut().find(|a| &a.at == at) {
+            Some(a) if a.shown_seq >= seq => false,
+            Some(a) => {
+                a.shown_seq = seq;
+                a.finalized |= decided;
+                true
+            }
+            None => {
+                list.push(ApprovalMsg {
+                    at: at.clone(),
+                    finalized: decided,
+                    shown_seq: seq,
+                });
+                true
+            }
+        }
+    }
+
+    /// Whether an update of prompt `at` from the record with `last_seq` `seq`
+    /// is still the latest one claimed (checked right before each attempt, so
+    /// a delayed or retried update never lands over a newer one).
+    fn approval_msg_current(&self, id: RequestId, at: &MessageRef, seq: u64) -> bool {
+        lock(&self.approval_msgs)
+            .get(&id)
+            .and_then(|l| l.iter().find(|a| &a.at == at))
+            .is_none_or(|a| a.shown_seq == seq)
     }
 
     /// Post the result: in the thread under the status message; without one

@@ -1,7 +1,7 @@
 //! How requests look in chat: status lines, results, approval prompts. Pure
 //! functions of a [`RequestRecord`], so every adapter renders the same facts.
 
-use youops_core::{RequestRecord, State};
+use youops_core::{Actor, RequestRecord, State};
 
 use crate::adapter::{ActionKind, Button, ChatAdapter, ChatMessage};
 
@@ -74,6 +74,66 @@ fn duration(ms: u64) -> String {
     }
 }
 
+/// `1 approval`, `2 approvals`.
+fn approvals_text(n: u32) -> String {
+    more_approvals_text(n, "")
+}
+
+/// `1 more approval`, `2 more approvals` (`more`: `"more "`, or `""`).
+fn more_approvals_text(n: u32, more: &str) -> String {
+    if n == 1 {
+        format!("1 {more}approval")
+    } else {
+        format!("{n} {more}approvals")
+    }
+}
+
+/// Whether a request still waits for approvals, so its prompt keeps its buttons.
+///
+/// The record folded right after the approval (or denial) that decided a
+/// request is still `pending_approval`, with no approval outstanding (or a
+/// denial given): the `approved` (`rejected`) transition follows in the same
+/// commit, so such a record counts as decided. A pending record that never
+/// recorded its count (and has no approval yet) still waits.
+pub fn awaits_approval(rec: &RequestRecord) -> bool {
+    rec.state == State::PendingApproval
+        && !rec.approvals.iter().any(|a| !a.approve)
+        && (rec.approvals_needed > 0 || !rec.approvals.iter().any(|a| a.approve))
+}
+
+/// The approvers so far, as shown in chat.
+fn approvers(ad: &dyn ChatAdapter, frontend: &str, rec: &RequestRecord) -> Vec<String> {
+    rec.approvals
+        .iter()
+        .filter(|a| a.approve)
+        .map(|a| who(ad, &a.by, frontend))
+        .collect()
+}
+
+/// What is still needed while pending, e.g. `needs 2 approvals from role ops
+/// (not the requester)` or `needs 1 more approval from ...`, from the live
+/// count (the executor's reason gives the count at submission, with
+/// `approval(s)`). `None` when nothing is outstanding.
+pub fn pending_text(rec: &RequestRecord) -> Option<String> {
+    if !awaits_approval(rec) {
+        return None;
+    }
+    let n = rec.approvals_needed;
+    let from = rec
+        .reason
+        .as_deref()
+        .and_then(|r| r.strip_prefix("needs "))
+        .and_then(|r| r.split_once(" approval(s) from "))
+        .map(|(_, from)| format!(" from {from}"))
+        .unwrap_or_default();
+    let given = rec.approvals.iter().any(|a| a.approve);
+    Some(match (n, given) {
+        (0, _) => format!("needs approval{from}"),
+        (n, false) => format!("needs {}{from}", approvals_text(n)),
+        (n, true) => format!("needs {}{from}", more_approvals_text(n, "more ")),
+    })
+}
+
 /// The one-line status of a request, updated in place as it moves.
 pub fn status(
     ad: &dyn ChatAdapter,
@@ -91,15 +151,27 @@ pub fn status(
         r.id,
         rec.state
     );
+    // A reason that only says who moved it to this state (`approved by bob` in
+    // state `approved`) goes on the state's line rather than repeating the state.
+    let mut reason = rec.reason.clone().filter(|_| rec.state != State::Succeeded);
+    if rec.state == State::PendingApproval {
+        reason = pending_text(rec).or(reason);
+    }
+    if let Some(by) = reason
+        .as_deref()
+        .and_then(|x| x.strip_prefix(rec.state.as_str()))
+        .filter(|rest| rest.starts_with(" by "))
+    {
+        s.push_str(by);
+        reason = None;
+    }
     if let Some(ms) = rec.duration_ms() {
         if rec.state.is_terminal() {
             s.push_str(&format!(" after {}", duration(ms)));
         }
     }
-    if let Some(reason) = &rec.reason {
-        if !rec.state.is_terminal() || rec.state != State::Succeeded {
-            s.push_str(&format!("\n_{}_", reason.replace('_', "\\_")));
-        }
+    if let Some(reason) = reason {
+        s.push_str(&format!("\n_{}_", reason.replace('_', "\\_")));
     }
     if let Some(l) = link {
         s.push_str(&format!("\n{}", ad.link(l, "details on the dashboard")));
@@ -185,7 +257,10 @@ pub fn result(
     ChatMessage::text(format!("{head}{body}"))
 }
 
-/// The approval prompt (with buttons while pending) or the decision, updated in place.
+/// The approval prompt, updated in place: while approvals are outstanding it
+/// says how many (`Needs 2 approvals`, then `Approved by @bob; needs 1 more
+/// approval`) and carries Approve / Deny buttons; once none are (approved,
+/// denied, expired, cancelled, ...) it says what happened, without buttons.
 pub fn approval(
     ad: &dyn ChatAdapter,
     frontend: &str,
@@ -201,24 +276,21 @@ pub fn approval(
         r.origin.frontend,
         r.id,
     );
-    let approvers: Vec<String> = rec
-        .approvals
-        .iter()
-        .filter(|a| a.approve)
-        .map(|a| who(ad, &a.by, frontend))
-        .collect();
+    let approvers = approvers(ad, frontend, rec);
+    let denial = rec.approvals.iter().rev().find(|a| !a.approve);
     let mut buttons = Vec::new();
     match rec.state {
-        State::PendingApproval => {
-            s.push_str(&format!(
-                "\nNeeds {} approval(s){}",
-                rec.approvals_needed,
-                if approvers.is_empty() {
-                    String::new()
-                } else {
-                    format!("; approved so far by {}", approvers.join(", "))
-                }
-            ));
+        State::PendingApproval if awaits_approval(rec) => {
+            s.push('\n');
+            if !approvers.is_empty() {
+                s.push_str(&format!("Approved by {}; ", approvers.join(", ")));
+            }
+            let n = rec.approvals_needed;
+            s.push_str(&match (n, approvers.is_empty()) {
+                (0, _) => "Needs approval".to_string(),
+                (n, true) => format!("Needs {}", approvals_text(n)),
+                (n, false) => format!("needs {}", more_approvals_text(n, "more ")),
+            });
             if let Some(exp) = rec.expires_at {
                 s.push_str(&format!(
                     "; expires <!date^{}^{{date_short_pretty}} {{time}}|{}>",
@@ -239,23 +311,43 @@ pub fn approval(
                 },
             ];
         }
-        State::Rejected => {
-            let by = rec
-                .approvals
-                .iter()
-                .rev()
-                .find(|a| !a.approve)
-                .map(|a| who(ad, &a.by, frontend))
-                .unwrap_or_else(|| "an approver".into());
+        State::Rejected | State::PendingApproval
+            if denial.is_some() || rec.state == State::Rejected =>
+        {
+            let (by, why) = match denial {
+                Some(a) => (who(ad, &a.by, frontend), a.reason.as_deref()),
+                None => ("an approver".to_string(), None),
+            };
             s.push_str(&format!("\n:no_entry_sign: Denied by {by}"));
+            if let Some(why) = why.filter(|w| !w.trim().is_empty()) {
+                s.push_str(&format!(": {why}"));
+            }
+        }
+        State::PendingApproval
+        | State::Approved
+        | State::Running
+        | State::Succeeded
+        | State::Failed
+        | State::TimedOut => {
+            if approvers.is_empty() {
+                s.push_str("\n:white_check_mark: Approved");
+            } else {
+                s.push_str(&format!(
+                    "\n:white_check_mark: Approved by {}",
+                    approvers.join(", ")
+                ));
+            }
         }
         State::Expired => s.push_str("\n:hourglass: Expired: approvals did not arrive in time"),
-        State::Cancelled => s.push_str("\n:no_entry_sign: Cancelled"),
-        _ if !approvers.is_empty() => {
-            s.push_str(&format!(
-                "\n:white_check_mark: Approved by {}",
-                approvers.join(", ")
-            ));
+        State::Cancelled => {
+            s.push_str("\n:no_entry_sign: ");
+            s.push_str(&cancelled_text(rec));
+        }
+        State::Interrupted => {
+            s.push_str("\n:x: Interrupted");
+            if let Some(why) = &rec.reason {
+                s.push_str(&format!(": {why}"));
+            }
         }
         other => s.push_str(&format!("\nNo longer pending (state `{other}`)")),
     }
@@ -263,6 +355,111 @@ pub fn approval(
         s.push_str(&format!("\n{}", ad.link(l, "details on the dashboard")));
     }
     ChatMessage { text: s, buttons }
+}
+
+/// `Cancelled by alice`, `Cancelled: voided: ...`, from the cancellation's reason.
+fn cancelled_text(rec: &RequestRecord) -> String {
+    match rec.reason.as_deref() {
+        Some(r) => match r.strip_prefix("cancelled") {
+            Some(rest) => format!("Cancelled{rest}"),
+            None => format!("Cancelled: {r}"),
+        },
+        None => "Cancelled".into(),
+    }
+}
+
+/// A typed command that decides about a request, for [`decision_reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// `approve ID`.
+    Approve,
+    /// `deny ID [reason]`.
+    Deny,
+    /// `cancel ID`.
+    Cancel,
+}
+
+/// The reply to `approve`, `deny` or `cancel` by `by`, from the record the
+/// executor returned: what the command did and where that leaves the request,
+/// said once (`Approved by @bob; request `01J…` (`deploy`) is starting.`,
+/// `Approved by @bob (1 of 2 approvals); request … needs 1 more approval …`,
+/// `Denied by @bob; request … will not run.`).
+pub fn decision_reply(
+    ad: &dyn ChatAdapter,
+    frontend: &str,
+    did: Decision,
+    by: &Actor,
+    rec: &RequestRecord,
+    link: Option<&str>,
+) -> ChatMessage {
+    let r = &rec.request;
+    let req = format!("request `{}` (`{}`)", r.id, r.op);
+    let by = who(ad, by, frontend);
+    // `failed` (why), for a request that ended before the reply.
+    let end = match rec
+        .reason
+        .as_deref()
+        .filter(|_| rec.state != State::Succeeded)
+    {
+        Some(why) => format!("`{}` ({why})", rec.state),
+        None => format!("`{}`", rec.state),
+    };
+    let mut s = match (did, rec.state) {
+        (Decision::Approve, State::PendingApproval) => {
+            let given = rec.approvals.iter().filter(|a| a.approve).count() as u32;
+            let total = given + rec.approvals_needed;
+            let mut s = format!(
+                ":white_check_mark: Approved by {by} ({given} of {})",
+                approvals_text(total)
+            );
+            match pending_text(rec) {
+                Some(p) => s.push_str(&format!("; {req} {p}.")),
+                None => s.push('.'),
+            }
+            s
+        }
+        (Decision::Approve, State::Approved) => {
+            format!(":white_check_mark: Approved by {by}; {req} is starting.")
+        }
+        (Decision::Approve, State::Running) => {
+            format!(":white_check_mark: Approved by {by}; {req} is now running.")
+        }
+        (Decision::Approve, st) if st.is_terminal() => {
+            format!(":white_check_mark: Approved by {by}, but {req} ended {end}.")
+        }
+        (Decision::Deny, State::Rejected) => {
+            let mut s = format!(":no_entry_sign: Denied by {by}");
+            let why = rec
+                .approvals
+                .iter()
+                .rev()
+                .find(|a| !a.approve)
+                .and_then(|a| a.reason.as_deref())
+                .filter(|w| !w.trim().is_empty());
+            if let Some(why) = why {
+                s.push_str(&format!(" ({why})"));
+            }
+            s.push_str(&format!("; {req} will not run."));
+            s
+        }
+        (Decision::Cancel, State::Cancelled) => match rec.duration_ms() {
+            Some(ms) => format!(
+                ":no_entry_sign: Cancelled by {by}; {req} was stopped after {}.",
+                duration(ms)
+            ),
+            None => format!(":no_entry_sign: Cancelled by {by}; {req} will not run."),
+        },
+        (Decision::Cancel, st) if st.is_terminal() => {
+            format!(":information_source: Too late to cancel: {req} ended {end} first.")
+        }
+        // Not a state these commands leave a request in: show its status line.
+        _ => return status(ad, frontend, rec, link),
+    };
+    if let Some(l) = link {
+        s.push_str(&format!("\n{}", ad.link(l, "follow it on the dashboard")));
+    }
+    ChatMessage::text(s)
 }
 
 #[cfg(test)]
@@ -285,6 +482,300 @@ mod tests {
         assert_eq!(quote("prod"), "prod");
         assert_eq!(quote("two words"), "\"two words\"");
         assert_eq!(quote(""), "\"\"");
+    }
+
+    /// Renders like Slack: `<@U>` mentions, `<url|label>` links.
+    #[derive(Debug)]
+    struct Plain;
+
+    #[async_trait::async_trait]
+    impl ChatAdapter for Plain {
+        async fn post(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: &ChatMessage,
+        ) -> Result<crate::MessageRef, crate::ChatError> {
+            Err(crate::ChatError::permanent("not in unit tests"))
+        }
+        async fn update(
+            &self,
+            _: &crate::MessageRef,
+            _: &ChatMessage,
+        ) -> Result<(), crate::ChatError> {
+            Err(crate::ChatError::permanent("not in unit tests"))
+        }
+        async fn post_ephemeral(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+            _: &ChatMessage,
+        ) -> Result<(), crate::ChatError> {
+            Err(crate::ChatError::permanent("not in unit tests"))
+        }
+        async fn respond(&self, _: &str, _: &ChatMessage, _: bool) -> Result<(), crate::ChatError> {
+            Err(crate::ChatError::permanent("not in unit tests"))
+        }
+        fn mention(&self, user: &str) -> String {
+            format!("<@{user}>")
+        }
+        fn link(&self, url: &str, label: &str) -> String {
+            format!("<{url}|{label}>")
+        }
+        fn max_text_len(&self) -> usize {
+            3900
+        }
+    }
+
+    const ID: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    const HEAD: &str = ":raised_hand: *Approval* for `db.drop text=users` requested by <@U_ALICE> (via slack) — request `01ARZ3NDEKTSV4RRFFQ69G5FAV`";
+
+    fn actor(user: &str, principal: &str) -> serde_json::Value {
+        serde_json::json!({"frontend": "slack", "external_id": user, "principal": principal})
+    }
+
+    /// A `db.drop` record by alice in `state`, with `needed` approvals still
+    /// needed, the given decisions (`(slack user, principal, approve, reason)`)
+    /// and reason.
+    fn rec(
+        state: &str,
+        needed: u32,
+        decisions: &[(&str, &str, bool, Option<&str>)],
+        reason: Option<&str>,
+    ) -> RequestRecord {
+        let approvals: Vec<serde_json::Value> = decisions
+            .iter()
+            .map(|(u, p, approve, why)| {
+                serde_json::json!({"by": actor(u, p), "approve": approve, "digest": "d1",
+                    "at": "2024-05-01T10:00:00Z", "reason": why})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "request": {
+                "id": ID, "op": "db.drop", "args": {"text": "users"},
+                "actor": actor("U_ALICE", "alice"),
+                "origin": {"frontend": "slack", "location": "C1"},
+                "created_at": "2024-05-01T09:00:00Z", "digest": "d1"
+            },
+            "state": state,
+            "updated_at": "2024-05-01T10:00:00Z",
+            "approvals_needed": needed,
+            "expires_at": "2024-05-01T10:00:00Z",
+            "approvals": approvals,
+            "reason": reason,
+            "last_hash": "h",
+            "last_seq": 7
+        }))
+        .expect("a valid record")
+    }
+
+    const PENDING: Option<&str> = Some("needs 2 approval(s) from role ops (not the requester)");
+    const EXPIRES: &str =
+        "; expires <!date^1714557600^{date_short_pretty} {time}|2024-05-01T10:00:00+00:00>";
+
+    fn prompt(r: &RequestRecord) -> ChatMessage {
+        approval(&Plain, "slack", r, None)
+    }
+
+    #[test]
+    fn a_pending_prompt_counts_approvals_with_a_proper_plural() {
+        let two = prompt(&rec("pending_approval", 2, &[], PENDING));
+        assert_eq!(two.text, format!("{HEAD}\nNeeds 2 approvals{EXPIRES}"));
+        assert_eq!(two.buttons.len(), 2);
+        let one = prompt(&rec("pending_approval", 1, &[], PENDING));
+        assert_eq!(one.text, format!("{HEAD}\nNeeds 1 approval{EXPIRES}"));
+        assert_eq!(one.buttons.len(), 2);
+        let half = prompt(&rec(
+            "pending_approval",
+            1,
+            &[("U_BOB", "bob", true, None)],
+            PENDING,
+        ));
+        assert_eq!(
+            half.text,
+            format!("{HEAD}\nApproved by <@U_BOB>; needs 1 more approval{EXPIRES}")
+        );
+        assert_eq!(half.buttons.len(), 2);
+    }
+
+    #[test]
+    fn once_nothing_is_outstanding_the_prompt_says_what_happened_without_buttons() {
+        let bob = ("U_BOB", "bob", true, None);
+        let cases = [
+            // Folded right after the approval that decided it (the `approved`
+            // transition follows in the same commit): not "Needs 0".
+            (
+                rec("pending_approval", 0, &[bob], PENDING),
+                "\n:white_check_mark: Approved by <@U_BOB>",
+            ),
+            (
+                rec("approved", 0, &[bob], Some("approved by bob")),
+                "\n:white_check_mark: Approved by <@U_BOB>",
+            ),
+            (
+                rec(
+                    "running",
+                    0,
+                    &[bob, ("U_ERIN", "erin", true, None)],
+                    Some("approved by bob, erin"),
+                ),
+                "\n:white_check_mark: Approved by <@U_BOB>, <@U_ERIN>",
+            ),
+            (
+                rec(
+                    "rejected",
+                    2,
+                    &[("U_BOB", "bob", false, Some("too risky"))],
+                    Some("denied by bob: too risky"),
+                ),
+                "\n:no_entry_sign: Denied by <@U_BOB>: too risky",
+            ),
+            // Folded right after the denial (`rejected` follows).
+            (
+                rec(
+                    "pending_approval",
+                    2,
+                    &[("U_BOB", "bob", false, None)],
+                    PENDING,
+                ),
+                "\n:no_entry_sign: Denied by <@U_BOB>",
+            ),
+            (
+                rec(
+                    "expired",
+                    0,
+                    &[],
+                    Some("approvals did not arrive before ..."),
+                ),
+                "\n:hourglass: Expired: approvals did not arrive in time",
+            ),
+            (
+                rec("cancelled", 0, &[], Some("cancelled by alice")),
+                "\n:no_entry_sign: Cancelled by alice",
+            ),
+            (
+                rec("cancelled", 0, &[], Some("voided: the message was edited")),
+                "\n:no_entry_sign: Cancelled: voided: the message was edited",
+            ),
+        ];
+        for (r, tail) in cases {
+            let m = prompt(&r);
+            assert_eq!(m.text, format!("{HEAD}{tail}"), "{}", r.state);
+            assert!(m.buttons.is_empty(), "no buttons once {}", r.state);
+            assert!(!awaits_approval(&r), "{}", r.state);
+        }
+    }
+
+    fn reply(did: Decision, by: &str, r: &RequestRecord) -> String {
+        decision_reply(
+            &Plain,
+            "slack",
+            did,
+            &Actor::new("slack", by),
+            r,
+            Some("https://ops.example/requests/x"),
+        )
+        .text
+    }
+
+    #[test]
+    fn replies_to_decisions_say_what_happened_once() {
+        let link = "\n<https://ops.example/requests/x|follow it on the dashboard>";
+        let bob = ("U_BOB", "bob", true, None);
+        let req = format!("request `{ID}` (`db.drop`)");
+        // The approval that made it run (the executor returns it `approved`).
+        let t = reply(
+            Decision::Approve,
+            "U_BOB",
+            &rec("approved", 0, &[bob], Some("approved by bob")),
+        );
+        assert_eq!(
+            t,
+            format!(":white_check_mark: Approved by <@U_BOB>; {req} is starting.{link}")
+        );
+        assert!(
+            !t.contains("it is now approved") && !t.contains("`approved`"),
+            "{t}"
+        );
+        // One of two.
+        let t = reply(
+            Decision::Approve,
+            "U_BOB",
+            &rec("pending_approval", 1, &[bob], PENDING),
+        );
+        assert_eq!(
+            t,
+            format!(":white_check_mark: Approved by <@U_BOB> (1 of 2 approvals); {req} needs 1 more approval from role ops (not the requester).{link}")
+        );
+        // Approved, but it could not run.
+        let t = reply(
+            Decision::Approve,
+            "U_BOB",
+            &rec(
+                "interrupted",
+                0,
+                &[bob],
+                Some("its arguments were not kept"),
+            ),
+        );
+        assert_eq!(
+            t,
+            format!(":white_check_mark: Approved by <@U_BOB>, but {req} ended `interrupted` (its arguments were not kept).{link}")
+        );
+        let t = reply(
+            Decision::Deny,
+            "U_BOB",
+            &rec(
+                "rejected",
+                1,
+                &[("U_BOB", "bob", false, Some("too risky"))],
+                Some("denied by bob: too risky"),
+            ),
+        );
+        assert_eq!(
+            t,
+            format!(":no_entry_sign: Denied by <@U_BOB> (too risky); {req} will not run.{link}")
+        );
+        let t = reply(
+            Decision::Cancel,
+            "U_ALICE",
+            &rec("cancelled", 0, &[], Some("cancelled by alice")),
+        );
+        assert_eq!(
+            t,
+            format!(":no_entry_sign: Cancelled by <@U_ALICE>; {req} will not run.{link}")
+        );
+        let t = reply(Decision::Cancel, "U_ALICE", &rec("succeeded", 0, &[], None));
+        assert_eq!(
+            t,
+            format!(
+                ":information_source: Too late to cancel: {req} ended `succeeded` first.{link}"
+            )
+        );
+    }
+
+    #[test]
+    fn the_status_line_does_not_repeat_its_state() {
+        let bob = ("U_BOB", "bob", true, None);
+        let line = |r: &RequestRecord| status(&Plain, "slack", r, None).text;
+        let head = format!("`db.drop text=users` by <@U_ALICE> — request `{ID}` — state:");
+        assert_eq!(
+            line(&rec("approved", 0, &[bob], Some("approved by bob"))),
+            format!(":hourglass_flowing_sand: {head} `approved` by bob")
+        );
+        assert_eq!(
+            line(&rec("cancelled", 0, &[], Some("cancelled by alice"))),
+            format!(":no_entry_sign: {head} `cancelled` by alice")
+        );
+        assert_eq!(
+            line(&rec("pending_approval", 2, &[], PENDING)),
+            format!(":raised_hand: {head} `pending_approval`\n_needs 2 approvals from role ops (not the requester)_")
+        );
+        assert_eq!(
+            line(&rec("pending_approval", 1, &[bob], PENDING)),
+            format!(":raised_hand: {head} `pending_approval`\n_needs 1 more approval from role ops (not the requester)_")
+        );
     }
 
     #[test]

@@ -111,6 +111,19 @@ fn content(msg: &ChatMessage) -> SlackMessageContent {
     c
 }
 
+/// The content of a `chat.update`: always with `blocks`. Slack keeps a
+/// message's previous blocks when an update leaves the field out, so a prompt
+/// updated with text alone would still show its old text and its Approve /
+/// Deny buttons; an empty array removes them and the text shows.
+fn update_content(msg: &ChatMessage) -> SlackMessageContent {
+    let c = content(msg);
+    if c.blocks.is_some() {
+        c
+    } else {
+        c.with_blocks(Vec::new())
+    }
+}
+
 /// Classify a `slack-morphism` error for the retry policy.
 pub fn classify(e: &SlackClientError) -> ChatError {
     match e {
@@ -199,7 +212,7 @@ impl ChatAdapter for SlackAdapter {
         let session = self.client.open_session(&self.token);
         let req = SlackApiChatUpdateRequest::new(
             at.channel.clone().into(),
-            content(msg),
+            update_content(msg),
             at.id.clone().into(),
         );
         session.chat_update(&req).await.map_err(|e| classify(&e))?;
@@ -302,5 +315,30 @@ mod tests {
         // And the slack-morphism model accepts them.
         let parsed: Vec<SlackBlock> = serde_json::from_value(serde_json::Value::Array(b)).unwrap();
         assert!(!parsed.is_empty());
+    }
+
+    #[test]
+    fn an_update_without_buttons_clears_the_previous_blocks() {
+        // Slack keeps the previous blocks (text and buttons) of a message when
+        // `chat.update` leaves `blocks` out.
+        let req = SlackApiChatUpdateRequest::new(
+            "C1".into(),
+            update_content(&ChatMessage::text("Approved by <@U_BOB>")),
+            "1.2".into(),
+        );
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["text"], "Approved by <@U_BOB>");
+        assert_eq!(v["blocks"], serde_json::json!([]));
+        // With buttons, the blocks carry text and buttons.
+        let msg = ChatMessage {
+            text: "Needs 1 approval".into(),
+            buttons: vec![Button {
+                kind: ActionKind::Approve,
+                label: "Approve".into(),
+                value: "x".into(),
+            }],
+        };
+        let v = serde_json::to_value(update_content(&msg)).unwrap();
+        assert_eq!(v["blocks"][1]["type"], "actions");
     }
 }

@@ -666,6 +666,16 @@ runner = { type = "builtin", name = "echo" }
 name = "text"
 type = "string"
 
+[[ops]]
+name = "db.wipe"
+description = "wipe a database"
+roles = ["ops"]
+approvals = 2
+runner = { type = "builtin", name = "echo" }
+[[ops.params]]
+name = "text"
+type = "string"
+
 [principals.alice]
 roles = ["ops"]
 identities = { slack = ["U_ALICE"] }
@@ -673,6 +683,10 @@ identities = { slack = ["U_ALICE"] }
 [principals.bob]
 roles = ["ops"]
 identities = { slack = ["U_BOB"] }
+
+[principals.erin]
+roles = ["ops"]
+identities = { slack = ["U_ERIN"] }
 
 [principals.carol]
 roles = ["viewer"]
@@ -1380,9 +1394,24 @@ async fn approve_button_by_requester_is_refused_and_by_another_approver_succeeds
     let h = harness("approvals_channel = \"CAPPROVE\"").await;
     let (_, v) = h.slash("U_ALICE", "db.drop text=users", "trig-a1").await;
     let t = v["text"].as_str().unwrap();
-    assert!(t.contains("needs approval"), "{t}");
     let id = id_in(t);
+    assert!(
+        t.starts_with(&format!(
+            ":raised_hand: Request `{id}` (`db.drop`) needs 1 approval from role ops (not the requester). Approvers can click Approve"
+        )),
+        "{t}"
+    );
     let (value, _) = approval_message(&h, id, "C1").await;
+    let prompt = h.fake.calls_of("chat.postMessage");
+    let prompt = prompt
+        .iter()
+        .find(|c| c.channel() == "C1" && c.body.get("blocks").is_some())
+        .expect("the prompt");
+    assert!(
+        prompt.text().contains("\nNeeds 1 approval; expires "),
+        "{}",
+        prompt.text()
+    );
     assert!(
         value.starts_with(&format!("{id}:")),
         "the button carries id and digest: {value}"
@@ -1457,17 +1486,16 @@ async fn approve_button_by_requester_is_refused_and_by_another_approver_succeeds
     let done = h.exec.wait(id).await.unwrap();
     assert_eq!(done.state, State::Succeeded);
     assert_eq!(done.approvals[0].by.principal.as_deref(), Some("bob"));
-    let upd = eventually("chat.update of the clicked message", || async {
+    let decided = format!(
+        ":raised_hand: *Approval* for `db.drop text=users` requested by <@U_ALICE> (via slack) — request `{id}`\n:white_check_mark: Approved by <@U_BOB>\n<https://youops.example/requests/{id}|details on the dashboard>"
+    );
+    eventually("chat.update of the clicked message", || async {
         h.fake
             .calls_of("chat.update")
             .into_iter()
             .find(|c| c.body["ts"] == ts.as_str() && c.text().contains("Approved by <@U_BOB>"))
     })
     .await;
-    assert!(
-        upd.body.get("blocks").is_none() || !upd.body.to_string().contains("youops_approve"),
-        "buttons removed"
-    );
     // The approvals-channel copy is updated too.
     eventually("the approvals channel copy updated", || async {
         h.fake
@@ -1476,6 +1504,242 @@ async fn approve_button_by_requester_is_refused_and_by_another_approver_succeeds
             .find(|c| c.channel() == "CAPPROVE" && c.text().contains("Approved by"))
     })
     .await;
+    // Both prompts end saying who approved, and without buttons: Slack keeps
+    // a message's previous blocks (its old text and buttons) when `chat.update`
+    // leaves `blocks` out, so the update clears them.
+    for channel in ["C1", "CAPPROVE"] {
+        let last = settled_prompt(&h, id, channel).await;
+        assert_eq!(last.text(), decided, "{channel}");
+        assert_eq!(last.body["blocks"], serde_json::json!([]), "{channel}");
+    }
+    assert_no_stale_approval_text(&h, id);
+}
+
+/// The last `chat.update` of request `id`'s approval prompt in `channel`, once
+/// the updates have settled.
+async fn settled_prompt(h: &Harness, id: RequestId, channel: &str) -> Call {
+    let last = || {
+        h.fake
+            .calls_of("chat.update")
+            .into_iter()
+            .rfind(|c| {
+                c.channel() == channel
+                    && c.text().starts_with(":raised_hand: *Approval*")
+                    && c.text().contains(&id.to_string())
+            })
+            .map(|c| c.body)
+    };
+    let mut seen = eventually("an update of the prompt", || async { last() }).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = last();
+        if now.as_ref() == Some(&seen) {
+            break;
+        }
+        seen = now.expect("still there");
+    }
+    Call {
+        method: "chat.update".into(),
+        body: seen,
+        at: Instant::now(),
+    }
+}
+
+/// Nothing posted or updated about request `id` ever showed a count of 0
+/// approvals, an `approval(s)` count, or said the same thing twice.
+fn assert_no_stale_approval_text(h: &Harness, id: RequestId) {
+    for c in h.fake.calls() {
+        let body = c.body.to_string();
+        if !body.contains(&id.to_string()) {
+            continue;
+        }
+        for bad in [
+            "0 approval",
+            "approval(s)",
+            "it is now approved",
+            "needs approval: needs",
+        ] {
+            assert!(!body.contains(bad), "{bad:?} in {} {body}", c.method);
+        }
+    }
+}
+
+/// The first line of a reply (the rest is the dashboard link).
+fn first_line(v: &serde_json::Value) -> String {
+    let t = v["text"].as_str().unwrap_or("");
+    t.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_approvals_are_counted_and_each_reply_says_what_happened_once() {
+    let h = harness("approvals_channel = \"CAPPROVE\"").await;
+    let (_, v) = h.slash("U_ALICE", "db.wipe text=users", "trig-w1").await;
+    let t = v["text"].as_str().unwrap();
+    let id = id_in(t);
+    assert_eq!(
+        first_line(&v),
+        format!(":raised_hand: Request `{id}` (`db.wipe`) needs 2 approvals from role ops (not the requester). Approvers can click Approve, or type `approve {id}`.")
+    );
+    let (value, _) = approval_message(&h, id, "C1").await;
+    approval_message(&h, id, "CAPPROVE").await;
+    let head = format!(
+        ":raised_hand: *Approval* for `db.wipe text=users` requested by <@U_ALICE> (via slack) — request `{id}`"
+    );
+    let link = format!("<https://youops.example/requests/{id}|details on the dashboard>");
+    let expires = |text: &str| {
+        let i = text.find("; expires <!date^").expect("the expiry");
+        let j = text[i..].find('>').expect("its end") + i + 1;
+        text[i..j].to_string()
+    };
+    let posted = h.fake.mentioning(&id.to_string());
+    let prompt = posted
+        .iter()
+        .find(|c| c.channel() == "CAPPROVE")
+        .expect("the prompt");
+    let exp = expires(prompt.text());
+    assert_eq!(
+        prompt.text(),
+        format!("{head}\nNeeds 2 approvals{exp}\n{link}")
+    );
+
+    // Bob types `approve ID`: one of two; the reply says so, once.
+    let (_, v) = h.slash("U_BOB", &format!("approve {id}"), "trig-w2").await;
+    assert_eq!(
+        first_line(&v),
+        format!(":white_check_mark: Approved by <@U_BOB> (1 of 2 approvals); request `{id}` (`db.wipe`) needs 1 more approval from role ops (not the requester).")
+    );
+    assert_eq!(h.exec.get(id).await.unwrap().state, State::PendingApproval);
+    // The prompts still have their buttons, and say who approved so far.
+    for channel in ["C1", "CAPPROVE"] {
+        let upd = eventually("the prompt counting one approval", || async {
+            h.fake.calls_of("chat.update").into_iter().find(|c| {
+                c.channel() == channel
+                    && c.text().starts_with(":raised_hand: *Approval*")
+                    && c.text().contains("needs 1 more approval")
+            })
+        })
+        .await;
+        assert_eq!(
+            upd.text(),
+            format!("{head}\nApproved by <@U_BOB>; needs 1 more approval{exp}\n{link}")
+        );
+        assert!(
+            upd.body.to_string().contains("youops_approve"),
+            "still has buttons: {}",
+            upd.body
+        );
+    }
+
+    // Erin clicks Approve on the approvals-channel copy: it runs.
+    let ts = posted_ts(&h, "CAPPROVE", &id.to_string());
+    h.post(signed(
+        "/slack/interactions",
+        "application/x-www-form-urlencoded",
+        block_actions_body(&h.fake, "U_ERIN", "CAPPROVE", &ts, "youops_approve", &value),
+        now(),
+        SECRET,
+    ))
+    .await;
+    let done = h.exec.wait(id).await.unwrap();
+    assert_eq!(done.state, State::Succeeded);
+    for channel in ["C1", "CAPPROVE"] {
+        let last = settled_prompt(&h, id, channel).await;
+        assert_eq!(
+            last.text(),
+            format!("{head}\n:white_check_mark: Approved by <@U_BOB>, <@U_ERIN>\n{link}"),
+            "{channel}"
+        );
+        assert_eq!(last.body["blocks"], serde_json::json!([]), "{channel}");
+    }
+    // The status message never said "approved" twice either.
+    for c in h.fake.mentioning(&id.to_string()) {
+        assert!(
+            !c.text().contains("`approved`\n_approved by"),
+            "{}",
+            c.text()
+        );
+    }
+    assert_no_stale_approval_text(&h, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_approve_deny_cancel_and_retry_replies_say_what_happened_once() {
+    let h = harness("").await;
+    // approve: it runs.
+    let (_, v) = h.slash("U_ALICE", "db.drop text=a", "trig-t1").await;
+    let id = id_in(v["text"].as_str().unwrap());
+    let (_, v) = h.slash("U_BOB", &format!("approve {id}"), "trig-t2").await;
+    assert_eq!(
+        first_line(&v),
+        format!(":white_check_mark: Approved by <@U_BOB>; request `{id}` (`db.drop`) is starting.")
+    );
+    assert_eq!(
+        v["text"].as_str().unwrap().lines().nth(1),
+        Some(format!("<https://youops.example/requests/{id}|follow it on the dashboard>").as_str())
+    );
+    assert_eq!(h.exec.wait(id).await.unwrap().state, State::Succeeded);
+    let last = settled_prompt(&h, id, "C1").await;
+    assert!(
+        last.text()
+            .contains("\n:white_check_mark: Approved by <@U_BOB>\n"),
+        "{}",
+        last.text()
+    );
+    assert_eq!(last.body["blocks"], serde_json::json!([]));
+    assert_no_stale_approval_text(&h, id);
+
+    // deny, with a reason.
+    let (_, v) = h.slash("U_ALICE", "db.drop text=b", "trig-t3").await;
+    let id = id_in(v["text"].as_str().unwrap());
+    approval_message(&h, id, "C1").await;
+    let (_, v) = h
+        .slash("U_BOB", &format!("deny {id} too risky"), "trig-t4")
+        .await;
+    assert_eq!(
+        first_line(&v),
+        format!(":no_entry_sign: Denied by <@U_BOB> (too risky); request `{id}` (`db.drop`) will not run.")
+    );
+    let last = settled_prompt(&h, id, "C1").await;
+    assert!(
+        last.text()
+            .contains("\n:no_entry_sign: Denied by <@U_BOB>: too risky\n"),
+        "{}",
+        last.text()
+    );
+    assert_eq!(last.body["blocks"], serde_json::json!([]));
+
+    // cancel, by the requester.
+    let (_, v) = h.slash("U_ALICE", "db.drop text=c", "trig-t5").await;
+    let id = id_in(v["text"].as_str().unwrap());
+    approval_message(&h, id, "C1").await;
+    let (_, v) = h.slash("U_ALICE", &format!("cancel {id}"), "trig-t6").await;
+    assert_eq!(
+        first_line(&v),
+        format!(
+            ":no_entry_sign: Cancelled by <@U_ALICE>; request `{id}` (`db.drop`) will not run."
+        )
+    );
+    let last = settled_prompt(&h, id, "C1").await;
+    assert!(
+        last.text()
+            .contains("\n:no_entry_sign: Cancelled by alice\n"),
+        "{}",
+        last.text()
+    );
+    assert_eq!(last.body["blocks"], serde_json::json!([]));
+    assert_no_stale_approval_text(&h, id);
+
+    // retry of a finished request: a new request, said once.
+    let (_, v) = h.slash("U_ALICE", "echo text=again", "trig-t7").await;
+    let old = id_in(v["text"].as_str().unwrap());
+    h.exec.wait(old).await.unwrap();
+    let (_, v) = h.slash("U_ALICE", &format!("retry {old}"), "trig-t8").await;
+    let new = id_in(v["text"].as_str().unwrap());
+    assert_ne!(new, old);
+    assert_eq!(
+        first_line(&v),
+        format!(":ok: Accepted: request `{new}` (`echo`), a retry of `{old}`. Progress and the result will be posted in this channel.")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

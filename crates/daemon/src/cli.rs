@@ -117,9 +117,10 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
-    /// One GitOps reconcile pass of `[frontends.git]`, printed as a diff-like plan
-    /// (opens the local store; a running daemon reconciles continuously and takes
-    /// `POST /git/webhook` to pass at once).
+    /// One GitOps reconcile pass of `[frontends.git]`, printed as a diff-like plan.
+    /// On the local store; with --server, `--dry-run` asks the running daemon for
+    /// the plan it would apply (it reconciles by itself, and `POST /git/webhook`
+    /// makes it pass at once).
     Reconcile {
         /// Run one pass and exit (the continuous mode is `youops serve`).
         #[arg(long)]
@@ -571,49 +572,79 @@ async fn reconcile(cli: &Cli, once: bool, dry_run: bool) -> CliResult {
             "continuous reconciliation runs in `youops serve`; use `youops reconcile --once [--dry-run]` for one pass",
         ));
     }
-    if cli.server.is_some() {
+    if cli.server.is_some() && !dry_run {
         return Err(Failure::new(
             exit::REFUSED,
-            "reconcile --once works on the local store; a running daemon reconciles by itself (POST /git/webhook asks it to pass now)",
+            "a running daemon reconciles by itself (POST /git/webhook asks it to pass now); `youops reconcile --once --dry-run` with --server shows the plan it would apply",
         ));
     }
-    let cfg = load_config(&cli.config)?;
-    let git = match crate::frontends::git(&cfg) {
-        None => {
-            return Err(Failure::new(
-                exit::CONFIG,
-                format!("{}: no [frontends.git] section", cli.config.display()),
-            ))
+    // Locally, the git frontend of this config; a daemon plans on its own.
+    let git = if cli.server.is_some() {
+        None
+    } else {
+        let cfg = load_config(&cli.config)?;
+        match crate::frontends::git(&cfg) {
+            None => {
+                return Err(Failure::new(
+                    exit::CONFIG,
+                    format!("{}: no [frontends.git] section", cli.config.display()),
+                ))
+            }
+            Some(Err(problems)) => return Err(Failure::new(exit::CONFIG, problems.join("\n"))),
+            Some(Ok(g)) => Some(g),
         }
-        Some(Err(problems)) => return Err(Failure::new(exit::CONFIG, problems.join("\n"))),
-        Some(Ok(g)) => g,
     };
     let backend = Backend::open(cli).await?;
-    let result = match &backend {
-        Backend::Local { exec, .. } => {
-            youops_frontend_git::reconcile_once(exec, &git, dry_run).await
-        }
-        Backend::Remote(_) => Ok(youops_frontend_git::Plan::default()),
+    let result = match (&backend, &git) {
+        (Backend::Local { exec, .. }, Some(git)) => reconcile_local(exec, git, dry_run).await,
+        (Backend::Remote(client), _) => reconcile_remote(client).await,
+        (Backend::Local { .. }, None) => Err(Failure::new(
+            exit::CONFIG,
+            "no git frontend to reconcile".to_string(),
+        )),
     };
     backend.close().await;
-    match result {
-        Ok(plan) => {
-            print!("{plan}");
-            let failed = plan.entries.iter().any(|e| {
-                e.state
-                    .is_some_and(|s| s.is_terminal() && s != State::Succeeded)
-            });
-            Ok(if failed || !plan.kind_errors.is_empty() {
-                exit::FAILED
-            } else {
-                exit::OK
-            })
-        }
-        Err(e) => Err(Failure::new(
+    result
+}
+
+/// One pass on the local store; the plan is printed.
+async fn reconcile_local(
+    exec: &youops_core::Executor,
+    git: &youops_frontend_git::GitFrontend,
+    dry_run: bool,
+) -> CliResult {
+    let plan = youops_frontend_git::reconcile_once(exec, git, dry_run)
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, format!("reconcile: {e} ({})", e.code())))?;
+    print!("{plan}");
+    let failed = plan.entries.iter().any(|e| {
+        e.state
+            .is_some_and(|s| s.is_terminal() && s != State::Succeeded)
+    });
+    Ok(if failed || !plan.kind_errors.is_empty() {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// The plan a running daemon computes on its own state, printed as a local one.
+async fn reconcile_remote(client: &Client) -> CliResult {
+    let v = client
+        .post_json("/api/v1/reconcile/plan", &json!({}))
+        .await?;
+    let view: crate::api::PlanView = serde_json::from_value(v).map_err(|e| {
+        Failure::new(
             exit::FAILED,
-            format!("reconcile: {e} ({})", e.code()),
-        )),
-    }
+            format!("unexpected plan from the server: {e}"),
+        )
+    })?;
+    print!("{}", view.text);
+    Ok(if view.kind_errors.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }
 
 /// Verify JSON-lines files of events (exports, archives) as one chain, in order.

@@ -71,13 +71,49 @@ pub fn check(cfg: &Config, extra: &[&str]) -> Vec<String> {
 
 /// Build the built-in frontends the config enables.
 pub fn build(cfg: &Config, extra: &[&str]) -> Result<Frontends, Vec<String>> {
+    build_parts(cfg, extra).map(|b| b.frontends)
+}
+
+/// The built-in frontends the config enables, with a handle on the git
+/// frontend among them (the daemon computes plans on it for
+/// `youops reconcile --once --dry-run --server …`).
+#[derive(Default)]
+#[non_exhaustive]
+pub struct Built {
+    /// Every enabled built-in frontend, to run.
+    pub frontends: Frontends,
+    /// The git frontend, also in `frontends` (the same instance).
+    pub git: Option<GitFrontend>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("frontends", &self.frontends.names())
+            .field("git", &self.git.is_some())
+            .finish()
+    }
+}
+
+impl Built {
+    /// Put these frontends into `opts` (and the git handle beside them).
+    pub fn into_options(self, opts: &mut crate::RunOptions) {
+        opts.frontends = self.frontends;
+        opts.git = self.git;
+    }
+}
+
+/// Like [`build`], keeping a handle on the git frontend.
+pub fn build_parts(cfg: &Config, extra: &[&str]) -> Result<Built, Vec<String>> {
     let problems = check(cfg, extra);
     if !problems.is_empty() {
         return Err(problems);
     }
     let mut set = Frontends::new();
+    let mut git_handle = None;
     if let Some(Ok(g)) = git(cfg) {
-        set.push(Arc::new(g));
+        set.push(Arc::new(g.clone()));
+        git_handle = Some(g);
     }
     if let Some(section) = cfg.frontend("github") {
         set.push(Arc::new(GithubFrontend::from_config(section)?));
@@ -85,5 +121,8 @@ pub fn build(cfg: &Config, extra: &[&str]) -> Result<Frontends, Vec<String>> {
     if let Some(section) = cfg.frontend("slack") {
         set.push(Arc::new(SlackFrontend::from_config(section)?));
     }
-    Ok(set)
+    Ok(Built {
+        frontends: set,
+        git: git_handle,
+    })
 }

@@ -55,7 +55,7 @@ async fn serve(cli: &Cli, listen: Option<String>) -> ExitCode {
         }
     };
     init_tracing(cfg.server.log_json);
-    let frontends = match youops::frontends::build(&cfg, &[]) {
+    let frontends = match youops::frontends::build_parts(&cfg, &[]) {
         Ok(f) => f,
         Err(problems) => {
             eprintln!("youops: bad config, not starting");
@@ -67,7 +67,7 @@ async fn serve(cli: &Cli, listen: Option<String>) -> ExitCode {
     };
     let mut opts = youops::RunOptions::default();
     opts.listen = listen;
-    opts.frontends = frontends;
+    frontends.into_options(&mut opts);
     opts.config_path = Some(cli.config.clone());
     match youops::run(cfg, opts, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

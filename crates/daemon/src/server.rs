@@ -52,6 +52,7 @@ struct AppInner {
     draining: AtomicBool,
     public_url: Option<String>,
     request_timeout: Duration,
+    git: Option<youops_frontend_git::GitFrontend>,
     chain: Mutex<ChainStatus>,
     started: Instant,
 }
@@ -82,6 +83,11 @@ impl AppState {
     /// The frontends.
     pub fn host(&self) -> &FrontendHost {
         &self.inner.host
+    }
+
+    /// The running git frontend, if any.
+    pub fn git(&self) -> Option<&youops_frontend_git::GitFrontend> {
+        self.inner.git.as_ref()
     }
 
     /// Public base URL.
@@ -167,6 +173,10 @@ pub struct RunOptions {
     pub listener: Option<TcpListener>,
     /// Frontends to run (the built-ins the config enables, plus any an embedder adds).
     pub frontends: Frontends,
+    /// The git frontend among `frontends`, if one runs: the API computes
+    /// reconcile plans on it (`POST /api/v1/reconcile/plan`).
+    /// [`crate::frontends::Built::into_options`] sets both.
+    pub git: Option<youops_frontend_git::GitFrontend>,
     /// Extra builtin runners.
     pub builtins: Vec<(String, Arc<dyn youops_core::runner::Builtin>)>,
     /// The config file, re-read on SIGHUP (reload is off without it).
@@ -313,6 +323,7 @@ pub async fn run(
             draining: AtomicBool::new(false),
             public_url,
             request_timeout: cfg.server.request_timeout.0,
+            git: opts.git,
             chain: Mutex::new(ChainStatus {
                 verifier: ChainVerifier::new(),
                 broken: None,

@@ -14,14 +14,14 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "youops.toml".into());
     let cfg = youops_core::config::Config::load(&path)?;
     // Built-in frontends the config enables; our section is ours to check.
-    let mut frontends =
-        youops::frontends::build(&cfg, &[NAME]).map_err(|p| anyhow::anyhow!(p.join("\n")))?;
+    let built = youops::frontends::build_parts(&cfg, &[NAME])
+        .map_err(|p| anyhow::anyhow!(p.join("\n")))?;
+    let mut opts = youops::RunOptions::default();
+    built.into_options(&mut opts);
     if let Some(section) = cfg.frontend(NAME) {
         let f = WebhookFrontend::from_config(section).map_err(|p| anyhow::anyhow!(p.join("\n")))?;
-        frontends.push(std::sync::Arc::new(f));
+        opts.frontends.push(std::sync::Arc::new(f));
     }
-    let mut opts = youops::RunOptions::default();
-    opts.frontends = frontends;
     youops::run(cfg, opts, async {
         let _ = tokio::signal::ctrl_c().await;
     })

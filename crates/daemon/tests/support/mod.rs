@@ -337,8 +337,9 @@ impl Daemon {
         let addr = listener.local_addr().expect("local addr");
         let mut opts = youops::RunOptions::default();
         opts.listener = Some(listener);
-        opts.frontends = youops::frontends::build(&cfg, &[])
-            .unwrap_or_else(|e| panic!("test frontends do not build: {e:?}"));
+        youops::frontends::build_parts(&cfg, &[])
+            .unwrap_or_else(|e| panic!("test frontends do not build: {e:?}"))
+            .into_options(&mut opts);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             youops::server::run(cfg, opts, async move {

@@ -702,6 +702,29 @@ impl Catalog {
         self.ops.values()
     }
 
+    /// One problem for each op whose `builtin` runner names no builtin in
+    /// `registered` (builtins are registered by the embedder, so only its
+    /// registry can tell; `youops config check` asks the daemon's).
+    pub fn unknown_builtins(&self, registered: &[&str]) -> Vec<String> {
+        let mut sorted: Vec<&str> = registered.to_vec();
+        sorted.sort_unstable();
+        self.ops
+            .values()
+            .filter_map(|op| match &op.runner {
+                RunnerSpec::Builtin { name } if !sorted.contains(&name.as_str()) => Some(format!(
+                    "ops `{}`: runner: no builtin named `{name}` (this program has: {})",
+                    op.name,
+                    if sorted.is_empty() {
+                        "none".to_string()
+                    } else {
+                        sorted.join(", ")
+                    }
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Number of ops.
     pub fn len(&self) -> usize {
         self.ops.len()

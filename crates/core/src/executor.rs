@@ -167,6 +167,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// The names of the builtins registered so far, sorted.
+    pub fn builtin_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.builtins.names().map(String::from).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Use this HTTP client for `http` runners.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);

@@ -389,8 +389,10 @@ pub fn render_record(r: &RequestRecord) -> String {
     }
     if r.state == State::PendingApproval {
         s.push_str(&format!(
-            "waiting: {} more approval(s); approve with `youops approve {}`\n",
-            r.approvals_needed, r.request.id
+            "waiting: {} more approval{}; approve with `youops approve {}`\n",
+            r.approvals_needed,
+            if r.approvals_needed == 1 { "" } else { "s" },
+            r.request.id
         ));
     }
     if let Some(o) = &r.outcome {
@@ -482,44 +484,27 @@ async fn dispatch_inner(cli: &Cli) -> CliResult {
     }
 }
 
-/// `youops config check`.
+/// `youops config check`: the checks `youops serve` makes before it starts.
 pub fn config_check(path: &Path) -> CliResult {
-    match Config::load(path) {
-        Ok(cfg) => {
-            let mut problems = crate::frontends::check(&cfg, &[]);
-            if !problems.is_empty() {
-                problems.sort();
-                let mut msg = format!(
-                    "{}: {} problem{}\n",
-                    path.display(),
-                    problems.len(),
-                    if problems.len() == 1 { "" } else { "s" }
-                );
-                for p in problems {
-                    msg.push_str(&format!("  {}: {p}\n", path.display()));
-                }
-                return Err(Failure::new(exit::CONFIG, msg));
-            }
-            let policy = cfg.policy();
-            for w in policy.lint(&cfg.catalog()) {
-                eprintln!("warning: {w}");
-            }
-            println!(
-                "{}: ok — {} ops, {} principals, {} grants, frontends: {}",
-                path.display(),
-                cfg.ops.len(),
-                cfg.principals.len(),
-                cfg.grants.len(),
-                if cfg.frontends.is_empty() {
-                    "none (API and CLI only)".to_string()
-                } else {
-                    cfg.frontends.keys().cloned().collect::<Vec<_>>().join(", ")
-                }
-            );
-            Ok(exit::OK)
-        }
-        Err(e) => Err(Failure::new(exit::CONFIG, e.to_string())),
+    let cfg = crate::check::load_checked(path, &[], &crate::server::STANDARD_BUILTINS)
+        .map_err(|problems| Failure::new(exit::CONFIG, crate::check::report(path, &problems)))?;
+    let policy = cfg.policy();
+    for w in policy.lint(&cfg.catalog()) {
+        eprintln!("warning: {w}");
     }
+    println!(
+        "{}: ok — {} ops, {} principals, {} grants, frontends: {}",
+        path.display(),
+        cfg.ops.len(),
+        cfg.principals.len(),
+        cfg.grants.len(),
+        if cfg.frontends.is_empty() {
+            "none (API and CLI only)".to_string()
+        } else {
+            cfg.frontends.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    );
+    Ok(exit::OK)
 }
 
 fn generate(cli: &Cli, cmd: &GenCmd) -> CliResult {

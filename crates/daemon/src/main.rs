@@ -12,13 +12,25 @@ use std::process::ExitCode;
 use clap::Parser;
 use youops::cli::{exit, Cli, Cmd};
 
-fn init_tracing(json: bool) {
+/// Install the log subscriber. JSON lines when `YOUOPS_LOG_JSON` says so
+/// (`1`/`true`; `0`/`false` turns them off) or, when it is unset, when the
+/// config's `[server] log_json` does: the environment wins, as for every
+/// setting that has both. Colours only when stderr is a terminal and
+/// `NO_COLOR` is unset.
+fn init_tracing(config_json: bool) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,hyper=warn"));
-    let json = json || std::env::var("YOUOPS_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
+    let json = match std::env::var("YOUOPS_LOG_JSON").ok().as_deref() {
+        Some("1" | "true") => true,
+        Some("0" | "false") => false,
+        _ => config_json,
+    };
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {
@@ -47,21 +59,26 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
 }
 
 async fn serve(cli: &Cli, listen: Option<String>) -> ExitCode {
-    let cfg = match youops_core::config::Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("youops: bad config, not starting\n{e}");
-            return ExitCode::from(exit::CONFIG);
-        }
-    };
+    // The checks of `youops config check`, every problem at once.
+    let cfg =
+        match youops::check::load_checked(&cli.config, &[], &youops::server::STANDARD_BUILTINS) {
+            Ok(c) => c,
+            Err(problems) => {
+                eprint!(
+                    "youops: bad config, not starting\n{}",
+                    youops::check::report(&cli.config, &problems)
+                );
+                return ExitCode::from(exit::CONFIG);
+            }
+        };
     init_tracing(cfg.server.log_json);
     let frontends = match youops::frontends::build_parts(&cfg, &[]) {
         Ok(f) => f,
         Err(problems) => {
-            eprintln!("youops: bad config, not starting");
-            for p in problems {
-                eprintln!("  {}: {p}", cli.config.display());
-            }
+            eprint!(
+                "youops: bad config, not starting\n{}",
+                youops::check::report(&cli.config, &problems)
+            );
             return ExitCode::from(exit::CONFIG);
         }
     };

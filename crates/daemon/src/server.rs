@@ -194,7 +194,10 @@ impl std::fmt::Debug for RunOptions {
     }
 }
 
-/// Register the builtins every daemon has: `noop` and `echo`.
+/// The names of the builtins every daemon has ([`standard_builtins`]).
+pub const STANDARD_BUILTINS: [&str; 3] = ["echo", "noop", "sleep"];
+
+/// Register the builtins every daemon has: `noop`, `echo` and `sleep`.
 pub fn standard_builtins(b: ExecutorBuilder) -> ExecutorBuilder {
     b.builtin("noop", |_c: BuiltinCall| async { Ok(String::new()) })
         .builtin("echo", |c: BuiltinCall| async move {
@@ -307,6 +310,13 @@ pub async fn run(
     let mut builder = standard_builtins(Executor::builder(&cfg, store));
     for (name, b) in opts.builtins {
         builder = builder.builtin(name, ArcBuiltin(b));
+    }
+    let builtin_names = builder.builtin_names();
+    let unknown = cfg
+        .catalog()
+        .unknown_builtins(&builtin_names.iter().map(String::as_str).collect::<Vec<_>>());
+    if !unknown.is_empty() {
+        anyhow::bail!("bad config: {}", unknown.join("; "));
     }
     let exec = builder.build().await.context("starting the executor")?;
 
@@ -440,19 +450,34 @@ pub async fn run(
     if let Some((path, mut hup)) = hup {
         let exec = exec.clone();
         let stop = stop.clone();
+        // Sections of frontends an embedder runs are theirs to check.
+        let extra: Vec<String> = opts
+            .frontends
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = hup.recv() => {}
                     _ = stop.cancelled() => return,
                 }
-                match Config::load(&path) {
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                let builtins: Vec<&str> = builtin_names.iter().map(String::as_str).collect();
+                match crate::check::load_checked(&path, &extra, &builtins) {
                     Ok(new) => {
                         exec.reload(&new);
                         tracing::info!(ops = new.ops.len(), "config reloaded");
                     }
-                    Err(e) => {
-                        tracing::error!(errors = %e, "config reload refused; keeping the running config")
+                    Err(problems) => {
+                        for p in &problems {
+                            tracing::error!(problem = %p, "config reload: problem");
+                        }
+                        tracing::error!(
+                            problems = problems.len(),
+                            "config reload refused; keeping the running config"
+                        );
                     }
                 }
             }
@@ -557,10 +582,30 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), http_request_id = %id)
-            }),
+            })
+            .on_failure(log_failure),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// A 5xx answer, in the log: ERROR, except 503 (shutting down, not ready),
+/// which the daemon answers on purpose and a client is told to retry.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+    match class {
+        Class::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::info!(?latency, "answered 503 (unavailable; the client may retry)")
+        }
+        Class::StatusCode(code) => {
+            tracing::error!(status = code.as_u16(), ?latency, "request failed")
+        }
+        Class::Error(e) => tracing::error!(error = %e, ?latency, "request failed"),
+    }
 }
 
 async fn frontend_http(st: AppState, index: usize, req: Request) -> Response {

@@ -1133,10 +1133,39 @@ async fn sighup_keeps_the_old_catalog_on_a_bad_config_and_loads_a_good_one() {
     let mut served = Served::spawn(&cfg, dir.path().join("serve.log")).await;
     let api = served.api.clone();
 
-    // A broken file: refused, the running catalog stays.
-    std::fs::write(&cfg, format!("{good}\n[[ops]]\nname = 7\n")).unwrap();
+    // A broken file: refused, the running catalog stays, and every problem
+    // is in the log (as `config check` reports them), without colour codes.
+    std::fs::write(
+        &cfg,
+        format!("{good}\n[[ops]]\nname = 7\n")
+            .replace("[server]", "[server]\ncolour = \"blue\"")
+            .replace(
+                "roles = [\"viewer\"]",
+                "roles = [\"viewer\"]\nshoe_size = 42",
+            ),
+    )
+    .unwrap();
     served.signal(nix::sys::signal::Signal::SIGHUP);
     served.wait_log("config reload refused").await;
+    let log = served.log_text();
+    for needle in ["colour", "shoe_size", "problems=3"] {
+        assert!(log.contains(needle), "no {needle:?} in:\n{log}");
+    }
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a log file:\n{log:?}"
+    );
+    // A builtin this daemon does not have: refused too.
+    std::fs::write(
+        &cfg,
+        config(
+            "",
+            "[[ops]]\nname = \"ghost\"\nrunner = { type = \"builtin\", name = \"nope\" }\n",
+        ),
+    )
+    .unwrap();
+    served.signal(nix::sys::signal::Signal::SIGHUP);
+    served.wait_log("no builtin named `nope`").await;
     let (st, v) = api
         .submit(ALICE, "hello", json!({ "name": "still" }), Some("10s"))
         .await;
@@ -1176,6 +1205,61 @@ async fn sighup_keeps_the_old_catalog_on_a_bad_config_and_loads_a_good_one() {
         .contains("fresh"));
     served.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(served.wait_exit(Duration::from_secs(10)).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_builtin_is_a_config_error_naming_the_builtins_there_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("youops.toml");
+    let ops = "[[ops]]\nname = \"ghost\"\nrunner = { type = \"builtin\", name = \"nope\" }\n";
+    std::fs::write(&cfg, config("", ops)).unwrap();
+    let check = youops_async(&["config", "check", cfg.to_str().unwrap()], &[]).await;
+    let port = free_port().to_string();
+    let serve = youops_async(
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[],
+    )
+    .await;
+    for out in [&check, &serve] {
+        assert_eq!(out.status.code(), Some(64), "{}", describe(out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("ops `ghost`: runner: no builtin named `nope` (this program has: echo, noop, sleep)"),
+            "{}",
+            describe(out)
+        );
+    }
+    assert!(!dir.path().join("store").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_503s_of_a_shutdown_are_logged_at_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("youops.toml");
+    std::fs::write(&cfg, config("shutdown_grace = \"20s\"", "")).unwrap();
+    let mut served = Served::spawn(&cfg, dir.path().join("serve.log")).await;
+    let api = served.api.clone();
+    // A run that keeps the daemon draining while we knock.
+    let (st, v) = api
+        .submit(ALICE, "nap", json!({ "seconds": "3" }), None)
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    served.signal(nix::sys::signal::Signal::SIGTERM);
+    served.wait_log("shutting down").await;
+    let (st, v) = api.submit(ALICE, "hello", json!({}), None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(served.wait_exit(Duration::from_secs(20)).await, Some(0));
+    let log = served.log_text();
+    let answered: Vec<&str> = log.lines().filter(|l| l.contains("answered 503")).collect();
+    assert!(!answered.is_empty(), "{log}");
+    assert!(answered.iter().all(|l| l.contains(" INFO ")), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
 }
 
 // --- CLI --------------------------------------------------------------------------

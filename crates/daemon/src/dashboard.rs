@@ -13,7 +13,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use youops_core::{
-    AuditEvent, EventBody, RequestFilter, RequestId, RequestRecord, State as ReqState,
+    AuditEvent, EventBody, RequestFilter, RequestId, RequestRecord, State as ReqState, Transition,
 };
 
 use crate::server::AppState;
@@ -145,7 +145,7 @@ fn request_rows(list: &[RequestRecord], now: DateTime<Utc>) -> String {
         let id = r.request.id.to_string();
         rows.push_str(&format!(
             "<tr data-request-id=\"{id}\"><td>{badge}</td><td><a href=\"/requests/{id}\"><code>{op}</code></a> <span class=\"mono muted\">{args}</span>{dry}</td>\
-<td>{actor}</td><td>{frontend}</td><td title=\"{created}\">{age}</td><td class=\"mono\"><a href=\"/requests/{id}\">{short}</a></td></tr>",
+<td>{actor}</td><td>{frontend}</td><td title=\"{created}\">{age}</td><td class=\"mono\"><a href=\"/requests/{id}\">{id}</a></td></tr>",
             badge = badge(r.state),
             op = esc(&r.request.op),
             args = args_text(r),
@@ -154,7 +154,6 @@ fn request_rows(list: &[RequestRecord], now: DateTime<Utc>) -> String {
             frontend = esc(&r.request.origin.frontend),
             created = r.request.created_at.to_rfc3339(),
             age = age(r.request.created_at, now),
-            short = &id[id.len().saturating_sub(8)..],
         ));
     }
     rows
@@ -263,6 +262,40 @@ async fn index(State(st): State<AppState>, Query(q): Query<IndexQuery>) -> Respo
     page("Operations", &body).into_response()
 }
 
+/// What a transition's reason says beyond "<verb> by <who made it>", which
+/// the line already shows: `denied by bob: too risky` → `too risky`,
+/// `approved by bob` → nothing, `approved by alice, bob` → all of it.
+fn beyond_actor<'r>(reason: &'r str, by: &youops_core::Actor) -> Option<&'r str> {
+    let Some(p) = &by.principal else {
+        return Some(reason);
+    };
+    let rest = reason
+        .split_once(' ')
+        .and_then(|(_verb, rest)| rest.strip_prefix("by "))
+        .and_then(|rest| rest.strip_prefix(p.as_str()));
+    match rest {
+        Some(rest) if rest.is_empty() => None,
+        Some(rest) if rest.starts_with(':') => Some(rest[1..].trim()).filter(|r| !r.is_empty()),
+        _ => Some(reason),
+    }
+}
+
+/// A state change: the new state, who made it, and what the reason adds.
+fn transition_detail(t: &Transition) -> String {
+    let mut s = badge(t.to);
+    if let Some(by) = &t.by {
+        s.push_str(&format!(" by {}", esc(&by.describe())));
+    }
+    let reason = match &t.by {
+        Some(by) => t.reason.as_deref().and_then(|r| beyond_actor(r, by)),
+        None => t.reason.as_deref(),
+    };
+    if let Some(r) = reason {
+        s.push_str(&format!(" — {}", esc(r)));
+    }
+    s
+}
+
 fn event_detail(e: &AuditEvent) -> String {
     match &e.body {
         EventBody::Received { request } => format!(
@@ -270,16 +303,7 @@ fn event_detail(e: &AuditEvent) -> String {
             esc(&request.origin.frontend),
             esc(&request.actor.describe())
         ),
-        EventBody::Transition(t) => {
-            let mut s = badge(t.to);
-            if let Some(by) = &t.by {
-                s.push_str(&format!(" by {}", esc(&by.describe())));
-            }
-            if let Some(r) = &t.reason {
-                s.push_str(&format!(" — {}", esc(r)));
-            }
-            s
-        }
+        EventBody::Transition(t) => transition_detail(t),
         EventBody::Approval(a) => format!(
             "{} by {}{}",
             if a.approve { "approval" } else { "denial" },
@@ -463,12 +487,7 @@ async fn audit_page(State(st): State<AppState>, Query(q): Query<AuditQuery>) -> 
     for e in events.iter().rev() {
         let req = e
             .request_id
-            .map(|id| {
-                format!(
-                    "<a class=\"mono\" href=\"/requests/{id}\">{}</a>",
-                    &id.to_string()[18..]
-                )
-            })
+            .map(|id| format!("<a class=\"mono\" href=\"/requests/{id}\">{id}</a>"))
             .unwrap_or_default();
         body.push_str(&format!(
             "<tr><td class=\"mono\">{}</td><td>{}</td><td>{req}</td><td>{}</td><td class=\"mono hash\">{}…</td></tr>",
@@ -491,6 +510,35 @@ mod tests {
         assert_eq!(
             esc("<script>alert('x')</script>&"),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;"
+        );
+    }
+
+    #[test]
+    fn a_transition_line_says_who_once() {
+        let mut bob = youops_core::Actor::new("api", "bob");
+        bob.principal = Some("bob".into());
+        let mut e = Transition::to(ReqState::Approved).by(bob.clone());
+        e.reason = Some("approved by bob".into());
+        let line = transition_detail(&e);
+        assert_eq!(line.matches("bob").count(), 2, "{line}"); // "bob (api:bob)"
+        assert!(!line.contains('—'), "{line}");
+        // More than the actor: kept.
+        assert_eq!(
+            beyond_actor("approved by alice, bob", &bob),
+            Some("approved by alice, bob")
+        );
+        assert_eq!(
+            beyond_actor("denied by bob: too risky", &bob),
+            Some("too risky")
+        );
+        assert_eq!(beyond_actor("denied by bob", &bob), None);
+        assert_eq!(
+            beyond_actor("denied by bobby", &bob),
+            Some("denied by bobby")
+        );
+        assert_eq!(
+            beyond_actor("timed out after 5s", &bob),
+            Some("timed out after 5s")
         );
     }
 

@@ -19,9 +19,18 @@ use serde::{Deserialize, Serialize};
 pub struct RequestId(pub ulid::Ulid);
 
 impl RequestId {
-    /// A fresh id for a request created now.
+    /// A fresh id for a request created now, greater than every id this
+    /// process made before it: ULIDs of one millisecond are otherwise random
+    /// among themselves, and listings sort newest first by id.
     pub fn new() -> Self {
-        RequestId(ulid::Ulid::new())
+        static LAST: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+        let mut g = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let id = g
+            .get_or_insert_with(ulid::Generator::new)
+            .generate()
+            // 2^80 ids in one millisecond: start a new random run instead.
+            .unwrap_or_else(|_| ulid::Ulid::new());
+        RequestId(id)
     }
 }
 
@@ -716,6 +725,12 @@ impl RequestFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_grow_within_a_millisecond() {
+        let ids: Vec<RequestId> = (0..10_000).map(|_| RequestId::new()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn state_names_round_trip() {

@@ -14,8 +14,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "youops.toml".into());
     let cfg = youops_core::config::Config::load(&path)?;
     // Built-in frontends the config enables; our section is ours to check.
-    let built = youops::frontends::build_parts(&cfg, &[NAME])
-        .map_err(|p| anyhow::anyhow!(p.join("\n")))?;
+    let built =
+        youops::frontends::build_parts(&cfg, &[NAME]).map_err(|p| anyhow::anyhow!(p.join("\n")))?;
     let mut opts = youops::RunOptions::default();
     built.into_options(&mut opts);
     if let Some(section) = cfg.frontend(NAME) {

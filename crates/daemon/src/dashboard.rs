@@ -274,7 +274,7 @@ fn beyond_actor<'r>(reason: &'r str, by: &youops_core::Actor) -> Option<&'r str>
         .and_then(|(_verb, rest)| rest.strip_prefix("by "))
         .and_then(|rest| rest.strip_prefix(p.as_str()));
     match rest {
-        Some(rest) if rest.is_empty() => None,
+        Some("") => None,
         Some(rest) if rest.starts_with(':') => Some(rest[1..].trim()).filter(|r| !r.is_empty()),
         _ => Some(reason),
     }

@@ -27,8 +27,9 @@ use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
 use crate::grammar::{self, Command};
 use crate::model::{
-    Actor, ApprovalRecord, AuditEvent, EventBody, NewEvent, Origin, Request, RequestFilter,
-    RequestId, RequestRecord, RunOutcome, State, Submission, Transition, Value, REDACTED,
+    Actor, ApprovalRecord, AuditEvent, DedupKey, EventBody, NewEvent, Origin, Request,
+    RequestFilter, RequestId, RequestRecord, RunOutcome, State, Submission, Transition, Value,
+    REDACTED,
 };
 use crate::policy::{Place, Policy};
 use crate::runner::{self, Builtin, Builtins, RunContext, RunEnd};
@@ -412,6 +413,7 @@ impl Executor {
             actor: actor.clone(),
             origin: sub.origin.clone(),
             dedup_key: sub.dedup_key.clone(),
+            dedup_expires: sub.dedup_key.is_some() && sub.dedup_expires,
             dry_run: sub.dry_run,
             provenance: sub.provenance.clone(),
             created_at: Utc::now(),
@@ -503,6 +505,7 @@ impl Executor {
         let opts = AppendOptions {
             durable: true,
             dedup_key: sub.dedup_key.clone(),
+            dedup_expires: sub.dedup_key.is_some() && sub.dedup_expires,
         };
         let stored = match store.append(events, opts).await {
             Ok(s) => s,
@@ -1184,7 +1187,7 @@ impl Executor {
         id: RequestId,
         actor: &Actor,
         origin: Origin,
-        dedup_key: Option<String>,
+        dedup_key: Option<DedupKey>,
     ) -> Result<Ticket> {
         self.principal_of(actor)?;
         let rec = self.get(id).await?;
@@ -1213,7 +1216,9 @@ impl Executor {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_text()))
             .collect();
-        sub.dedup_key = dedup_key;
+        if let Some(key) = dedup_key {
+            sub = sub.dedup_with(key);
+        }
         sub.provenance = rec.request.provenance.clone();
         sub.provenance.insert("retry_of".into(), id.to_string());
         self.submit_inner(sub, Some(id)).await
@@ -1267,7 +1272,7 @@ impl Executor {
         text: &str,
         actor: &Actor,
         origin: &Origin,
-        dedup_key: Option<String>,
+        dedup_key: Option<DedupKey>,
     ) -> Result<Reply> {
         let cmd = grammar::parse(text)?;
         self.execute_command(cmd, actor, origin, dedup_key, BTreeMap::new())
@@ -1280,7 +1285,7 @@ impl Executor {
         cmd: Command,
         actor: &Actor,
         origin: &Origin,
-        dedup_key: Option<String>,
+        dedup_key: Option<DedupKey>,
         provenance: BTreeMap<String, String>,
     ) -> Result<Reply> {
         let parse_id = |s: &str| -> Result<RequestId> {
@@ -1292,7 +1297,9 @@ impl Executor {
                 let mut sub = Submission::new(op, actor.clone(), origin.clone());
                 sub.args = args;
                 sub.dry_run = dry_run;
-                sub.dedup_key = dedup_key;
+                if let Some(key) = dedup_key {
+                    sub = sub.dedup_with(key);
+                }
                 sub.provenance = provenance;
                 Ok(Reply::Submitted(self.submit(sub).await?))
             }

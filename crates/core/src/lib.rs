@@ -59,6 +59,6 @@ pub mod units;
 pub use error::{Error, Result};
 pub use executor::{Executor, ExecutorBuilder, Lifecycle, Loaded, Reply, Ticket};
 pub use model::{
-    Actor, AuditEvent, EventBody, NewEvent, Origin, Request, RequestFilter, RequestId,
+    Actor, AuditEvent, DedupKey, EventBody, NewEvent, Origin, Request, RequestFilter, RequestId,
     RequestRecord, RunOutcome, State, Submission, Transition, Value,
 };

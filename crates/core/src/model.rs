@@ -150,6 +150,9 @@ pub struct Submission {
     /// A key that identifies the delivery (Slack event id, GitHub delivery id,
     /// commit + trailer index). A key already seen returns the earlier request.
     pub dedup_key: Option<String>,
+    /// Whether the claim of `dedup_key` expires (after `[store] dedup_ttl`):
+    /// see [`DedupKey`].
+    pub dedup_expires: bool,
     /// Validate, authorize and show what would run, without running it.
     pub dry_run: bool,
     /// Provenance shown to people (commit id and path, issue URL, ...).
@@ -165,6 +168,7 @@ impl Submission {
             actor,
             origin,
             dedup_key: None,
+            dedup_expires: false,
             dry_run: false,
             provenance: BTreeMap::new(),
         }
@@ -176,9 +180,18 @@ impl Submission {
         self
     }
 
-    /// Set the dedup key.
+    /// Set the dedup key: a key naming an object for its whole life, whose
+    /// claim never expires ([`DedupKey::lifetime`]).
     pub fn dedup(mut self, key: impl Into<String>) -> Self {
         self.dedup_key = Some(key.into());
+        self.dedup_expires = false;
+        self
+    }
+
+    /// Set the dedup key, with how long its claim must hold.
+    pub fn dedup_with(mut self, key: DedupKey) -> Self {
+        self.dedup_key = Some(key.key);
+        self.dedup_expires = key.expires;
         self
     }
 
@@ -192,6 +205,45 @@ impl Submission {
     pub fn provenance(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.provenance.insert(key.into(), value.into());
         self
+    }
+}
+
+/// A dedup key, and how long its claim must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DedupKey {
+    /// The key.
+    pub key: String,
+    /// The claim expires after `[store] dedup_ttl`.
+    pub expires: bool,
+}
+
+impl DedupKey {
+    /// The id of one delivery (a Slack event id, a GitHub delivery id, an API
+    /// idempotency key). Senders redeliver for days at most (GitHub for 3), so
+    /// the claim expires after `[store] dedup_ttl` (7 days by default).
+    pub fn delivery(key: impl Into<String>) -> Self {
+        DedupKey {
+            key: key.into(),
+            expires: true,
+        }
+    }
+
+    /// A key naming an object for its whole life (an issue body, a comment, a
+    /// commit trailer): it can be seen again at any time (a poll, a re-scan), so
+    /// its claim never expires and old work never runs again.
+    pub fn lifetime(key: impl Into<String>) -> Self {
+        DedupKey {
+            key: key.into(),
+            expires: false,
+        }
+    }
+}
+
+impl From<String> for DedupKey {
+    /// A lifetime key: the claim that never expires is the safe default.
+    fn from(key: String) -> Self {
+        DedupKey::lifetime(key)
     }
 }
 
@@ -255,6 +307,10 @@ pub struct Request {
     /// Dedup key of the delivery that created it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_key: Option<String>,
+    /// The claim of `dedup_key` expires ([`DedupKey::delivery`]); absent from
+    /// the stored bytes when false, so chains written before it verify.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dedup_expires: bool,
     /// Dry run.
     #[serde(default)]
     pub dry_run: bool,
@@ -725,6 +781,21 @@ impl RequestFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_expiry_is_recorded_only_when_the_claim_expires() {
+        let sub = Submission::new("op", Actor::new("api", "a"), Origin::new("api"));
+        assert!(!sub.clone().dedup("issue:1").dedup_expires);
+        assert!(sub.clone().dedup_with(DedupKey::delivery("ev-1")).dedup_expires);
+        assert_eq!(DedupKey::from("c".to_string()), DedupKey::lifetime("c"));
+        // A lifetime key leaves the stored bytes as before the field existed.
+        let json = r#"{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","op":"op","args":{},"actor":{"frontend":"api","external_id":"a"},"origin":{"frontend":"api"},"dedup_key":"k","dry_run":false,"created_at":"2026-12-07T05:00:00Z","digest":"d"}"#;
+        let mut r: Request = serde_json::from_str(json).unwrap();
+        assert!(!r.dedup_expires);
+        assert!(!serde_json::to_string(&r).unwrap().contains("dedup_expires"));
+        r.dedup_expires = true;
+        assert!(serde_json::to_string(&r).unwrap().contains(r#""dedup_expires":true"#));
+    }
 
     #[test]
     fn request_ids_grow_within_a_millisecond() {

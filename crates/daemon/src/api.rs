@@ -354,7 +354,9 @@ async fn submit(
                 "dedup key must be 1-256 characters",
             ));
         }
-        sub.dedup_key = Some(format!("api:{p}:{key}"));
+        // An idempotency key guards against a client retrying a request:
+        // its claim expires after `[store] dedup_ttl`.
+        sub = sub.dedup_with(youops_core::DedupKey::delivery(format!("api:{p}:{key}")));
     }
     if let Some(ua) = headers
         .get(header::USER_AGENT)

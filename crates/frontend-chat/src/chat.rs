@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use youops_core::frontend::{FrontendContext, StreamError};
 use youops_core::grammar::{self, Command};
 use youops_core::{
-    Actor, EventBody, Executor, Lifecycle, Origin, Reply, RequestId, RequestRecord, State,
+    Actor, DedupKey, EventBody, Executor, Lifecycle, Origin, Reply, RequestId, RequestRecord, State,
 };
 
 use crate::adapter::{ActionKind, ChatAdapter, ChatError, ChatErrorKind, ChatMessage, MessageRef};
@@ -308,7 +308,13 @@ impl ChatCore {
         let mut provenance = std::collections::BTreeMap::new();
         provenance.insert("chat_delivery".to_string(), inb.delivery.clone());
         let res = exec
-            .execute_command(cmd, &actor, &origin, Some(inb.delivery.clone()), provenance)
+            .execute_command(
+                cmd,
+                &actor,
+                &origin,
+                Some(DedupKey::delivery(inb.delivery.clone())),
+                provenance,
+            )
             .await;
         match res {
             Ok(Reply::Submitted(t)) if t.duplicate => {

@@ -59,7 +59,8 @@ use youops_core::frontend::{
     HttpResponse, HttpRoute, StreamError,
 };
 use youops_core::{
-    Actor, Executor, Lifecycle, Origin, Reply, RequestId, RequestRecord, State, Submission,
+    Actor, DedupKey, Executor, Lifecycle, Origin, Reply, RequestId, RequestRecord, State,
+    Submission,
 };
 
 pub use config::{GitConfig, KindSpec, Kinds, Source};
@@ -1551,7 +1552,13 @@ impl Inner {
             };
             let dedup = format!("git:{}:run:{i}", c.id);
             match exec
-                .execute_command(cmd, &actor, &origin, Some(dedup), provenance)
+                .execute_command(
+                    cmd,
+                    &actor,
+                    &origin,
+                    Some(DedupKey::lifetime(dedup)),
+                    provenance,
+                )
                 .await
             {
                 Ok(Reply::Submitted(t)) => {

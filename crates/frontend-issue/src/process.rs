@@ -21,7 +21,7 @@ use youops_core::grammar::{self, Command};
 use youops_core::model::{
     Actor, EventBody, NewEvent, Origin, RequestFilter, RequestId, RequestRecord, State, Submission,
 };
-use youops_core::Executor;
+use youops_core::{DedupKey, Executor};
 
 use crate::config::RepoName;
 use crate::feedback::{render_form_problems, reply_marker, status_marker};
@@ -456,7 +456,13 @@ impl Shared {
                 _ => None,
             };
             match exec
-                .execute_command(cmd, &who, &base, Some(key.clone()), prov)
+                .execute_command(
+                    cmd,
+                    &who,
+                    &base,
+                    Some(DedupKey::lifetime(key.clone())),
+                    prov,
+                )
                 .await
             {
                 Ok(Reply::Submitted(t)) => {

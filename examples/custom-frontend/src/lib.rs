@@ -210,7 +210,9 @@ impl Frontend for WebhookFrontend {
                 &d.command,
                 &actor,
                 &origin,
-                Some(format!("{NAME}:{delivery}")),
+                Some(youops_core::DedupKey::delivery(format!(
+                    "{NAME}:{delivery}"
+                ))),
             )
             .await
         {

@@ -586,6 +586,7 @@ fn request(op: &str, frontend: &str) -> Request {
         actor: Actor::new(frontend, "conformance"),
         origin: Origin::new(frontend),
         dedup_key: None,
+        dedup_expires: false,
         dry_run: false,
         provenance: Default::default(),
         created_at: Utc::now(),
@@ -624,6 +625,7 @@ fn opts(durable: bool, dedup_key: Option<&str>) -> AppendOptions {
     AppendOptions {
         durable,
         dedup_key: dedup_key.map(str::to_string),
+        dedup_expires: false,
     }
 }
 

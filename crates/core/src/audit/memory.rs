@@ -656,6 +656,7 @@ mod tests {
             actor: Actor::new("cli", "ann"),
             origin: Origin::new("cli"),
             dedup_key: None,
+            dedup_expires: false,
             dry_run: false,
             provenance: Default::default(),
             created_at: Utc::now(),
@@ -729,6 +730,7 @@ mod tests {
         let opts = AppendOptions {
             durable: false,
             dedup_key: Some("k".into()),
+            dedup_expires: false,
         };
         store
             .append(vec![received(&r), to(r.id, State::Succeeded)], opts)

@@ -61,6 +61,9 @@ pub struct AppendOptions {
     /// Claim this dedup key for the request of the first event; if it was claimed
     /// before, nothing is appended and [`StoreError::Duplicate`] names the earlier request.
     pub dedup_key: Option<String>,
+    /// The claim expires after the store's dedup TTL (a delivery id); otherwise
+    /// it holds for good. Stores that do not expire claims keep every claim.
+    pub dedup_expires: bool,
 }
 
 impl AppendOptions {
@@ -69,6 +72,7 @@ impl AppendOptions {
         AppendOptions {
             durable: true,
             dedup_key: None,
+            dedup_expires: false,
         }
     }
 
@@ -262,7 +266,7 @@ pub fn canonical_bytes(
 /// `collect_str` escapes chrono's RFC 3339 output piece by piece. None of the
 /// three fields can need escaping (digits, RFC 3339 and Crockford base 32); the
 /// tests compare against serde.
-pub(crate) fn canonical_bytes_encoded(
+pub fn canonical_bytes_encoded(
     seq: u64,
     time: &DateTime<Utc>,
     request_id: &Option<RequestId>,
@@ -288,7 +292,7 @@ pub(crate) fn canonical_bytes_encoded(
 
 /// The stored JSON of an event (`serde_json::to_vec` of the [`AuditEvent`], byte
 /// for byte) from its canonical bytes and hashes, without encoding the body again.
-pub(crate) fn event_json(mut canonical: Vec<u8>, prev_hash: &str, hash: &str) -> Vec<u8> {
+pub fn event_json(mut canonical: Vec<u8>, prev_hash: &str, hash: &str) -> Vec<u8> {
     canonical.reserve(prev_hash.len() + hash.len() + 28);
     canonical.pop();
     canonical.extend_from_slice(b",\"prev_hash\":");
@@ -646,6 +650,7 @@ mod tests {
             actor: actor.clone(),
             origin: crate::model::Origin::new("slack").with_location("#ops"),
             dedup_key: Some("k1".into()),
+            dedup_expires: false,
             dry_run: false,
             provenance: Default::default(),
             created_at: Utc::now(),

@@ -2014,6 +2014,7 @@ mod tests {
             actor: Actor::new("cli", "ann"),
             origin: Origin::new("cli"),
             dedup_key: None,
+            dedup_expires: false,
             dry_run: false,
             provenance: Default::default(),
             created_at: Utc::now(),
@@ -2274,6 +2275,7 @@ mod tests {
         let opts = AppendOptions {
             durable: true,
             dedup_key: Some(key.to_string()),
+            dedup_expires: false,
         };
         store.append(vec![received(&r)], opts).await.map(|_| r.id)
     }
@@ -2331,6 +2333,7 @@ mod tests {
         let opts = AppendOptions {
             durable: true,
             dedup_key: Some("elsewhere".into()),
+            dedup_expires: false,
         };
         store.append(vec![received(&r)], opts).await.unwrap();
         // Not rebuildable from the events, so written in the group's batch.
@@ -2676,6 +2679,7 @@ mod tests {
                 let opts = AppendOptions {
                     durable: false,
                     dedup_key: r.dedup_key.clone(),
+                    dedup_expires: false,
                 };
                 store.append(vec![received(&r)], opts).await.unwrap();
                 pending.push(r.id);

@@ -1,0 +1,878 @@
+//! # youops-store
+//!
+//! The YouOps audit chain as a segmented, append-only log of JSON lines that is
+//! `fdatasync`ed before an append is acknowledged, with request records, the
+//! active set, dedup claims and read positions derived from it into redb.
+//! [`LogStore`] implements [`AuditStore`].
+//!
+//! ```
+//! use youops_core::audit::{AppendOptions, AuditStore};
+//! use youops_core::model::{EventBody, NewEvent};
+//! use youops_store::{LogOptions, LogStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = LogStore::open(dir.path().join("store"), LogOptions::default())?;
+//! let notice = NewEvent::global(EventBody::Notice {
+//!     source: "doc".into(),
+//!     kind: "hello".into(),
+//!     message: "on disk before this returns".into(),
+//!     data: serde_json::Value::Null,
+//! });
+//! let stored = store.append(vec![notice], AppendOptions::durable()).await?;
+//! assert_eq!(stored[0].seq, 1);
+//! assert!(store.verify().await?.ok());
+//! # Ok(()) }
+//! ```
+//!
+//! ## On-disk layout
+//!
+//! ```text
+//! <store dir>/
+//!   LOCK                                     flock()ed while a process has the store open
+//!   index.redb                               the derived indexes (redb)
+//!   log/
+//!     audit-000000000001-000000052113.jsonl  sealed segments: events #1..=#52113
+//!     audit-000000052114-000000104530.jsonl
+//!     open-000000104531.jsonl                the open segment, appended to
+//!     POISONED                               only after a failed write or sync (see Recovery)
+//! <archive dir>/                             given to `archive`
+//!     audit-…-….jsonl                        sealed segments moved here whole
+//! ```
+//!
+//! Every line of a segment is one event, exactly as `serde_json` encodes an
+//! [`AuditEvent`] (its canonical bytes, then
+//! `prev_hash` and `hash`): the bytes the sled store writes into its archive
+//! files. A sealed segment is named
+//! [`archive_file_name`](youops_core::audit::archive_file_name)`(first, last)`,
+//! so a sealed segment *is* an archive file: [`AuditStore::verify`] checks
+//! segments with [`ChainVerifier::check_json_lines`], the very code
+//! [`verify_with_archives`](youops_core::audit::verify_with_archives) checks
+//! archives with. The open segment is `open-<first>.jsonl`; it is sealed
+//! (synced, renamed, directory synced) once it holds
+//! [`LogOptions::segment_bytes`] (64 MiB by default), or when `archive` needs
+//! all of it.
+//!
+//! ## Durability
+//!
+//! One writer thread owns the chain tip and the open segment. It takes every
+//! append waiting in its queue as one group: orders them (seq, `prev_hash`,
+//! hash), checks dedup keys and records, writes the group's lines with one
+//! `write`, then, if any append of the group is durable
+//! ([`AppendOptions::durable`]) or a [`flush`](AuditStore::flush) waits, calls
+//! `fdatasync` once ([`File::sync_data`](std::fs::File::sync_data)) and only
+//! then answers them. While it syncs, new appends queue up and form the next
+//! group, so concurrent requests share one sync. `fdatasync` writes the data
+//! and the file size, which is all a reader of the file needs; creating a
+//! segment, renaming one when it is sealed and moving one into the archive
+//! are each followed by an `fsync` of the directory, so the names are durable
+//! too. Buffered appends ([`AppendOptions::buffered`]) are answered once
+//! written (ordered, in the page cache), and are durable with the next sync:
+//! the next durable append or flush, or at the latest
+//! [`LogOptions::sync_interval`] later.
+//!
+//! An append is therefore acknowledged durable only when its bytes, and every
+//! byte before them in the chain, were covered by a successful `fdatasync`
+//! (sled's flush, by contrast, is `sync_file_range`, which syncs no metadata
+//! and no disk cache). A failed `fdatasync`, or a write that fails (a full
+//! disk: `ENOSPC`), fails every caller waiting on it with
+//! [`StoreError::Io`] and stops appending for good: the store is *poisoned*,
+//! and every later append or flush fails at once. It is never retried: Linux
+//! may drop the dirty pages of a failed `fdatasync` and report the next one
+//! as successful, so a retry could acknowledge data that is not on disk. The
+//! writer cuts the open segment back to its last synced length and records
+//! that length in `log/POISONED`; reopening the store (a new process) cuts
+//! back to it again if needed and continues from there. (Until then, reads of
+//! the poisoned store still answer from what it holds in memory, which may
+//! include the appends that failed.)
+//!
+//! ## Recovery
+//!
+//! On open, after taking the lock: the segment `log/POISONED` names is cut back
+//! to the length it records; the segments' names must form one gapless
+//! sequence with at most one open segment, the newest; every line is checked
+//! (its shape, its hash over its own bytes, its sequence number and its link to
+//! the line before: the hash is computed from the line's bytes without decoding
+//! it), or with [`LogOptions::verify_on_open`] off, only the first and last
+//! lines of sealed segments the index already covers. Only the tail of the
+//! open segment can hold bytes that were never synced (sealed segments were
+//! synced before they were renamed), so recovery cuts there, and only there:
+//! at the first line that does not check, or at an incomplete last line,
+//! provided that nothing after it is a whole event and that the index does not
+//! prove it durable (events up to the index's applied seq were synced before
+//! they were indexed). Anything else — a bad line followed by good ones, damage
+//! in a sealed segment, a gap between segments, a log shorter than its index —
+//! refuses to open with [`StoreError::Corrupt`] naming the record (`#seq`) and
+//! where it is (`file:line`), and changes nothing. Recovery never cuts what
+//! was acknowledged durable. (A damaged last line of the open segment that the
+//! index does not cover cannot be told from a torn write, and is cut.)
+//!
+//! The open segment is then synced once (after a kill its bytes may be in the
+//! page cache only), and the indexes are brought up to date by replaying the
+//! events after the index's last applied seq.
+//!
+//! ## Indexes
+//!
+//! `index.redb` holds, as plain bytes (JSON or big-endian numbers): request
+//! records (id → the record folded with
+//! [`RequestRecord::apply`](youops_core::model::RequestRecord::apply) and the
+//! segment offset of each of its events), the active (not terminal) set, dedup
+//! claims, seq → offset of every live event (the segment follows from the seq:
+//! segment names carry their ranges), and the last applied seq. An
+//! indexer thread writes them lazily, of synced events only: every
+//! [`LogOptions::index_interval`] or when [`LogOptions::index_max_pending`]
+//! events wait, in one redb write transaction, durable (redb's
+//! `Durability::Immediate`) at most every
+//! [`LogOptions::index_sync_interval`] and on `flush` and close — a crash that
+//! loses index writes loses nothing, since they are replayed from the log.
+//! Until indexed, records, claims and positions are read from the writer's
+//! memory, so a request is readable, and its dedup key refused to a second
+//! append, as soon as its append is answered.
+//!
+//! ## Dedup claims
+//!
+//! A claim is made by an append with [`AppendOptions::dedup_key`] and belongs to
+//! the request of its first event. It holds for good unless the append says
+//! it expires ([`AppendOptions::dedup_expires`]: a delivery id, which senders
+//! redeliver for days at most). Expiring claims live in time buckets of
+//! [`LogOptions::dedup_bucket`] (an hour) by the time of that event, and a
+//! bucket expires whole [`LogOptions::dedup_ttl`] (7 days) after it ends: such
+//! a claim holds for at least the TTL and at most the TTL plus a bucket, then
+//! [`find_dedup`](AuditStore::find_dedup) ignores it and the key can be
+//! claimed again; the indexer removes expired buckets every minute (and on
+//! open). Claims that never expire are kept as compactly, outside any bucket.
+//!
+//! A claim that the request's `received` event carries (`Request::dedup_key`
+//! and `Request::dedup_expires` as the append's, as the executor always
+//! writes them) is rebuilt from the log like a record; such an event claims its
+//! key (unless it is taken) even when its append did not ask, as a replay of
+//! the log would. A claim its events do not carry cannot be rebuilt, so it is
+//! stored durably in the index (one more redb commit) before its events are
+//! written, and dropped on the next open if they never reached the log.
+//!
+//! ## Retention
+//!
+//! [`archive(through, dir)`](AuditStore::archive) works on whole segments:
+//! it seals the open segment if every event in it is at or before `through`,
+//! picks the sealed segments whose last event is at or before `through`, and
+//! moves them into `dir` — a hard link and an unlink (a rename that never
+//! replaces a file) on the same file system, else a copy to a temporary name,
+//! fsynced and renamed, then the unlink — after appending a checkpoint event
+//! (the same body as the sled store's: the last archived seq and hash, and the
+//! name of the last segment moved). After `archive(through)` the log holds the
+//! events after `through` plus at most one segment's worth before it, and the
+//! index only what those events need (positions of archived events are
+//! dropped): disk use is bounded by construction by what the caller retains
+//! plus a segment. `retain_events` and `audit archive --through` therefore
+//! work at segment granularity: fewer events than asked may go, never more,
+//! and nothing goes until a segment is sealed (64 MiB by default) unless
+//! `through` reaches the tip.
+//!
+//! Events of requests still in flight may now live in an archive:
+//! [`request_events`](AuditStore::request_events) reads them there (the index
+//! remembers where each archived segment went); records of finished requests
+//! whose events are all archived are removed, as the sled store does. A move
+//! is crash-safe: the archive's intent (its segments and directory) is stored
+//! durably first, then the checkpoint is appended durably, then the segments
+//! move one by one, oldest first, then the index drops their positions, the
+//! removed records and the intent. A crash before the checkpoint is durable
+//! leaves the segments in the log (the next open forgets the intent); after
+//! it, the next open (or archive) finishes the move, accepting a segment found
+//! in both places when the bytes are the same. At every point in between,
+//! [`verify_with_archives`](youops_core::audit::verify_with_archives) over the
+//! archive directory and the store verifies. (`verify` of the store alone may
+//! report, while the segments of one archive are moving, that the live log
+//! starts at a record no checkpoint accounts for yet: the checkpoint names the
+//! last of them.) [`events`](AuditStore::events) serves the live log; a call
+//! that a concurrent archive overtakes finishes reading from the archive, so
+//! it never returns a gap.
+//!
+//! The index is derived from the log, with two exceptions: claims that
+//! appends made without their events carrying the key, and claims, records
+//! and positions of archived events. Moving `index.redb` away rebuilds the
+//! rest from the live log.
+//!
+//! ## One writer, one process
+//!
+//! The store directory is locked with `flock(2)` on `LOCK` (through
+//! `std::fs::File::try_lock`, which is `flock(LOCK_EX | LOCK_NB)` on Linux; no
+//! extra crate), held until the store is closed; a second open, in this or
+//! another process, fails with [`StoreError::Locked`]. A directory that holds a
+//! sled store (`conf`, `db`, `blobs/`, `snap.*`) is refused: copy it into a new
+//! store with `youops store copy`.
+//!
+//! ## The file layer
+//!
+//! Every operation on the log goes through [`fs::LogFs`]. [`fs::StdFs`] is
+//! `std::fs`; with the `test-util` feature, `fs::SimFs` models power cuts,
+//! failed syncs and full disks, and `fs::FaultFs` fails operations from the
+//! n-th on (the store's tests drive the log through them).
+
+mod archive;
+mod format;
+pub mod fs;
+mod index;
+mod log;
+mod state;
+mod writer;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use youops_core::audit::{
+    AppendOptions, ArchiveReport, AuditStore, ChainVerifier, StoreError, VerifyReport,
+};
+use youops_core::model::{AuditEvent, NewEvent, RequestFilter, RequestId, RequestRecord};
+
+use crate::format::{line_seq, lines};
+use crate::fs::{LogFs, StdFs};
+use crate::index::{Batch, Claim, Index, Ttl};
+use crate::log::{corrupt, decode, io_err, Check, Recovered, Seg, LOG_DIR};
+use crate::state::{claim_in, decode_stored, fold, lock, Mem, Segments, Shared, Stored};
+use crate::writer::{Indexer, Job, Msg, OpenSeg, Writer, WriterOpts};
+
+/// Tuning of the log store.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LogOptions {
+    /// Seal the open segment once it holds this many bytes (64 MiB).
+    pub segment_bytes: u64,
+    /// Most events in one group commit (8192).
+    pub max_batch_events: usize,
+    /// Buffered appends are synced at the latest this long after they were
+    /// written, when nothing else syncs them first (50 ms).
+    pub sync_interval: Duration,
+    /// How long records, claims and positions may wait in memory before the
+    /// indexer stores them (50 ms).
+    pub index_interval: Duration,
+    /// Index at the latest when this many events wait (4096).
+    pub index_max_pending: usize,
+    /// How often index writes are made durable in redb (1 s); they always are
+    /// on `flush` and close. The log is the truth: a crash replays what the
+    /// index lost.
+    pub index_sync_interval: Duration,
+    /// redb's cache (64 MiB).
+    pub index_cache_bytes: usize,
+    /// How long an expiring dedup claim ([`AppendOptions::dedup_expires`])
+    /// holds after its time bucket ends (7 days).
+    pub dedup_ttl: Duration,
+    /// The width of a dedup claim bucket (1 hour). Claims expire a bucket at a time.
+    pub dedup_bucket: Duration,
+    /// Check every line of every segment on open (on). Off, sealed segments
+    /// the index covers are checked by their first and last lines only, which
+    /// opens a large log faster; `verify` still checks every line.
+    pub verify_on_open: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: 64 << 20,
+            max_batch_events: 8192,
+            sync_interval: Duration::from_millis(50),
+            index_interval: Duration::from_millis(50),
+            index_max_pending: 4096,
+            index_sync_interval: Duration::from_secs(1),
+            index_cache_bytes: 64 << 20,
+            dedup_ttl: Duration::from_secs(7 * 24 * 3600),
+            dedup_bucket: Duration::from_secs(3600),
+            verify_on_open: true,
+        }
+    }
+}
+
+/// The log store: an [`AuditStore`] (see the [crate documentation](crate)).
+///
+/// Clones share the store; it closes (a last sync, the last index writes)
+/// when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// One archive at a time.
+    archiving: tokio::sync::Mutex<()>,
+    /// Dropped last: the lock is held until everything is closed.
+    _lock: std::fs::File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        lock(&self.tx).take();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The sled files that mark a directory as a sled store.
+fn sled_files(path: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| matches!(n.as_str(), "conf" | "db" | "blobs") || n.starts_with("snap."))
+        .collect();
+    found.sort();
+    found
+}
+
+fn lock_dir(path: &Path) -> Result<std::fs::File, StoreError> {
+    let lock_path = path.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io_err(format!("cannot open {}", lock_path.display()), e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StoreError::Locked(path.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(io_err(format!("cannot lock {}", lock_path.display()), e))
+        }
+    }
+}
+
+impl LogStore {
+    /// Open (or create) the store in directory `path`.
+    pub fn open(path: impl AsRef<Path>, opts: LogOptions) -> Result<LogStore, StoreError> {
+        Self::open_with_fs(path, opts, Arc::new(StdFs))
+    }
+
+    /// [`open`](Self::open), with the log's files behind `fs` (the lock file
+    /// and the index are always real files in `path`).
+    pub fn open_with_fs(
+        path: impl AsRef<Path>,
+        opts: LogOptions,
+        fs: Arc<dyn LogFs>,
+    ) -> Result<LogStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let sled = sled_files(&path);
+        if !sled.is_empty() {
+            return Err(StoreError::Io(format!(
+                "{} holds a sled audit store (found {}), which this YouOps does not read: copy \
+                 it into a new store directory with `youops store copy` (nothing was changed)",
+                path.display(),
+                sled.join(", ")
+            )));
+        }
+        fs::create_dir_durably(&StdFs, &path)
+            .map_err(|e| io_err(format!("cannot create {}", path.display()), e))?;
+        let lock_file = lock_dir(&path)?;
+        let index = Index::open(&path.join("index.redb"), opts.index_cache_bytes)?;
+        // A new index file's name is durable before anything is stored in it
+        // that the log does not hold (claims its events do not carry).
+        StdFs
+            .sync_dir(&path)
+            .map_err(|e| io_err(format!("fsync {}", path.display()), e))?;
+        let applied = index.applied()?;
+        let log_dir = path.join(LOG_DIR);
+        let rec = log::recover(
+            &*fs,
+            &log_dir,
+            Check {
+                full: opts.verify_on_open,
+                durable: applied,
+            },
+        )?;
+        // After a kill, the open segment's bytes may be in the page cache
+        // only: sync them before anything (the index, an answer) depends on them.
+        let open = match rec.segments.last() {
+            Some(s) if s.last.is_none() => {
+                let p = log_dir.join(s.name());
+                let mut file = fs
+                    .open_append(&p)
+                    .map_err(|e| io_err(format!("cannot open {}", p.display()), e))?;
+                file.sync_data()
+                    .map_err(|e| io_err(format!("fdatasync {}", p.display()), e))?;
+                Some(OpenSeg {
+                    first: s.first,
+                    path: p,
+                    file,
+                    len: rec.open_len,
+                    synced: rec.open_len,
+                })
+            }
+            _ => None,
+        };
+        fs.sync_dir(&log_dir)
+            .map_err(|e| io_err(format!("fsync {}", log_dir.display()), e))?;
+        let dropped = index.drop_claims_after(rec.tip_seq)?;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "audit index: dropped dedup claims of events that never reached the log"
+            );
+        }
+        let ttl = Ttl {
+            bucket_secs: opts.dedup_bucket.as_secs().max(1),
+            ttl_secs: opts.dedup_ttl.as_secs(),
+        };
+        let archived = index
+            .archived()?
+            .into_iter()
+            .map(|(first, last, dir)| (first, (last, dir)))
+            .collect();
+        let shared = Arc::new(Shared {
+            fs,
+            log_dir,
+            index,
+            ttl,
+            mem: Mutex::new(Mem {
+                tip: (rec.tip_seq, rec.tip_hash.clone()),
+                open_len: rec.open_len,
+                durable: rec.tip_seq,
+                records: HashMap::new(),
+                claims: HashMap::new(),
+                pos_base: rec.tip_seq + 1,
+                positions: VecDeque::new(),
+                stored_max: None,
+                unindexed: 0,
+            }),
+            segs: Mutex::new(Segments {
+                live: rec.segments.iter().map(|s| (s.first, s.last)).collect(),
+                archived,
+            }),
+            poisoned: Mutex::new(None),
+        });
+        replay(&shared, &rec, applied)?;
+        lock(&shared.mem).stored_max = shared.index.max_record_id()?;
+        archive::repair(&shared)?;
+        shared.index.expire(&shared.ttl, Utc::now())?;
+
+        let (tx, rx) = mpsc::channel();
+        let (index_tx, index_rx) = mpsc::channel();
+        let indexer = Indexer {
+            shared: shared.clone(),
+            interval: opts.index_interval.max(Duration::from_millis(1)),
+            sync_interval: opts.index_sync_interval,
+            last_durable: Instant::now(),
+            pending_commits: false,
+            last_expire: Instant::now(),
+        };
+        let indexer = thread::Builder::new()
+            .name("youops-log-indexer".into())
+            .spawn(move || indexer.run(index_rx))
+            .map_err(|e| io_err("cannot start the indexer thread", e))?;
+        let writer = Writer {
+            shared: shared.clone(),
+            opts: WriterOpts {
+                segment_bytes: opts.segment_bytes.max(1),
+                max_batch_events: opts.max_batch_events.max(1),
+                sync_interval: opts.sync_interval,
+                index_max_pending: opts.index_max_pending.max(1),
+            },
+            open,
+            seq: rec.tip_seq,
+            hash: rec.tip_hash,
+            poisoned: None,
+            unsynced_since: None,
+            index_tx,
+        };
+        let writer = thread::Builder::new()
+            .name("youops-log-writer".into())
+            .spawn(move || writer.run(rx, indexer))
+            .map_err(|e| io_err("cannot start the writer thread", e))?;
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                path,
+                shared,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                archiving: tokio::sync::Mutex::new(()),
+                _lock: lock_file,
+            }),
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The directory the last archive moved segments to, if any.
+    pub fn archive_dir(&self) -> Result<Option<PathBuf>, StoreError> {
+        self.inner.shared.index.archive_dir()
+    }
+
+    /// Stop the store as a killed process would: no last sync, no last index
+    /// writes (what was written stays in the files). Other clones then get
+    /// [`StoreError::Closed`]. For crash tests.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn kill(self) {
+        let _ = self.send(Msg::Kill);
+    }
+
+    /// A handle that can [`kill`](Self::kill) the store later without keeping
+    /// it open. For crash tests.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn kill_switch(&self) -> KillSwitch {
+        KillSwitch(Arc::downgrade(&self.inner))
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), StoreError> {
+        lock(&self.inner.tx)
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(msg)
+            .map_err(|_| StoreError::Closed)
+    }
+}
+
+/// See [`LogStore::kill_switch`].
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Debug, Clone)]
+pub struct KillSwitch(std::sync::Weak<Inner>);
+
+#[cfg(any(test, feature = "test-util"))]
+impl KillSwitch {
+    /// Kill the store if it is still open: it stops at once, and closes
+    /// (without a last sync) when its last handle is dropped. A store whose
+    /// last handle is already gone was closed cleanly, not killed.
+    pub fn kill(self) {
+        if let Some(inner) = self.0.upgrade() {
+            LogStore { inner }.kill();
+        }
+    }
+}
+
+/// Bring the index up to the log: replay the events after `applied`.
+fn replay(shared: &Shared, rec: &Recovered, applied: u64) -> Result<(), StoreError> {
+    let tip = rec.tip_seq;
+    let from = applied.saturating_add(1).max(rec.live_start());
+    if from > tip {
+        return Ok(());
+    }
+    if applied + 1 < rec.live_start() {
+        tracing::warn!(
+            applied,
+            live_start = rec.live_start(),
+            "audit index: behind the live log; records whose events were archived are not rebuilt"
+        );
+    }
+    let now = Utc::now();
+    let mut touched: HashMap<RequestId, Stored> = HashMap::new();
+    let mut batch = Batch::default();
+    let mut replayed = 0u64;
+    let flush = |touched: &mut HashMap<RequestId, Stored>,
+                 batch: &mut Batch,
+                 applied: u64,
+                 durable: bool|
+     -> Result<(), StoreError> {
+        for (id, s) in touched.drain() {
+            let json = serde_json::to_vec(&s)
+                .map_err(|e| StoreError::Io(format!("cannot encode request record {id}: {e}")))?;
+            batch
+                .records
+                .push((id, json, !s.record.state.is_terminal()));
+        }
+        batch.applied = Some(applied);
+        shared
+            .index
+            .write(&std::mem::take(batch), &shared.ttl, durable)
+    };
+    for seg in &rec.segments {
+        if seg.last.is_some_and(|l| l < from) {
+            continue;
+        }
+        let name = seg.name();
+        let path = shared.log_dir.join(&name);
+        let mut bytes = shared
+            .fs
+            .read(&path)
+            .map_err(|e| io_err(format!("cannot read {}", path.display()), e))?;
+        if seg.last.is_none() {
+            bytes.truncate(usize::try_from(rec.open_len).unwrap_or(usize::MAX));
+        }
+        let (ls, _) = lines(&bytes);
+        for (i, (off, line)) in ls.into_iter().enumerate() {
+            let Some(seq) = line_seq(line).filter(|s| *s >= from) else {
+                continue;
+            };
+            let ev = decode(&name, Some(i + 1), line)?;
+            batch.positions.push((seq, off as u64));
+            if let Some((key, owner, expires)) = claim_in(&ev) {
+                let bucket = shared.ttl.bucket_of(expires, ev.time);
+                if !shared.ttl.expired(bucket, now) {
+                    let claim = Claim {
+                        id: owner,
+                        seq,
+                        bucket,
+                        explicit: false,
+                    };
+                    batch.claims.push((key.to_string(), claim));
+                }
+            }
+            if let Some(id) = ev.request_id {
+                let current = match touched.remove(&id) {
+                    Some(s) => Some(s),
+                    None => shared
+                        .index
+                        .record(id)?
+                        .map(|v| decode_stored(&v))
+                        .transpose()?,
+                };
+                match current {
+                    // Stored ahead of `applied` by an indexer round that did not
+                    // move it (a record still changing): not folded twice.
+                    Some(s) if s.holds(seq) => {
+                        touched.insert(id, s);
+                    }
+                    other => match fold(other, &ev, off as u64) {
+                        Ok(s) => {
+                            touched.insert(id, s);
+                            replayed += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, seq, "audit index: event skipped while rebuilding records");
+                        }
+                    },
+                }
+            }
+            if batch.positions.len() >= 20_000 {
+                flush(&mut touched, &mut batch, seq, false)?;
+            }
+        }
+    }
+    flush(&mut touched, &mut batch, tip, true)?;
+    tracing::info!(
+        from,
+        tip,
+        events = replayed,
+        "audit index: replayed the log after the last indexed event"
+    );
+    Ok(())
+}
+
+/// The bytes of a live segment (of the open one, through the tip), wherever it is.
+fn read_segment(shared: &Shared, seg: Seg, open_len: u64) -> Result<Vec<u8>, StoreError> {
+    let mut last_err = None;
+    for _ in 0..3 {
+        let candidates = {
+            let segs = lock(&shared.segs);
+            let mut c = segs.files_of(&shared.log_dir, seg.first);
+            if c.is_empty() {
+                c.push(shared.log_dir.join(seg.name()));
+            }
+            c
+        };
+        for path in candidates {
+            match shared.fs.read(&path) {
+                Ok(mut bytes) => {
+                    if seg.last.is_none() {
+                        // Through the tip as it was (sealing a segment does
+                        // not change its bytes).
+                        bytes.truncate(usize::try_from(open_len).unwrap_or(usize::MAX));
+                    }
+                    return Ok(bytes);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    last_err = Some(io_err(format!("cannot read {}", path.display()), e));
+                }
+                Err(e) => return Err(io_err(format!("cannot read {}", path.display()), e)),
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| corrupt(format!("segment {} is missing", seg.name()))))
+}
+
+fn verify_live(shared: &Shared) -> Result<VerifyReport, StoreError> {
+    let (segs, open_len) = {
+        let m = lock(&shared.mem);
+        (lock(&shared.segs).live_segs(), m.open_len)
+    };
+    let mut v = ChainVerifier::new();
+    for seg in segs {
+        let bytes = read_segment(shared, seg, open_len)?;
+        let text = String::from_utf8_lossy(&bytes);
+        if let Err(mut b) = v.check_json_lines(&text) {
+            b.reason = format!("{} (in {})", b.reason, seg.name());
+            return Ok(v.report(Some(b)));
+        }
+    }
+    Ok(v.finish())
+}
+
+#[async_trait]
+impl AuditStore for LogStore {
+    async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        opts: AppendOptions,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner.shared.poisoned()?;
+        let bodies = events
+            .iter()
+            .map(|e| serde_json::to_vec(&e.body))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Io(format!("cannot encode an audit event: {e}")))?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Msg::Append(Job {
+            events,
+            bodies,
+            opts,
+            reply,
+        }))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.shared.poisoned()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Msg::Flush(reply))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        Ok(self.inner.shared.stored(id)?.map(|s| s.record))
+    }
+
+    async fn request_events(&self, id: RequestId) -> Result<Vec<AuditEvent>, StoreError> {
+        let shared = &self.inner.shared;
+        let Some(stored) = shared.stored(id)? else {
+            return Ok(Vec::new());
+        };
+        stored
+            .events
+            .iter()
+            .map(|(seq, offset)| shared.event_at(*seq, *offset))
+            .collect()
+    }
+
+    async fn find_dedup(&self, key: &str) -> Result<Option<RequestId>, StoreError> {
+        Ok(self.inner.shared.claim(key)?.map(|c| c.id))
+    }
+
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+        before: Option<RequestId>,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        let shared = &self.inner.shared;
+        // The writer's records supersede the index's copies of the same requests.
+        let (held, mut newer): (HashSet<RequestId>, Vec<RequestRecord>) = {
+            let m = lock(&shared.mem);
+            (
+                m.records.keys().copied().collect(),
+                m.records
+                    .iter()
+                    .filter(|(id, h)| {
+                        before.is_none_or(|b| **id < b) && filter.matches(&h.stored.record)
+                    })
+                    .map(|(_, h)| h.stored.record.clone())
+                    .collect(),
+            )
+        };
+        newer.sort_unstable_by_key(|r| std::cmp::Reverse(r.request.id));
+        newer.truncate(limit);
+        let mut indexed = Vec::new();
+        if limit > 0 {
+            shared.index.records_rev(before, |id, v| {
+                if held.contains(&id) {
+                    return Ok(true);
+                }
+                let s = decode_stored(v)?;
+                if filter.matches(&s.record) {
+                    indexed.push(s.record);
+                }
+                Ok(indexed.len() < limit)
+            })?;
+        }
+        let mut out = Vec::with_capacity(limit.min(newer.len() + indexed.len()));
+        let (mut a, mut b) = (newer.into_iter().peekable(), indexed.into_iter().peekable());
+        while out.len() < limit {
+            let take_a = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(x), Some(y)) => x.request.id > y.request.id,
+            };
+            out.extend(if take_a { a.next() } else { b.next() });
+        }
+        Ok(out)
+    }
+
+    async fn active_requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        let shared = &self.inner.shared;
+        let (held, mut out): (HashSet<RequestId>, Vec<RequestRecord>) = {
+            let m = lock(&shared.mem);
+            (
+                m.records.keys().copied().collect(),
+                m.records
+                    .values()
+                    .filter(|h| !h.stored.record.state.is_terminal())
+                    .map(|h| h.stored.record.clone())
+                    .collect(),
+            )
+        };
+        for id in shared.index.active_ids()? {
+            if held.contains(&id) {
+                continue;
+            }
+            if let Some(s) = shared.stored(id)? {
+                if !s.record.state.is_terminal() {
+                    out.push(s.record);
+                }
+            }
+        }
+        out.sort_unstable_by_key(|r| r.request.id);
+        out.dedup_by_key(|r| r.request.id);
+        Ok(out)
+    }
+
+    async fn events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.shared.events(after, limit)
+    }
+
+    async fn head(&self) -> Result<(u64, String), StoreError> {
+        Ok(lock(&self.inner.shared.mem).tip.clone())
+    }
+
+    async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let shared = self.inner.shared.clone();
+        tokio::task::spawn_blocking(move || verify_live(&shared))
+            .await
+            .map_err(|e| StoreError::Io(format!("verify task: {e}")))?
+    }
+
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let shared = &self.inner.shared;
+        let segs = lock(&shared.segs).live_segs();
+        let mut total = 0;
+        for s in segs {
+            // A segment sealed or archived meanwhile is counted as it was.
+            total += shared.fs.len(&shared.log_dir.join(s.name())).unwrap_or(0);
+        }
+        let index = self.inner.path.join("index.redb");
+        total += std::fs::metadata(&index).map_or(0, |m| m.len());
+        Ok(total)
+    }
+
+    async fn archive(
+        &self,
+        through_seq: u64,
+        dir: &Path,
+    ) -> Result<Option<ArchiveReport>, StoreError> {
+        archive::archive(self, through_seq, dir).await
+    }
+}

@@ -1,0 +1,411 @@
+//! State shared by the writer, the indexer and the readers, and the reads.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use youops_core::audit::{archive_file_name, StoreError};
+use youops_core::model::{AuditEvent, EventBody, RequestId, RequestRecord};
+
+use crate::fs::LogFs;
+use crate::index::{Claim, Index, Ttl};
+use crate::log::{corrupt, decode, io_err, read_line_at, LineReader, Seg};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A request record as stored: the record and where its events are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Stored {
+    /// `(seq, offset in its segment)` of each of the request's events, in order.
+    pub events: Vec<(u64, u64)>,
+    pub record: RequestRecord,
+}
+
+impl Stored {
+    pub fn last_seq(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.0)
+    }
+
+    /// Whether the record already includes event `seq` (events are folded in order).
+    pub fn holds(&self, seq: u64) -> bool {
+        self.last_seq() >= seq
+    }
+}
+
+pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Stored, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("request record in the index: {e}")))
+}
+
+/// Fold one event (at `offset` in its segment) into the record of its request.
+pub(crate) fn fold(
+    current: Option<Stored>,
+    ev: &AuditEvent,
+    offset: u64,
+) -> Result<Stored, StoreError> {
+    let id = ev.request_id.map(|i| i.to_string()).unwrap_or_default();
+    match (&ev.body, current) {
+        (EventBody::Received { request }, None) => Ok(Stored {
+            events: vec![(ev.seq, offset)],
+            record: RequestRecord::new(Arc::clone(request), ev),
+        }),
+        (EventBody::Received { .. }, Some(_)) => {
+            Err(StoreError::Io(format!("request {id} was already received")))
+        }
+        (_, Some(mut s)) => {
+            s.record.apply(ev);
+            s.events.push((ev.seq, offset));
+            Ok(s)
+        }
+        (_, None) => Err(StoreError::Io(format!(
+            "event for unknown request {id} (its `received` event must come first)"
+        ))),
+    }
+}
+
+/// The dedup claim a `received` event carries: its request's key and id, and
+/// whether the claim expires.
+pub(crate) fn claim_in(ev: &AuditEvent) -> Option<(&str, RequestId, bool)> {
+    match &ev.body {
+        EventBody::Received { request } => request
+            .dedup_key
+            .as_deref()
+            .map(|k| (k, request.id, request.dedup_expires)),
+        _ => None,
+    }
+}
+
+/// An [`AuditEvent`] from its parts. (It is `#[non_exhaustive]`: outside its
+/// crate it is built by changing the fields of one decoded once.)
+pub(crate) fn audit_event(
+    seq: u64,
+    time: DateTime<Utc>,
+    request_id: Option<RequestId>,
+    body: EventBody,
+    prev_hash: String,
+    hash: String,
+) -> AuditEvent {
+    static BLANK: OnceLock<AuditEvent> = OnceLock::new();
+    let mut e = BLANK
+        .get_or_init(|| {
+            serde_json::from_str(
+                r#"{"seq":0,"time":"1970-01-01T00:00:00Z","body":{"type":"checkpoint",
+                "archived_through_seq":0,"archived_last_hash":"","archive":""},
+                "prev_hash":"","hash":""}"#,
+            )
+            .expect("the blank event decodes")
+        })
+        .clone();
+    e.seq = seq;
+    e.time = time;
+    e.request_id = request_id;
+    e.body = body;
+    e.prev_hash = prev_hash;
+    e.hash = hash;
+    e
+}
+
+/// A record the writer holds in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub stored: Stored,
+    /// The first event of the record that the index does not have yet
+    /// (`None`: the index has this version).
+    pub dirty_from: Option<u64>,
+}
+
+/// What the writer has and the index may not have yet.
+#[derive(Debug)]
+pub(crate) struct Mem {
+    /// Seq and hash of the last event written.
+    pub tip: (u64, String),
+    /// Bytes of the open segment through the tip.
+    pub open_len: u64,
+    /// Every event up to this one is synced.
+    pub durable: u64,
+    /// Records changed since they were indexed, and every active record the
+    /// writer touched.
+    pub records: HashMap<RequestId, Held>,
+    /// Claims the index does not have yet.
+    pub claims: HashMap<String, Claim>,
+    /// Offsets of events `pos_base..` the index does not have yet.
+    pub pos_base: u64,
+    pub positions: VecDeque<u64>,
+    /// No record in the index has an id above this one (see the writer).
+    pub stored_max: Option<RequestId>,
+    /// Events written since the indexer was last woken.
+    pub unindexed: usize,
+}
+
+/// The segments, for readers: where the file of an event is.
+#[derive(Debug, Default)]
+pub(crate) struct Segments {
+    /// Live segments (`first → last`, `None` for the open one).
+    pub live: BTreeMap<u64, Option<u64>>,
+    /// Archived segments: `first → (last, directory)`.
+    pub archived: BTreeMap<u64, (u64, PathBuf)>,
+}
+
+impl Segments {
+    /// The first live sequence number (the tip's successor if no segment).
+    pub fn live_start(&self, tip: u64) -> u64 {
+        self.live.keys().next().copied().unwrap_or(tip + 1)
+    }
+
+    /// The live segments in order.
+    pub fn live_segs(&self) -> Vec<Seg> {
+        self.live
+            .iter()
+            .map(|(first, last)| Seg {
+                first: *first,
+                last: *last,
+            })
+            .collect()
+    }
+
+    /// The live segment holding `seq`.
+    pub fn live_of(&self, seq: u64) -> Option<Seg> {
+        let (first, last) = self.live.range(..=seq).next_back()?;
+        last.is_none_or(|l| l >= seq).then_some(Seg {
+            first: *first,
+            last: *last,
+        })
+    }
+
+    /// Where event `seq` may be: in the log, else in an archive.
+    pub fn files_of(&self, log_dir: &Path, seq: u64) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Some(s) = self.live_of(seq) {
+            out.push(log_dir.join(s.name()));
+        }
+        if let Some((first, (last, dir))) = self.archived.range(..=seq).next_back() {
+            if *last >= seq {
+                out.push(dir.join(archive_file_name(*first, *last)));
+            }
+        }
+        out
+    }
+}
+
+/// Everything the threads of one store share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub fs: Arc<dyn LogFs>,
+    pub log_dir: PathBuf,
+    pub index: Index,
+    pub ttl: Ttl,
+    pub mem: Mutex<Mem>,
+    pub segs: Mutex<Segments>,
+    /// Why appending stopped, once it did.
+    pub poisoned: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub fn poisoned(&self) -> Result<(), StoreError> {
+        match &*lock(&self.poisoned) {
+            Some(why) => Err(StoreError::Io(format!(
+                "the audit log stopped appending after a failed write or sync ({why}); reopen \
+                 the store to recover it"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The claim on `key` that has not expired.
+    pub fn claim(&self, key: &str) -> Result<Option<Claim>, StoreError> {
+        let now = Utc::now();
+        if let Some(c) = lock(&self.mem).claims.get(key) {
+            if !self.ttl.expired(c.bucket, now) {
+                return Ok(Some(*c));
+            }
+        }
+        Ok(self
+            .index
+            .claim(key)?
+            .filter(|c| !self.ttl.expired(c.bucket, now)))
+    }
+
+    /// The record of a request: the writer's copy if it holds one, else the index's.
+    pub fn stored(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
+        if let Some(h) = lock(&self.mem).records.get(&id) {
+            return Ok(Some(h.stored.clone()));
+        }
+        match self.index.record(id)? {
+            Some(v) => Ok(Some(decode_stored(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The event `seq` at `offset` in its segment, wherever the segment is now.
+    pub fn event_at(&self, seq: u64, offset: u64) -> Result<AuditEvent, StoreError> {
+        let mut last_err = None;
+        // A segment may be renamed (sealed) or moved (archived) while we read:
+        // look it up again.
+        for _ in 0..3 {
+            let files = lock(&self.segs).files_of(&self.log_dir, seq);
+            if files.is_empty() {
+                break;
+            }
+            for path in files {
+                match read_line_at(&*self.fs, &path, offset) {
+                    Ok(Some(line)) => {
+                        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+                        let ev = decode(name, None, &line)?;
+                        if ev.seq != seq {
+                            return Err(corrupt(format!(
+                                "{name} has record #{} at byte {offset} where #{seq} should be",
+                                ev.seq
+                            )));
+                        }
+                        return Ok(ev);
+                    }
+                    Ok(None) => {
+                        last_err = Some(corrupt(format!(
+                            "record #{seq} is missing from {} (at byte {offset})",
+                            path.display()
+                        )));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        last_err = Some(io_err(format!("cannot read {}", path.display()), e));
+                    }
+                    Err(e) => return Err(io_err(format!("cannot read {}", path.display()), e)),
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| {
+            corrupt(format!(
+                "record #{seq} is in no segment of the log or of its archives"
+            ))
+        }))
+    }
+
+    /// Where live event `seq` is in its segment.
+    fn position(&self, seq: u64) -> Result<u64, StoreError> {
+        {
+            let m = lock(&self.mem);
+            if seq >= m.pos_base {
+                if let Some(off) = usize::try_from(seq - m.pos_base)
+                    .ok()
+                    .and_then(|i| m.positions.get(i))
+                {
+                    return Ok(*off);
+                }
+            }
+        }
+        self.index
+            .position(seq)?
+            .ok_or_else(|| corrupt(format!("the index has no position for record #{seq}")))
+    }
+
+    /// The segment holding `seq` and its file: in the log, else (moved by a
+    /// concurrent archive) in the archive directory.
+    fn locate(&self, seq: u64) -> Option<(Seg, PathBuf)> {
+        let segs = lock(&self.segs);
+        if let Some(s) = segs.live_of(seq) {
+            return Some((s, self.log_dir.join(s.name())));
+        }
+        let (first, (last, dir)) = segs.archived.range(..=seq).next_back()?;
+        (*last >= seq).then(|| {
+            let s = Seg {
+                first: *first,
+                last: Some(*last),
+            };
+            (s, dir.join(s.name()))
+        })
+    }
+
+    /// Live events with `seq > after`, at most `limit`, in order, without a
+    /// gap (a segment archived while it is read is read from the archive).
+    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let (tip, open_len) = {
+            let m = lock(&self.mem);
+            (m.tip.0, m.open_len)
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        // Where the first one is (its position may go with an archive that
+        // moves the live start past it meanwhile: then start there).
+        let mut attempts = 0;
+        let (mut next, mut offset) = loop {
+            let from = after
+                .saturating_add(1)
+                .max(lock(&self.segs).live_start(tip));
+            if from > tip {
+                return Ok(out);
+            }
+            match self.position(from) {
+                Ok(offset) => break (from, offset),
+                Err(e) => {
+                    attempts += 1;
+                    if attempts >= 3 || lock(&self.segs).live_start(tip) <= from {
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        // Renames (sealing) and moves (archiving) while we read, per event.
+        let mut tries = 0;
+        'segments: while out.len() < limit && next <= tip {
+            let Some((seg, path)) = self.locate(next) else {
+                return Err(corrupt(format!(
+                    "record #{next} is in no segment of the log or of its archives"
+                )));
+            };
+            let limit_bytes = if seg.last.is_none() {
+                open_len
+            } else {
+                u64::MAX
+            };
+            let mut reader = LineReader::new(path.clone(), offset, limit_bytes);
+            loop {
+                if out.len() >= limit || next > tip {
+                    break 'segments;
+                }
+                let line = match reader.next_line(&*self.fs) {
+                    Ok(Some((_, line))) => line,
+                    Ok(None) if seg.last.is_some_and(|l| l < next) => {
+                        // The end of a sealed segment: on to the next.
+                        offset = 0;
+                        continue 'segments;
+                    }
+                    Ok(None) => {
+                        return Err(corrupt(format!(
+                            "record #{next} is missing from {}",
+                            path.display()
+                        )))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => {
+                        // Renamed or moved: find it again, at the same place
+                        // if `next` is in it, else at the start of the next.
+                        tries += 1;
+                        offset = if seg.last.is_some_and(|l| l < next) {
+                            0
+                        } else {
+                            reader.offset()
+                        };
+                        continue 'segments;
+                    }
+                    Err(e) => return Err(io_err(format!("cannot read {}", path.display()), e)),
+                };
+                let name = seg.name();
+                let ev = decode(&name, None, &line)?;
+                if ev.seq != next {
+                    return Err(corrupt(format!(
+                        "{name} has record #{} where #{next} should be",
+                        ev.seq
+                    )));
+                }
+                next += 1;
+                tries = 0;
+                out.push(ev);
+            }
+        }
+        Ok(out)
+    }
+}

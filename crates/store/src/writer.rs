@@ -1,0 +1,725 @@
+//! The writer thread (the chain tip, group commit, segments) and the indexer
+//! thread (the derived indexes in redb).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::oneshot;
+use youops_core::audit::{archive_file_name, chain_hash, AppendOptions, StoreError};
+use youops_core::model::{AuditEvent, EventBody, NewEvent, RequestId};
+
+use crate::format::{canonical_encoded, event_line};
+use crate::fs::LogFile;
+use crate::index::{Batch, Claim};
+use crate::log::{open_name, POISON_MARKER};
+use crate::state::{audit_event, claim_in, decode_stored, fold, lock, Held, Shared, Stored};
+
+pub(crate) type AppendReply = oneshot::Sender<Result<Vec<AuditEvent>, StoreError>>;
+pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// One append call.
+pub(crate) struct Job {
+    pub events: Vec<NewEvent>,
+    /// `serde_json::to_vec(&event.body)` of each event, encoded by the caller so
+    /// that the single writer thread does not have to.
+    pub bodies: Vec<Vec<u8>>,
+    pub opts: AppendOptions,
+    pub reply: AppendReply,
+}
+
+pub(crate) enum Msg {
+    Append(Job),
+    /// Sync, then index everything synced.
+    Flush(Reply),
+    /// Seal the open segment if every event in it is at or before `through`.
+    Seal {
+        through: u64,
+        reply: Reply,
+    },
+    /// Stop at once: no last sync, no last index round (a killed process).
+    #[cfg_attr(not(any(test, feature = "test-util")), allow(dead_code))]
+    Kill,
+}
+
+pub(crate) enum IndexMsg {
+    /// Many events wait: index now.
+    Kick,
+    /// Index everything synced, durably, then answer.
+    Now(Reply),
+    /// The last round, durable, then stop.
+    Close,
+    /// Stop without another round.
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct WriterOpts {
+    pub segment_bytes: u64,
+    pub max_batch_events: usize,
+    pub sync_interval: Duration,
+    pub index_max_pending: usize,
+}
+
+/// The open segment.
+#[derive(Debug)]
+pub(crate) struct OpenSeg {
+    pub first: u64,
+    pub path: PathBuf,
+    pub file: Box<dyn LogFile>,
+    /// Bytes written.
+    pub len: u64,
+    /// Bytes covered by the last successful `fdatasync`.
+    pub synced: u64,
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub opts: WriterOpts,
+    pub open: Option<OpenSeg>,
+    pub seq: u64,
+    pub hash: String,
+    pub poisoned: Option<String>,
+    /// Since when written bytes wait for a sync.
+    pub unsynced_since: Option<Instant>,
+    pub index_tx: mpsc::Sender<IndexMsg>,
+}
+
+/// What one group appends, before it is published.
+#[derive(Default)]
+struct Group {
+    /// The new lines, each with its newline.
+    buf: Vec<u8>,
+    /// Offset of each new event in the open segment, in seq order.
+    offsets: Vec<u64>,
+    /// Claims the group's `received` events carry (rebuildable from the log).
+    claims: HashMap<String, Claim>,
+    /// Claims its events do not carry: stored in the index before the write.
+    explicit: HashMap<String, Claim>,
+    /// Records changed by the group, and the first of their events in it.
+    touched: HashMap<RequestId, (Stored, u64)>,
+}
+
+fn fail_all(
+    staged: Vec<(bool, AppendReply, Result<Vec<AuditEvent>, StoreError>)>,
+    flushes: Vec<Reply>,
+    why: &str,
+) {
+    for (_, reply, _) in staged {
+        let _ = reply.send(Err(StoreError::Io(why.to_string())));
+    }
+    for f in flushes {
+        let _ = f.send(Err(StoreError::Io(why.to_string())));
+    }
+}
+
+impl Writer {
+    pub fn run(mut self, rx: mpsc::Receiver<Msg>, indexer: thread::JoinHandle<()>) {
+        let mut killed = false;
+        loop {
+            let first = match self.unsynced_since {
+                Some(since) if self.poisoned.is_none() => {
+                    let wait = self.opts.sync_interval.saturating_sub(since.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(m) => m,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            // Buffered appends wait no longer for a sync.
+                            if let Err(why) = self.sync() {
+                                self.poison(&why);
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            let mut jobs = Vec::new();
+            let mut flushes = Vec::new();
+            let mut seals = Vec::new();
+            let mut count = 0;
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Append(j) => {
+                        count += j.events.len();
+                        jobs.push(j);
+                    }
+                    Msg::Flush(r) => flushes.push(r),
+                    Msg::Seal { through, reply } => seals.push((through, reply)),
+                    Msg::Kill => {
+                        killed = true;
+                        break;
+                    }
+                }
+                if count < self.opts.max_batch_events {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if killed {
+                break;
+            }
+            self.commit(jobs, flushes);
+            for (through, reply) in seals {
+                let _ = reply.send(self.seal_through(through));
+            }
+        }
+        if !killed && self.poisoned.is_none() {
+            if let Err(why) = self.sync() {
+                self.poison(&why);
+            }
+        }
+        let _ = self.index_tx.send(if killed {
+            IndexMsg::Stop
+        } else {
+            IndexMsg::Close
+        });
+        let _ = indexer.join();
+    }
+
+    fn poison_error(&self) -> Option<String> {
+        self.poisoned.clone()
+    }
+
+    /// Append one group: order, check, write, then one `fdatasync` for every
+    /// durable append and flush in it.
+    fn commit(&mut self, jobs: Vec<Job>, flushes: Vec<Reply>) {
+        if let Some(why) = self.poison_error() {
+            let why = format!("the audit log stopped appending after a failed write or sync ({why}); reopen the store to recover it");
+            let staged = jobs
+                .into_iter()
+                .map(|j| (false, j.reply, Ok(Vec::new())))
+                .collect();
+            fail_all(staged, flushes, &why);
+            return;
+        }
+        let mut staged = Vec::with_capacity(jobs.len());
+        let mut wrote = false;
+        if !jobs.is_empty() {
+            if let Err(why) = self.prepare_segment() {
+                self.poison(&why);
+                let staged = jobs
+                    .into_iter()
+                    .map(|j| (false, j.reply, Ok(Vec::new())))
+                    .collect();
+                fail_all(staged, flushes, &why);
+                return;
+            }
+            let base = self.open.as_ref().map_or(0, |o| o.len);
+            let start = (self.seq, self.hash.clone());
+            let mut group = Group::default();
+            for job in jobs {
+                let result = self.stage(job.events, job.bodies, &job.opts, &mut group, base);
+                staged.push((job.opts.durable, job.reply, result));
+            }
+            if !group.explicit.is_empty() {
+                let batch = Batch {
+                    claims: group
+                        .explicit
+                        .iter()
+                        .map(|(k, c)| (k.clone(), *c))
+                        .collect(),
+                    ..Batch::default()
+                };
+                if let Err(e) = self.shared.index.write(&batch, &self.shared.ttl, true) {
+                    // Nothing of the group is written: roll the tip back.
+                    (self.seq, self.hash) = start;
+                    let why = format!("cannot store a dedup claim: {e}");
+                    fail_all(staged, flushes, &why);
+                    return;
+                }
+            }
+            if !group.buf.is_empty() {
+                let open = self
+                    .open
+                    .as_mut()
+                    .expect("prepare_segment opened a segment");
+                if let Err(e) = open.file.append(&group.buf) {
+                    let why = format!("cannot write to {}: {e}", open.path.display());
+                    self.poison(&why);
+                    fail_all(staged, flushes, &why);
+                    return;
+                }
+                open.len += group.buf.len() as u64;
+                self.publish(group);
+                wrote = true;
+            }
+        }
+        // Buffered appends (and refused ones) are answered once ordered.
+        let mut durable = Vec::new();
+        for (is_durable, reply, result) in staged {
+            match result {
+                Ok(events) if is_durable => durable.push((reply, events)),
+                other => {
+                    let _ = reply.send(other);
+                }
+            }
+        }
+        if !durable.is_empty() || !flushes.is_empty() {
+            if let Err(why) = self.sync() {
+                self.poison(&why);
+                let staged = durable.into_iter().map(|(r, e)| (true, r, Ok(e))).collect();
+                fail_all(staged, flushes, &why);
+                return;
+            }
+            for (reply, events) in durable {
+                let _ = reply.send(Ok(events));
+            }
+            for f in flushes {
+                if let Err(mpsc::SendError(IndexMsg::Now(f))) = self.index_tx.send(IndexMsg::Now(f))
+                {
+                    let _ = f.send(Err(StoreError::Closed));
+                }
+            }
+        } else if wrote {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        }
+        if lock(&self.shared.mem).unindexed >= self.opts.index_max_pending {
+            let _ = self.index_tx.send(IndexMsg::Kick);
+        }
+    }
+
+    /// The current record of a request: as changed by this group, as the
+    /// writer holds it, or as indexed. A `received` event's id above every
+    /// indexed one (ids sort by creation time) is not looked up.
+    fn current(
+        &self,
+        id: RequestId,
+        group: &Group,
+        received: bool,
+    ) -> Result<Option<Stored>, StoreError> {
+        if let Some((s, _)) = group.touched.get(&id) {
+            return Ok(Some(s.clone()));
+        }
+        {
+            let m = lock(&self.shared.mem);
+            if let Some(h) = m.records.get(&id) {
+                return Ok(Some(h.stored.clone()));
+            }
+            // The indexer raises the bound before it stores a record, and
+            // drops a record from memory only after.
+            if received && m.stored_max < Some(id) {
+                return Ok(None);
+            }
+        }
+        match self.shared.index.record(id)? {
+            Some(v) => Ok(Some(decode_stored(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Order one append into the group; nothing of it on error.
+    fn stage(
+        &mut self,
+        events: Vec<NewEvent>,
+        bodies: Vec<Vec<u8>>,
+        opts: &AppendOptions,
+        group: &mut Group,
+        base: u64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        if let Some(key) = &opts.dedup_key {
+            let in_group = group.claims.get(key).or_else(|| group.explicit.get(key));
+            if let Some(owner) = in_group {
+                return Err(StoreError::Duplicate(owner.id));
+            }
+            if let Some(owner) = self.shared.claim(key)? {
+                return Err(StoreError::Duplicate(owner.id));
+            }
+        }
+        if bodies.len() != events.len() {
+            return Err(StoreError::Io("event bodies were not encoded".into()));
+        }
+        let mut out = Vec::with_capacity(events.len());
+        let mut lines = Vec::with_capacity(events.len());
+        let mut seq = self.seq;
+        let mut prev = self.hash.clone();
+        let mut local: HashMap<RequestId, (Stored, u64)> = HashMap::new();
+        let mut offset = base + group.buf.len() as u64;
+        for (ne, body_json) in events.into_iter().zip(bodies) {
+            seq += 1;
+            let time = Utc::now();
+            let canonical = canonical_encoded(seq, &time, &ne.request_id, &body_json);
+            let hash = chain_hash(&prev, &canonical);
+            let mut line = event_line(canonical, &prev, &hash);
+            line.push(b'\n');
+            let ev = audit_event(
+                seq,
+                time,
+                ne.request_id,
+                ne.body,
+                std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            );
+            if let Some(id) = ev.request_id {
+                let (current, first) = match local.remove(&id) {
+                    Some((s, first)) => (Some(s), first),
+                    None => {
+                        let received = matches!(ev.body, EventBody::Received { .. });
+                        let first = group.touched.get(&id).map_or(seq, |t| t.1);
+                        (self.current(id, group, received)?, first)
+                    }
+                };
+                local.insert(id, (fold(current, &ev, offset)?, first));
+            }
+            offset += line.len() as u64;
+            lines.push(line);
+            out.push(ev);
+        }
+        // A `received` event that carries a key its append did not claim
+        // claims it too, unless it is taken: as a replay of the log would.
+        let mut carried_claims: Vec<(String, Claim)> = Vec::new();
+        for ev in &out {
+            let Some((key, id, expires)) = claim_in(ev) else {
+                continue;
+            };
+            if opts.dedup_key.as_deref() == Some(key)
+                || group.claims.contains_key(key)
+                || group.explicit.contains_key(key)
+                || carried_claims.iter().any(|(k, _)| k == key)
+                || self.shared.claim(key)?.is_some()
+            {
+                continue;
+            }
+            let claim = Claim {
+                id,
+                seq: ev.seq,
+                bucket: self.shared.ttl.bucket_of(expires, ev.time),
+                explicit: false,
+            };
+            carried_claims.push((key.to_string(), claim));
+        }
+        if let (Some(key), Some(first)) = (&opts.dedup_key, out.first()) {
+            if let Some(id) = first.request_id {
+                let bucket = self.shared.ttl.bucket_of(opts.dedup_expires, first.time);
+                // Rebuildable from the log only if the event carries the same
+                // claim: the key, the request, and whether it expires.
+                let carried = claim_in(first).is_some_and(|(k, owner, expires)| {
+                    k == key && owner == id && expires == opts.dedup_expires
+                });
+                let claim = Claim {
+                    id,
+                    seq: first.seq,
+                    bucket,
+                    explicit: !carried,
+                };
+                if carried {
+                    group.claims.insert(key.clone(), claim);
+                } else {
+                    group.explicit.insert(key.clone(), claim);
+                }
+            }
+        }
+        group.claims.extend(carried_claims);
+        for line in lines {
+            group.offsets.push(base + group.buf.len() as u64);
+            group.buf.extend_from_slice(&line);
+        }
+        group.touched.extend(local);
+        self.seq = seq;
+        self.hash = prev;
+        Ok(out)
+    }
+
+    /// Make the group visible to readers: records, claims, positions, tip.
+    fn publish(&mut self, group: Group) {
+        let open_len = self.open.as_ref().map_or(0, |o| o.len);
+        let mut m = lock(&self.shared.mem);
+        for (id, (stored, first)) in group.touched {
+            match m.records.get_mut(&id) {
+                Some(h) => {
+                    h.stored = stored;
+                    h.dirty_from.get_or_insert(first);
+                }
+                None => {
+                    m.records.insert(
+                        id,
+                        Held {
+                            stored,
+                            dirty_from: Some(first),
+                        },
+                    );
+                }
+            }
+        }
+        m.claims.extend(group.claims);
+        m.unindexed += group.offsets.len();
+        m.positions.extend(group.offsets);
+        m.tip = (self.seq, self.hash.clone());
+        m.open_len = open_len;
+    }
+
+    /// `fdatasync` what was written since the last sync.
+    fn sync(&mut self) -> Result<(), String> {
+        if let Some(open) = self.open.as_mut() {
+            if open.synced < open.len {
+                open.file
+                    .sync_data()
+                    .map_err(|e| format!("fdatasync {}: {e}", open.path.display()))?;
+                open.synced = open.len;
+            }
+        }
+        self.unsynced_since = None;
+        lock(&self.shared.mem).durable = self.seq;
+        Ok(())
+    }
+
+    /// Roll the open segment if it is full; open one if there is none.
+    fn prepare_segment(&mut self) -> Result<(), String> {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.len >= self.opts.segment_bytes)
+        {
+            self.seal()?;
+        }
+        if self.open.is_none() {
+            let first = self.seq + 1;
+            let dir = &self.shared.log_dir;
+            let path = dir.join(open_name(first));
+            let file = self
+                .shared
+                .fs
+                .create(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            self.open = Some(OpenSeg {
+                first,
+                path: path.clone(),
+                file,
+                len: 0,
+                synced: 0,
+            });
+            lock(&self.shared.segs).live.insert(first, None);
+            lock(&self.shared.mem).open_len = 0;
+            self.shared
+                .fs
+                .sync_dir(dir)
+                .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Seal the open segment: sync it, rename it to its archive name, sync
+    /// the directory. The next append opens a new one.
+    fn seal(&mut self) -> Result<(), String> {
+        if self.open.as_ref().is_none_or(|o| o.len == 0) {
+            return Ok(());
+        }
+        self.sync()?;
+        let Some(open) = self.open.as_ref() else {
+            return Ok(());
+        };
+        let dir = &self.shared.log_dir;
+        let sealed = dir.join(archive_file_name(open.first, self.seq));
+        {
+            let mut segs = lock(&self.shared.segs);
+            self.shared
+                .fs
+                .rename(&open.path, &sealed)
+                .map_err(|e| format!("cannot rename {}: {e}", open.path.display()))?;
+            segs.live.insert(open.first, Some(self.seq));
+        }
+        self.open = None;
+        lock(&self.shared.mem).open_len = 0;
+        self.shared
+            .fs
+            .sync_dir(dir)
+            .map_err(|e| format!("fsync {}: {e}", dir.display()))
+    }
+
+    /// [`Msg::Seal`].
+    fn seal_through(&mut self, through: u64) -> Result<(), StoreError> {
+        if let Some(why) = self.poison_error() {
+            return Err(StoreError::Io(why));
+        }
+        if self.open.as_ref().is_some_and(|o| o.len > 0) && self.seq <= through {
+            if let Err(why) = self.seal() {
+                self.poison(&why);
+                return Err(StoreError::Io(why));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop appending for good. Linux may drop the pages of a failed
+    /// `fdatasync` from the page cache while still showing them: nothing is
+    /// retried, and what was written after the last good sync is cut (and its
+    /// durable length recorded for the next open) so that no later read or
+    /// open takes it for durable.
+    fn poison(&mut self, why: &str) {
+        tracing::error!(error = %why, "audit log: appending stopped; reopen the store to recover");
+        self.poisoned = Some(why.to_string());
+        *lock(&self.shared.poisoned) = Some(why.to_string());
+        self.unsynced_since = None;
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let fs = &self.shared.fs;
+        let OpenSeg {
+            path, file, synced, ..
+        } = open;
+        let len = file.len().unwrap_or(u64::MAX);
+        drop(file);
+        if len <= synced {
+            return;
+        }
+        if let Err(e) = fs.truncate(&path, synced) {
+            tracing::error!(error = %e, file = %path.display(), "audit log: cannot cut what was written after the last good sync");
+        }
+        // Written whole or not at all: a temporary file, synced, renamed.
+        let marker = self.shared.log_dir.join(POISON_MARKER);
+        let tmp = self.shared.log_dir.join(format!("{POISON_MARKER}.tmp"));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let written = (|| -> std::io::Result<()> {
+            let _ = fs.remove(&tmp);
+            let mut f = fs.create(&tmp)?;
+            f.append(format!("{name} {synced}\n").as_bytes())?;
+            f.sync_data()?;
+            drop(f);
+            fs.rename(&tmp, &marker)?;
+            fs.sync_dir(&self.shared.log_dir)
+        })();
+        if let Err(e) = written {
+            tracing::error!(error = %e, "audit log: cannot record the last durable length");
+        }
+    }
+}
+
+/// Stores the derived indexes, lazily, of synced events only: the index never
+/// holds what a power cut could take from the log.
+pub(crate) struct Indexer {
+    pub shared: Arc<Shared>,
+    pub interval: Duration,
+    pub sync_interval: Duration,
+    pub last_durable: Instant,
+    /// Commits since the last durable one.
+    pub pending_commits: bool,
+    pub last_expire: Instant,
+}
+
+/// How often expired dedup buckets are removed.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
+impl Indexer {
+    pub fn run(mut self, rx: mpsc::Receiver<IndexMsg>) {
+        loop {
+            match rx.recv_timeout(self.interval) {
+                Ok(IndexMsg::Kick) | Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.round(false);
+                }
+                Ok(IndexMsg::Now(reply)) => {
+                    let _ = reply.send(self.round(true));
+                }
+                Ok(IndexMsg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = self.round(true);
+                    return;
+                }
+                Ok(IndexMsg::Stop) => return,
+            }
+            if self.last_expire.elapsed() >= EXPIRE_EVERY {
+                self.last_expire = Instant::now();
+                if let Err(e) = self.shared.index.expire(&self.shared.ttl, Utc::now()) {
+                    tracing::error!(error = %e, "audit index: cannot remove expired dedup claims");
+                }
+            }
+        }
+    }
+
+    /// Store what changed up to the last sync.
+    fn round(&mut self, durable: bool) -> Result<(), StoreError> {
+        let durable = durable || self.last_durable.elapsed() >= self.sync_interval;
+        let mut snapshot: Vec<(RequestId, Stored)> = Vec::new();
+        let mut claims = Vec::new();
+        let mut positions = Vec::new();
+        let synced;
+        let applied;
+        {
+            let mut m = lock(&self.shared.mem);
+            synced = m.durable;
+            let mut skipped = u64::MAX;
+            for (id, h) in &m.records {
+                let Some(from) = h.dirty_from else { continue };
+                if h.stored.last_seq() <= synced {
+                    snapshot.push((*id, h.stored.clone()));
+                } else {
+                    // Changed by an event not synced yet: next time.
+                    skipped = skipped.min(from);
+                }
+            }
+            claims.extend(
+                m.claims
+                    .iter()
+                    .filter(|(_, c)| c.seq <= synced)
+                    .map(|(k, c)| (k.clone(), *c)),
+            );
+            positions.extend((m.pos_base..=synced).zip(m.positions.iter().copied()));
+            applied = synced.min(skipped.saturating_sub(1));
+            m.unindexed = 0;
+            if let Some(newest) = snapshot.iter().map(|(id, _)| *id).max() {
+                m.stored_max = m.stored_max.max(Some(newest));
+            }
+        }
+        let nothing = snapshot.is_empty() && claims.is_empty() && positions.is_empty();
+        if nothing && !(durable && self.pending_commits) {
+            return Ok(());
+        }
+        let mut batch = Batch {
+            claims: claims.clone(),
+            positions,
+            applied: Some(applied),
+            ..Batch::default()
+        };
+        for (id, stored) in &snapshot {
+            match serde_json::to_vec(stored) {
+                Ok(json) => batch
+                    .records
+                    .push((*id, json, !stored.record.state.is_terminal())),
+                Err(e) => {
+                    tracing::error!(error = %e, request = %id, "audit index: cannot encode a request record");
+                    return Err(StoreError::Io(format!(
+                        "cannot encode request record {id}: {e}"
+                    )));
+                }
+            }
+        }
+        if let Err(e) = self.shared.index.write(&batch, &self.shared.ttl, durable) {
+            // The records stay in memory; the next round, or the next open, stores them.
+            tracing::error!(error = %e, "audit index: records not stored");
+            return Err(e);
+        }
+        if durable {
+            self.last_durable = Instant::now();
+            self.pending_commits = false;
+        } else {
+            self.pending_commits = true;
+        }
+        let mut m = lock(&self.shared.mem);
+        for (id, stored) in snapshot {
+            let last = stored.last_seq();
+            let drop_it = match m.records.get_mut(&id) {
+                Some(h) if h.stored.last_seq() == last => {
+                    h.dirty_from = None;
+                    h.stored.record.state.is_terminal()
+                }
+                _ => false,
+            };
+            if drop_it {
+                m.records.remove(&id);
+            }
+        }
+        for (key, claim) in claims {
+            if m.claims.get(&key) == Some(&claim) {
+                m.claims.remove(&key);
+            }
+        }
+        while m.pos_base <= synced && m.positions.pop_front().is_some() {
+            m.pos_base += 1;
+        }
+        Ok(())
+    }
+}

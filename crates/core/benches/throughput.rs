@@ -1,39 +1,51 @@
-//! Core throughput: requests per second through validate → authorize → builtin
-//! no-op → durable audit append, with 1, 8 and 64 concurrent submitters, beside two
-//! raw sled baselines measured in the same run on the same disk:
-//!
-//! - (a) one sled insert of a ~400-byte value + `Db::flush` per event, one thread;
-//! - (b) raw sled inserts of the same size, flushed every `YOUOPS_BENCH_BATCH`
-//!   (default 256) inserts.
+//! Core throughput: durable requests per second through validate → authorize →
+//! builtin no-op → the log store (`youops_store::LogStore`), with 1, 64 and 256
+//! concurrent submitters, each beside a raw `fdatasync` baseline measured in the
+//! same run, in the same directory as the store.
 //!
 //! Each submitter loops `submit` then `wait`, so every request writes its whole
-//! lifecycle (`received` durable, `running` buffered, `succeeded` durable) before
-//! the next one starts. The results are printed as a markdown table.
+//! lifecycle before the next one starts: `received` (durable: `submit` returns
+//! once its group is `fdatasync`ed, and only then does the op run), `running`
+//! (buffered) and `succeeded` (durable, in the next group).
+//!
+//! The store runs on the real file layer (`fs::StdFs`) behind a wrapper that
+//! counts the log's writes, bytes and `fdatasync`s and times each sync, so the
+//! run reports the group sizes the store reached (events per `fdatasync`). After
+//! each executor run, the raw baseline appends records of the run's mean event
+//! size to a plain file, in groups of the group size the store reached (one
+//! `write`, then one `fdatasync`, as the store does), for as long as the run:
+//! the disk's own `fdatasync` p50 / p99 and records/s at that group size.
 //!
 //! ```text
 //! cargo bench -p youops-core --bench throughput
 //! ```
 //!
 //! Environment: `YOUOPS_BENCH_SECS` (seconds per measurement, default 5),
-//! `YOUOPS_BENCH_BATCH` (inserts per flush of baseline (b), default 256),
-//! `YOUOPS_BENCH_DIR` (where the temporary stores go, default the system temp dir),
-//! `YOUOPS_BENCH_SUBMITTERS` (comma-separated submitter counts, default `1,8,64`).
+//! `YOUOPS_BENCH_SUBMITTERS` (comma-separated submitter counts, default
+//! `1,64,256`), `YOUOPS_BENCH_DIR` (where the temporary store goes, default the
+//! system temp dir; put it on the disk you mean to measure), `YOUOPS_BENCH_KEEP=1`
+//! (keep the store afterwards, and print where it is).
 //!
 //! Run without `--bench` (as `cargo test --benches` / `--all-targets` does), it is a
 //! quick smoke run of 0.2 s per measurement unless `YOUOPS_BENCH_SECS` is set.
 
 // The daemon's allocator (the `youops` binary's default `jemalloc` feature), so the
-// figures are the daemon's; the same-run baselines share it.
+// figures are the daemon's.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use youops_core::audit::{AuditStore, SledStats, SledStore};
+use youops_core::audit::AuditStore;
 use youops_core::config::Config;
 use youops_core::{Actor, Executor, Origin, State, Submission};
+use youops_store::fs::{LogFile, LogFs, StdFs};
+use youops_store::{LogOptions, LogStore};
 
 /// The per-principal rate limit (`[executor] rate_limit_per_minute`, 600 by
 /// default) is switched off: every submitter is the same principal, and the
@@ -56,14 +68,14 @@ roles = ["bench"]
 identities = { cli = ["bench"] }
 "#;
 
-/// Size of the values the sled baselines write (an audit event is a few hundred
-/// bytes of JSON; the run prints the real mean).
-const VALUE_BYTES: usize = 400;
+/// The issue's targets, printed beside the figures.
+const TARGET_RPS_AT_64: f64 = 20_000.0;
+const TARGET_CPU_US: f64 = 80.0;
+const TARGET_BYTES_PER_EVENT: f64 = 600.0;
 
 struct Settings {
     secs: Duration,
     warmup: Duration,
-    batch: usize,
     submitters: Vec<usize>,
 }
 
@@ -78,11 +90,6 @@ fn settings() -> Settings {
         Err(_) if benching => 5.0,
         Err(_) => 0.2,
     };
-    let batch = std::env::var("YOUOPS_BENCH_BATCH")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|b| *b > 0)
-        .unwrap_or(256);
     let submitters = std::env::var("YOUOPS_BENCH_SUBMITTERS")
         .ok()
         .map(|v| {
@@ -92,107 +99,189 @@ fn settings() -> Settings {
                 .collect::<Vec<_>>()
         })
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| vec![1, 8, 64]);
+        .unwrap_or_else(|| vec![1, 64, 256]);
     let secs = Duration::from_secs_f64(secs);
     Settings {
         secs,
         warmup: (secs / 5).min(Duration::from_secs(1)),
-        batch,
         submitters,
     }
 }
 
-/// One line of the results table.
-struct Row {
-    config: String,
-    /// Requests per second (for baselines: events/s divided by events per request).
-    requests: f64,
-    events: f64,
-    p50: Option<Duration>,
-    p99: Option<Duration>,
+// --- the counting file layer ------------------------------------------------------
+
+/// What the log did through its file layer (cumulative).
+#[derive(Debug, Default)]
+struct FsStats {
+    appends: AtomicU64,
+    bytes: AtomicU64,
+    syncs: AtomicU64,
+    sync_nanos: AtomicU64,
+    /// Every `fdatasync` of a log segment, µs.
+    sync_us: Mutex<Vec<u32>>,
+    dir_syncs: AtomicU64,
 }
 
-struct Percentiles {
-    p50: Duration,
-    p99: Duration,
+#[derive(Debug, Clone, Copy, Default)]
+struct FsSnap {
+    appends: u64,
+    bytes: u64,
+    syncs: u64,
+    sync_nanos: u64,
+    sync_samples: usize,
+    dir_syncs: u64,
 }
 
-fn percentiles(mut v: Vec<Duration>) -> Option<Percentiles> {
-    if v.is_empty() {
+impl FsStats {
+    fn snap(&self) -> FsSnap {
+        FsSnap {
+            appends: self.appends.load(Ordering::SeqCst),
+            bytes: self.bytes.load(Ordering::SeqCst),
+            syncs: self.syncs.load(Ordering::SeqCst),
+            sync_nanos: self.sync_nanos.load(Ordering::SeqCst),
+            sync_samples: lock(&self.sync_us).len(),
+            dir_syncs: self.dir_syncs.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The `fdatasync` latencies since `from`, sorted.
+    fn sync_us_since(&self, from: &FsSnap) -> Vec<u32> {
+        let mut v = lock(&self.sync_us)[from.sync_samples..].to_vec();
+        v.sort_unstable();
+        v
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `StdFs`, counting.
+#[derive(Debug)]
+struct CountingFs {
+    stats: Arc<FsStats>,
+}
+
+#[derive(Debug)]
+struct CountingFile {
+    inner: Box<dyn LogFile>,
+    stats: Arc<FsStats>,
+}
+
+impl LogFile for CountingFile {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.stats.appends.fetch_add(1, Ordering::SeqCst);
+        self.stats
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::SeqCst);
+        self.inner.append(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let t = Instant::now();
+        let r = self.inner.sync_data();
+        let d = t.elapsed();
+        self.stats.syncs.fetch_add(1, Ordering::SeqCst);
+        self.stats
+            .sync_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
+        lock(&self.stats.sync_us).push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+        r
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl CountingFs {
+    fn wrap(&self, f: io::Result<Box<dyn LogFile>>) -> io::Result<Box<dyn LogFile>> {
+        Ok(Box::new(CountingFile {
+            inner: f?,
+            stats: self.stats.clone(),
+        }))
+    }
+}
+
+impl LogFs for CountingFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdFs.list(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        self.wrap(StdFs.create(path))
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        self.wrap(StdFs.open_append(path))
+    }
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        StdFs.read_at(path, offset, buf)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        StdFs.read(path)
+    }
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        StdFs.len(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        StdFs.truncate(path, len)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.link(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.stats.dir_syncs.fetch_add(1, Ordering::SeqCst);
+        StdFs.sync_dir(dir)
+    }
+}
+
+// --- measures ---------------------------------------------------------------------
+
+/// Nearest-rank percentile of sorted samples.
+fn pct<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    if sorted.is_empty() {
         return None;
     }
-    v.sort_unstable();
-    let at = |p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
-    Some(Percentiles {
-        p50: at(50),
-        p99: at(99),
-    })
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-fn ms(d: Option<Duration>) -> String {
-    match d {
-        Some(d) => format!("{:.2} ms", d.as_secs_f64() * 1e3),
-        None => "—".into(),
-    }
+fn ms_us(v: Option<u32>) -> String {
+    v.map_or("—".into(), |us| format!("{:.2}", f64::from(us) / 1e3))
 }
 
-fn value() -> Vec<u8> {
-    (0..VALUE_BYTES).map(|i| b'a' + (i % 26) as u8).collect()
+fn ms_d(v: Option<Duration>) -> String {
+    v.map_or("—".into(), |d| format!("{:.2}", d.as_secs_f64() * 1e3))
 }
 
-fn open_raw(path: &std::path::Path) -> sled::Db {
-    // The same cache size as the audit store's default.
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(64 << 20)
-        .open()
-        .expect("open baseline sled db")
+/// Ticks per second of `/proc` CPU times (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// User + system CPU seconds of the whole process, threads that ended included
+/// (`/proc/self/stat` fields 14 and 15: the kernel's thread-group accounting,
+/// the same figure as `getrusage(RUSAGE_SELF)`, in 10 ms ticks).
+fn process_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (t(11) + t(12)) as f64 / TICKS
 }
 
-/// Baseline (a): one insert + flush per event, one thread. Per-event latencies.
-fn baseline_flush_each(path: &std::path::Path, dur: Duration) -> (u64, Duration, Vec<Duration>) {
-    let db = open_raw(path);
-    let v = value();
-    let mut lat = Vec::new();
-    let mut n = 0u64;
-    let start = Instant::now();
-    while start.elapsed() < dur {
-        let t = Instant::now();
-        n += 1;
-        db.insert(n.to_be_bytes(), v.as_slice()).expect("insert");
-        db.flush().expect("flush");
-        lat.push(t.elapsed());
-    }
-    (n, start.elapsed(), lat)
-}
-
-/// Baseline (b): inserts flushed every `batch`. Per-batch latencies.
-fn baseline_batched(
-    path: &std::path::Path,
-    dur: Duration,
-    batch: usize,
-) -> (u64, Duration, Vec<Duration>) {
-    let db = open_raw(path);
-    let v = value();
-    let mut lat = Vec::new();
-    let mut n = 0u64;
-    let start = Instant::now();
-    while start.elapsed() < dur {
-        let t = Instant::now();
-        for _ in 0..batch {
-            n += 1;
-            db.insert(n.to_be_bytes(), v.as_slice()).expect("insert");
-        }
-        db.flush().expect("flush");
-        lat.push(t.elapsed());
-    }
-    (n, start.elapsed(), lat)
-}
-
-/// CPU time (user + system, in clock ticks) of this process's threads, grouped by
-/// thread name with trailing numbers dropped (`sled-io-3` → `sled-io`). Empty
-/// where `/proc` is not available.
-fn thread_cpu() -> BTreeMap<String, u64> {
+/// CPU time (user + system, ticks) of this process's live threads, by role.
+fn thread_cpu() -> BTreeMap<&'static str, u64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -203,48 +292,32 @@ fn thread_cpu() -> BTreeMap<String, u64> {
         let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
             continue;
         };
-        // pid (comm) state ... utime stime: fields 14 and 15; comm may hold spaces.
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let comm = stat[open + 1..close].trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let name = match comm {
-            _ if main => "main (bench driver)",
-            // Thread names are cut to 15 bytes: youops-audit-wr(iter), youops-audit-fl(usher), youops-audit-in(dexer).
-            c if c.starts_with("youops-audit-f") => "audit flusher",
-            c if c.starts_with("youops-audit-i") => "audit indexer",
-            c if c.starts_with("youops-audit") => "audit writer",
-            c if c.starts_with("tokio-runtime") || c.starts_with("tokio-rt") => "tokio workers",
-            c if c.starts_with("sled-io") => "sled io pool",
-            "log flusher" => "sled log flusher",
+        let comm = &stat[open + 1..close];
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // Thread names are cut to 15 bytes: youops-log-writ(er), youops-log-inde(xer).
+        let role = match comm {
+            _ if main => "bench main",
+            c if c.starts_with("youops-log-w") => "store writer",
+            c if c.starts_with("youops-log-i") => "store indexer",
+            c if c.starts_with("tokio-runtime") || c.starts_with("tokio-rt") => {
+                "tokio (executor + submitters)"
+            }
             _ => "other",
         };
-        // After ")": state is index 0, so utime (field 14) is index 11, stime index 12.
-        *out.entry(name.to_string()).or_insert(0) += ticks(11) + ticks(12);
+        *out.entry(role).or_insert(0) += ticks(11) + ticks(12);
     }
     out
 }
 
-/// Ticks per second of `/proc` CPU times (USER_HZ, 100 on Linux).
-const TICKS: f64 = 100.0;
-
-fn cpu_since(before: &BTreeMap<String, u64>) -> BTreeMap<String, f64> {
-    let mut now = thread_cpu();
-    // Threads that ended in between are not counted (only sled io threads may come
-    // and go); keep every name seen before.
-    for k in before.keys() {
-        now.entry(k.clone()).or_insert(0);
-    }
-    now.into_iter()
+fn thread_cpu_since(before: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, f64> {
+    thread_cpu()
+        .into_iter()
         .map(|(k, v)| {
-            let b = before.get(&k).copied().unwrap_or(0);
+            let b = before.get(k).copied().unwrap_or(0);
             (k, v.saturating_sub(b) as f64 / TICKS)
         })
         .collect()
@@ -255,17 +328,49 @@ struct ExecRun {
     requests: u64,
     events: u64,
     elapsed: Duration,
+    /// Submit → terminal, per request, sorted.
     latencies: Vec<Duration>,
-    stats: SledStats,
-    /// CPU seconds by thread group during the run.
-    cpu: BTreeMap<String, f64>,
+    fs: FsSnap,
+    /// The log's `fdatasync`s in the run, µs, sorted.
+    sync_us: Vec<u32>,
+    cpu_secs: f64,
+    threads: BTreeMap<&'static str, f64>,
+    baseline: Option<Baseline>,
+}
+
+impl ExecRun {
+    fn secs(&self) -> f64 {
+        self.elapsed.as_secs_f64()
+    }
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs()
+    }
+    fn eps(&self) -> f64 {
+        self.events as f64 / self.secs()
+    }
+    fn events_per_sync(&self) -> f64 {
+        self.events as f64 / self.fs.syncs.max(1) as f64
+    }
+    fn bytes_per_event(&self) -> f64 {
+        self.fs.bytes as f64 / self.events.max(1) as f64
+    }
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.requests.max(1) as f64
+    }
 }
 
 /// `n` submitters, each looping submit → wait until `dur` has passed.
-async fn drive(exec: &Executor, store: &SledStore, n: usize, dur: Duration) -> ExecRun {
+async fn drive(
+    exec: &Executor,
+    store: &LogStore,
+    fs: &FsStats,
+    n: usize,
+    dur: Duration,
+) -> ExecRun {
     let (seq0, _) = store.head().await.expect("head");
-    let stats0 = store.stats();
-    let cpu0 = thread_cpu();
+    let fs0 = fs.snap();
+    let threads0 = thread_cpu();
+    let cpu0 = process_cpu();
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::with_capacity(n);
@@ -297,83 +402,205 @@ async fn drive(exec: &Executor, store: &SledStore, n: usize, dur: Duration) -> E
         latencies.extend(t.await.expect("submitter task"));
     }
     let elapsed = start.elapsed();
+    let cpu_secs = process_cpu() - cpu0;
+    let threads = thread_cpu_since(&threads0);
     let (seq1, _) = store.head().await.expect("head");
+    let fs1 = fs.snap();
+    latencies.sort_unstable();
     ExecRun {
         submitters: n,
         requests: latencies.len() as u64,
         events: seq1 - seq0,
         elapsed,
         latencies,
-        stats: store.stats().since(&stats0),
-        cpu: cpu_since(&cpu0),
+        fs: FsSnap {
+            appends: fs1.appends - fs0.appends,
+            bytes: fs1.bytes - fs0.bytes,
+            syncs: fs1.syncs - fs0.syncs,
+            sync_nanos: fs1.sync_nanos - fs0.sync_nanos,
+            sync_samples: fs1.sync_samples - fs0.sync_samples,
+            dir_syncs: fs1.dir_syncs - fs0.dir_syncs,
+        },
+        sync_us: fs.sync_us_since(&fs0),
+        cpu_secs,
+        threads,
+        baseline: None,
     }
 }
 
-fn mean_event_bytes(store: &SledStore, last: usize) -> f64 {
-    let mut n = 0usize;
-    let mut bytes = 0usize;
-    // Blocks hold one event per line.
-    for kv in store.raw_tree().scan_prefix(b"b").rev() {
-        let (_, v) = kv.expect("scan");
-        for line in v.split(|b| *b == b'\n') {
-            n += 1;
-            bytes += line.len();
-        }
-        if n >= last {
-            break;
+// --- the raw baseline -------------------------------------------------------------
+
+struct Baseline {
+    group: usize,
+    record_bytes: usize,
+    records: u64,
+    elapsed: Duration,
+    /// Each `fdatasync`, µs, sorted.
+    sync_us: Vec<u32>,
+}
+
+impl Baseline {
+    fn rps(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Append `group` records of `record_bytes` (newline included) with one `write`,
+/// then `fdatasync`, until `dur` has passed: a plain file in `dir`, opened for
+/// appending as the log opens its segments.
+fn raw_baseline(dir: &Path, record_bytes: usize, group: usize, dur: Duration) -> Baseline {
+    let path = dir.join("raw-baseline.log");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .expect("create the baseline file");
+    let mut record: Vec<u8> = (0..record_bytes.saturating_sub(1))
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    record.push(b'\n');
+    let buf = record.repeat(group);
+    let mut sync_us = Vec::new();
+    let mut records = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        f.write_all(&buf).expect("baseline write");
+        let t = Instant::now();
+        f.sync_data().expect("baseline fdatasync");
+        sync_us.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+        records += group as u64;
+    }
+    let elapsed = start.elapsed();
+    drop(f);
+    std::fs::remove_file(&path).expect("remove the baseline file");
+    sync_us.sort_unstable();
+    Baseline {
+        group,
+        record_bytes,
+        records,
+        elapsed,
+        sync_us,
+    }
+}
+
+// --- disk use ---------------------------------------------------------------------
+
+/// Bytes of a file: its length, and the blocks allocated to it (`du`; less
+/// than the length for a sparse file).
+#[derive(Debug, Clone, Copy, Default)]
+struct Bytes {
+    len: u64,
+    allocated: u64,
+}
+
+impl Bytes {
+    fn of(md: &std::fs::Metadata) -> Bytes {
+        use std::os::unix::fs::MetadataExt as _;
+        Bytes {
+            len: md.len(),
+            allocated: md.blocks() * 512,
         }
     }
-    if n == 0 {
-        0.0
-    } else {
-        bytes as f64 / n as f64
+}
+
+/// The live log segments (`log/*.jsonl`) and `index.redb`.
+fn live_bytes(store_dir: &Path) -> (Bytes, Bytes) {
+    let mut log = Bytes::default();
+    if let Ok(rd) = std::fs::read_dir(store_dir.join("log")) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".jsonl") {
+                if let Ok(md) = e.metadata() {
+                    let b = Bytes::of(&md);
+                    log.len += b.len;
+                    log.allocated += b.allocated;
+                }
+            }
+        }
     }
+    let index = std::fs::metadata(store_dir.join("index.redb"))
+        .map(|md| Bytes::of(&md))
+        .unwrap_or_default();
+    (log, index)
+}
+
+// --- the machine ------------------------------------------------------------------
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The mount (device, type) holding `path`.
+fn mount_of(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return "?".into();
+    };
+    let mut best: Option<(usize, String)> = None;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 3 {
+            continue;
+        }
+        let mp = PathBuf::from(f[1]);
+        if path.starts_with(&mp) && best.as_ref().is_none_or(|b| f[1].len() > b.0) {
+            best = Some((f[1].len(), format!("{} ({}) on {}", f[0], f[2], f[1])));
+        }
+    }
+    best.map_or("?".into(), |b| b.1)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |kib| format!("{:.0} GiB", kib / 1048576.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!("{cores} cores, {mem} RAM, Linux {kernel}")
 }
 
 fn main() {
     let set = settings();
     let root = match std::env::var_os("YOUOPS_BENCH_DIR") {
-        Some(d) => std::path::PathBuf::from(d),
+        Some(d) => PathBuf::from(d),
         None => std::env::temp_dir(),
     };
     let dir = tempfile::Builder::new()
         .prefix("youops-bench-")
         .tempdir_in(&root)
         .expect("temp dir");
-    let load = || {
-        std::fs::read_to_string("/proc/loadavg")
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_else(|_| "?".into())
-    };
-    let load_before = load();
+    let store_path = dir.path().join("store");
+    let load_before = loadavg();
     eprintln!(
-        "youops-core throughput: {:.1}s per measurement (warm-up {:.1}s), stores in {}, load average {load_before}",
+        "youops-core throughput: {:.1}s per measurement (warm-up {:.1}s), store in {} ({}), load average {load_before}",
         set.secs.as_secs_f64(),
         set.warmup.as_secs_f64(),
-        dir.path().display()
+        store_path.display(),
+        mount_of(dir.path()),
     );
-
-    // Baselines first, on the same disk, nothing else running.
-    eprintln!("baseline (a): insert + flush per event ...");
-    let (a_events, a_elapsed, a_lat) =
-        baseline_flush_each(&dir.path().join("baseline-a"), set.secs);
-    let a_rate = a_events as f64 / a_elapsed.as_secs_f64();
-    eprintln!("  {a_rate:.0} events/s");
-    eprintln!("baseline (b): inserts, flush every {} ...", set.batch);
-    let (b_events, b_elapsed, b_lat) =
-        baseline_batched(&dir.path().join("baseline-b"), set.secs, set.batch);
-    let b_rate = b_events as f64 / b_elapsed.as_secs_f64();
-    eprintln!("  {b_rate:.0} events/s");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let store_path = dir.path().join("store");
-    let (runs, verify, event_bytes) = rt.block_on(async {
+    let fs = Arc::new(FsStats::default());
+    let (runs, verify, (live_log, live_index, stored_events)) = rt.block_on(async {
         let cfg = Config::parse(CONFIG, dir.path(), "bench", &|_| None)
             .unwrap_or_else(|e| panic!("bench config: {e}"));
-        let store = SledStore::open(&store_path).expect("open store");
+        let store = LogStore::open_with_fs(
+            &store_path,
+            LogOptions::default(),
+            Arc::new(CountingFs { stats: fs.clone() }),
+        )
+        .expect("open the log store");
         let exec = Executor::builder(&cfg, Arc::new(store.clone()))
             .builtin("noop", |_c| async { Ok(String::new()) })
             .build()
@@ -382,156 +609,153 @@ fn main() {
         let mut runs = Vec::new();
         for &n in &set.submitters {
             eprintln!("executor, {n} submitter(s) ...");
-            drive(&exec, &store, n, set.warmup).await;
-            let r = drive(&exec, &store, n, set.secs).await;
+            drive(&exec, &store, &fs, n, set.warmup).await;
+            let mut r = drive(&exec, &store, &fs, n, set.secs).await;
+            // The indexer catches up before the baseline uses the disk.
+            store.flush().await.expect("flush");
+            let group = (r.events_per_sync().round() as usize).max(1);
+            let record = (r.bytes_per_event().round() as usize).max(2);
             eprintln!(
-                "  {:.0} requests/s",
-                r.requests as f64 / r.elapsed.as_secs_f64()
+                "  {:.0} requests/s, {:.1} events per fdatasync; raw baseline: {group} × {record} bytes per fdatasync ...",
+                r.rps(),
+                r.events_per_sync()
             );
+            let b = raw_baseline(&store_path, record, group, set.secs);
+            eprintln!("  {:.0} records/s", b.rps());
+            r.baseline = Some(b);
             runs.push(r);
         }
         exec.shutdown(Duration::from_secs(10))
             .await
             .expect("shutdown");
-        let event_bytes = mean_event_bytes(&store, 30_000);
+        store.flush().await.expect("flush");
+        let (stored_events, _) = store.head().await.expect("head");
+        let (log, index) = live_bytes(&store_path);
+        let size = store.size_on_disk().await.expect("size_on_disk");
+        assert_eq!(
+            size,
+            log.len + index.len,
+            "size_on_disk is the log plus the index"
+        );
         let t = Instant::now();
         let verify = store.verify().await.expect("verify");
-        (runs, (verify, t.elapsed()), event_bytes)
+        (runs, (verify, t.elapsed()), (log, index, stored_events))
     });
+    let load_after = loadavg();
 
-    // Every run should write the same number of events per request.
     let epr = runs
         .iter()
         .map(|r| r.events as f64 / r.requests.max(1) as f64)
-        .fold(0.0f64, f64::max)
-        .max(1.0);
-    let a_req = a_rate / epr;
-    let b_req = b_rate / epr;
-
-    let mut rows = Vec::new();
-    for r in &runs {
-        let p = percentiles(r.latencies.clone());
-        let secs = r.elapsed.as_secs_f64();
-        rows.push(Row {
-            config: format!(
-                "executor, {} submitter{}",
-                r.submitters,
-                if r.submitters == 1 { "" } else { "s" }
-            ),
-            requests: r.requests as f64 / secs,
-            events: r.events as f64 / secs,
-            p50: p.as_ref().map(|p| p.p50),
-            p99: p.as_ref().map(|p| p.p99),
-        });
-    }
-    let pa = percentiles(a_lat);
-    rows.push(Row {
-        config: "baseline (a): 1 insert + flush per event, 1 thread".into(),
-        requests: a_req,
-        events: a_rate,
-        p50: pa.as_ref().map(|p| p.p50),
-        p99: pa.as_ref().map(|p| p.p99),
-    });
-    let pb = percentiles(b_lat);
-    rows.push(Row {
-        config: format!(
-            "baseline (b): inserts, flush every {} (latency per batch)",
-            set.batch
-        ),
-        requests: b_req,
-        events: b_rate,
-        p50: pb.as_ref().map(|p| p.p50),
-        p99: pb.as_ref().map(|p| p.p99),
-    });
-
+        .fold(0.0f64, f64::max);
     println!();
     println!(
-        "{:.0} s per measurement; {epr:.2} audit events per request (received, running, succeeded); \
-         baselines write {VALUE_BYTES}-byte values, stored events average {event_bytes:.0} bytes; \
-         baseline requests/s = events/s ÷ {epr:.2}.",
-        set.secs.as_secs_f64()
+        "Machine: {}; store on {}. {:.1} s per measurement after {:.1} s of warm-up; {epr:.2} events per request (received, running, succeeded).",
+        machine(),
+        mount_of(dir.path()),
+        set.secs.as_secs_f64(),
+        set.warmup.as_secs_f64()
     );
     println!();
-    println!("| config | requests/s | events/s | p50 | p99 | × baseline (a) | × baseline (b) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {:.0} | {:.0} | {} | {} | {:.2} | {:.3} |",
-            r.config,
-            r.requests,
-            r.events,
-            ms(r.p50),
-            ms(r.p99),
-            r.requests / a_req,
-            r.requests / b_req
-        );
-    }
+    println!("Throughput (durable requests/s) beside the raw baseline of the same run (records of the run's mean event size, in groups of the run's events per fdatasync, one write + one fdatasync per group, same directory):");
     println!();
-    println!("Group commit in the audit writer (same runs):");
-    println!();
-    println!("| submitters | groups/s | events/group | appends/group | sled keys/request | fsyncs/s | mean fsync | writer busy applying | indexer busy | flusher busy in fsync |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| submitters | requests/s | events/s | target | raw baseline records/s (group × bytes) | events/s ÷ raw | request p50 / p99 ms |");
+    println!("|---:|---:|---:|---|---:|---:|---:|");
     for r in &runs {
-        let s = &r.stats;
-        let secs = r.elapsed.as_secs_f64();
-        let pct = |n: u64| 100.0 * n as f64 / 1e9 / secs;
+        let b = r.baseline.as_ref().expect("baseline");
+        let target = if r.submitters == 64 {
+            format!("≥ {TARGET_RPS_AT_64:.0} req/s")
+        } else {
+            "—".into()
+        };
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} | {:.2} ms | {:.0}% | {:.0}% | {:.0}% |",
+            "| {} | {:.0} | {:.0} | {target} | {:.0} ({} × {}) | {:.2} | {} / {} |",
             r.submitters,
-            s.groups as f64 / secs,
-            s.events as f64 / s.groups.max(1) as f64,
-            s.jobs as f64 / s.groups.max(1) as f64,
-            s.keys as f64 / r.requests.max(1) as f64,
-            s.flushes as f64 / secs,
-            s.flush_nanos as f64 / s.flushes.max(1) as f64 / 1e6,
-            pct(s.apply_nanos),
-            pct(s.index_nanos),
-            pct(s.flush_nanos),
+            r.rps(),
+            r.eps(),
+            b.rps(),
+            b.group,
+            b.record_bytes,
+            r.eps() / b.rps(),
+            ms_d(pct(&r.latencies, 50.0)),
+            ms_d(pct(&r.latencies, 99.0)),
         );
     }
-    if runs.iter().any(|r| !r.cpu.is_empty()) {
-        let names: Vec<String> = runs
-            .iter()
-            .flat_map(|r| r.cpu.keys().cloned())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        println!();
+    println!();
+    println!("Group commit and CPU (same runs; fdatasync latencies of the store's log beside the raw baseline's):");
+    println!();
+    println!("| submitters | fdatasyncs/s | events per fdatasync | writes per fdatasync | bytes per event | store fdatasync p50 / p99 ms | raw fdatasync p50 / p99 ms | CPU µs per request (target ≤ {TARGET_CPU_US:.0}) | CPU use |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &runs {
+        let b = r.baseline.as_ref().expect("baseline");
         println!(
-            "CPU time per request, µs, by thread (from /proc; {} cores; 100% = one core busy):",
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            "| {} | {:.0} | {:.1} | {:.2} | {:.0} | {} / {} | {} / {} | {:.0} | {:.0}% |",
+            r.submitters,
+            r.fs.syncs as f64 / r.secs(),
+            r.events_per_sync(),
+            r.fs.appends as f64 / r.fs.syncs.max(1) as f64,
+            r.bytes_per_event(),
+            ms_us(pct(&r.sync_us, 50.0)),
+            ms_us(pct(&r.sync_us, 99.0)),
+            ms_us(pct(&b.sync_us, 50.0)),
+            ms_us(pct(&b.sync_us, 99.0)),
+            r.cpu_us_per_request(),
+            100.0 * r.cpu_secs / r.secs(),
         );
+    }
+    let roles: Vec<&'static str> = runs
+        .iter()
+        .flat_map(|r| r.threads.keys().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !roles.is_empty() {
+        println!();
+        println!("CPU µs per request by thread (live threads, /proc/self/task):");
         println!();
         print!("| submitters |");
-        for n in &names {
+        for n in &roles {
             print!(" {n} |");
         }
-        println!(" total | CPU use |");
+        println!();
         print!("|---:|");
-        for _ in &names {
+        for _ in &roles {
             print!("---:|");
         }
-        println!("---:|---:|");
+        println!();
         for r in &runs {
-            let req = r.requests.max(1) as f64;
             print!("| {} |", r.submitters);
-            let mut total = 0.0;
-            for n in &names {
-                let c = r.cpu.get(n).copied().unwrap_or(0.0);
-                total += c;
-                print!(" {:.0} |", c * 1e6 / req);
+            for n in &roles {
+                let c = r.threads.get(n).copied().unwrap_or(0.0);
+                print!(" {:.0} |", c * 1e6 / r.requests.max(1) as f64);
             }
-            println!(
-                " {:.0} | {:.0}% |",
-                total * 1e6 / req,
-                100.0 * total / r.elapsed.as_secs_f64()
-            );
+            println!();
         }
     }
+    let per = |b: u64| b as f64 / stored_events.max(1) as f64;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!();
+    println!("Disk use after the runs (flushed; live store = log segments + index.redb, `size_on_disk`), {stored_events} events:");
+    println!();
+    println!("| | log | index.redb | live store | bytes per event (log + index) | target |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for (what, l, i) in [
+        ("file length", live_log.len, live_index.len),
+        ("allocated (du)", live_log.allocated, live_index.allocated),
+    ] {
+        println!(
+            "| {what} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.0} ({:.0} + {:.0}) | ≤ {TARGET_BYTES_PER_EVENT:.0} |",
+            mib(l),
+            mib(i),
+            mib(l + i),
+            per(l + i),
+            per(l),
+            per(i),
+        );
+    }
+    let dir_syncs: u64 = runs.iter().map(|r| r.fs.dir_syncs).sum();
     println!();
     println!(
-        "Load average (1, 5, 15 min) before the run: {load_before}; after: {}.",
-        load()
+        "Load average (1, 5, 15 min) before the run: {load_before}; after: {load_after}. Directory fsyncs during the measured runs: {dir_syncs}."
     );
     let (report, took) = verify;
     println!();
@@ -544,5 +768,8 @@ fn main() {
     );
     if let Some(b) = &report.broken {
         panic!("the audit chain is broken: {b}");
+    }
+    if std::env::var_os("YOUOPS_BENCH_KEEP").is_some_and(|v| v == "1") {
+        eprintln!("kept {}", dir.keep().display());
     }
 }

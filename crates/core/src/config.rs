@@ -57,13 +57,21 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct StoreConfig {
-    /// Directory of the sled store (relative to the config file).
+    /// Directory of the audit store (relative to the config file).
     pub path: PathBuf,
     /// Retention: keep about this many events in the store; the daemon moves
     /// older ones to JSON-lines archives in `archive_dir` (0: keep everything).
+    /// The embedded store moves whole segments, so it keeps up to a segment more.
     pub retain_events: u64,
     /// Where archived events go (relative to the config file).
     pub archive_dir: PathBuf,
+    /// How long the claim of a delivery id (a Slack event id, a GitHub delivery
+    /// id, an API idempotency key) holds; keys that name an object for its
+    /// whole life never expire.
+    pub dedup_ttl: HumanDuration,
+    /// The embedded store seals its open log segment at this size; retention
+    /// moves whole segments.
+    pub segment_size: ByteSize,
 }
 
 impl Default for StoreConfig {
@@ -72,6 +80,8 @@ impl Default for StoreConfig {
             path: PathBuf::from("youops-data"),
             retain_events: 0,
             archive_dir: PathBuf::from("youops-archive"),
+            dedup_ttl: HumanDuration(std::time::Duration::from_secs(7 * 86_400)),
+            segment_size: ByteSize(64 << 20),
         }
     }
 }

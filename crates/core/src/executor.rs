@@ -1469,7 +1469,7 @@ impl tower::Service<Submission> for Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::SledStore;
+    use crate::audit::MemoryStore;
 
     #[tokio::test]
     async fn floods_are_refused_per_principal_before_the_store() {
@@ -1494,7 +1494,7 @@ identities = { t = ["b"] }
             &|_| None,
         )
         .unwrap();
-        let store = Arc::new(SledStore::open(dir.path().join("s")).unwrap());
+        let store = Arc::new(MemoryStore::new());
         let exec = Executor::builder(&cfg, store.clone())
             .builtin("noop", |_c: runner::BuiltinCall| async {
                 Ok(String::new())

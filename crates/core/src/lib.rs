@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use youops_core::{config::Config, audit::SledStore, Executor, Actor, Origin, Submission, State};
+//! use youops_core::{config::Config, audit::MemoryStore, Executor, Actor, Origin, Submission, State};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +26,8 @@
 //! "#;
 //! let dir = tempfile::tempdir()?;
 //! let cfg = Config::parse(toml, dir.path(), "inline", &|_| None)?;
-//! let store = Arc::new(SledStore::open(dir.path().join("store"))?);
+//! // The in-memory store; the daemon's durable one is `youops_store::LogStore`.
+//! let store = Arc::new(MemoryStore::new());
 //! let exec = Executor::builder(&cfg, store)
 //!     .builtin("greet", |call: youops_core::runner::BuiltinCall| async move {
 //!         Ok(format!("hello {}", call.args["who"].as_text()))

@@ -81,15 +81,14 @@ pub fn ms(d: Duration) -> String {
 /// fake API whose calls the last column counts (`Slack`, `GitHub`).
 pub fn table_header(api: &str) -> String {
     format!(
-        "| offered/s | sent | achieved/s | p50 | p90 | p99 | max | answers | audit appends | fsyncs | mean fsync | {api} API calls |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+        "| offered/s | sent | achieved/s | p50 | p90 | p99 | max | answers | {api} API calls |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|"
     )
 }
 
-/// One row of that table: the load, what the store did meanwhile, and the
-/// calls the fake API got.
-pub fn table_row(r: &LoadResult, io: &crate::audit::SledStats, api_calls: u64) -> String {
+/// One row of that table: the load, and the calls the fake API got.
+pub fn table_row(r: &LoadResult, api_calls: u64) -> String {
     format!(
-        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} ms | {} |",
+        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
         r.offered,
         r.sent,
         r.achieved(),
@@ -98,16 +97,13 @@ pub fn table_row(r: &LoadResult, io: &crate::audit::SledStats, api_calls: u64) -
         ms(r.percentile(0.99)),
         ms(r.max()),
         r.answers(),
-        io.jobs,
-        io.flushes,
-        io.flush_nanos as f64 / 1e6 / io.flushes.max(1) as f64,
         api_calls
     )
 }
 
 /// One load of a bench's table: [`run_open_loop`], and its [`table_row`] with
-/// what `store` and the fake API did meanwhile (`api_calls` is the counter the
-/// fake API bumps per call).
+/// what the fake API did meanwhile (`api_calls` is the counter the fake API
+/// bumps per call).
 ///
 /// # Panics
 ///
@@ -117,17 +113,12 @@ pub fn measure(
     url: &str,
     rate: u64,
     reqs: Vec<Prepared>,
-    store: &crate::audit::SledStore,
     api_calls: &std::sync::atomic::AtomicU64,
 ) -> (LoadResult, String) {
     use std::sync::atomic::Ordering;
-    let (calls0, io0) = (api_calls.load(Ordering::Relaxed), store.stats());
+    let calls0 = api_calls.load(Ordering::Relaxed);
     let r = run_open_loop(client, url, rate, reqs);
-    let row = table_row(
-        &r,
-        &store.stats().since(&io0),
-        api_calls.load(Ordering::Relaxed) - calls0,
-    );
+    let row = table_row(&r, api_calls.load(Ordering::Relaxed) - calls0);
     (r, row)
 }
 

@@ -786,7 +786,11 @@ mod tests {
     fn dedup_expiry_is_recorded_only_when_the_claim_expires() {
         let sub = Submission::new("op", Actor::new("api", "a"), Origin::new("api"));
         assert!(!sub.clone().dedup("issue:1").dedup_expires);
-        assert!(sub.clone().dedup_with(DedupKey::delivery("ev-1")).dedup_expires);
+        assert!(
+            sub.clone()
+                .dedup_with(DedupKey::delivery("ev-1"))
+                .dedup_expires
+        );
         assert_eq!(DedupKey::from("c".to_string()), DedupKey::lifetime("c"));
         // A lifetime key leaves the stored bytes as before the field existed.
         let json = r#"{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","op":"op","args":{},"actor":{"frontend":"api","external_id":"a"},"origin":{"frontend":"api"},"dedup_key":"k","dry_run":false,"created_at":"2026-12-07T05:00:00Z","digest":"d"}"#;
@@ -794,7 +798,9 @@ mod tests {
         assert!(!r.dedup_expires);
         assert!(!serde_json::to_string(&r).unwrap().contains("dedup_expires"));
         r.dedup_expires = true;
-        assert!(serde_json::to_string(&r).unwrap().contains(r#""dedup_expires":true"#));
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains(r#""dedup_expires":true"#));
     }
 
     #[test]

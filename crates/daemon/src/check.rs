@@ -19,6 +19,7 @@ pub fn load_checked(path: &Path, extra: &[&str], builtins: &[&str]) -> Result<Co
     })?;
     let mut problems = crate::frontends::check(&cfg, extra);
     problems.extend(cfg.catalog().unknown_builtins(builtins));
+    problems.extend(crate::store::check(&cfg));
     if problems.is_empty() {
         return Ok(cfg);
     }

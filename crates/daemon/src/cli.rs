@@ -10,12 +10,11 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use youops_core::audit::{SledStore, StoreError};
+use youops_core::audit::StoreError;
 use youops_core::config::Config;
 use youops_core::policy::Place;
 use youops_core::{
@@ -316,21 +315,16 @@ impl Backend {
             return Ok(Backend::Remote(Client::new(url, &token)?));
         }
         let cfg = load_config(&cli.config)?;
-        let path = cfg.store_path();
-        if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let store = SledStore::open(&path).map_err(|e| match e {
+        let store = crate::store::open(&cfg).map_err(|e| match e {
             StoreError::Locked(p) => Failure::new(
                 exit::UNAVAILABLE,
                 format!("the audit store at {p} is locked by another process — probably `youops serve`. Talk to it instead: youops --server http://ADDR --token TOKEN ..."),
             ),
             other => Failure::from(other),
         })?;
-        let exec =
-            crate::server::standard_builtins(youops_core::Executor::builder(&cfg, Arc::new(store)))
-                .build()
-                .await?;
+        let exec = crate::server::standard_builtins(youops_core::Executor::builder(&cfg, store))
+            .build()
+            .await?;
         Ok(Backend::Local {
             exec,
             actor: Actor::new("cli", os_user()),

@@ -21,5 +21,6 @@ pub mod dashboard;
 pub mod frontends;
 pub mod metrics;
 pub mod server;
+pub mod store;
 
 pub use server::{run, RunOptions};

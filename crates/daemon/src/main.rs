@@ -20,7 +20,7 @@ use youops::cli::{exit, Cli, Cmd};
 fn init_tracing(config_json: bool) {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,hyper=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn"));
     let json = match std::env::var("YOUOPS_LOG_JSON").ok().as_deref() {
         Some("1" | "true") => true,
         Some("0" | "false") => false,

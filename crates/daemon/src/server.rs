@@ -25,7 +25,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use youops_core::audit::{AuditStore, ChainVerifier, SledOptions, SledStore, VerifyReport};
+use youops_core::audit::{AuditStore, ChainVerifier, VerifyReport};
 use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
 use youops_core::runner::BuiltinCall;
@@ -236,8 +236,8 @@ pub async fn retain(
     }
     let report = store.archive(tip - keep, dir).await?;
     if report.is_some() {
-        // Archiving frees a lot at once (the archived blocks and records, and
-        // the node versions sled replaced): give it back to the OS.
+        // Archiving frees a lot at once (the archived records and read
+        // buffers): give it back to the OS.
         let _ = tokio::task::spawn_blocking(release_free_heap).await;
     }
     if let Some(r) = &report {
@@ -298,15 +298,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let store_path = cfg.store_path();
-    if let Some(parent) = store_path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let sled =
-        SledStore::open_with(&store_path, store_options()).context("opening the audit store")?;
-    let store: Arc<dyn AuditStore> =
-        Arc::new(InstrumentedStore::new(Arc::new(sled), metrics.clone()));
+    let opened = crate::store::open(&cfg).context("opening the audit store")?;
+    let store: Arc<dyn AuditStore> = Arc::new(InstrumentedStore::new(opened, metrics.clone()));
     let mut builder = standard_builtins(Executor::builder(&cfg, store));
     for (name, b) in opts.builtins {
         builder = builder.builtin(name, ArcBuiltin(b));
@@ -526,19 +519,6 @@ pub async fn run(
         .context("flushing the audit store")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// sled page cache of the daemon's audit store. sled's default (64 MiB) is most
-/// of a loaded daemon's memory: at 1,000 requests/s its RSS climbed to ~105 MiB
-/// with it, and stays near 45 MiB with 16 MiB, with the same CPU per request
-/// (docs/BENCHMARKS.md, "Daemon: HTTP API latency and memory"). The store is
-/// append-mostly and reads recent records, so a small cache serves it.
-const STORE_CACHE_BYTES: u64 = 16 << 20;
-
-fn store_options() -> SledOptions {
-    let mut o = SledOptions::default();
-    o.cache_capacity = STORE_CACHE_BYTES;
-    o
 }
 
 struct ArcBuiltin(Arc<dyn youops_core::runner::Builtin>);

@@ -1,4 +1,4 @@
-//! The daemon's integration tests: real listeners on 127.0.0.1:0, real sled
+//! The daemon's integration tests: real listeners on 127.0.0.1:0, real log
 //! stores in temp dirs, the real `youops` binary for lifecycle and CLI, and a
 //! real headless Chromium for the dashboard.
 //!
@@ -9,6 +9,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -151,7 +152,7 @@ async fn draining_refuses_new_work_and_interrupts_what_outlives_the_grace() {
     );
 
     // `run` returned: the store is flushed and released; the nap was interrupted.
-    let store = youops_core::audit::SledStore::open(&store_path)
+    let store = youops_store::LogStore::open(&store_path, youops_store::LogOptions::default())
         .expect("the store is released once run() returns");
     use youops_core::audit::AuditStore as _;
     let rec = store
@@ -1604,7 +1605,14 @@ fn stdout(o: &std::process::Output) -> String {
 async fn retention_archives_old_events_and_every_part_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("youops.toml");
-    std::fs::write(&cfg, config("", "")).unwrap();
+    // Retention moves whole segments: small ones, so a few requests fill some.
+    let small = |text: String| {
+        text.replace(
+            "path = \"store\"",
+            "path = \"store\"\nsegment_size = \"4KiB\"",
+        )
+    };
+    std::fs::write(&cfg, small(config("", ""))).unwrap();
     let c = cfg.to_str().unwrap();
     let user = [("USER", CLI_USER)];
     for i in 0..5 {
@@ -1665,8 +1673,15 @@ async fn retention_archives_old_events_and_every_part_still_verifies() {
     );
     std::fs::write(&archives[0], original).unwrap();
 
-    // The daemon archives by itself past `retain_events` (at start, then every minute).
-    let text = config("", "").replace("path = \"store\"", "path = \"store\"\nretain_events = 2");
+    // The daemon archives by itself past `retain_events` (at start, then every
+    // minute), whole segments: enough requests to seal some past the newest 2.
+    for i in 5..15 {
+        let name = format!("name=n{i}");
+        let out = youops_async(&["run", "hello", &name, "--config", c], &user).await;
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    let text =
+        small(config("", "")).replace("path = \"store\"", "path = \"store\"\nretain_events = 2");
     std::fs::write(&cfg, text).unwrap();
     let served = Served::spawn(&cfg, dir.path().join("daemon.log")).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1682,15 +1697,16 @@ async fn retention_archives_old_events_and_every_part_still_verifies() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Killed (SIGKILL), perhaps in the middle of archiving: between writing the
-    // file and removing its events from the store, the two overlap, and still
-    // verify as one chain (the store's next archive finishes or undoes it; the
-    // store's tests stop at each step).
+    // Killed (SIGKILL), perhaps in the middle of moving a segment: the chain
+    // still verifies with its archives (the store's tests cut every step).
     drop(served);
+    let files = youops_core::audit::archive_files(&archive_dir)
+        .unwrap()
+        .len();
     let out = youops_async(&["audit", "verify", "--config", c], &user).await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
-        stdout(&out).contains("archived in 2 file(s)"),
+        stdout(&out).contains(&format!("archived in {files} file(s)")),
         "{}",
         describe(&out)
     );
@@ -1815,4 +1831,119 @@ apply = "user.apply"
     let local = youops_async(&["--config", c, "reconcile", "--once", "--dry-run"], &[]).await;
     assert_eq!(local.status.code(), Some(0), "{}", describe(&local));
     assert_eq!(stdout(&local), remote_text);
+}
+
+// --- Durability, checked at the syscalls ---------------------------------------------
+
+/// Under `strace -f`, 100 sequential API requests to `youops serve` make at
+/// least one `fdatasync`/`fsync` each (every request is acknowledged only
+/// after its `received` group is synced), and no `sync_file_range` (what
+/// sled's flush was: it syncs neither metadata nor the disk's cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_request_is_fdatasynced_under_strace() {
+    let strace = ["/usr/bin/strace", "/bin/strace"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("strace is missing: scripts/test.sh installs it (apt-get install strace)");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("youops.toml");
+    std::fs::write(&cfg, config("", "")).unwrap();
+    let trace = dir.path().join("strace.out");
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child = std::process::Command::new(strace)
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fdatasync,fsync,sync_file_range",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("spawn strace");
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    wait_healthy(&api).await;
+    let count = |name: &str| {
+        std::fs::read_to_string(&trace)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!(" {name}(")) || l.starts_with(&format!("{name}(")))
+            .count()
+    };
+    let before = count("fdatasync") + count("fsync");
+    for i in 0..100 {
+        let (st, v) = api
+            .submit(
+                ALICE,
+                "hello",
+                json!({ "name": format!("n{i}") }),
+                Some("10s"),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        assert_eq!(state_of(&v), "succeeded", "{v}");
+    }
+    let syncs = count("fdatasync") + count("fsync") - before;
+    // strace and the daemon it traces share a process group: stop both.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        syncs >= 100,
+        "{syncs} syncs for 100 acknowledged requests:\n{text}"
+    );
+    assert_eq!(count("sync_file_range"), 0, "sync_file_range in:\n{text}");
+}
+
+/// A `[store] path` that holds a sled store of an earlier version is refused
+/// with the command that moves it, and never started again at genesis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_sled_store_is_refused_with_the_copy_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("youops.toml");
+    std::fs::write(&cfg, config("", "")).unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(store.join("blobs")).unwrap();
+    std::fs::write(store.join("conf"), "segment_size: 524288\n").unwrap();
+    std::fs::write(store.join("db"), [0u8; 64]).unwrap();
+    let port = free_port().to_string();
+    let c = cfg.to_str().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["serve", "--config", c, "--listen", &listen],
+        vec!["--config", c, "audit", "list"],
+    ] {
+        let out = youops_async(&args, &[]).await;
+        assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("holds a sled audit store"),
+            "{}",
+            describe(&out)
+        );
+        assert!(
+            err.contains("youops store copy --from sled:"),
+            "{}",
+            describe(&out)
+        );
+    }
+    // Nothing of a new store was written beside the old one.
+    let mut names: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["blobs", "conf", "db"]);
 }

@@ -39,7 +39,7 @@ impl Rng {
         lo + self.next() % (hi - lo)
     }
     fn chance(&mut self, one_in: u64) -> bool {
-        self.next() % one_in == 0
+        self.next().is_multiple_of(one_in)
     }
 }
 
@@ -194,7 +194,7 @@ async fn hook_client(
 ) {
     while !stop.load(Ordering::SeqCst) {
         let cid = ids.fetch_add(1, Ordering::SeqCst);
-        let text = if cid % 2 == 0 {
+        let text = if cid.is_multiple_of(2) {
             format!("please\n/ops mark tag=w{cid}")
         } else {
             format!("/ops hello name=w{cid}")

@@ -4,7 +4,7 @@
 //! `/ops echo text=…` command) are POSTed over keep-alive HTTP/1.1 to a minimal
 //! axum server that does what the daemon does for a frontend route (read the
 //! whole body, then `FrontendHost::handle`). Each goes signature check → form
-//! parse → grammar → policy → durable (group-committed, fsynced) sled append →
+//! parse → grammar → policy → durable (group-committed, fdatasynced) log append →
 //! the ephemeral JSON answer. The op (a builtin) runs, and its status/result
 //! messages go to a local fake Slack Web API answering `{"ok":true}` during the
 //! measurement.
@@ -37,13 +37,13 @@ use axum::routing::post;
 use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
 use youops_core::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
 use youops_frontend_chat::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
+use youops_store::{LogOptions, LogStore};
 
 const SECRET: &str = "bench-signing-secret";
 
@@ -191,7 +191,7 @@ max_messages_per_second_per_channel = 100
         principals()
     );
     let cfg = Config::parse(&text, dir.path(), "bench", &|_| None).unwrap();
-    let store = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let store = Arc::new(LogStore::open(dir.path().join("store"), LogOptions::default()).unwrap());
     let exec = Executor::builder(&cfg, store.clone())
         .builtin("echo", |c: youops_core::runner::BuiltinCall| async move {
             Ok(c.args.get("text").map(|v| v.as_text()).unwrap_or_default())
@@ -221,7 +221,7 @@ max_messages_per_second_per_channel = 100
     let size = command(0).1.len();
     println!(
         "Slack slash-command acknowledgement over loopback HTTP, open loop, {secs} s per load; \
-         signed `/slack/commands` forms of {size} bytes; sled store in {}\n",
+         signed `/slack/commands` forms of {size} bytes; log store in {}\n",
         dir.path().display()
     );
     let mut n = 1u64;
@@ -233,7 +233,7 @@ max_messages_per_second_per_channel = 100
             })
             .collect()
     };
-    // Warm-up (connections, caches, the sled tree); not reported.
+    // Warm-up (connections, caches, the store); not reported.
     let warm = run_open_loop(&client, &url, 100, batch(if bench { 200 } else { 10 }));
     assert_eq!(
         warm.statuses.get("200"),
@@ -245,7 +245,7 @@ max_messages_per_second_per_channel = 100
 
     println!("{}", table_header("Slack"));
     for rate in rates {
-        let (r, row) = measure(&client, &url, rate, batch(rate * secs), &store, &calls);
+        let (r, row) = measure(&client, &url, rate, batch(rate * secs), &calls);
         println!("{row}");
         if !bench {
             assert_eq!(r.statuses.get("200"), Some(&r.sent), "{:?}", r.statuses);

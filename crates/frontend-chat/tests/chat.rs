@@ -20,7 +20,6 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::conformance::{self, Driver};
 use youops_core::frontend::{Frontend, FrontendHost, Frontends, HttpResponse};
@@ -29,6 +28,7 @@ use youops_core::{
 };
 use youops_frontend_chat::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
+use youops_store::{LogOptions, LogStore};
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const BOT_TOKEN: &str = "xoxb-test-token";
@@ -624,7 +624,7 @@ fn block_actions_body(
 }
 
 // ---------------------------------------------------------------------------
-// Harness: real executor, real sled store, the daemon's FrontendHost
+// Harness: real executor, real log store, the daemon's FrontendHost
 // ---------------------------------------------------------------------------
 
 const OPS: &str = r#"
@@ -725,7 +725,7 @@ async fn harness(extra: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("{OPS}\n[frontends.slack]\n{}", section(&fake, extra));
     let cfg = Config::parse(&text, dir.path(), "test", &|_| None).unwrap();
-    let store = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let store = Arc::new(LogStore::open(dir.path().join("store"), LogOptions::default()).unwrap());
     let runs = Arc::new(AtomicUsize::new(0));
     let (r1, r2) = (runs.clone(), runs.clone());
     let gate = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,7 @@
 //! `git push` to the op having run with the webhook trigger.
 //!
 //! Everything is real: a git repository in a temp dir with the resources spread
-//! over TOML files, a sled audit store, the core executor with a builtin apply op
+//! over TOML files, the log audit store, the core executor with a builtin apply op
 //! that does nothing, the frontend's own passes, a bare remote reached over
 //! `file://`, pushes made with the `git` CLI, and the webhook delivered through
 //! the `FrontendHost` the daemon uses.
@@ -52,12 +52,12 @@ use bytes::Bytes;
 use git2::{Repository, RepositoryInitOptions, Signature};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{Frontend, FrontendHost, Frontends};
 use youops_core::runner::BuiltinCall;
 use youops_core::{Executor, State};
 use youops_frontend_git::{poll_once, reconcile_once, Action, GitFrontend, Plan};
+use youops_store::{LogOptions, LogStore};
 
 const EMAIL: &str = "bench@example.com";
 const TOKEN: &str = "bench-webhook-token";
@@ -231,7 +231,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 // ------------------------------------------------------------ executor, frontend
 
 async fn executor(cfg: &Config, store: &Path, applied: Arc<AtomicU64>) -> Executor {
-    let store = Arc::new(SledStore::open(store).unwrap());
+    let store = Arc::new(LogStore::open(store, LogOptions::default()).unwrap());
     Executor::builder(cfg, store)
         .builtin("item.apply", move |_call: BuiltinCall| {
             let applied = applied.clone();
@@ -675,7 +675,7 @@ async fn main() {
         println!("(smoke run: a debug build and few resources; the figures mean nothing)");
     }
     println!(
-        "GitOps bench: {n} resources in {} files ({:.1} MiB TOML), 4 fields each; builtin no-op apply op; sled store",
+        "GitOps bench: {n} resources in {} files ({:.1} MiB TOML), 4 fields each; builtin no-op apply op; log store",
         all.len(),
         bytes as f64 / (1 << 20) as f64
     );

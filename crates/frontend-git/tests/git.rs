@@ -16,7 +16,6 @@ use git2::{Oid, Repository, RepositoryInitOptions, Signature};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::conformance::{run_suite, Driver};
 use youops_core::frontend::{Frontend, FrontendHost, Frontends};
@@ -26,6 +25,7 @@ use youops_frontend_git::state::note_request_states;
 use youops_frontend_git::{
     check_drift, poll_once, reconcile_once, Action, GitError, GitFrontend, NOTES_REF,
 };
+use youops_store::{LogOptions, LogStore};
 
 // ---------------------------------------------------------------- the world
 
@@ -74,11 +74,11 @@ fn arg(call: &BuiltinCall, k: &str) -> String {
 }
 
 /// Open a store, retrying while an earlier handle in this process is still
-/// being torn down (sled holds a file lock until its last handle drops).
-async fn open_store(path: &Path) -> Arc<SledStore> {
+/// being torn down (the store holds a file lock until its last handle drops).
+async fn open_store(path: &Path) -> Arc<LogStore> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match SledStore::open(path) {
+        match LogStore::open(path, LogOptions::default()) {
             Ok(s) => return Arc::new(s),
             Err(e) => {
                 assert!(
@@ -357,10 +357,13 @@ impl H {
         let old = std::mem::replace(&mut self.exec, {
             let cfg = Config::parse("", self.dir.path(), "empty", &|_| None).unwrap();
             let tmp = self.dir.path().join(format!("scratch-{}", ulid_like()));
-            Executor::builder(&cfg, Arc::new(SledStore::open(tmp).unwrap()))
-                .build()
-                .await
-                .unwrap()
+            Executor::builder(
+                &cfg,
+                Arc::new(LogStore::open(tmp, LogOptions::default()).unwrap()),
+            )
+            .build()
+            .await
+            .unwrap()
         });
         drop(old);
         self.exec = executor(&self.cfg, &store, &self.world).await;

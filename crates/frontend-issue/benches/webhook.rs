@@ -6,7 +6,7 @@
 //! POSTed over keep-alive HTTP/1.1 to a minimal axum server that does what the
 //! daemon does for a frontend route (read the whole body, then
 //! `FrontendHost::handle`). Each delivery goes signature check → JSON decode →
-//! grammar → policy → durable (group-committed, fsynced) sled append, and the
+//! grammar → policy → durable (group-committed, fdatasynced) log append, and the
 //! answer goes back once the request is durable (the frontend waits up to
 //! `ack_timeout` for that). The op (a builtin) runs, and the frontend's lifecycle
 //! feedback (status comment, reactions, labels) goes to a fake GitHub REST API on
@@ -39,13 +39,13 @@ use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::{Frontend, FrontendHost, Frontends};
 use youops_core::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
 use youops_frontend_issue::webhook::sign;
 use youops_frontend_issue::{parse_issue_form, GithubFrontend};
+use youops_store::{LogOptions, LogStore};
 
 const SECRET: &str = "bench-webhook-secret";
 const REPO: &str = "acme/ops";
@@ -397,7 +397,7 @@ async fn main() {
         principals()
     );
     let cfg = Config::parse(&text, dir.path(), "bench", &|_| None).unwrap();
-    let store = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let store = Arc::new(LogStore::open(dir.path().join("store"), LogOptions::default()).unwrap());
     let exec = Executor::builder(&cfg, store.clone())
         .builtin("echo", |c: youops_core::runner::BuiltinCall| async move {
             Ok(c.args.get("text").map(|v| v.as_text()).unwrap_or_default())
@@ -438,7 +438,7 @@ async fn main() {
     let size = delivery(0, &repo, &people).1.len();
     println!(
         "GitHub webhook acknowledgement over loopback HTTP, open loop, {secs} s per load; \
-         signed `issue_comment` deliveries of {size} bytes; sled store in {}\n",
+         signed `issue_comment` deliveries of {size} bytes; log store in {}\n",
         dir.path().display()
     );
     let mut n = 1u64;
@@ -450,7 +450,7 @@ async fn main() {
             })
             .collect()
     };
-    // Warm-up (connections, caches, the sled tree); not reported.
+    // Warm-up (connections, caches, the store); not reported.
     let warm = run_open_loop(&client, &url, 100, batch(if bench { 200 } else { 10 }));
     assert_eq!(
         warm.statuses.get("200"),
@@ -462,7 +462,7 @@ async fn main() {
 
     println!("{}", table_header("GitHub"));
     for rate in rates {
-        let (r, row) = measure(&client, &url, rate, batch(rate * secs), &store, &calls);
+        let (r, row) = measure(&client, &url, rate, batch(rate * secs), &calls);
         println!("{row}");
         if !bench {
             assert_eq!(r.statuses.get("200"), Some(&r.sent), "{:?}", r.statuses);

@@ -15,7 +15,6 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::SledStore;
 use youops_core::config::Config;
 use youops_core::frontend::conformance::{self, Driver};
 use youops_core::frontend::{Frontend, FrontendHost, Frontends};
@@ -23,6 +22,7 @@ use youops_core::model::{Actor, EventBody, RequestFilter, RequestId, State};
 use youops_core::Executor;
 use youops_frontend_issue::webhook::sign;
 use youops_frontend_issue::{issue_forms, GithubFrontend};
+use youops_store::{LogOptions, LogStore};
 
 const SECRET: &str = "webhook-secret-for-tests";
 const REPO: &str = "acme/ops";
@@ -599,7 +599,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let text = format!("{OPS}\n[frontends.github]\n{}", section_of(&base));
         let cfg = Config::parse(&text, dir.path(), "test", &|_| None).unwrap();
-        let store = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+        let store =
+            Arc::new(LogStore::open(dir.path().join("store"), LogOptions::default()).unwrap());
         let runs: Arc<Mutex<Vec<BTreeMap<String, String>>>> = Arc::default();
         let r = runs.clone();
         let exec = Executor::builder(&cfg, store)

@@ -366,10 +366,12 @@ impl LogStore {
         let sled = sled_files(&path);
         if !sled.is_empty() {
             return Err(StoreError::Io(format!(
-                "{} holds a sled audit store (found {}), which this YouOps does not read: copy \
-                 it into a new store directory with `youops store copy` (nothing was changed)",
+                "{} holds a sled audit store (found {}), which the log store does not read: \
+                 copy it into a new store directory with `youops store copy --from sled:{} --to \
+                 NEW_DIR` (in a youops built with `--features sled`); nothing was changed",
                 path.display(),
-                sled.join(", ")
+                sled.join(", "),
+                path.display()
             )));
         }
         fs::create_dir_durably(&StdFs, &path)

@@ -1486,11 +1486,21 @@ async fn a_sled_store_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     {
-        let sled = youops_core::audit::SledStore::open(&path).unwrap();
+        let sled = youops_store_sled::SledStore::open(&path).unwrap();
         sled.append(vec![notice("in sled")], AppendOptions::durable())
             .await
             .unwrap();
     }
+    // sled's IO threads hold its lock (an flock of `db`) a moment after its
+    // last handle goes: wait until it is closed for good.
+    let db = std::fs::File::open(path.join("db")).unwrap();
+    for _ in 0..750 {
+        if db.try_lock().is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(db);
     let before: Vec<String> = std::fs::read_dir(&path)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -1535,7 +1545,12 @@ async fn random_power_cuts_during_concurrent_submits_lose_nothing_acknowledged()
     let acked: Arc<Mutex<BTreeMap<u64, AuditEvent>>> = Arc::default();
     let claims: Arc<Mutex<Vec<(String, RequestId)>>> = Arc::default();
     let mut submitted = 0u64;
-    for round in 0..200u64 {
+    // YOUOPS_STORE_CUTS=n makes more cuts (a benchmark run); CI makes 200.
+    let cuts: u64 = std::env::var("YOUOPS_STORE_CUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    for round in 0..cuts {
         let mut opts = small(4096);
         opts.index_interval = Duration::from_millis(1 + next() % 20);
         let store = sim_open(&path, &sim, opts).unwrap_or_else(|e| panic!("round {round}: {e}"));

@@ -123,7 +123,8 @@ async fn forged_or_unsigned_deliveries_are_refused() {
     let cfg =
         youops_core::config::Config::parse("", std::path::Path::new("."), "t", &|_| None).unwrap();
     let dir = std::env::temp_dir().join(format!("youops-webhook-{}", std::process::id()));
-    let store = Arc::new(youops_core::audit::SledStore::open(&dir).unwrap());
+    let store =
+        Arc::new(youops_store::LogStore::open(&dir, youops_store::LogOptions::default()).unwrap());
     let exec = youops_core::Executor::builder(&cfg, store)
         .build()
         .await

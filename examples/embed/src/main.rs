@@ -10,10 +10,11 @@
 
 use std::sync::Arc;
 
-use youops_core::audit::{AuditStore, SledStore};
+use youops_core::audit::AuditStore;
 use youops_core::config::Config;
 use youops_core::runner::BuiltinCall;
 use youops_core::{Actor, Executor, Origin, State, Submission};
+use youops_store::{LogOptions, LogStore};
 
 const CATALOG: &str = r#"
 [[ops]]
@@ -51,7 +52,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let op = args.next().unwrap_or_else(|| "scale".into());
     let dir = tempfile::tempdir()?;
     let cfg = Config::parse(CATALOG, dir.path(), "embedded catalog", &|_| None)?;
-    let store = Arc::new(SledStore::open(dir.path().join("audit"))?);
+    let store = Arc::new(LogStore::open(
+        dir.path().join("audit"),
+        LogOptions::default(),
+    )?);
     let exec = Executor::builder(&cfg, store.clone())
         .builtin("scale", scale)
         .build()

@@ -5,16 +5,16 @@
 //! fields in declaration order, maps sorted). Anyone holding an export can recompute
 //! the chain with [`verify_events`]; no key is needed.
 //!
-//! [`AuditStore`] is the storage trait; [`SledStore`] is the embedded default and
-//! [`MemoryStore`] keeps everything in memory. Stores also keep per-request records
-//! (folded from events with
+//! [`AuditStore`] is the storage trait; [`MemoryStore`] keeps everything in
+//! memory. The durable store is `youops_store::LogStore` (crate
+//! `youops-store`); `youops-store-sled` is an optional one on sled. Stores
+//! also keep per-request records (folded from events with
 //! [`RequestRecord::apply`](crate::model::RequestRecord::apply)) and the dedup index.
 //! With the `test-util` feature, `conformance` is the suite every backend runs.
 
 #[cfg(feature = "test-util")]
 pub mod conformance;
 mod memory;
-mod sled_store;
 
 use std::fmt;
 
@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use memory::MemoryStore;
-pub use sled_store::{SledOptions, SledStats, SledStore};
 
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 

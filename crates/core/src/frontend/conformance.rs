@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::{Frontend, FrontendHost, Frontends};
-use crate::audit::SledStore;
+use crate::audit::MemoryStore;
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::model::{RequestFilter, RequestId, RequestRecord, State};
@@ -106,7 +106,7 @@ ops = ["conformance.*"]
     );
     let cfg =
         Config::parse(&text, dir.path(), "conformance", &|_| None).map_err(|e| e.to_string())?;
-    let store = Arc::new(SledStore::open(dir.path().join("store")).map_err(|e| e.to_string())?);
+    let store = Arc::new(MemoryStore::new());
     let runs = Arc::new(AtomicUsize::new(0));
     let counter = runs.clone();
     let exec = Executor::builder(&cfg, store)

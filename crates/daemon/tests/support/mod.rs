@@ -1,5 +1,5 @@
 //! Helpers for the daemon's integration tests: an in-process daemon on a real
-//! listener with a real sled store in a temp dir, the real `youops` binary as a
+//! listener with a real log store in a temp dir, the real `youops` binary as a
 //! child process, and a small JSON client.
 
 #![allow(dead_code)]

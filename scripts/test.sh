@@ -20,3 +20,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace "$@"
+# The optional sled backend: copying a store of earlier versions to the log store.
+cargo test -p youops --features sled --test store_copy "$@"

@@ -140,6 +140,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Audit store tools.
+    Store {
+        /// copy.
+        #[command(subcommand)]
+        cmd: crate::store_cmd::StoreCmd,
+    },
 }
 
 /// `youops ops ...`
@@ -469,6 +475,7 @@ async fn dispatch_inner(cli: &Cli) -> CliResult {
         } if !file.is_empty() => verify_files(file),
         Cmd::Reconcile { once, dry_run } => reconcile(cli, *once, *dry_run).await,
         Cmd::Gen { cmd } => generate(cli, cmd),
+        Cmd::Store { cmd } => crate::store_cmd::run(cmd).await,
         _ => {
             let backend = Backend::open(cli).await?;
             let r = with_backend(cli, &backend).await;
@@ -870,9 +877,11 @@ async fn with_backend(cli: &Cli, b: &Backend) -> CliResult {
             Ok(exit_for(&rec))
         }
         Cmd::Audit { cmd } => audit(b, cmd).await,
-        Cmd::Serve { .. } | Cmd::Config { .. } | Cmd::Reconcile { .. } | Cmd::Gen { .. } => {
-            Ok(exit::OK)
-        }
+        Cmd::Serve { .. }
+        | Cmd::Config { .. }
+        | Cmd::Reconcile { .. }
+        | Cmd::Gen { .. }
+        | Cmd::Store { .. } => Ok(exit::OK),
     }
 }
 

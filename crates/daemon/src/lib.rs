@@ -22,5 +22,6 @@ pub mod frontends;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod store_cmd;
 
 pub use server::{run, RunOptions};

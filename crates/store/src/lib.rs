@@ -508,6 +508,33 @@ impl LogStore {
         &self.inner.path
     }
 
+    /// Write events copied from another store's chain (`youops store copy`),
+    /// keeping their sequence numbers, times, `prev_hash` and hash
+    /// ([`append`](AuditStore::append) would number and hash them anew).
+    ///
+    /// Only into an empty store, or one whose tip is exactly the event before
+    /// the first of `events`: an empty store takes a chain that starts at #1,
+    /// or later, after records the source archived (its checkpoint must then
+    /// follow, or [`verify`](AuditStore::verify) reports the start). Every
+    /// event is checked first (its hash over its own content, its seq and its
+    /// link to the one before); nothing is written unless all are good. Then
+    /// they are written as lines of the open segment, with one `fdatasync`
+    /// before this returns, and records, dedup claims and positions are
+    /// derived from them as a replay of the log derives them: a `received`
+    /// event claims the key it carries (unless that claim has expired), and
+    /// events of a request whose `received` event is not among the imported
+    /// ones derive no record. Claims that no imported event carries (made by
+    /// an append whose events do not carry the key) are not imported.
+    pub async fn import(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.inner.shared.poisoned()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Msg::Import { events, reply })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// The directory the last archive moved segments to, if any.
     pub fn archive_dir(&self) -> Result<Option<PathBuf>, StoreError> {
         self.inner.shared.index.archive_dir()

@@ -1,0 +1,553 @@
+//! `youops store copy --from STORE --to STORE`: copy a verified audit chain
+//! into a new log store.
+//!
+//! # STORE
+//!
+//! Every command that names a store takes one of these ([`StoreLocation`]):
+//!
+//! | STORE | the store |
+//! |---|---|
+//! | `PATH`, or `log:PATH` | the log store (`youops-store`) in directory `PATH`: what `[store] path` names |
+//! | `sled:PATH` | a sled store in directory `PATH` (stores of YouOps before the log store); only in a build with `--features sled` |
+//! | `postgres://…`, `postgresql://…` | a PostgreSQL store: not supported by this build |
+//!
+//! A plain path is always a log store directory, even when it contains a `:`
+//! (`log:` forces it for a path that starts with `sled:`). Any other
+//! `scheme://` is refused.
+//!
+//! # Copying
+//!
+//! The source is read in order, a page of events at a time
+//! ([`AuditStore::events`]), and every event is checked with a
+//! [`ChainVerifier`] before it is written: its hash over its own content, its
+//! sequence number and its link to the one before. A source whose beginning
+//! was archived (retention) starts after the archived records; it is accepted
+//! when a checkpoint in it accounts for them, as `youops audit verify` accepts
+//! it. The events go into the destination through
+//! [`LogStore::import`], which keeps their sequence numbers, times and hashes
+//! (an append would number and hash them anew) and fdatasyncs each page; the
+//! destination derives request records and dedup claims from them as a
+//! replay of its log does. So claims and records of requests whose `received`
+//! event is in the copied chain come along; those whose `received` event was
+//! archived in the source do not (the archive files stay where they are and
+//! still verify in front of the copy: `youops audit verify` with `[store]
+//! archive_dir`).
+//!
+//! The destination must be new: a path that does not exist, or an empty
+//! directory. Both stores are opened (and locked), so the daemon that uses
+//! the source must be stopped. At the end the destination is verified (its
+//! whole chain) and its head must be the source's.
+
+use std::fmt;
+use std::io::{IsTerminal as _, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use clap::Subcommand;
+use youops_core::audit::{AuditStore, ChainVerifier, StoreError};
+use youops_core::model::EventBody;
+use youops_store::{LogOptions, LogStore};
+
+use crate::cli::{exit, Failure};
+
+/// `youops store ...`
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Copy a store's verified audit chain into a new log store.
+    ///
+    /// Every event keeps its seq, time and hash; the copy is verified at the
+    /// end. Stop the daemon that uses the source first. STORE is a log store
+    /// directory (`PATH` or `log:PATH`) or `sled:PATH` (builds with
+    /// `--features sled`).
+    Copy {
+        /// The store to copy.
+        #[arg(long, value_name = "STORE")]
+        from: StoreLocation,
+        /// The new log store: a directory that does not exist or is empty.
+        #[arg(long, value_name = "STORE")]
+        to: StoreLocation,
+    },
+}
+
+/// Where a store is (the STORE syntax: see the [module](self) documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreLocation {
+    /// The log store in this directory.
+    Log(PathBuf),
+    /// A sled store in this directory (only usable with the `sled` feature).
+    Sled(PathBuf),
+}
+
+impl FromStr for StoreLocation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let path = |p: &str, what: &str| {
+            if p.is_empty() {
+                Err(format!("`{s}` names no {what} directory"))
+            } else {
+                Ok(PathBuf::from(p))
+            }
+        };
+        if let Some(p) = s.strip_prefix("log:") {
+            return path(p, "log store").map(StoreLocation::Log);
+        }
+        if let Some(p) = s.strip_prefix("sled:") {
+            if !cfg!(feature = "sled") {
+                return Err(format!(
+                    "`{s}` is a sled store, and this youops was built without sled: build it \
+                     with `cargo build --release -p youops --features sled`"
+                ));
+            }
+            return path(p, "sled store").map(StoreLocation::Sled);
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            {
+                return Err(match scheme {
+                    "postgres" | "postgresql" => {
+                        format!("`{scheme}://…`: PostgreSQL stores are not supported by this build")
+                    }
+                    _ => format!(
+                        "`{scheme}://…` is no store this youops knows: a STORE is a log store \
+                         directory (PATH or log:PATH) or sled:PATH"
+                    ),
+                });
+            }
+        }
+        path(s, "log store").map(StoreLocation::Log)
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Log(p) => write!(f, "{}", p.display()),
+            StoreLocation::Sled(p) => write!(f, "sled:{}", p.display()),
+        }
+    }
+}
+
+/// `youops store ...`.
+pub async fn run(cmd: &StoreCmd) -> Result<u8, Failure> {
+    match cmd {
+        StoreCmd::Copy { from, to } => {
+            let mut progress = Progress::stderr();
+            let summary = copy(from, to, &mut progress).await?;
+            println!("{summary}");
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Events read and imported at a time.
+const PAGE: usize = 1000;
+
+/// What [`copy`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopySummary {
+    /// The source and the destination.
+    pub from: String,
+    /// The destination.
+    pub to: String,
+    /// Events copied.
+    pub events: u64,
+    /// The first event copied (1 unless the source archived its beginning).
+    pub first_seq: u64,
+    /// Head of both stores after the copy.
+    pub head_seq: u64,
+    /// Hash of the head.
+    pub head_hash: String,
+    /// The copied chain starts after archived records (`Some(first seq)`).
+    pub starts_at_checkpoint: Option<u64>,
+    /// Requests whose `received` event was copied (their records and claims came along).
+    pub requests: u64,
+    /// Dedup claims the copied `received` events carry.
+    pub claims: u64,
+    /// Events of requests whose `received` event is not in the copied chain
+    /// (archived in the source): they derive no record in the destination.
+    pub orphan_events: u64,
+}
+
+impl fmt::Display for CopySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.events == 0 {
+            return write!(
+                f,
+                "{} holds no events: {} is an empty log store",
+                self.from, self.to
+            );
+        }
+        writeln!(
+            f,
+            "copied {} events (#{}..=#{}) from {} to {}",
+            self.events, self.first_seq, self.head_seq, self.from, self.to
+        )?;
+        write!(
+            f,
+            "the copy verifies; head #{} {} (the source's); {} requests, {} dedup claims",
+            self.head_seq, self.head_hash, self.requests, self.claims
+        )?;
+        if let Some(start) = self.starts_at_checkpoint {
+            write!(
+                f,
+                "\nthe source's chain starts at #{start}, after archived records (a checkpoint \
+                 accounts for them): records and dedup claims of requests received before \
+                 #{start} were not copied; their archive files verify in front of the copy"
+            )?;
+        }
+        if self.orphan_events > 0 {
+            write!(
+                f,
+                "\n{} events belong to requests received before the copied chain: they are \
+                 copied, but derive no request record",
+                self.orphan_events
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress on stderr: a line rewritten in place on a terminal, else a line
+/// every ~10 %.
+#[derive(Debug)]
+pub struct Progress<W: Write = std::io::Stderr> {
+    out: W,
+    tty: bool,
+    /// The last tenth reported (not on a terminal).
+    tenth: u64,
+    shown: bool,
+}
+
+impl Progress {
+    /// On stderr, rewritten in place if stderr is a terminal.
+    pub fn stderr() -> Self {
+        let out = std::io::stderr();
+        let tty = out.is_terminal();
+        Progress::new(out, tty)
+    }
+}
+
+impl<W: Write> Progress<W> {
+    /// Into `out`; `tty`: rewrite one line with `\r`.
+    pub fn new(out: W, tty: bool) -> Self {
+        Progress {
+            out,
+            tty,
+            tenth: 0,
+            shown: false,
+        }
+    }
+
+    /// The writer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    fn update(&mut self, done: u64, total: u64) {
+        let total = total.max(done);
+        if self.tty {
+            let _ = write!(self.out, "\rcopied {done} of {total} events");
+            let _ = self.out.flush();
+            self.shown = true;
+        } else {
+            let tenth = (done * 10).checked_div(total).unwrap_or(10);
+            if tenth > self.tenth || (!self.shown && done > 0) {
+                self.tenth = tenth;
+                self.shown = true;
+                let _ = writeln!(
+                    self.out,
+                    "copied {done} of {total} events ({}%)",
+                    (done * 100).checked_div(total).unwrap_or(100)
+                );
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.tty && self.shown {
+            let _ = writeln!(self.out);
+        }
+    }
+}
+
+fn refused(msg: impl Into<String>) -> Failure {
+    Failure::new(exit::REFUSED, msg)
+}
+
+fn failed(msg: impl Into<String>) -> Failure {
+    Failure::new(exit::FAILED, msg)
+}
+
+fn store_failure(what: &str, at: &StoreLocation, e: StoreError) -> Failure {
+    match e {
+        StoreError::Locked(p) => Failure::new(
+            exit::UNAVAILABLE,
+            format!(
+                "the audit store at {p} is locked by another process — stop `youops serve` \
+                 before copying its store"
+            ),
+        ),
+        other => failed(format!("{what} {at}: {other}")),
+    }
+}
+
+/// Open an existing store to copy from.
+async fn open_source(at: &StoreLocation) -> Result<Arc<dyn AuditStore>, Failure> {
+    let (path, marker) = match at {
+        StoreLocation::Log(p) => (p, "log"),
+        StoreLocation::Sled(p) => (p, "db"),
+    };
+    if !path.join(marker).exists() {
+        return Err(refused(format!(
+            "{at}: no {} store there (no {})",
+            if marker == "db" { "sled" } else { "log" },
+            path.join(marker).display()
+        )));
+    }
+    match at {
+        StoreLocation::Log(p) => LogStore::open(p, LogOptions::default())
+            .map(|s| Arc::new(s) as Arc<dyn AuditStore>)
+            .map_err(|e| store_failure("cannot open", at, e)),
+        StoreLocation::Sled(p) => open_sled(p).map_err(|e| store_failure("cannot open", at, e)),
+    }
+}
+
+#[cfg(feature = "sled")]
+fn open_sled(path: &Path) -> Result<Arc<dyn AuditStore>, StoreError> {
+    Ok(Arc::new(youops_store_sled::SledStore::open(path)?))
+}
+
+#[cfg(not(feature = "sled"))]
+fn open_sled(path: &Path) -> Result<Arc<dyn AuditStore>, StoreError> {
+    Err(StoreError::Io(format!(
+        "sled:{}: this youops was built without sled: build it with `--features sled`",
+        path.display()
+    )))
+}
+
+/// The destination: a new log store (a path that does not exist, or an empty directory).
+fn open_destination(at: &StoreLocation) -> Result<LogStore, Failure> {
+    let StoreLocation::Log(path) = at else {
+        return Err(refused(format!(
+            "{at}: a copy goes into a new log store (a directory path), not a sled store"
+        )));
+    };
+    match std::fs::read_dir(path) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(refused(format!(
+                    "{}: not empty; the destination must be a new store (a path that does not \
+                     exist, or an empty directory)",
+                    path.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(refused(format!("{}: not a directory", path.display())))
+        }
+        Err(e) => return Err(failed(format!("cannot read {}: {e}", path.display()))),
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| failed(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    LogStore::open(path, LogOptions::default()).map_err(|e| store_failure("cannot create", at, e))
+}
+
+/// Whether two locations are the same directory.
+fn same_place(a: &StoreLocation, b: &StoreLocation) -> bool {
+    let path = |l: &StoreLocation| match l {
+        StoreLocation::Log(p) | StoreLocation::Sled(p) => p.clone(),
+    };
+    let (a, b) = (path(a), path(b));
+    a == b
+        || matches!(
+            (std::fs::canonicalize(&a), std::fs::canonicalize(&b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+/// Copy the verified chain of `from` into the new log store `to` (see the
+/// [module](self) documentation), reporting progress to `progress`.
+pub async fn copy<W: Write>(
+    from: &StoreLocation,
+    to: &StoreLocation,
+    progress: &mut Progress<W>,
+) -> Result<CopySummary, Failure> {
+    if same_place(from, to) {
+        return Err(refused(format!(
+            "--from and --to are the same directory ({to})"
+        )));
+    }
+    let source = open_source(from).await?;
+    let dest = open_destination(to)?;
+    let incomplete = |why: String| {
+        failed(format!(
+            "{why}\nthe copy in {to} is incomplete: remove it before trying again"
+        ))
+    };
+    let (tip, tip_hash) = source
+        .head()
+        .await
+        .map_err(|e| store_failure("cannot read", from, e))?;
+    let first_seq = source
+        .events(0, 1)
+        .await
+        .map_err(|e| store_failure("cannot read", from, e))?
+        .first()
+        .map_or(tip + 1, |e| e.seq);
+    let total = (tip + 1).saturating_sub(first_seq);
+    let mut verifier = ChainVerifier::new();
+    let mut received = std::collections::HashSet::new();
+    let (mut copied, mut claims, mut orphans) = (0u64, 0u64, 0u64);
+    let mut after = 0;
+    progress.update(0, total);
+    loop {
+        let page = source
+            .events(after, PAGE)
+            .await
+            .map_err(|e| incomplete(format!("cannot read {from}: {e}")))?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.seq;
+        for e in &page {
+            if let Err(b) = verifier.check(e) {
+                return Err(incomplete(format!(
+                    "the chain of {from} is broken at {b}: nothing after record #{} was copied",
+                    b.seq.saturating_sub(1)
+                )));
+            }
+            match (&e.body, e.request_id) {
+                (EventBody::Received { request }, Some(id)) => {
+                    received.insert(id);
+                    claims += u64::from(request.dedup_key.is_some());
+                }
+                (_, Some(id)) if !received.contains(&id) => orphans += 1,
+                _ => {}
+            }
+        }
+        let n = page.len() as u64;
+        dest.import(page)
+            .await
+            .map_err(|e| incomplete(format!("cannot write to {to}: {e}")))?;
+        copied += n;
+        progress.update(copied, total);
+    }
+    progress.finish();
+    let read = verifier.finish();
+    if let Some(b) = &read.broken {
+        return Err(incomplete(format!(
+            "the chain of {from} does not verify: {b}"
+        )));
+    }
+    if (read.head_seq, read.head_hash.as_str()) != (tip, tip_hash.as_str()) {
+        return Err(incomplete(format!(
+            "{from} changed while it was copied (its head was #{tip}, the copy ends at #{}): is \
+             a daemon using it?",
+            read.head_seq
+        )));
+    }
+    dest.flush()
+        .await
+        .map_err(|e| incomplete(format!("cannot flush {to}: {e}")))?;
+    let check = dest
+        .verify()
+        .await
+        .map_err(|e| incomplete(format!("cannot verify {to}: {e}")))?;
+    let head = dest
+        .head()
+        .await
+        .map_err(|e| incomplete(format!("cannot read {to}: {e}")))?;
+    if let Some(b) = &check.broken {
+        return Err(incomplete(format!("the copy does not verify: {b}")));
+    }
+    if head != (tip, tip_hash.clone()) || check.head_seq != tip || check.checked != copied {
+        return Err(incomplete(format!(
+            "the copy ends at #{} {} ({} events checked), the source at #{tip} {tip_hash} \
+             ({copied} copied)",
+            head.0, head.1, check.checked
+        )));
+    }
+    drop(source);
+    drop(dest);
+    Ok(CopySummary {
+        from: from.to_string(),
+        to: to.to_string(),
+        events: copied,
+        first_seq,
+        head_seq: tip,
+        head_hash: tip_hash,
+        starts_at_checkpoint: read.starts_at_checkpoint,
+        requests: received.len() as u64,
+        claims,
+        orphan_events: orphans,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_syntax() {
+        let log = |p: &str| Ok(StoreLocation::Log(PathBuf::from(p)));
+        assert_eq!(
+            "/var/lib/youops/store".parse(),
+            log("/var/lib/youops/store")
+        );
+        assert_eq!("data/st:ore".parse(), log("data/st:ore"));
+        assert_eq!("log:sled:odd".parse(), log("sled:odd"));
+        let sled = "sled:/var/lib/youops/store".parse::<StoreLocation>();
+        if cfg!(feature = "sled") {
+            assert_eq!(
+                sled,
+                Ok(StoreLocation::Sled(PathBuf::from("/var/lib/youops/store")))
+            );
+            assert_eq!(sled.unwrap().to_string(), "sled:/var/lib/youops/store");
+        } else {
+            let e = sled.unwrap_err();
+            assert!(e.contains("--features sled"), "{e}");
+        }
+        let pg = "postgres://db.example/youops"
+            .parse::<StoreLocation>()
+            .unwrap_err();
+        assert!(pg.contains("not supported by this build"), "{pg}");
+        assert!("postgresql://x".parse::<StoreLocation>().is_err());
+        assert!("s3://bucket/x".parse::<StoreLocation>().is_err());
+        assert!("".parse::<StoreLocation>().is_err());
+        assert!("log:".parse::<StoreLocation>().is_err());
+    }
+
+    #[test]
+    fn progress_on_a_terminal_rewrites_one_line_and_elsewhere_prints_tenths() {
+        let mut p = Progress::new(Vec::new(), true);
+        for done in [0, 500, 1000] {
+            p.update(done, 1000);
+        }
+        p.finish();
+        let text = String::from_utf8(p.into_inner()).unwrap();
+        assert_eq!(
+            text,
+            "\rcopied 0 of 1000 events\rcopied 500 of 1000 events\rcopied 1000 of 1000 events\n"
+        );
+        let mut p = Progress::new(Vec::new(), false);
+        for done in (0..=100).map(|i| i * 10) {
+            p.update(done, 1000);
+        }
+        p.finish();
+        let text = String::from_utf8(p.into_inner()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 11, "{text}");
+        assert_eq!(lines[0], "copied 10 of 1000 events (1%)");
+        assert_eq!(lines[10], "copied 1000 of 1000 events (100%)");
+    }
+}

@@ -1272,8 +1272,8 @@ fn run(args: Args) -> Result<bool, String> {
                     gone.store(true, Ordering::Relaxed);
                 }
                 let cpu = procfs::read_cpu_ticks(pid);
-                let disk = (k % 5 == 0).then(|| disk_bytes(&store));
-                let fds = if k % 5 == 0 { count_fds(pid) } else { None };
+                let disk = k.is_multiple_of(5).then(|| disk_bytes(&store));
+                let fds = if k.is_multiple_of(5) { count_fds(pid) } else { None };
                 let mut s = lock(&samples);
                 if let Some(r) = rss {
                     s.rss.push((t, r));

@@ -1273,7 +1273,11 @@ fn run(args: Args) -> Result<bool, String> {
                 }
                 let cpu = procfs::read_cpu_ticks(pid);
                 let disk = k.is_multiple_of(5).then(|| disk_bytes(&store));
-                let fds = if k.is_multiple_of(5) { count_fds(pid) } else { None };
+                let fds = if k.is_multiple_of(5) {
+                    count_fds(pid)
+                } else {
+                    None
+                };
                 let mut s = lock(&samples);
                 if let Some(r) = rss {
                     s.rss.push((t, r));

@@ -3,7 +3,9 @@
 # at a fixed rate for minutes. Reports throughput and p50/p99 acknowledgement
 # latency per front door, end-to-end completion, feedback calls, the daemon's
 # resident memory over time (with a bound on its growth), its CPU, and the
-# store's size on disk; then verifies the audit chain offline.
+# live store's size (the log store's segments `log/*.jsonl` + `index.redb`,
+# archives excluded; with RETAIN, with a bound on its growth over the second
+# half of the load); then verifies the audit chain offline.
 #
 #   scripts/soak.sh
 #
@@ -23,6 +25,13 @@
 #   RETAIN=0              `[store] retain_events` (0: keep everything in the store);
 #                         archives go to the temp dir's `archive/`, and the driver
 #                         counts archived requests as stored
+#   SEGMENT_SIZE=         `[store] segment_size`; empty: the daemon's default (64MiB),
+#                         or 1MiB with RETAIN (retention moves whole segments: a
+#                         64 MiB segment is more than 30,000 events)
+#   DEDUP_TTL=7d          `[store] dedup_ttl`, the claims TTL (the daemon's default)
+#   STORE_GROWTH_PCT=5    with RETAIN: bound on the live store's growth over the
+#                         second half of the load (mean of the last 2 minutes against
+#                         the 2 minutes around the middle)
 #   USERS=16              principals the traffic rotates over (each stays under the
 #                         default per-principal rate limit of 600/min)
 #   CHANNELS=256          Slack channels the slash commands rotate over (the Slack
@@ -47,6 +56,10 @@ USERS=${USERS:-16}
 CHANNELS=${CHANNELS:-256}
 DOORS=${DOORS:-api,slack,github}
 RETAIN=${RETAIN:-0}
+DEDUP_TTL=${DEDUP_TTL:-7d}
+STORE_GROWTH_PCT=${STORE_GROWTH_PCT:-5}
+SEGMENT_SIZE=${SEGMENT_SIZE:-}
+[[ -z "$SEGMENT_SIZE" && "$RETAIN" != 0 ]] && SEGMENT_SIZE=1MiB
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -127,6 +140,8 @@ shutdown_grace = "10s"
 path = "store"
 retain_events = $RETAIN
 archive_dir = "archive"
+dedup_ttl = "$DEDUP_TTL"
+${SEGMENT_SIZE:+segment_size = \"$SEGMENT_SIZE\"}
 
 # [executor] keeps its defaults, including the per-principal rate limit
 # (600/min): the traffic rotates over $USERS principals to stay under it.
@@ -233,15 +248,17 @@ idle_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo "machine: $(nproc) CPUs ($cpu), $(awk '/^MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo) RAM, $(uname -sr)"
-echo "store: $(df -T "$tmp" | awk 'NR==2 { print $2 }') at $tmp"
+[[ -d "$tmp/store/log" && -f "$tmp/store/index.redb" ]] ||
+    { echo "soak: $youops did not create a log store (log/ + index.redb) in $tmp/store; rebuild it" >&2; exit 1; }
+echo "store: log store (youops-store), $(df -T "$tmp" | awk 'NR==2 { print $1 " (" $2 ")" }') at $tmp; dedup_ttl $DEDUP_TTL, segment_size ${SEGMENT_SIZE:-64MiB (default)}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "daemon idle RSS: $(awk -v k="$idle_kib" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
-echo "command: RATE=$RATE DURATION=$DURATION GIT_EVERY=$GIT_EVERY DRAIN=$DRAIN RSS_GROWTH_MIB=$RSS_GROWTH_MIB USERS=$USERS CHANNELS=$CHANNELS DOORS=$DOORS RETAIN=$RETAIN scripts/soak.sh"
+echo "command: RATE=$RATE DURATION=$DURATION GIT_EVERY=$GIT_EVERY DRAIN=$DRAIN RSS_GROWTH_MIB=$RSS_GROWTH_MIB USERS=$USERS CHANNELS=$CHANNELS DOORS=$DOORS RETAIN=$RETAIN SEGMENT_SIZE=$SEGMENT_SIZE DEDUP_TTL=$DEDUP_TTL STORE_GROWTH_PCT=$STORE_GROWTH_PCT scripts/soak.sh"
 echo
 
 rc=0
 archive_args=()
-[[ "$RETAIN" == 0 ]] || archive_args=(--archive "$tmp/archive")
+[[ "$RETAIN" == 0 ]] || archive_args=(--archive "$tmp/archive" --store-growth-pct "$STORE_GROWTH_PCT")
 timeout $((load_s + drain_s + 180)) "$soak" --url "$url" --pid "$pid" --store "$tmp/store" "${archive_args[@]}" \
     --slack-listen "127.0.0.1:$slack_port" --github-listen "127.0.0.1:$gh_port" \
     --git-repo "$repo" --rate "$RATE" --duration "$DURATION" --git-every "$GIT_EVERY" \
@@ -286,7 +303,11 @@ fi
 verify_rc=0
 timeout 900 "$youops" audit verify --config "$tmp/youops.toml" || verify_rc=$?
 echo "audit verify exit: $verify_rc"
-echo "store on disk after stop: $(du -sk "$tmp/store" | awk '{ printf "%.1f MiB", $1 / 1024 }')"
+live=0
+for f in "$tmp"/store/log/*.jsonl "$tmp"/store/index.redb; do
+    [[ -f "$f" ]] && live=$((live + $(stat -c %s "$f")))
+done
+echo "live store (log segments + index) after stop: $(awk -v b="$live" 'BEGIN { printf "%.1f MiB", b / 1048576 }'); store dir on disk (du): $(du -sk "$tmp/store" | awk '{ printf "%.1f MiB", $1 / 1024 }')"
 if [[ -d "$tmp/archive" ]]; then
     echo "archive on disk after stop: $(du -sk "$tmp/archive" | awk '{ printf "%.1f MiB", $1 / 1024 }') in $(find "$tmp/archive" -name 'audit-*.jsonl' | wc -l) files"
 fi

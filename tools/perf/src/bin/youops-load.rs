@@ -12,9 +12,16 @@
 //! With `--pid`, the resident memory (VmRSS) of that process is sampled every
 //! 250 ms during the measured phase.
 //!
+//! With `--fsync-probe DIR` (the store's directory, or one beside it on the same
+//! disk), the disk's own `fdatasync` is measured right before the warm-up and
+//! right after the last response, for `--probe-duration` each (one `write` of
+//! `--probe-group` records of `--probe-record-bytes`, then one `fdatasync`, as
+//! the log store's group commit does): the same-run baseline of the latencies.
+//!
 //! ```text
 //! youops-load --url http://127.0.0.1:8080 --token T --op bench.noop \
-//!     --rate 1000 --duration 10s --warmup 2s --pid $(pidof youops) [--json]
+//!     --rate 1000 --duration 10s --warmup 2s --pid $(pidof youops) \
+//!     [--fsync-probe DIR] [--json]
 //! ```
 
 // The daemon's allocator (see `main.rs`), so the driver costs what it would there.
@@ -22,6 +29,7 @@
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod fsyncprobe;
 mod procfs;
 
 use std::collections::BTreeMap;
@@ -80,6 +88,19 @@ struct Args {
     /// (ms after the measured start), latency (µs), HTTP status (0: no answer).
     #[arg(long, value_name = "FILE")]
     samples: Option<std::path::PathBuf>,
+    /// Measure the disk's `fdatasync` in this directory right before and right
+    /// after the load (a temporary file, removed after).
+    #[arg(long, value_name = "DIR")]
+    fsync_probe: Option<std::path::PathBuf>,
+    /// How long each `fdatasync` probe runs.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    probe_duration: Duration,
+    /// Bytes per probe record, newline included (an audit event line is ~420).
+    #[arg(long, default_value_t = 420)]
+    probe_record_bytes: usize,
+    /// Probe records per write + `fdatasync`.
+    #[arg(long, default_value_t = 1)]
+    probe_group: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -180,6 +201,30 @@ fn main() -> ExitCode {
     };
     let url = format!("{}/api/v1/requests", args.url.trim_end_matches('/'));
     let auth = format!("Bearer {}", args.token);
+    let probe = |when: &str| -> Result<Option<fsyncprobe::Probe>, ExitCode> {
+        let Some(dir) = &args.fsync_probe else {
+            return Ok(None);
+        };
+        match fsyncprobe::run(
+            dir,
+            args.probe_record_bytes.max(2),
+            args.probe_group.max(1),
+            args.probe_duration,
+        ) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                eprintln!(
+                    "youops-load: fdatasync probe {when} the load in {}: {e}",
+                    dir.display()
+                );
+                Err(ExitCode::from(70))
+            }
+        }
+    };
+    let probe_before = match probe("before") {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
 
     let rec = Arc::new(Record::default());
     let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
@@ -337,6 +382,26 @@ fn main() -> ExitCode {
     if let Some(s) = sampler {
         let _ = s.join();
     }
+    let probe_after = match probe("after") {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let fsync = match (&probe_before, &probe_after) {
+        (Some(b), Some(a)) => {
+            let mut pooled = [b.sync_us.as_slice(), a.sync_us.as_slice()].concat();
+            pooled.sort_unstable();
+            Some((
+                json!({
+                    "dir": args.fsync_probe.as_ref().map(|d| d.display().to_string()),
+                    "before": b.json(),
+                    "after": a.json(),
+                    "pooled_ms": fsyncprobe::summary(&pooled),
+                }),
+                pooled,
+            ))
+        }
+        _ => None,
+    };
 
     if let Some(path) = &args.samples {
         let mut trace = std::mem::take(&mut *rec.trace.lock().unwrap_or_else(|p| p.into_inner()));
@@ -419,6 +484,7 @@ fn main() -> ExitCode {
             "send_span_s": send_span,
             "daemon_cpu": cpu_use.map(|(pct, us)| json!({ "core_pct": pct, "us_per_request": us })),
             "rss_kib": rss.map(|r| json!({ "min": r.min_kib, "max": r.max_kib, "last": r.last_kib, "samples": r.samples })),
+            "fsync_probe": fsync.as_ref().map(|f| f.0.clone()),
         });
         println!("{out}");
     } else {
@@ -455,6 +521,19 @@ fn main() -> ExitCode {
         );
         if let Some((pct, us)) = cpu_use {
             println!("daemon CPU  {pct:.0}% of one core, {us:.0} µs per request");
+        }
+        if let (Some((_, pooled)), Some(b)) = (&fsync, &probe_before) {
+            let q = |p: f64| f(fsyncprobe::percentile_ms(pooled, p));
+            println!(
+                "fdatasync   p50 {}  p99 {}  max {}  (the disk, {} × {} bytes per sync, {:?} before + after the load, {} syncs)",
+                q(50.0),
+                q(99.0),
+                f(pooled.last().map(|us| f64::from(*us) / 1000.0)),
+                b.group,
+                b.record_bytes,
+                args.probe_duration,
+                pooled.len()
+            );
         }
         if let Some(r) = rss {
             println!(

@@ -24,7 +24,9 @@
 //! comment / reaction / label JSON) and count every feedback call.
 //!
 //! While it runs it samples the daemon's resident memory and CPU time every
-//! second and the store's size on disk every 5 s. After the load it waits (at
+//! second and the live store's size every 2 s: the log segments
+//! (`log/*.jsonl`) and the index (`index.redb`) of the log store, not the
+//! archive directory nor anything else. After the load it waits (at
 //! most `--drain`) for every request to end and the feedback to settle, lists
 //! every request through `GET /api/v1/requests`, and checks:
 //!
@@ -36,7 +38,13 @@
 //!    request its 🚀 reaction;
 //! 5. resident memory grew at most `--rss-growth-mib` over the second half of the
 //!    load phase (mean of the last window against the mean of the window at the
-//!    middle).
+//!    middle);
+//! 6. with `--store-growth-pct` (`scripts/soak.sh` passes it when the daemon
+//!    retains a bounded number of events), the live store grew at most that
+//!    many percent over the second half of the load: the mean of the last
+//!    `--store-window` against the mean of the same window around the middle
+//!    (a window of whole retention periods: retention runs every minute, so the
+//!    store's size is a saw-tooth of that period).
 //!
 //! Exit 0 when all hold, 1 when one fails, 64 on bad arguments.
 //!
@@ -86,12 +94,14 @@ struct Args {
     /// Pid of the daemon (resident memory and CPU from /proc).
     #[arg(long)]
     pid: u32,
-    /// The daemon's audit store directory (its size on disk is sampled).
+    /// The daemon's audit store directory (the log store's `log/*.jsonl` and
+    /// `index.redb` in it are sampled: the live store).
     #[arg(long)]
     store: PathBuf,
     /// The daemon's `[store] archive_dir`, when it runs with `retain_events`:
     /// requests archived out of the store still count as stored (read from
-    /// the archive files), and the archive's size counts as the store's.
+    /// the archive files); the archive's size is reported apart from the
+    /// live store's.
     #[arg(long, value_name = "DIR")]
     archive: Option<PathBuf>,
     /// Where the fake Slack Web API listens (the config's `api_base_url` is
@@ -145,6 +155,13 @@ struct Args {
     /// Bound on resident-memory growth over the second half of the load, MiB.
     #[arg(long, default_value_t = 8.0)]
     rss_growth_mib: f64,
+    /// Bound on the live store's growth over the second half of the load, in
+    /// percent (no check without it: a store that keeps everything grows).
+    #[arg(long)]
+    store_growth_pct: Option<f64>,
+    /// The window whose mean store size is compared (at the middle, at the end).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    store_window: Duration,
     /// API bearer token prefix (token of principal soakN is `PREFIX-N`).
     #[arg(long, env = "YOUOPS_SOAK_TOKEN", hide_env_values = true)]
     token: String,
@@ -847,6 +864,23 @@ fn git_commit(repo: &Path, versions: &mut [u64], n: u64) -> Result<(), String> {
 
 // --- sampling ------------------------------------------------------------------
 
+/// The live log store under `store`: bytes (file lengths) of its log segments
+/// (`log/*.jsonl`: sealed and open) and of its index (`index.redb`). The lock
+/// file, and any archive directory (even one inside `store`), are not counted.
+fn live_store_bytes(store: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(store.join("log")) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".jsonl") {
+                total += e
+                    .metadata()
+                    .map_or(0, |m| if m.is_file() { m.len() } else { 0 });
+            }
+        }
+    }
+    total + std::fs::metadata(store.join("index.redb")).map_or(0, |m| m.len())
+}
+
 /// Bytes on disk (allocated blocks) under `dir`.
 fn disk_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
@@ -874,7 +908,7 @@ struct Samples {
     rss: Vec<(f64, u64)>,
     /// (seconds since the start, cumulative CPU ticks), every second.
     cpu: Vec<(f64, u64)>,
-    /// (seconds since the start, store bytes on disk), every 5 s.
+    /// (seconds since the start, live store bytes: log segments + index), every 2 s.
     store: Vec<(f64, u64)>,
     /// (seconds since the start, open file descriptors), every 5 s.
     fds: Vec<(f64, u64)>,
@@ -1244,7 +1278,7 @@ fn run(args: Args) -> Result<bool, String> {
     let start = Instant::now() + Duration::from_millis(50);
     let load_end = start + args.duration;
 
-    // Sampler: RSS and CPU every second, the store every 5 s, until stopped.
+    // Sampler: RSS and CPU every second, the live store every 2 s, until stopped.
     let samples = Arc::new(Mutex::new(Samples::default()));
     let sampling = Arc::new(AtomicBool::new(true));
     // Set by the sampler when the daemon's RSS can no longer be read: it exited
@@ -1272,7 +1306,7 @@ fn run(args: Args) -> Result<bool, String> {
                     gone.store(true, Ordering::Relaxed);
                 }
                 let cpu = procfs::read_cpu_ticks(pid);
-                let disk = k.is_multiple_of(5).then(|| disk_bytes(&store));
+                let disk = k.is_multiple_of(2).then(|| live_store_bytes(&store));
                 let fds = if k.is_multiple_of(5) {
                     count_fds(pid)
                 } else {
@@ -1779,23 +1813,67 @@ fn run(args: Args) -> Result<bool, String> {
         let mut v = Vec::new();
         let mut m = 0.0;
         while m <= dur + 0.5 {
-            if let Some(p) = samples.store.iter().find(|p| p.0 >= m - 2.5) {
+            if let Some(p) = samples.store.iter().find(|p| p.0 >= m - 1.0) {
                 v.push(format!("{:.0}m {:.1}", m / 60.0, p.1 as f64 / 1048576.0));
             }
             m += 60.0;
         }
         v
     };
-    let store_end = disk_bytes(&args.store);
+    let store_end = live_store_bytes(&args.store);
     let in_store_now = census.total - census.archived;
     let per_req = store_end as f64 / in_store_now.max(1) as f64;
     line!(
-        "store on disk (MiB) at each minute: {}; after the drain {:.1} MiB = {:.0} bytes per stored request ({} requests)",
+        "live store (log segments + index, MiB) at each minute: {}; after the drain {:.1} MiB = {:.0} bytes per stored request ({} requests)",
         store_at_min.join(", "),
         store_end as f64 / 1048576.0,
         per_req,
         in_store_now
     );
+    // Growth of the live store over the second half of the load: the mean of
+    // the last window against the mean of the same window around the middle.
+    let sw = args.store_window.as_secs_f64().min(dur / 2.0).max(2.0);
+    let store_load: Vec<(f64, u64)> = samples
+        .store
+        .iter()
+        .copied()
+        .filter(|p| p.0 <= dur + 0.5)
+        .collect();
+    let s_mid = mean_in(&store_load, dur / 2.0 - sw / 2.0, dur / 2.0 + sw / 2.0);
+    let s_last = mean_in(&store_load, dur - sw, dur + 0.5);
+    let s_growth = match (s_mid, s_last) {
+        (Some(a), Some(b)) if a > 0.0 => Some((b - a) / a * 100.0),
+        _ => None,
+    };
+    let second_half: Vec<u64> = store_load
+        .iter()
+        .filter(|p| p.0 >= dur / 2.0)
+        .map(|p| p.1)
+        .collect();
+    let (s_min2, s_max2) = (
+        second_half.iter().copied().min(),
+        second_half.iter().copied().max(),
+    );
+    let mb = |v: Option<f64>| v.map_or("-".into(), |b| format!("{:.1}", b / 1048576.0));
+    line!(
+        "  mean of the {sw:.0} s around the middle {} MiB, of the last {sw:.0} s {} MiB: growth over the second half {}% (bound {}); second half min {} MiB, max {} MiB",
+        mb(s_mid),
+        mb(s_last),
+        f2(s_growth),
+        args.store_growth_pct
+            .map_or("none".to_string(), |b| format!("{b}%")),
+        mb(s_min2.map(|v| v as f64)),
+        mb(s_max2.map(|v| v as f64)),
+    );
+    if let Some(bound) = args.store_growth_pct {
+        checks.push((
+            format!(
+                "live store growth over the second half ≤ {bound}% ({}%)",
+                f2(s_growth)
+            ),
+            s_growth.is_some_and(|g| g <= bound),
+        ));
+    }
     let archive_end = args.archive.as_deref().map(disk_bytes);
     if let Some(a) = archive_end {
         line!(
@@ -1818,7 +1896,11 @@ fn run(args: Args) -> Result<bool, String> {
             "cpu": cpu_load.map(|(pct, us)| json!({ "core_pct": pct, "us_per_request": us })),
             "archive_bytes": archive_end,
             "archived_requests": census.archived,
-            "store_bytes": { "after_drain": store_end, "per_request": per_req,
+            "store_bytes": { "what": "log/*.jsonl + index.redb (live store, archives excluded)",
+                             "after_drain": store_end, "per_request": per_req,
+                             "mid_mean": s_mid, "last_mean": s_last, "window_s": sw,
+                             "growth_second_half_pct": s_growth, "bound_pct": args.store_growth_pct,
+                             "second_half_min": s_min2, "second_half_max": s_max2,
                              "series": samples.store.iter().map(|p| json!([p.0, p.1])).collect::<Vec<_>>() },
         }),
     );

@@ -1,8 +1,8 @@
 //! The `youops` binary.
 
-// jemalloc, not glibc's malloc: with glibc the core benchmark ran 25–35 % fewer
-// requests/s at 64 submitters, and malloc was ~15 % of the daemon's CPU samples
-// (docs/BENCHMARKS.md, "Core"). The `jemalloc` feature is on by default.
+// jemalloc, not glibc's malloc: with glibc the core benchmark spent 45–49 µs of
+// CPU per request, against 35–38 µs with jemalloc (docs/BENCHMARKS.md). The
+// `jemalloc` feature is on by default.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -259,7 +259,7 @@ pub async fn retain(
 /// With the `jemalloc` feature (the default), jemalloc is the allocator: this
 /// purges every arena's unused dirty pages. jemalloc returns them by itself only
 /// as it allocates (no background thread), and in a soak with retention the RSS
-/// kept what archiving had used (docs/BENCHMARKS.md, "Soak").
+/// kept what archiving had used.
 ///
 /// Without it, glibc keeps freed memory in its arenas for reuse and gives little
 /// of it back by itself: in a soak with retention, the daemon's RSS was 128 MiB

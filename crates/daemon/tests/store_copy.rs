@@ -74,9 +74,26 @@ fn log(p: &Path) -> StoreLocation {
     StoreLocation::Log(p.to_path_buf())
 }
 
+/// Open a store, waiting while the copy's last handle is still being torn
+/// down (a store holds its lock until its background work lets go of it).
+async fn open_released(path: &Path) -> LogStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match LogStore::open(path, LogOptions::default()) {
+            Ok(s) => return s,
+            Err(youops_core::audit::StoreError::Locked(_))
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
+        }
+    }
+}
+
 /// Open the copy and check it against what the source said.
 async fn check_copy(to: &Path, head: &(u64, String), reqs: &[Request], copied_from: usize) {
-    let dest = LogStore::open(to, LogOptions::default()).unwrap();
+    let dest = open_released(to).await;
     assert_eq!(&dest.head().await.unwrap(), head);
     let v = dest.verify().await.unwrap();
     assert!(v.ok(), "{v:?}");
@@ -313,7 +330,7 @@ mod sled {
         assert_eq!(summary.orphan_events, 0);
         check_copy(&to, &head, &reqs, 10).await;
         // The archive verifies in front of the copy, as in front of the source.
-        let dest = LogStore::open(&to, LogOptions::default()).unwrap();
+        let dest = open_released(&to).await;
         let files = youops_core::audit::archive_files(&archive).unwrap();
         let all = youops_core::audit::verify_with_archives(&dest, &files)
             .await
@@ -342,7 +359,7 @@ mod sled {
         let head = "385c1237d49b242e639e4938bb809ba26e31668358b761f8c8afd0775ffc7182";
         assert_eq!((summary.events, summary.head_seq), (9, 9));
         assert_eq!(summary.head_hash, head);
-        let dest = LogStore::open(&to, LogOptions::default()).unwrap();
+        let dest = open_released(&to).await;
         assert_eq!(dest.head().await.unwrap(), (9, head.to_string()));
         assert!(dest.verify().await.unwrap().ok());
     }

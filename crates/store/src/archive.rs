@@ -14,7 +14,7 @@ use youops_core::model::{EventBody, NewEvent, RequestId};
 use crate::format::check_line;
 use crate::index::Intent;
 use crate::log::{corrupt, io_err};
-use crate::state::{decode_stored, lock, Shared};
+use crate::state::{lock, Shared};
 use crate::LogStore;
 
 async fn blocking<T: Send + 'static>(
@@ -240,9 +240,8 @@ pub(crate) fn finish(shared: &Shared, intent: &Intent) -> Result<(u64, u64), Sto
         if lock(&shared.mem).records.contains_key(&id) {
             continue;
         }
-        if let Some(v) = shared.index.record(id)? {
-            let s = decode_stored(&v)?;
-            if s.record.state.is_terminal() && s.last_seq() <= through {
+        if let Some(e) = shared.index.entry(id)? {
+            if e.state.is_terminal() && e.last_seq() <= through {
                 remove.push(id);
             }
         }

@@ -6,14 +6,19 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `format`, `applied`, `archive_dir`, `archive_intent` | `1`; u64: every event up to it is indexed; path; JSON |
-//! | `records` | request id (16 B) | JSON: the record and the `(seq, offset)` of each of its events |
+//! | `meta` | `format`, `applied`, `archive_dir`, `archive_intent` | `2`; u64: every event up to it is indexed; path; JSON |
+//! | `records` | request id (16 B) | [`Entry`]: the request's state and where its events are |
 //! | `active` | request id | empty: the record is not terminal |
 //! | `dedup` | dedup key (UTF-8) | bucket (u32) ‖ request id ‖ seq (u64) ‖ flags (u8) |
 //! | `dedup_expiry` | bucket (u32) ‖ dedup key | empty |
 //! | `dedup_explicit` | seq (u64) | dedup key: the claims stored ahead of their events |
-//! | `positions` | seq (u64) | offset of the event in its segment (u64) |
+//! | `positions` | seq (u64), every [`POSITION_EVERY`]th | offset of the event in its segment (u64) |
 //! | `archived` | first seq (u64) | last seq (u64) ‖ archive directory (path bytes) |
+//!
+//! The index holds no copy of what the log says: a request's record is
+//! folded from its events, read at their offsets, and an event is found by
+//! reading on from the nearest position stored before it (or from its
+//! segment's start). This keeps the index near 15 % of the log's size.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +26,7 @@ use chrono::{DateTime, Utc};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use youops_core::audit::StoreError;
-use youops_core::model::RequestId;
+use youops_core::model::{RequestId, State};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
@@ -32,7 +37,12 @@ const EXPLICIT: TableDefinition<u64, &str> = TableDefinition::new("dedup_explici
 const POSITIONS: TableDefinition<u64, u64> = TableDefinition::new("positions");
 const ARCHIVED: TableDefinition<u64, &[u8]> = TableDefinition::new("archived");
 
-const FORMAT: &[u8] = b"1";
+const FORMAT: &[u8] = b"2";
+/// Format 1 kept a JSON copy of each record; it is converted on open.
+const FORMAT_1: &[u8] = b"1";
+
+/// One event in this many has its offset in `positions`.
+pub(crate) const POSITION_EVERY: u64 = 64;
 const APPLIED: &str = "applied";
 const ARCHIVE_DIR: &str = "archive_dir";
 const INTENT: &str = "archive_intent";
@@ -146,11 +156,127 @@ impl Intent {
     }
 }
 
+/// A request's entry in `records`: its state (for filters and the active
+/// set) and the `(seq, offset in its segment)` of each of its events, in
+/// order. The record itself is folded from those events when it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub state: State,
+    pub events: Vec<(u64, u64)>,
+}
+
+impl Entry {
+    pub fn last_seq(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.0)
+    }
+
+    /// State code, then varints: the number of events, then per event its
+    /// seq (the first whole, then the step from the one before) and offset.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + self.events.len() * 6);
+        out.push(state_code(self.state));
+        put_varint(&mut out, self.events.len() as u64);
+        let mut prev = 0;
+        for (seq, offset) in &self.events {
+            put_varint(&mut out, seq.saturating_sub(prev));
+            put_varint(&mut out, *offset);
+            prev = *seq;
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Entry, StoreError> {
+        let bad = || StoreError::Corrupt("request entry in the index is malformed".into());
+        let (&code, mut rest) = b.split_first().ok_or_else(bad)?;
+        let state = state_from(code).ok_or_else(bad)?;
+        let n = take_varint(&mut rest).ok_or_else(bad)?;
+        let mut events = Vec::with_capacity(usize::try_from(n.min(1024)).unwrap_or(0));
+        let mut seq = 0u64;
+        for _ in 0..n {
+            seq = seq
+                .checked_add(take_varint(&mut rest).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
+            events.push((seq, take_varint(&mut rest).ok_or_else(bad)?));
+        }
+        if !rest.is_empty() {
+            return Err(bad());
+        }
+        Ok(Entry { state, events })
+    }
+
+    /// Format 1: a JSON copy of the stored record (only its state and
+    /// positions are kept).
+    fn from_format_1(b: &[u8]) -> Result<Entry, StoreError> {
+        #[derive(Deserialize)]
+        struct V1 {
+            events: Vec<(u64, u64)>,
+            record: V1Record,
+        }
+        #[derive(Deserialize)]
+        struct V1Record {
+            state: State,
+        }
+        let v: V1 = serde_json::from_slice(b)
+            .map_err(|e| StoreError::Corrupt(format!("request record in the index: {e}")))?;
+        Ok(Entry {
+            state: v.record.state,
+            events: v.events,
+        })
+    }
+}
+
+/// Stable one-byte codes of the states (never reuse one).
+fn state_code(s: State) -> u8 {
+    match s {
+        State::Received => 1,
+        State::Invalid => 2,
+        State::Denied => 3,
+        State::PendingApproval => 4,
+        State::Approved => 5,
+        State::Rejected => 6,
+        State::Expired => 7,
+        State::Running => 8,
+        State::Succeeded => 9,
+        State::Failed => 10,
+        State::TimedOut => 11,
+        State::Cancelled => 12,
+        State::Interrupted => 13,
+    }
+}
+
+fn state_from(code: u8) -> Option<State> {
+    State::ALL.into_iter().find(|s| state_code(*s) == code)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(b: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        let bits = u64::from(byte & 0x7f);
+        let shift = 7 * i as u32;
+        if shift == 63 && bits > 1 {
+            return None;
+        }
+        v |= bits << shift;
+        if byte & 0x80 == 0 {
+            *b = &b[i + 1..];
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// One indexer batch.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    /// Request id, stored record (JSON), whether it is active.
-    pub records: Vec<(RequestId, Vec<u8>, bool)>,
+    pub records: Vec<(RequestId, Entry)>,
     pub claims: Vec<(String, Claim)>,
     pub positions: Vec<(u64, u64)>,
     pub applied: Option<u64>,
@@ -184,9 +310,13 @@ impl Index {
                     meta.insert("format", FORMAT).map_err(ix)?;
                 }
                 Some(f) if f == FORMAT => {}
+                Some(f) if f == FORMAT_1 => {
+                    convert_format_1(&txn)?;
+                    meta.insert("format", FORMAT).map_err(ix)?;
+                }
                 Some(f) => {
                     return Err(StoreError::Corrupt(format!(
-                        "the audit index {} has format {:?}; this YouOps reads format 1",
+                        "the audit index {} has format {:?}; this YouOps reads formats 1 and 2",
                         path.display(),
                         String::from_utf8_lossy(&f)
                     )))
@@ -318,10 +448,12 @@ impl Index {
         {
             let mut records = txn.open_table(RECORDS).map_err(ix)?;
             let mut active = txn.open_table(ACTIVE).map_err(ix)?;
-            for (id, json, is_active) in &b.records {
+            for (id, entry) in &b.records {
                 let k = id_bytes(*id);
-                records.insert(k.as_slice(), json.as_slice()).map_err(ix)?;
-                if *is_active {
+                records
+                    .insert(k.as_slice(), entry.encode().as_slice())
+                    .map_err(ix)?;
+                if !entry.state.is_terminal() {
                     active.insert(k.as_slice(), ()).map_err(ix)?;
                 } else {
                     active.remove(k.as_slice()).map_err(ix)?;
@@ -353,7 +485,7 @@ impl Index {
                 }
             }
             let mut positions = txn.open_table(POSITIONS).map_err(ix)?;
-            for (seq, offset) in &b.positions {
+            for (seq, offset) in b.positions.iter().filter(|p| p.0 % POSITION_EVERY == 0) {
                 positions.insert(*seq, *offset).map_err(ix)?;
             }
             if let Some(applied) = b.applied {
@@ -366,14 +498,11 @@ impl Index {
         txn.commit().map_err(ix)
     }
 
-    pub fn record(&self, id: RequestId) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn entry(&self, id: RequestId) -> Result<Option<Entry>, StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(RECORDS).map_err(ix)?;
-        let v = t
-            .get(id_bytes(id).as_slice())
-            .map_err(ix)?
-            .map(|v| v.value().to_vec());
-        Ok(v)
+        let v = t.get(id_bytes(id).as_slice()).map_err(ix)?;
+        v.map(|v| Entry::decode(v.value())).transpose()
     }
 
     /// The largest request id with a stored record.
@@ -384,11 +513,11 @@ impl Index {
         last.map(|k| id_from(&k)).transpose()
     }
 
-    /// Stored records, newest first, below `before`: `f` returns whether to go on.
-    pub fn records_rev(
+    /// Request entries, newest first, below `before`: `f` returns whether to go on.
+    pub fn entries_rev(
         &self,
         before: Option<RequestId>,
-        mut f: impl FnMut(RequestId, &[u8]) -> Result<bool, StoreError>,
+        mut f: impl FnMut(RequestId, Entry) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(RECORDS).map_err(ix)?;
@@ -399,7 +528,7 @@ impl Index {
         .map_err(ix)?;
         for item in range.rev() {
             let (k, v) = item.map_err(ix)?;
-            if !f(id_from(k.value())?, v.value())? {
+            if !f(id_from(k.value())?, Entry::decode(v.value())?)? {
                 break;
             }
         }
@@ -423,11 +552,13 @@ impl Index {
         v.map(|v| Claim::decode(&v)).transpose()
     }
 
-    pub fn position(&self, seq: u64) -> Result<Option<u64>, StoreError> {
+    /// The last stored position in `from..=seq`: `(seq, offset)`.
+    pub fn position_before(&self, from: u64, seq: u64) -> Result<Option<(u64, u64)>, StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(POSITIONS).map_err(ix)?;
-        let v = t.get(seq).map_err(ix)?.map(|v| v.value());
-        Ok(v)
+        let last = t.range(from..=seq).map_err(ix)?.next_back();
+        last.map(|item| item.map(|(k, v)| (k.value(), v.value())).map_err(ix))
+            .transpose()
     }
 
     /// Drop the claims stored ahead of their events (explicit claims) whose
@@ -504,6 +635,27 @@ impl Index {
     }
 }
 
+/// Rewrite format 1's records as entries (state and positions only).
+fn convert_format_1(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut records = txn.open_table(RECORDS).map_err(ix)?;
+    let mut converted = Vec::new();
+    for item in records.iter().map_err(ix)? {
+        let (k, v) = item.map_err(ix)?;
+        converted.push((
+            k.value().to_vec(),
+            Entry::from_format_1(v.value())?.encode(),
+        ));
+    }
+    for (k, v) in &converted {
+        records.insert(k.as_slice(), v.as_slice()).map_err(ix)?;
+    }
+    tracing::info!(
+        records = converted.len(),
+        "audit index: converted format 1 to format 2"
+    );
+    Ok(())
+}
+
 fn expiry_key(bucket: u32, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + key.len());
     k.extend_from_slice(&bucket.to_be_bytes());
@@ -524,6 +676,52 @@ fn path_from(b: Vec<u8>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_round_trip_and_reject_bad_bytes() {
+        for state in State::ALL {
+            assert_eq!(state_from(state_code(state)), Some(state));
+        }
+        let e = Entry {
+            state: State::Running,
+            events: vec![(1, 0), (2, 431), (900_000_000_000, u64::MAX), (u64::MAX, 7)],
+        };
+        let b = e.encode();
+        assert_eq!(Entry::decode(&b).unwrap(), e);
+        for cut in 0..b.len() {
+            assert!(Entry::decode(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert!(Entry::decode(&long).is_err());
+        assert!(Entry::decode(&[0, 0]).is_err(), "no state has code 0");
+        assert!(Entry::decode(&[
+            9, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0
+        ])
+        .is_err());
+        let small = Entry {
+            state: State::Succeeded,
+            events: vec![
+                (1_000_000, 40_000_000),
+                (1_000_002, 40_000_860),
+                (1_000_090, 40_038_000),
+            ],
+        };
+        assert!(small.encode().len() <= 20, "{} bytes", small.encode().len());
+    }
+
+    #[test]
+    fn format_1_records_convert() {
+        let json =
+            br#"{"events":[[5,0],[6,420]],"record":{"state":"succeeded","request":{"op":"x"}}}"#;
+        assert_eq!(
+            Entry::from_format_1(json).unwrap(),
+            Entry {
+                state: State::Succeeded,
+                events: vec![(5, 0), (6, 420)]
+            }
+        );
+    }
 
     #[test]
     fn claims_round_trip_and_buckets_expire_whole() {

@@ -6,20 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use youops_core::audit::{archive_file_name, StoreError};
 use youops_core::model::{AuditEvent, EventBody, RequestId, RequestRecord};
 
 use crate::fs::LogFs;
-use crate::index::{Claim, Index, Ttl};
+use crate::index::{Claim, Entry, Index, Ttl};
 use crate::log::{corrupt, decode, io_err, read_line_at, LineReader, Seg};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A request record as stored: the record and where its events are.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A request's record and where its events are.
+#[derive(Debug, Clone)]
 pub(crate) struct Stored {
     /// `(seq, offset in its segment)` of each of the request's events, in order.
     pub events: Vec<(u64, u64)>,
@@ -31,14 +30,13 @@ impl Stored {
         self.events.last().map_or(0, |e| e.0)
     }
 
-    /// Whether the record already includes event `seq` (events are folded in order).
-    pub fn holds(&self, seq: u64) -> bool {
-        self.last_seq() >= seq
+    /// What the index keeps of it.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            state: self.record.state,
+            events: self.events.clone(),
+        }
     }
-}
-
-pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Stored, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("request record in the index: {e}")))
 }
 
 /// Fold one event (at `offset` in its segment) into the record of its request.
@@ -229,15 +227,28 @@ impl Shared {
             .filter(|c| !self.ttl.expired(c.bucket, now)))
     }
 
-    /// The record of a request: the writer's copy if it holds one, else the index's.
+    /// The record of a request: the writer's copy if it holds one, else
+    /// folded from the events the index lists.
     pub fn stored(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
         if let Some(h) = lock(&self.mem).records.get(&id) {
             return Ok(Some(h.stored.clone()));
         }
-        match self.index.record(id)? {
-            Some(v) => Ok(Some(decode_stored(&v)?)),
-            None => Ok(None),
+        self.indexed(id)
+    }
+
+    /// The record of a request as indexed, folded from its events.
+    pub fn indexed(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
+        self.index.entry(id)?.map(|e| self.load(&e)).transpose()
+    }
+
+    /// Fold a record from the events an index entry lists.
+    pub fn load(&self, entry: &Entry) -> Result<Stored, StoreError> {
+        let mut stored = None;
+        for (seq, offset) in &entry.events {
+            let ev = self.event_at(*seq, *offset)?;
+            stored = Some(fold(stored, &ev, *offset)?);
         }
+        stored.ok_or_else(|| corrupt("a request entry in the index lists no event".into()))
     }
 
     /// The event `seq` at `offset` in its segment, wherever the segment is now.
@@ -283,8 +294,9 @@ impl Shared {
         }))
     }
 
-    /// Where live event `seq` is in its segment.
-    fn position(&self, seq: u64) -> Result<u64, StoreError> {
+    /// Where to start reading for live event `seq`: `(seq, offset)` of it
+    /// or of an event before it in its segment.
+    fn position(&self, seq: u64) -> Result<(u64, u64), StoreError> {
         {
             let m = lock(&self.mem);
             if seq >= m.pos_base {
@@ -292,13 +304,19 @@ impl Shared {
                     .ok()
                     .and_then(|i| m.positions.get(i))
                 {
-                    return Ok(*off);
+                    return Ok((seq, *off));
                 }
             }
         }
-        self.index
-            .position(seq)?
-            .ok_or_else(|| corrupt(format!("the index has no position for record #{seq}")))
+        let Some((seg, _)) = self.locate(seq) else {
+            return Err(corrupt(format!(
+                "record #{seq} is in no segment of the log or of its archives"
+            )));
+        };
+        Ok(self
+            .index
+            .position_before(seg.first, seq)?
+            .unwrap_or((seg.first, 0)))
     }
 
     /// The segment holding `seq` and its file: in the log, else (moved by a
@@ -329,10 +347,11 @@ impl Shared {
         if limit == 0 {
             return Ok(out);
         }
-        // Where the first one is (its position may go with an archive that
-        // moves the live start past it meanwhile: then start there).
+        // Where to start reading for the first one (its position may go with
+        // an archive that moves the live start past it meanwhile: then start
+        // there). Events before `from` are read and skipped.
         let mut attempts = 0;
-        let (mut next, mut offset) = loop {
+        let (from, mut next, mut offset) = loop {
             let from = after
                 .saturating_add(1)
                 .max(lock(&self.segs).live_start(tip));
@@ -340,7 +359,7 @@ impl Shared {
                 return Ok(out);
             }
             match self.position(from) {
-                Ok(offset) => break (from, offset),
+                Ok((start, offset)) => break (from, start, offset),
                 Err(e) => {
                     attempts += 1;
                     if attempts >= 3 || lock(&self.segs).live_start(tip) <= from {
@@ -403,7 +422,9 @@ impl Shared {
                 }
                 next += 1;
                 tries = 0;
-                out.push(ev);
+                if ev.seq >= from {
+                    out.push(ev);
+                }
             }
         }
         Ok(out)

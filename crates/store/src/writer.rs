@@ -16,7 +16,7 @@ use crate::format::{canonical_encoded, event_line};
 use crate::fs::LogFile;
 use crate::index::{Batch, Claim};
 use crate::log::{open_name, POISON_MARKER};
-use crate::state::{audit_event, claim_in, decode_stored, fold, lock, Held, Shared, Stored};
+use crate::state::{audit_event, claim_in, fold, lock, Held, Shared, Stored};
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Vec<AuditEvent>, StoreError>>;
 pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -484,10 +484,7 @@ impl Writer {
                 return Ok(None);
             }
         }
-        match self.shared.index.record(id)? {
-            Some(v) => Ok(Some(decode_stored(&v)?)),
-            None => Ok(None),
-        }
+        self.shared.indexed(id)
     }
 
     /// Order one append into the group; nothing of it on error.
@@ -850,19 +847,7 @@ impl Indexer {
             applied: Some(applied),
             ..Batch::default()
         };
-        for (id, stored) in &snapshot {
-            match serde_json::to_vec(stored) {
-                Ok(json) => batch
-                    .records
-                    .push((*id, json, !stored.record.state.is_terminal())),
-                Err(e) => {
-                    tracing::error!(error = %e, request = %id, "audit index: cannot encode a request record");
-                    return Err(StoreError::Io(format!(
-                        "cannot encode request record {id}: {e}"
-                    )));
-                }
-            }
-        }
+        batch.records = snapshot.iter().map(|(id, s)| (*id, s.entry())).collect();
         if let Err(e) = self.shared.index.write(&batch, &self.shared.ttl, durable) {
             // The records stay in memory; the next round, or the next open, stores them.
             tracing::error!(error = %e, "audit index: records not stored");

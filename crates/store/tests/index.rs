@@ -1,0 +1,235 @@
+//! The index keeps no copy of the log: request records are folded from their
+//! events, and events are found from sparse positions. Each case reopens the
+//! store, so that what it reads comes from `index.redb` and the log, not from
+//! the writer's memory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use redb::{ReadableTable, TableDefinition};
+use youops_core::audit::{AppendOptions, AuditStore};
+use youops_core::model::{
+    EventBody, NewEvent, Request, RequestFilter, RequestId, RequestRecord, State, Transition,
+};
+use youops_store::{LogOptions, LogStore};
+
+fn request(op: &str) -> Request {
+    serde_json::from_value(serde_json::json!({
+        "id": RequestId::new(),
+        "op": op,
+        "args": {"who": "ann"},
+        "actor": {"frontend": "cli", "external_id": "ann"},
+        "origin": {"frontend": "cli"},
+        "created_at": Utc::now(),
+        "digest": "ab".repeat(32),
+    }))
+    .expect("a request decodes")
+}
+
+fn received(r: &Request) -> NewEvent {
+    NewEvent::request(
+        r.id,
+        EventBody::Received {
+            request: Arc::new(r.clone()),
+        },
+    )
+}
+
+fn to(id: RequestId, state: State) -> NewEvent {
+    NewEvent::transition(id, Transition::to(state))
+}
+
+fn notice(n: usize) -> NewEvent {
+    NewEvent::global(EventBody::Notice {
+        source: "test".into(),
+        kind: "note".into(),
+        message: format!("notice {n}"),
+        data: serde_json::Value::Null,
+    })
+}
+
+fn opts(segment_bytes: u64) -> LogOptions {
+    let mut o = LogOptions::default();
+    o.segment_bytes = segment_bytes;
+    o
+}
+
+async fn append(store: &LogStore, events: Vec<NewEvent>) {
+    store
+        .append(events, AppendOptions::durable())
+        .await
+        .expect("append");
+}
+
+/// Requests in several states, interleaved with notices, across segments:
+/// the records as the store answered before it was closed.
+async fn fill(dir: &Path, segment_bytes: u64) -> Vec<RequestRecord> {
+    let store = LogStore::open(dir, opts(segment_bytes)).expect("open");
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        let r = request(&format!("op-{}", i % 4));
+        append(&store, vec![received(&r)]).await;
+        append(&store, vec![notice(i)]).await;
+        match i % 3 {
+            0 => append(&store, vec![to(r.id, State::Running)]).await,
+            1 => {
+                append(&store, vec![to(r.id, State::Running)]).await;
+                append(&store, vec![to(r.id, State::Succeeded)]).await;
+            }
+            _ => append(&store, vec![to(r.id, State::Denied)]).await,
+        }
+        ids.push(r.id);
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(store.request(id).await.unwrap().expect("a record"));
+    }
+    store.flush().await.expect("flush");
+    drop(store);
+    out
+}
+
+fn json(r: &RequestRecord) -> serde_json::Value {
+    serde_json::to_value(r).expect("a record encodes")
+}
+
+#[tokio::test]
+async fn every_event_is_found_from_sparse_positions_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 100 events per segment: positions are stored for one event in
+    // 64, so most reads start before their event, some in an earlier segment.
+    fill(dir.path(), 40 * 1024).await;
+    let store = LogStore::open(dir.path(), opts(40 * 1024)).expect("reopen");
+    let all = store.events(0, usize::MAX).await.unwrap();
+    let tip = all.len() as u64;
+    assert_eq!(tip, 400);
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=tip).collect::<Vec<_>>()
+    );
+    for after in 0..=tip {
+        let got = store.events(after, 3).await.unwrap();
+        let want: Vec<u64> = (after + 1..=tip.min(after + 3)).collect();
+        assert_eq!(
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            want,
+            "after {after}"
+        );
+        for e in &got {
+            assert_eq!(e.hash, all[(e.seq - 1) as usize].hash);
+        }
+    }
+}
+
+#[tokio::test]
+async fn records_are_folded_from_the_log_and_not_copied_into_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = fill(dir.path(), 1024 * 1024).await;
+    let index = std::fs::read(dir.path().join("index.redb")).unwrap();
+    assert!(
+        !index.windows(4).any(|w| w == b"op-1"),
+        "the index holds a copy of a request"
+    );
+    let store = LogStore::open(dir.path(), opts(1024 * 1024)).expect("reopen");
+    for r in &before {
+        let now = store
+            .request(r.request.id)
+            .await
+            .unwrap()
+            .expect("a record");
+        assert_eq!(json(&now), json(r));
+    }
+    let running = RequestFilter {
+        states: vec![State::Running],
+        ..RequestFilter::default()
+    };
+    let got = store.list_requests(&running, None, 1000).await.unwrap();
+    assert_eq!(got.len(), 40);
+    assert!(got.iter().all(|r| r.state == State::Running));
+    let op = RequestFilter {
+        states: vec![State::Succeeded, State::Denied],
+        op: Some("op-2".into()),
+        ..RequestFilter::default()
+    };
+    let got = store.list_requests(&op, None, 1000).await.unwrap();
+    let want: Vec<RequestId> = before
+        .iter()
+        .rev()
+        .filter(|r| r.request.op == "op-2" && r.state != State::Running)
+        .map(|r| r.request.id)
+        .collect();
+    assert_eq!(got.iter().map(|r| r.request.id).collect::<Vec<_>>(), want);
+    let active = store.active_requests().await.unwrap();
+    assert_eq!(active.len(), 40);
+    assert!(active.iter().all(|r| r.state == State::Running));
+}
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+
+#[tokio::test]
+async fn an_index_of_format_1_is_converted_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = fill(dir.path(), 1024 * 1024).await;
+    // Write the index as format 1 did: a JSON copy of each record with the
+    // positions of its events.
+    // One segment: the offset of each event's line in it.
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let bytes = std::fs::read(&logs[0]).unwrap();
+    let mut offsets = std::collections::HashMap::new();
+    let mut at = 0u64;
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        offsets.insert(v["seq"].as_u64().unwrap(), at);
+        at += line.len() as u64;
+    }
+    let store = LogStore::open(dir.path(), opts(1024 * 1024)).expect("reopen");
+    let mut v1 = Vec::new();
+    for r in &before {
+        let events = store.request_events(r.request.id).await.unwrap();
+        let positions: Vec<(u64, u64)> = events.iter().map(|e| (e.seq, offsets[&e.seq])).collect();
+        let stored = serde_json::json!({"events": positions, "record": json(r)});
+        v1.push((r.request.id, serde_json::to_vec(&stored).unwrap()));
+    }
+    drop(store);
+    {
+        let db = redb::Database::open(dir.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut records = txn.open_table(RECORDS).unwrap();
+            assert_eq!(
+                redb::ReadableTableMetadata::len(&records).unwrap(),
+                before.len() as u64
+            );
+            for (id, v) in &v1 {
+                let key = id.0.to_bytes();
+                records.insert(key.as_slice(), v.as_slice()).unwrap();
+            }
+            txn.open_table(META)
+                .unwrap()
+                .insert("format", b"1".as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = LogStore::open(dir.path(), opts(1024 * 1024)).expect("a format 1 index opens");
+    for r in &before {
+        let now = store
+            .request(r.request.id)
+            .await
+            .unwrap()
+            .expect("a record");
+        assert_eq!(json(&now), json(r));
+    }
+    assert_eq!(store.active_requests().await.unwrap().len(), 40);
+    drop(store);
+    let db = redb::Database::open(dir.path().join("index.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get("format").unwrap().unwrap().value(), b"2");
+}

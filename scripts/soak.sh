@@ -9,7 +9,7 @@
 #
 #   scripts/soak.sh
 #
-# The driver is `youops-soak` (tools/perf/src/bin/youops-soak.rs): API
+# The driver is `youops-soak` (tools/perf/src/soak/): API
 # submits, signed Slack slash commands and signed GitHub issue_comment webhooks
 # in turn on one open-loop schedule, plus a git commit (one desired-state change
 # and one `Youops-Run:` trailer) and a `POST /git/webhook` every GIT_EVERY. It

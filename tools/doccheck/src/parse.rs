@@ -93,119 +93,152 @@ const SHELLS: [&str; 4] = ["sh", "bash", "shell", "console"];
 /// The steps of a page, or every reason it cannot be checked.
 pub fn parse(text: &str) -> Result<Vec<Step>, Vec<ParseError>> {
     let lines: Vec<&str> = text.lines().collect();
-    let mut steps = Vec::new();
-    let mut errors = Vec::new();
-    // The last doccheck comment not yet used by a block.
-    let mut pending: Option<Pending> = None;
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i].trim_start();
+    let mut p = PageParser {
+        lines: &lines,
+        i: 0,
+        steps: Vec::new(),
+        errors: Vec::new(),
+        pending: None,
+    };
+    while p.i < lines.len() {
+        let line = lines[p.i].trim_start();
         if let Some(rest) = line.strip_prefix("<!--") {
             let rest = rest.trim_start();
             if let Some(rest) = rest.strip_prefix("doccheck") {
-                let start = i + 1;
-                let mut body = vec![(start, rest.trim_start_matches(':').to_string())];
-                let mut closed = false;
-                loop {
-                    let s = &mut body.last_mut().expect("one line at least").1;
-                    if let Some(pos) = s.find("-->") {
-                        s.truncate(pos);
-                        closed = true;
-                        break;
-                    }
-                    i += 1;
-                    if i >= lines.len() {
-                        break;
-                    }
-                    body.push((i + 1, lines[i].to_string()));
-                }
-                if !closed {
-                    errors.push(err(start, "a doccheck comment is not closed with -->"));
+                if !p.doccheck_comment(rest) {
                     break;
                 }
-                if let Some(p) = pending.take() {
-                    errors.push(dangling(p.line));
-                }
-                match comment(&body) {
-                    Ok((block, per)) if block.signal.is_some() => {
-                        if !per.is_empty() {
-                            errors.push(err(start, "a signal step takes its checks on one line"));
-                        }
-                        steps.push(Step::Signal {
-                            line: start,
-                            checks: block,
-                        });
-                    }
-                    Ok((block, per)) => {
-                        pending = Some(Pending {
-                            line: start,
-                            block,
-                            per,
-                        })
-                    }
-                    Err(e) => errors.extend(e),
-                }
-                i += 1;
                 continue;
             }
         }
         if let Some(info) = line.strip_prefix("```") {
-            let lang = info.split_whitespace().next().unwrap_or("");
-            let fence_line = i + 1;
-            let mut body = Vec::new();
-            i += 1;
-            while i < lines.len() && !lines[i].trim_start().starts_with("```") {
-                body.push((i + 1, lines[i]));
-                i += 1;
-            }
-            i += 1;
-            if !SHELLS.contains(&lang) {
-                if let Some(p) = pending.take() {
-                    errors.push(dangling(p.line));
-                }
-                continue;
-            }
-            let Some(Pending { block, per, .. }) = pending.take() else {
-                errors.push(err(
-                    fence_line,
-                    "a shell block without a doccheck comment (give its checks, or skip=\"why\")",
-                ));
-                continue;
-            };
-            let commands = commands(&body);
-            if per.len() > commands.len() {
-                errors.push(err(
-                    per[commands.len()].0,
-                    &format!(
-                        "{} lines of checks for {} command(s) in the block below",
-                        per.len(),
-                        commands.len()
-                    ),
-                ));
-            }
-            for (k, (line, text)) in commands.into_iter().enumerate() {
-                let mut checks = per.get(k).map(|(_, c)| c.clone()).unwrap_or_default();
-                if checks.skip.is_none() {
-                    checks.skip = block.skip.clone();
-                }
-                steps.push(Step::Command { line, text, checks });
-            }
+            p.fenced_block(info);
             continue;
         }
         if !line.is_empty() {
-            if let Some(p) = pending.take() {
-                errors.push(dangling(p.line));
-            }
+            p.drop_pending();
         }
-        i += 1;
+        p.i += 1;
     }
-    if let Some(p) = pending {
-        errors.push(dangling(p.line));
-    }
-    if errors.is_empty() {
-        Ok(steps)
+    p.drop_pending();
+    if p.errors.is_empty() {
+        Ok(p.steps)
     } else {
-        Err(errors)
+        Err(p.errors)
+    }
+}
+
+/// The state of [`parse`] as it walks a page, line by line.
+struct PageParser<'a> {
+    lines: &'a [&'a str],
+    /// The current line (0-based).
+    i: usize,
+    steps: Vec<Step>,
+    errors: Vec<ParseError>,
+    /// The last doccheck comment not yet used by a block.
+    pending: Option<Pending>,
+}
+
+impl PageParser<'_> {
+    /// An unused pending comment is an error.
+    fn drop_pending(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.errors.push(dangling(p.line));
+        }
+    }
+
+    /// The doccheck comment at the current line (`rest` follows the word
+    /// `doccheck`): a signal step, or the checks of the next block. Moves past
+    /// the comment; false when it is not closed (the page is read no further).
+    fn doccheck_comment(&mut self, rest: &str) -> bool {
+        let start = self.i + 1;
+        let mut body = vec![(start, rest.trim_start_matches(':').to_string())];
+        let mut closed = false;
+        loop {
+            let s = &mut body.last_mut().expect("one line at least").1;
+            if let Some(pos) = s.find("-->") {
+                s.truncate(pos);
+                closed = true;
+                break;
+            }
+            self.i += 1;
+            if self.i >= self.lines.len() {
+                break;
+            }
+            body.push((self.i + 1, self.lines[self.i].to_string()));
+        }
+        if !closed {
+            self.errors
+                .push(err(start, "a doccheck comment is not closed with -->"));
+            return false;
+        }
+        self.drop_pending();
+        match comment(&body) {
+            Ok((block, per)) if block.signal.is_some() => {
+                if !per.is_empty() {
+                    self.errors
+                        .push(err(start, "a signal step takes its checks on one line"));
+                }
+                self.steps.push(Step::Signal {
+                    line: start,
+                    checks: block,
+                });
+            }
+            Ok((block, per)) => {
+                self.pending = Some(Pending {
+                    line: start,
+                    block,
+                    per,
+                })
+            }
+            Err(e) => self.errors.extend(e),
+        }
+        self.i += 1;
+        true
+    }
+
+    /// The fenced block opening at the current line (`info` follows the
+    /// backticks): a shell block's commands become steps with the pending
+    /// comment's checks. Moves past the closing fence.
+    fn fenced_block(&mut self, info: &str) {
+        let lang = info.split_whitespace().next().unwrap_or("");
+        let fence_line = self.i + 1;
+        let mut body = Vec::new();
+        self.i += 1;
+        while self.i < self.lines.len() && !self.lines[self.i].trim_start().starts_with("```") {
+            body.push((self.i + 1, self.lines[self.i]));
+            self.i += 1;
+        }
+        self.i += 1;
+        if !SHELLS.contains(&lang) {
+            self.drop_pending();
+            return;
+        }
+        let Some(Pending { block, per, .. }) = self.pending.take() else {
+            self.errors.push(err(
+                fence_line,
+                "a shell block without a doccheck comment (give its checks, or skip=\"why\")",
+            ));
+            return;
+        };
+        let commands = commands(&body);
+        if per.len() > commands.len() {
+            self.errors.push(err(
+                per[commands.len()].0,
+                &format!(
+                    "{} lines of checks for {} command(s) in the block below",
+                    per.len(),
+                    commands.len()
+                ),
+            ));
+        }
+        for (k, (line, text)) in commands.into_iter().enumerate() {
+            let mut checks = per.get(k).map(|(_, c)| c.clone()).unwrap_or_default();
+            if checks.skip.is_none() {
+                checks.skip = block.skip.clone();
+            }
+            self.steps.push(Step::Command { line, text, checks });
+        }
     }
 }
 

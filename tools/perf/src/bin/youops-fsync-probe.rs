@@ -7,13 +7,13 @@
 //! youops-fsync-probe --dir STORE_PARENT_DIR [--duration 3s] [--record-bytes 420] [--group 1] [--json]
 //! ```
 
-mod fsyncprobe;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use youops_perf::fsyncprobe;
+use youops_perf::stats::{fmt_ms, percentile_ms};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,24 +40,7 @@ struct Args {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 3s, 500ms)"))?;
-    let secs = match unit {
-        "ms" => n / 1e3,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("`{s}`: unit must be ms, s or m")),
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 3600.0 {
-        return Err(format!("`{s}` is not a duration between 0 and 1h"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    youops_perf::cli::parse_bounded_duration(s, "3s, 500ms")
 }
 
 fn main() -> ExitCode {
@@ -76,7 +59,6 @@ fn main() -> ExitCode {
     if args.json {
         println!("{}", p.json());
     } else {
-        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
         println!(
             "{}: {} × {} bytes per write + fdatasync for {:.1} s: {} fdatasyncs, {:.0} records/s",
             args.dir.display(),
@@ -88,10 +70,10 @@ fn main() -> ExitCode {
         );
         println!(
             "fdatasync   p50 {}  p90 {}  p99 {}  max {}",
-            f(fsyncprobe::percentile_ms(&p.sync_us, 50.0)),
-            f(fsyncprobe::percentile_ms(&p.sync_us, 90.0)),
-            f(fsyncprobe::percentile_ms(&p.sync_us, 99.0)),
-            f(p.sync_us.last().map(|us| f64::from(*us) / 1000.0))
+            fmt_ms(percentile_ms(&p.sync_us, 50.0)),
+            fmt_ms(percentile_ms(&p.sync_us, 90.0)),
+            fmt_ms(percentile_ms(&p.sync_us, 99.0)),
+            fmt_ms(p.sync_us.last().map(|us| f64::from(*us) / 1000.0))
         );
     }
     ExitCode::SUCCESS

@@ -6,6 +6,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::stats::percentile_ms;
+
 /// One probe's samples.
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
@@ -67,16 +69,6 @@ pub fn run(dir: &Path, record_bytes: usize, group: usize, dur: Duration) -> std:
         record_bytes,
         group,
     })
-}
-
-/// Nearest-rank percentile `p` (0–100) of sorted µs samples, in ms (the rule of
-/// `procfs::percentile`).
-pub fn percentile_ms(sorted: &[u32], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0)
 }
 
 /// `{n, p50, p90, p99, max}` (ms) of sorted µs samples.

@@ -1,5 +1,5 @@
 //! What the benchmark tools (`youops-load`, `youops-soak`) read about the daemon
-//! from `/proc`, and their percentile rule.
+//! from `/proc`.
 
 /// Resident set size of a process, in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn read_rss_kib(pid: u32) -> Option<u64> {
@@ -25,11 +25,7 @@ pub fn read_cpu_ticks(pid: u32) -> Option<u64> {
 /// on every architecture it reports to user space.
 pub const USER_HZ: f64 = 100.0;
 
-/// Nearest-rank percentile `p` (0–100) of sorted samples.
-pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+/// Open file descriptors of a process.
+pub fn count_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }

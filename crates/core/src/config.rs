@@ -289,11 +289,187 @@ impl Ctx<'_> {
             }
         }
     }
+
+    /// Top-level keys this file does not know.
+    fn check_top_keys(&mut self, top: &BTreeMap<Spanned<String>, toml::Value>) {
+        for key in top.keys() {
+            if !TOP_KEYS.contains(&key.get_ref().as_str()) {
+                let hint = crate::grammar::suggest(key.get_ref(), TOP_KEYS)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                self.issue(
+                    Some(key.span()),
+                    key.get_ref().clone(),
+                    format!("unknown key{hint}; known keys are {}", TOP_KEYS.join(", ")),
+                );
+            }
+        }
+    }
+
+    /// Read each section into `cfg`, keeping where ops, principals and grants are.
+    fn read_sections(&mut self, doc: SpannedDoc, cfg: &mut Config) -> Spans {
+        if let Some(v) = doc.server {
+            if let Some(s) = self.typed(v, "server") {
+                cfg.server = s;
+            }
+        }
+        if let Some(v) = doc.store {
+            if let Some(s) = self.typed(v, "store") {
+                cfg.store = s;
+            }
+        }
+        if let Some(v) = doc.executor {
+            if let Some(s) = self.typed(v, "executor") {
+                cfg.executor = s;
+            }
+        }
+        let mut spans = Spans::default();
+        if let Some(ops) = doc.ops {
+            for (i, v) in ops.into_inner().into_iter().enumerate() {
+                let span = v.span();
+                let name = v
+                    .get_ref()
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                if let Some(op) = self.typed::<OpSpec>(v, &format!("ops[{i}]{name}")) {
+                    spans.op_lines.entry(op.name.clone()).or_insert(span);
+                    cfg.ops.push(op);
+                }
+            }
+        }
+        if let Some(ps) = doc.principals {
+            for (name, v) in ps {
+                spans.principal_lines.insert(name.clone(), v.span());
+                if let Some(p) = self.typed(v, &format!("principals.{name}")) {
+                    cfg.principals.insert(name, p);
+                }
+            }
+        }
+        if let Some(gs) = doc.grants {
+            for (i, v) in gs.into_inner().into_iter().enumerate() {
+                spans.grants.push(v.span());
+                if let Some(g) = self.typed(v, &format!("grants[{i}]")) {
+                    cfg.grants.push(g);
+                }
+            }
+        }
+        if let Some(fs) = doc.frontends {
+            for (name, v) in fs {
+                if let Some(t) = self.typed::<toml::Table>(v, &format!("frontends.{name}")) {
+                    cfg.frontends.insert(name, t);
+                }
+            }
+        }
+        if let Some(ks) = doc.kinds {
+            for (i, v) in ks.into_inner().into_iter().enumerate() {
+                if let Some(t) = self.typed::<toml::Table>(v, &format!("kinds[{i}]")) {
+                    cfg.kinds.push(t);
+                }
+            }
+        }
+        spans
+    }
+
+    /// The catalog's and the policy's own checks, placed on their lines.
+    fn check_semantics(&mut self, cfg: &Config, spans: &Spans) {
+        // Semantics: what serde cannot check.
+        if let Err(errs) = Catalog::new(cfg.ops.clone()) {
+            for e in errs {
+                let span = spans
+                    .op_lines
+                    .iter()
+                    .find(|(n, _)| e.starts_with(&format!("op `{n}`")))
+                    .map(|(_, s)| s.clone());
+                self.issue(span, "ops", e);
+            }
+        }
+        if let Err(errs) = Policy::new(cfg.principals.clone(), cfg.grants.clone()) {
+            for e in errs {
+                let span = spans
+                    .principal_lines
+                    .iter()
+                    .find(|(n, _)| e.starts_with(&format!("principals.{n}")))
+                    .map(|(_, s)| s.clone())
+                    .or_else(|| {
+                        e.strip_prefix("grants[")
+                            .and_then(|r| r.split(']').next())
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .and_then(|n| spans.grants.get(n).cloned())
+                    });
+                self.issue(span, "", e);
+            }
+        }
+    }
+
+    /// Roles nobody holds, approvals nobody can give, and settings out of range.
+    fn check_roles_and_settings(&mut self, cfg: &Config, spans: &Spans) {
+        let known_roles: std::collections::BTreeSet<&String> = cfg
+            .principals
+            .values()
+            .flat_map(|p| p.roles.iter())
+            .collect();
+        for op in &cfg.ops {
+            for r in op.roles.iter().chain(op.approvers.iter()) {
+                if !known_roles.contains(r) {
+                    let span = spans.op_lines.get(&op.name).cloned();
+                    self.issue(
+                        span,
+                        format!("ops ({})", op.name),
+                        format!("role `{r}` is held by no principal"),
+                    );
+                }
+            }
+            if op.approvals > 0 && cfg.principals.is_empty() {
+                self.issue(
+                    spans.op_lines.get(&op.name).cloned(),
+                    format!("ops ({})", op.name),
+                    "needs approvals but no principal is configured to give them",
+                );
+            }
+        }
+        if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            self.issue(
+                None,
+                "server.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    cfg.server.listen
+                ),
+            );
+        }
+        if cfg.executor.output_limit.0 < 64 {
+            self.issue(None, "executor.output_limit", "must be at least 64 bytes");
+        }
+        if cfg.executor.max_concurrent_runs == 0 {
+            self.issue(None, "executor.max_concurrent_runs", "must be at least 1");
+        }
+    }
 }
+
+/// Where the ops, principals and grants of a file are, to place issues found
+/// after parsing.
+#[derive(Default)]
+struct Spans {
+    /// Each op's table, by name (the first, if declared twice).
+    op_lines: BTreeMap<String, std::ops::Range<usize>>,
+    /// Each principal's table, by name.
+    principal_lines: BTreeMap<String, std::ops::Range<usize>>,
+    /// Each grant's table, in order.
+    grants: Vec<std::ops::Range<usize>>,
+}
+
+/// What opens an environment reference, what writes it literally, and what
+/// closes it: named so that no lone brace sits in a literal (brace matching in
+/// editors and line-counting tools trips on those).
+const REF: &str = "${";
+const ESCAPED_REF: &str = "$${";
+const REF_END: char = '}';
 
 /// Expand `${VAR}` references; `$${` is a literal `${`.
 pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    if !s.contains("${") {
+    if !s.contains(REF) {
         return Ok(s.to_string());
     }
     let mut out = String::with_capacity(s.len());
@@ -301,12 +477,12 @@ pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
-        if let Some(after) = tail.strip_prefix("$${") {
-            out.push_str("${");
+        if let Some(after) = tail.strip_prefix(ESCAPED_REF) {
+            out.push_str(REF);
             rest = after;
-        } else if let Some(body) = tail.strip_prefix("${") {
-            let Some(end) = body.find('}') else {
-                return Err(format!("unclosed `${{` in `{s}`"));
+        } else if let Some(body) = tail.strip_prefix(REF) {
+            let Some(end) = body.find(REF_END) else {
+                return Err(format!("unclosed `{REF}` in `{s}`"));
             };
             let inner = &body[..end];
             let (name, default) = match inner.split_once(":-") {
@@ -393,18 +569,7 @@ impl Config {
                 return Err(fail(ctx.issues));
             }
         };
-        for key in top.keys() {
-            if !TOP_KEYS.contains(&key.get_ref().as_str()) {
-                let hint = crate::grammar::suggest(key.get_ref(), TOP_KEYS)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                ctx.issue(
-                    Some(key.span()),
-                    key.get_ref().clone(),
-                    format!("unknown key{hint}; known keys are {}", TOP_KEYS.join(", ")),
-                );
-            }
-        }
+        ctx.check_top_keys(&top);
         let doc: SpannedDoc = match toml::from_str(text) {
             Ok(d) => d,
             Err(e) => {
@@ -418,134 +583,9 @@ impl Config {
             source: source.to_string(),
             ..Default::default()
         };
-        if let Some(v) = doc.server {
-            if let Some(s) = ctx.typed(v, "server") {
-                cfg.server = s;
-            }
-        }
-        if let Some(v) = doc.store {
-            if let Some(s) = ctx.typed(v, "store") {
-                cfg.store = s;
-            }
-        }
-        if let Some(v) = doc.executor {
-            if let Some(s) = ctx.typed(v, "executor") {
-                cfg.executor = s;
-            }
-        }
-        let mut op_lines: BTreeMap<String, std::ops::Range<usize>> = BTreeMap::new();
-        if let Some(ops) = doc.ops {
-            for (i, v) in ops.into_inner().into_iter().enumerate() {
-                let span = v.span();
-                let name = v
-                    .get_ref()
-                    .get("name")
-                    .and_then(|n| n.as_str())
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default();
-                if let Some(op) = ctx.typed::<OpSpec>(v, &format!("ops[{i}]{name}")) {
-                    op_lines.entry(op.name.clone()).or_insert(span);
-                    cfg.ops.push(op);
-                }
-            }
-        }
-        let mut principal_lines = BTreeMap::new();
-        if let Some(ps) = doc.principals {
-            for (name, v) in ps {
-                principal_lines.insert(name.clone(), v.span());
-                if let Some(p) = ctx.typed(v, &format!("principals.{name}")) {
-                    cfg.principals.insert(name, p);
-                }
-            }
-        }
-        let mut grant_spans = Vec::new();
-        if let Some(gs) = doc.grants {
-            for (i, v) in gs.into_inner().into_iter().enumerate() {
-                grant_spans.push(v.span());
-                if let Some(g) = ctx.typed(v, &format!("grants[{i}]")) {
-                    cfg.grants.push(g);
-                }
-            }
-        }
-        if let Some(fs) = doc.frontends {
-            for (name, v) in fs {
-                if let Some(t) = ctx.typed::<toml::Table>(v, &format!("frontends.{name}")) {
-                    cfg.frontends.insert(name, t);
-                }
-            }
-        }
-        if let Some(ks) = doc.kinds {
-            for (i, v) in ks.into_inner().into_iter().enumerate() {
-                if let Some(t) = ctx.typed::<toml::Table>(v, &format!("kinds[{i}]")) {
-                    cfg.kinds.push(t);
-                }
-            }
-        }
-        // Semantics: what serde cannot check.
-        if let Err(errs) = Catalog::new(cfg.ops.clone()) {
-            for e in errs {
-                let span = op_lines
-                    .iter()
-                    .find(|(n, _)| e.starts_with(&format!("op `{n}`")))
-                    .map(|(_, s)| s.clone());
-                ctx.issue(span, "ops", e);
-            }
-        }
-        if let Err(errs) = Policy::new(cfg.principals.clone(), cfg.grants.clone()) {
-            for e in errs {
-                let span = principal_lines
-                    .iter()
-                    .find(|(n, _)| e.starts_with(&format!("principals.{n}")))
-                    .map(|(_, s)| s.clone())
-                    .or_else(|| {
-                        e.strip_prefix("grants[")
-                            .and_then(|r| r.split(']').next())
-                            .and_then(|n| n.parse::<usize>().ok())
-                            .and_then(|n| grant_spans.get(n).cloned())
-                    });
-                ctx.issue(span, "", e);
-            }
-        }
-        let known_roles: std::collections::BTreeSet<&String> = cfg
-            .principals
-            .values()
-            .flat_map(|p| p.roles.iter())
-            .collect();
-        for op in &cfg.ops {
-            for r in op.roles.iter().chain(op.approvers.iter()) {
-                if !known_roles.contains(r) {
-                    let span = op_lines.get(&op.name).cloned();
-                    ctx.issue(
-                        span,
-                        format!("ops ({})", op.name),
-                        format!("role `{r}` is held by no principal"),
-                    );
-                }
-            }
-            if op.approvals > 0 && cfg.principals.is_empty() {
-                ctx.issue(
-                    op_lines.get(&op.name).cloned(),
-                    format!("ops ({})", op.name),
-                    "needs approvals but no principal is configured to give them",
-                );
-            }
-        }
-        if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            ctx.issue(
-                None,
-                "server.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:8080",
-                    cfg.server.listen
-                ),
-            );
-        }
-        if cfg.executor.output_limit.0 < 64 {
-            ctx.issue(None, "executor.output_limit", "must be at least 64 bytes");
-        }
-        if cfg.executor.max_concurrent_runs == 0 {
-            ctx.issue(None, "executor.max_concurrent_runs", "must be at least 1");
-        }
+        let spans = ctx.read_sections(doc, &mut cfg);
+        ctx.check_semantics(&cfg, &spans);
+        ctx.check_roles_and_settings(&cfg, &spans);
         if ctx.issues.is_empty() {
             Ok(cfg)
         } else {
@@ -590,268 +630,10 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[server]
-listen = "127.0.0.1:9999"
-
-[executor]
-output_limit = "1KiB"
-approval_ttl = "10m"
-
-[[ops]]
-name = "deploy"
-description = "Deploy a service"
-runner = { type = "exec", argv = ["./deploy.sh", "{service}"] }
-lock = "deploy:{service}"
-approvals = 1
-[[ops.params]]
-name = "service"
-type = "enum"
-values = ["api", "web"]
-
-[principals.alice]
-roles = ["ops"]
-identities = { cli = ["alice"] }
-tokens = ["${ALICE_TOKEN}"]
-
-[principals.bob]
-roles = ["ops"]
-
-[[grants]]
-roles = ["ops"]
-ops = ["*"]
-
-[frontends.slack]
-signing_secret = "x"
-"#;
-
-    fn env(k: &str) -> Option<String> {
-        (k == "ALICE_TOKEN").then(|| "alice-secret-token-123".to_string())
-    }
-
-    fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        Config::parse(text, Path::new("/etc/youops"), "youops.toml", &env)
-    }
-
-    #[test]
-    fn good_config_loads() {
-        let cfg = parse(GOOD).unwrap();
-        assert_eq!(cfg.ops.len(), 1);
-        assert_eq!(cfg.executor.output_limit.0, 1024);
-        assert_eq!(
-            cfg.principals["alice"].tokens,
-            vec!["alice-secret-token-123"]
-        );
-        assert_eq!(
-            cfg.policy().resolve_token("alice-secret-token-123"),
-            Some("alice")
-        );
-        assert!(cfg.frontend("slack").is_some());
-        assert_eq!(cfg.store_path(), Path::new("/etc/youops/youops-data"));
-    }
-
-    #[test]
-    fn every_problem_at_once_with_lines() {
-        let bad = r#"
-[server]
-listen = "nowhere"
-
-[[ops]]
-name = "deploy"
-runner = { type = "exec", argv = ["./deploy.sh", "{servce}"] }
-[[ops.params]]
-name = "service"
-tpye = "enum"
-
-[[ops]]
-name = "flush"
-runner = { type = "teleport" }
-
-[principals.alice]
-roles = ["ops"]
-tokens = ["${MISSING_TOKEN}"]
-
-[[grants]]
-roles = []
-ops = ["*"]
-
-[extra]
-x = 1
-"#;
-        let errs = parse(bad).unwrap_err();
-        let text = errs.to_string();
-        assert!(errs.issues.len() >= 5, "{text}");
-        assert!(text.contains("line 24: extra: unknown key"), "{text}");
-        assert!(text.contains("ops[0] (deploy)"), "{text}");
-        assert!(text.contains("tpye"), "{text}");
-        assert!(text.contains("teleport"), "{text}");
-        assert!(text.contains("MISSING_TOKEN` is not set"), "{text}");
-        assert!(text.contains("grants[0]: `roles` is empty"), "{text}");
-        assert!(text.contains("server.listen"), "{text}");
-        // the op with a bad param is reported on its own line
-        let deploy = errs
-            .issues
-            .iter()
-            .find(|i| i.path.contains("deploy"))
-            .unwrap();
-        assert_eq!(deploy.line, Some(5), "{text}");
-    }
-
-    #[test]
-    fn syntax_error_has_a_line() {
-        let errs = parse("[server]\nlisten = \"x\n").unwrap_err();
-        assert_eq!(errs.issues.len(), 1);
-        assert_eq!(errs.issues[0].line, Some(2), "{errs}");
-    }
-
-    #[test]
-    fn env_expansion() {
-        let e = |k: &str| (k == "A").then(|| "1".to_string());
-        assert_eq!(expand_env("x${A}y", &e).unwrap(), "x1y");
-        assert_eq!(expand_env("$${A}", &e).unwrap(), "${A}");
-        assert_eq!(expand_env("cost $5", &e).unwrap(), "cost $5");
-        assert!(expand_env("${B}", &e).is_err());
-        assert!(expand_env("${A", &e).is_err());
-        assert_eq!(expand_env("${B:-fallback}", &e).unwrap(), "fallback");
-        assert_eq!(expand_env("${A:-fallback}", &e).unwrap(), "1");
-    }
-
-    #[test]
-    fn placeholder_error_is_semantic() {
-        let text = GOOD.replace("{service}\"]", "{servce}\"]");
-        let errs = parse(&text).unwrap_err();
-        assert!(errs.to_string().contains("`{servce}`"), "{errs}");
-    }
-}
+mod tests;
 
 #[cfg(test)]
-mod doc_tests {
-    use super::*;
-
-    /// docs/configuration.md lists every key of the config structs.
-    #[test]
-    fn configuration_doc_lists_every_key() {
-        let doc = include_str!("../../../docs/configuration.md");
-        let mut keys: Vec<String> = Vec::new();
-        for v in [
-            toml::Value::try_from(ServerConfig::default()),
-            toml::Value::try_from(StoreConfig::default()),
-            toml::Value::try_from(ExecutorConfig::default()),
-        ] {
-            if let toml::Value::Table(t) = v.unwrap() {
-                keys.extend(t.keys().cloned());
-            }
-        }
-        // Op, param and policy structs: every field, via a fully populated example.
-        let op: crate::catalog::OpSpec = toml::from_str(
-            r#"
-name = "x"
-description = "d"
-runner = { type = "builtin", name = "b" }
-timeout = "1s"
-roles = ["r"]
-approvals = 1
-approvers = ["r"]
-approval_ttl = "1m"
-lock = "l"
-lock_mode = "refuse"
-output_limit = 100
-frontend = { github = { close_on_success = true } }
-[[params]]
-name = "p"
-type = "int"
-description = "d"
-required = false
-default = 1
-pattern = "x"
-values = ["a"]
-min = 0
-max = 2
-"#,
-        )
-        .unwrap();
-        let v = toml::Value::try_from(&op).unwrap();
-        let t = v.as_table().unwrap();
-        keys.extend(t.keys().cloned());
-        keys.extend(
-            t["params"].as_array().unwrap()[0]
-                .as_table()
-                .unwrap()
-                .keys()
-                .cloned(),
-        );
-        let p = toml::Value::try_from(crate::policy::PrincipalSpec::default()).unwrap();
-        keys.extend(p.as_table().unwrap().keys().cloned());
-        let g = toml::Value::try_from(crate::policy::GrantSpec::default()).unwrap();
-        keys.extend(g.as_table().unwrap().keys().cloned());
-        keys.extend(TOP_KEYS.iter().map(|s| s.to_string()));
-        for k in keys {
-            assert!(
-                doc.contains(&format!("`{k}`"))
-                    || doc.contains(&format!("[{k}]"))
-                    || doc.contains(&format!("[[{k}]]"))
-                    || doc.contains(&format!("[{k}.")),
-                "docs/configuration.md does not mention `{k}`"
-            );
-        }
-    }
-}
+mod doc_tests;
 
 #[cfg(test)]
-mod prop_tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const FRAGMENTS: [&str; 16] = [
-        "[server]\n",
-        "listen = \"127.0.0.1:1\"\n",
-        "[[ops]]\n",
-        "name = \"a.b\"\n",
-        "runner = { type = \"builtin\", name = \"x\" }\n",
-        "[[ops.params]]\n",
-        "type = \"enum\"\n",
-        "values = [\"x\"]\n",
-        "[principals.p]\n",
-        "roles = [\"r\"]\n",
-        "tokens = [\"${T}\"]\n",
-        "[[grants]]\n",
-        "ops = [\"*\"]\n",
-        "default = 3\n",
-        "pattern = \"(\"\n",
-        "timeout = \"1x\"\n",
-    ];
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-        /// Arbitrary text never panics, and an error always says something.
-        #[test]
-        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
-            if let Err(e) = Config::parse(&text, Path::new("/x"), "p", &|_| None) {
-                prop_assert!(!e.issues.is_empty());
-            }
-        }
-
-        /// Structured-looking documents (fragments of real config in any order) never panic.
-        #[test]
-        fn fragment_soup_never_panics(parts in proptest::collection::vec(0..FRAGMENTS.len(), 0..24)) {
-            let text: String = parts.iter().map(|i| FRAGMENTS[*i]).collect();
-            if let Err(e) = Config::parse(&text, Path::new("/x"), "p", &|_| None) {
-                prop_assert!(!e.issues.is_empty());
-                for i in &e.issues {
-                    prop_assert!(i.line.is_none_or(|l| l >= 1 && l <= text.lines().count() + 1));
-                }
-            }
-        }
-
-        /// Invalid UTF-8 and NUL bytes get a clear error, not a panic.
-        #[test]
-        fn bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let text = String::from_utf8_lossy(&bytes);
-            let _ = Config::parse(&text, Path::new("/x"), "p", &|_| None);
-        }
-    }
-}
+mod prop_tests;

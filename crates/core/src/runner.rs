@@ -375,6 +375,55 @@ async fn run_exec(
     inherit_env: bool,
     secrets: &[String],
 ) -> RunEnd {
+    let (mut cmd, program) = exec_command(ctx, argv, cwd, env, inherit_env);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return RunEnd::Failed(RunOutcome {
+                error: Some(format!("cannot start `{}`: {e}", program.display())),
+                ..Default::default()
+            })
+        }
+    };
+    let pgid = child.id().map(|p| p as i32);
+    let captured = Captured::start(&mut child, ctx.output_limit);
+
+    enum Why {
+        Exited(std::io::Result<std::process::ExitStatus>),
+        Timeout,
+        Cancel,
+    }
+    let why = tokio::select! {
+        status = child.wait() => Why::Exited(status),
+        _ = tokio::time::sleep(ctx.timeout) => Why::Timeout,
+        _ = ctx.cancel.cancelled() => Why::Cancel,
+    };
+    let status = match why {
+        Why::Exited(s) => s.ok(),
+        Why::Timeout | Why::Cancel => {
+            let timed_out = matches!(why, Why::Timeout);
+            return stop(ctx, &mut child, pgid, timed_out, captured, secrets).await;
+        }
+    };
+    // The op's processes never outlive it: whatever it left in its group goes too,
+    // which also closes pipes a background child might hold open.
+    if let Some(pg) = pgid {
+        kill_group(pg, Signal::SIGKILL);
+    }
+    let (output, omitted) = captured.finish(secrets).await;
+    exit_end(status, output, omitted)
+}
+
+/// The command for an `exec` runner: argv and env rendered, the program and the
+/// working directory resolved against the config's directory, and a process
+/// group of its own.
+fn exec_command(
+    ctx: &RunContext,
+    argv: &[String],
+    cwd: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    inherit_env: bool,
+) -> (tokio::process::Command, PathBuf) {
     let rendered: Vec<String> = argv
         .iter()
         .map(|a| render_template(a, |n| ctx.lookup(n)))
@@ -415,85 +464,87 @@ async fn run_exec(
     for (k, v) in env {
         cmd.env(k, render_template(v, |n| ctx.lookup(n)));
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return RunEnd::Failed(RunOutcome {
-                error: Some(format!("cannot start `{}`: {e}", program.display())),
-                ..Default::default()
-            })
-        }
-    };
-    let pgid = child.id().map(|p| p as i32);
-    let buf = Arc::new(std::sync::Mutex::new(OutputBuffer::new(ctx.output_limit)));
-    let out = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(pump(s, buf.clone())));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(pump(s, buf.clone())));
+    (cmd, program)
+}
 
-    enum Why {
-        Exited(std::io::Result<std::process::ExitStatus>),
-        Timeout,
-        Cancel,
+/// A child's stdout and stderr, pumped into one capped buffer.
+struct Captured {
+    out: Option<tokio::task::JoinHandle<()>>,
+    err: Option<tokio::task::JoinHandle<()>>,
+    buf: Arc<std::sync::Mutex<OutputBuffer>>,
+}
+
+impl Captured {
+    fn start(child: &mut tokio::process::Child, limit: usize) -> Self {
+        let buf = Arc::new(std::sync::Mutex::new(OutputBuffer::new(limit)));
+        let out = child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(pump(s, buf.clone())));
+        let err = child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(pump(s, buf.clone())));
+        Captured { out, err, buf }
     }
-    let why = tokio::select! {
-        status = child.wait() => Why::Exited(status),
-        _ = tokio::time::sleep(ctx.timeout) => Why::Timeout,
-        _ = ctx.cancel.cancelled() => Why::Cancel,
-    };
-    let status = match why {
-        Why::Exited(s) => s.ok(),
-        Why::Timeout | Why::Cancel => {
-            if let Some(pg) = pgid {
-                kill_group(pg, Signal::SIGTERM);
-            }
-            let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                Ok(s) => s.ok(),
-                Err(_) => {
-                    if let Some(pg) = pgid {
-                        kill_group(pg, Signal::SIGKILL);
-                    }
-                    child.wait().await.ok()
-                }
-            };
+
+    /// The output (scrubbed) and how many bytes of it were cut.
+    async fn finish(self, secrets: &[String]) -> (String, u64) {
+        collect(self.out, self.err).await;
+        take(self.buf, secrets)
+    }
+}
+
+/// Stop a run that timed out or was cancelled: SIGTERM to its group, SIGKILL
+/// after a grace period, and whatever it wrote so far.
+async fn stop(
+    ctx: &RunContext,
+    child: &mut tokio::process::Child,
+    pgid: Option<i32>,
+    timed_out: bool,
+    captured: Captured,
+    secrets: &[String],
+) -> RunEnd {
+    if let Some(pg) = pgid {
+        kill_group(pg, Signal::SIGTERM);
+    }
+    let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+        Ok(s) => s.ok(),
+        Err(_) => {
             if let Some(pg) = pgid {
                 kill_group(pg, Signal::SIGKILL);
             }
-            collect(out, err).await;
-            let (output, omitted) = take(buf, secrets);
-            let o = RunOutcome {
-                exit_code: status.and_then(|s| s.code()),
-                signal: status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
-                output,
-                output_truncated_bytes: omitted,
-                error: Some(if matches!(why, Why::Timeout) {
-                    format!(
-                        "timed out after {}",
-                        crate::units::format_duration(ctx.timeout)
-                    )
-                } else {
-                    "cancelled".into()
-                }),
-                ..Default::default()
-            };
-            return if matches!(why, Why::Timeout) {
-                RunEnd::TimedOut(o)
-            } else {
-                RunEnd::Cancelled(o)
-            };
+            child.wait().await.ok()
         }
     };
-    // The op's processes never outlive it: whatever it left in its group goes too,
-    // which also closes pipes a background child might hold open.
     if let Some(pg) = pgid {
         kill_group(pg, Signal::SIGKILL);
     }
-    collect(out, err).await;
-    let (output, omitted) = take(buf, secrets);
+    let (output, omitted) = captured.finish(secrets).await;
+    let o = RunOutcome {
+        exit_code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+        output,
+        output_truncated_bytes: omitted,
+        error: Some(if timed_out {
+            format!(
+                "timed out after {}",
+                crate::units::format_duration(ctx.timeout)
+            )
+        } else {
+            "cancelled".into()
+        }),
+        ..Default::default()
+    };
+    if timed_out {
+        RunEnd::TimedOut(o)
+    } else {
+        RunEnd::Cancelled(o)
+    }
+}
+
+/// How a run that exited on its own ended.
+fn exit_end(status: Option<std::process::ExitStatus>, output: String, omitted: u64) -> RunEnd {
     let code = status.and_then(|s| s.code());
     let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
     let mut o = RunOutcome {
@@ -723,45 +774,4 @@ async fn run_builtin(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_buffer_keeps_head_and_tail() {
-        let mut b = OutputBuffer::new(10);
-        b.push(b"0123456789abcdefghij");
-        let (text, omitted) = b.finish(&[]);
-        assert_eq!(omitted, 10);
-        assert!(text.starts_with("01234\n"), "{text}");
-        assert!(text.ends_with("\nfghij"), "{text}");
-        assert!(text.contains("10 bytes of output omitted"), "{text}");
-
-        let mut small = OutputBuffer::new(100);
-        small.push(b"hello ");
-        small.push(b"world");
-        assert_eq!(small.finish(&[]), ("hello world".to_string(), 0));
-
-        let mut many = OutputBuffer::new(6);
-        for c in b"abcdefghij" {
-            many.push(&[*c]);
-        }
-        let (text, omitted) = many.finish(&[]);
-        assert_eq!(omitted, 4);
-        assert!(
-            text.starts_with("abc\n") && text.ends_with("\nhij"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn scrubs_secrets_longest_first() {
-        let out = scrub("token=abc123 and abc", &["abc".into(), "abc123".into()]);
-        assert_eq!(out, format!("token={REDACTED} and {REDACTED}"));
-    }
-
-    #[test]
-    fn env_names() {
-        assert_eq!(param_env_name("db-name"), "YOUOPS_PARAM_DB_NAME");
-        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
-    }
-}
+mod tests;

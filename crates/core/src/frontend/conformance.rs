@@ -7,6 +7,7 @@
 //! with the right actor and origin, its lifecycle reaches the origin, a
 //! redelivery runs nothing twice, and shutdown is prompt.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,45 @@ pub async fn run_suite(driver: &dyn Driver) -> Result<Report, String> {
     let frontend = driver.frontend();
     let name = frontend.name().to_string();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cfg = suite_config(driver, &name, dir.path())?;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let exec = suite_executor(&cfg, runs.clone()).await?;
+    let shutdown = CancellationToken::new();
+    let mut set = Frontends::new();
+    set.push(frontend.clone());
+    let host = FrontendHost::new(
+        &set,
+        &exec,
+        Some("http://youops.test".into()),
+        &shutdown,
+        |n| cfg.frontend(n).cloned().unwrap_or_default(),
+    );
+    let handles = host.spawn();
+
+    eventually(
+        "the frontend to be ready",
+        Duration::from_secs(10),
+        || async { frontend.is_ready().then_some(()) },
+    )
+    .await?;
+
+    let filter = RequestFilter {
+        op: Some(ECHO_OP.into()),
+        ..Default::default()
+    };
+    let done = check_one_request(driver, &host, &exec, &name, &filter).await?;
+    let rendered = check_rendered(driver, &exec, done.request.id).await?;
+    check_redelivery(driver, &host, &exec, &filter, &runs).await?;
+    check_shutdown(&shutdown, handles, &exec).await?;
+    Ok(Report {
+        record: done,
+        rendered,
+    })
+}
+
+/// The suite's config: the echo op, the driver's identity as principal
+/// `tester`, and the frontend's section.
+fn suite_config(driver: &dyn Driver, name: &str, dir: &Path) -> Result<Config, String> {
     let text = format!(
         r#"
 [[ops]]
@@ -104,12 +144,13 @@ ops = ["conformance.*"]
         user = driver.user_id(),
         section = driver.config_section(),
     );
-    let cfg =
-        Config::parse(&text, dir.path(), "conformance", &|_| None).map_err(|e| e.to_string())?;
+    Config::parse(&text, dir, "conformance", &|_| None).map_err(|e| e.to_string())
+}
+
+/// An executor on a memory store whose `echo` builtin counts its runs in `counter`.
+async fn suite_executor(cfg: &Config, counter: Arc<AtomicUsize>) -> Result<Executor, String> {
     let store = Arc::new(MemoryStore::new());
-    let runs = Arc::new(AtomicUsize::new(0));
-    let counter = runs.clone();
-    let exec = Executor::builder(&cfg, store)
+    Executor::builder(cfg, store)
         .builtin("echo", move |call: crate::runner::BuiltinCall| {
             let counter = counter.clone();
             async move {
@@ -123,50 +164,36 @@ ops = ["conformance.*"]
         })
         .build()
         .await
-        .map_err(|e| e.to_string())?;
-    let shutdown = CancellationToken::new();
-    let mut set = Frontends::new();
-    set.push(frontend.clone());
-    let host = FrontendHost::new(
-        &set,
-        &exec,
-        Some("http://youops.test".into()),
-        &shutdown,
-        |n| cfg.frontend(n).cloned().unwrap_or_default(),
-    );
-    let handles = host.spawn();
+        .map_err(|e| e.to_string())
+}
 
-    eventually(
-        "the frontend to be ready",
-        Duration::from_secs(10),
-        || async { frontend.is_ready().then_some(()) },
-    )
-    .await?;
-
-    // 1. A delivery becomes one request with the frontend's actor and origin.
+/// Rule 1: a delivery becomes one request with the frontend's actor and origin, and
+/// it succeeds. Returns its end record.
+async fn check_one_request(
+    driver: &dyn Driver,
+    host: &FrontendHost,
+    exec: &Executor,
+    name: &str,
+    filter: &RequestFilter,
+) -> Result<RequestRecord, String> {
     driver
         .deliver(
-            &host,
+            host,
             &format!("{ECHO_OP} text=conformance-hello"),
             "conformance-1",
         )
         .await?;
-    let filter = RequestFilter {
-        op: Some(ECHO_OP.into()),
-        ..Default::default()
-    };
     let first = eventually(
         "the delivery to become a request",
         Duration::from_secs(10),
         || async {
-            exec.list(&filter, None, 10)
+            exec.list(filter, None, 10)
                 .await
                 .ok()
                 .and_then(|v| v.into_iter().next())
         },
     )
     .await?;
-    let id = first.request.id;
     if first.request.origin.frontend != name {
         return Err(format!(
             "origin.frontend is `{}`, expected `{name}`",
@@ -190,15 +217,22 @@ ops = ["conformance.*"]
     if first.request.dedup_key.is_none() {
         return Err("the request carries no dedup key".into());
     }
-    let done = tokio::time::timeout(Duration::from_secs(10), exec.wait(id))
+    let done = tokio::time::timeout(Duration::from_secs(10), exec.wait(first.request.id))
         .await
         .map_err(|_| "request did not finish".to_string())?
         .map_err(|e| e.to_string())?;
     if done.state != State::Succeeded {
         return Err(format!("request ended {} ({:?})", done.state, done.reason));
     }
+    Ok(done)
+}
 
-    // 2. The lifecycle reaches the origin: the end state is rendered, in order.
+/// Rule 2: the lifecycle reaches the origin: the end state is rendered, in order.
+async fn check_rendered(
+    driver: &dyn Driver,
+    exec: &Executor,
+    id: RequestId,
+) -> Result<Vec<State>, String> {
     let rendered = eventually(
         "the end state to be rendered",
         Duration::from_secs(10),
@@ -230,18 +264,27 @@ ops = ["conformance.*"]
             }
         }
     }
+    Ok(rendered)
+}
 
-    // 3. A redelivery runs nothing twice.
+/// Rule 3: a redelivery runs nothing twice.
+async fn check_redelivery(
+    driver: &dyn Driver,
+    host: &FrontendHost,
+    exec: &Executor,
+    filter: &RequestFilter,
+    runs: &AtomicUsize,
+) -> Result<(), String> {
     driver
         .deliver(
-            &host,
+            host,
             &format!("{ECHO_OP} text=conformance-hello"),
             "conformance-1",
         )
         .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let all = exec
-        .list(&filter, None, 10)
+        .list(filter, None, 10)
         .await
         .map_err(|e| e.to_string())?;
     if all.len() != 1 || runs.load(Ordering::SeqCst) != 1 {
@@ -251,8 +294,15 @@ ops = ["conformance.*"]
             runs.load(Ordering::SeqCst)
         ));
     }
+    Ok(())
+}
 
-    // 4. Shutdown is prompt.
+/// Rule 4: shutdown is prompt: every `run()` returns soon after the token is cancelled.
+async fn check_shutdown<E: std::fmt::Display>(
+    shutdown: &CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<Result<(), E>>>,
+    exec: &Executor,
+) -> Result<(), String> {
     shutdown.cancel();
     for h in handles {
         match tokio::time::timeout(Duration::from_secs(10), h).await {
@@ -264,9 +314,5 @@ ops = ["conformance.*"]
     }
     exec.shutdown(Duration::from_secs(5))
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(Report {
-        record: done,
-        rendered,
-    })
+        .map_err(|e| e.to_string())
 }

@@ -1,0 +1,334 @@
+//! Decisions on a request: approve, deny, cancel, void, retry and approval expiry.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::help::approvers_text;
+use super::{lock, Executor, Loaded, Ticket};
+use crate::catalog::OpSpec;
+use crate::error::{Error, Result};
+use crate::model::{
+    Actor, ApprovalRecord, DedupKey, EventBody, NewEvent, Origin, RequestId, RequestRecord, State,
+    Submission, Transition,
+};
+
+impl Executor {
+    /// Approve a pending request. `digest`, when given (e.g. carried by a chat
+    /// button), must match the request's: an approval is bound to exactly what was
+    /// asked.
+    pub async fn approve(
+        &self,
+        id: RequestId,
+        approver: &Actor,
+        digest: Option<&str>,
+    ) -> Result<RequestRecord> {
+        self.decide(id, approver, digest, true, None).await
+    }
+
+    /// Deny a pending request; it ends `rejected`.
+    pub async fn deny(
+        &self,
+        id: RequestId,
+        approver: &Actor,
+        reason: Option<String>,
+    ) -> Result<RequestRecord> {
+        self.decide(id, approver, None, false, reason).await
+    }
+
+    async fn decide(
+        &self,
+        id: RequestId,
+        approver: &Actor,
+        digest: Option<&str>,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<RequestRecord> {
+        let principal = self.principal_of(approver)?;
+        let _g = self.inner.actions.lock().await;
+        let mut rec = self.get(id).await?;
+        let verb = if approve { "approve" } else { "deny" };
+        if rec.state != State::PendingApproval {
+            return Err(Error::Conflict(format!(
+                "request {id} is {}, not pending approval; there is nothing to {verb}",
+                rec.state
+            )));
+        }
+        if let Some(exp) = rec.expires_at {
+            if Utc::now() >= exp {
+                self.expire(&mut rec).await?;
+                return Err(Error::Approval(format!(
+                    "request {id} expired at {exp}; approvals are no longer accepted, submit it again"
+                )));
+            }
+        }
+        let loaded = self.loaded();
+        let op = may_decide(&loaded, &rec, &principal, digest, approve)?;
+        let by = self.with_principal(approver, &principal);
+        let mut events = vec![NewEvent::request(
+            id,
+            EventBody::Approval(ApprovalRecord {
+                by: by.clone(),
+                approve,
+                digest: rec.request.digest.clone(),
+                at: Utc::now(),
+                reason: reason.clone(),
+            }),
+        )];
+        let mut run = false;
+        if !approve {
+            let mut t = Transition::to(State::Rejected).by(by.clone());
+            t.reason = Some(match &reason {
+                Some(r) => format!("denied by {principal}: {r}"),
+                None => format!("denied by {principal}"),
+            });
+            events.push(NewEvent::transition(id, t));
+        } else if rec.approvals_needed <= 1 {
+            events.push(NewEvent::transition(
+                id,
+                Transition::to(State::Approved)
+                    .by(by.clone())
+                    .reason(format!("approved by {}", approvers_of(&rec, &principal))),
+            ));
+            run = true;
+        }
+        self.commit(&mut rec, events, true).await?;
+        if !approve || run {
+            let pending = lock(&self.inner.pending).remove(&id);
+            if run {
+                match pending {
+                    Some(p) => self.spawn_run(rec.clone(), op, p.args),
+                    None => {
+                        let t = Transition::to(State::Interrupted)
+                            .reason("its arguments were not kept across a restart (secret values are never stored); submit it again");
+                        self.commit(&mut rec, vec![NewEvent::transition(id, t)], true)
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    async fn expire(&self, rec: &mut RequestRecord) -> Result<()> {
+        let id = rec.request.id;
+        lock(&self.inner.pending).remove(&id);
+        let t = Transition::to(State::Expired).reason(format!(
+            "approvals did not arrive before {}",
+            rec.expires_at.map(|e| e.to_rfc3339()).unwrap_or_default()
+        ));
+        self.commit(rec, vec![NewEvent::transition(id, t)], true)
+            .await
+    }
+
+    /// Expire pending requests whose approval window has passed.
+    pub async fn expire_due(&self) -> Result<usize> {
+        let now = Utc::now();
+        let due: Vec<RequestId> = lock(&self.inner.pending)
+            .iter()
+            .filter(|(_, p)| p.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut n = 0;
+        for id in due {
+            let _g = self.inner.actions.lock().await;
+            let mut rec = self.get(id).await?;
+            if rec.state == State::PendingApproval {
+                self.expire(&mut rec).await?;
+                n += 1;
+            } else {
+                lock(&self.inner.pending).remove(&id);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Cancel a request that is pending, queued or running. The requester may
+    /// cancel, and so may anyone who may approve the op.
+    pub async fn cancel(&self, id: RequestId, actor: &Actor) -> Result<RequestRecord> {
+        let principal = self.principal_of(actor)?;
+        let _g = self.inner.actions.lock().await;
+        let mut rec = self.get(id).await?;
+        if rec.state.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "request {id} already ended ({})",
+                rec.state
+            )));
+        }
+        let loaded = self.loaded();
+        let is_requester = rec.request.actor.principal.as_deref() == Some(principal.as_str());
+        let may = is_requester
+            || loaded
+                .op(&rec.request.op)
+                .is_some_and(|op| loaded.policy.may_approve(&principal, &op));
+        if !may {
+            return Err(Error::Forbidden(format!(
+                "`{principal}` may not cancel request {id}: only its requester or an approver of `{}` may",
+                rec.request.op
+            )));
+        }
+        let token = lock(&self.inner.runs).get(&id).cloned();
+        if let Some(token) = token {
+            self.commit(
+                &mut rec,
+                vec![NewEvent::request(
+                    id,
+                    EventBody::Notice {
+                        source: "executor".into(),
+                        kind: "cancel_requested".into(),
+                        message: format!("cancel requested by {principal}"),
+                        data: serde_json::Value::Null,
+                    },
+                )],
+                true,
+            )
+            .await?;
+            token.cancel();
+            drop(_g);
+            return self.wait(id).await;
+        }
+        lock(&self.inner.pending).remove(&id);
+        let by = self.with_principal(actor, &principal);
+        let t = Transition::to(State::Cancelled)
+            .by(by)
+            .reason(format!("cancelled by {principal}"));
+        self.commit(&mut rec, vec![NewEvent::transition(id, t)], true)
+            .await?;
+        Ok(rec)
+    }
+
+    /// Void a request pending approval because what it (or one of its approvals)
+    /// came from changed under it: an edited or deleted issue, comment or message.
+    /// It ends `cancelled` with `voided: <reason>`; approvals given so far no
+    /// longer count. Unlike [`cancel`](Self::cancel) no principal is needed: the
+    /// frontend that saw the edit decides, and should first record what happened
+    /// with [`notice`](Self::notice). A request in any other state is left alone
+    /// (`Conflict`).
+    pub async fn void(
+        &self,
+        id: RequestId,
+        by: Option<&Actor>,
+        reason: &str,
+    ) -> Result<RequestRecord> {
+        let _g = self.inner.actions.lock().await;
+        let mut rec = self.get(id).await?;
+        if rec.state != State::PendingApproval {
+            return Err(Error::Conflict(format!(
+                "request {id} is {}; only a request pending approval can be voided",
+                rec.state
+            )));
+        }
+        lock(&self.inner.pending).remove(&id);
+        let mut t = Transition::to(State::Cancelled).reason(format!("voided: {reason}"));
+        t.by = by.cloned();
+        self.commit(&mut rec, vec![NewEvent::transition(id, t)], true)
+            .await?;
+        Ok(rec)
+    }
+
+    /// Run a finished request again with the same op and arguments, as a new
+    /// request by `actor` (checked by the policy and approvals again).
+    pub async fn retry(
+        &self,
+        id: RequestId,
+        actor: &Actor,
+        origin: Origin,
+        dedup_key: Option<DedupKey>,
+    ) -> Result<Ticket> {
+        self.principal_of(actor)?;
+        let rec = self.get(id).await?;
+        if !rec.state.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "request {id} is still {}; retry it when it ends",
+                rec.state
+            )));
+        }
+        if rec.state == State::Invalid {
+            return Err(Error::Conflict(format!(
+                "request {id} was invalid ({}); fix it and submit it again",
+                rec.reason.clone().unwrap_or_default()
+            )));
+        }
+        if !rec.request.secret_args.is_empty() {
+            return Err(Error::Conflict(format!(
+                "request {id} had secret arguments ({}), which are never stored; submit it again with them",
+                rec.request.secret_args.join(", ")
+            )));
+        }
+        let mut sub = Submission::new(rec.request.op.clone(), actor.clone(), origin);
+        sub.args = rec
+            .request
+            .args
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_text()))
+            .collect();
+        if let Some(key) = dedup_key {
+            sub = sub.dedup_with(key);
+        }
+        sub.provenance = rec.request.provenance.clone();
+        sub.provenance.insert("retry_of".into(), id.to_string());
+        self.submit_inner(sub, Some(id)).await
+    }
+}
+
+/// Whether `principal` may approve (or deny) the pending request `rec`: not its
+/// requester, an approver of its op, the digest (if given) matching, and not
+/// approving twice. Returns the op.
+fn may_decide(
+    loaded: &Loaded,
+    rec: &RequestRecord,
+    principal: &str,
+    digest: Option<&str>,
+    approve: bool,
+) -> Result<Arc<OpSpec>> {
+    let id = rec.request.id;
+    let verb = if approve { "approve" } else { "deny" };
+    if rec.request.actor.principal.as_deref() == Some(principal) {
+        return Err(Error::Approval(format!(
+            "`{principal}` asked for request {id}; someone else must {verb} it (approver ≠ requester){}",
+            if approve { "" } else { " — use `cancel` to withdraw it" }
+        )));
+    }
+    let Some(op) = loaded.op(&rec.request.op) else {
+        return Err(Error::Conflict(format!(
+            "op `{}` is no longer in the catalog",
+            rec.request.op
+        )));
+    };
+    if !loaded.policy.may_approve(principal, &op) {
+        return Err(Error::Approval(format!(
+            "`{principal}` may not {verb} `{}` requests (approvers: {})",
+            op.name,
+            approvers_text(&loaded.policy, &op)
+        )));
+    }
+    if let Some(d) = digest {
+        if d != rec.request.digest {
+            return Err(Error::Approval(format!(
+                "the approval was for different content than request {id} now has (digest mismatch); look at it again"
+            )));
+        }
+    }
+    if approve
+        && rec
+            .approvals
+            .iter()
+            .any(|a| a.approve && a.by.principal.as_deref() == Some(principal))
+    {
+        return Err(Error::Approval(format!(
+            "`{principal}` already approved request {id}"
+        )));
+    }
+    Ok(op)
+}
+
+fn approvers_of(rec: &RequestRecord, last: &str) -> String {
+    let mut names: Vec<String> = rec
+        .approvals
+        .iter()
+        .filter(|a| a.approve)
+        .filter_map(|a| a.by.principal.clone())
+        .collect();
+    names.push(last.to_string());
+    names.join(", ")
+}

@@ -1,0 +1,529 @@
+//! The executor: validate → authorize → approval gate → lock → run with timeout →
+//! result, every transition one audit event.
+//!
+//! It is a plain async API ([`Executor::submit`], [`Executor::approve`], ...) and a
+//! [`tower::Service`] of [`Submission`]s, so rate limits, concurrency limits and
+//! timeouts are ordinary tower layers.
+
+mod command;
+mod decide;
+mod help;
+mod rate;
+mod recover;
+mod run;
+mod submit;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{broadcast, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::{AppendOptions, AuditStore};
+use crate::catalog::{Catalog, OpSpec};
+use crate::config::{Config, ExecutorConfig};
+use crate::error::{Error, Result};
+use crate::model::{
+    Actor, AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord, Submission,
+    Value,
+};
+use crate::policy::Policy;
+use crate::runner::{Builtin, Builtins};
+
+/// Catalog, policy and executor settings: what a config reload swaps.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Loaded {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// The policy.
+    pub policy: Policy,
+    /// Executor settings.
+    pub settings: ExecutorConfig,
+    /// Directory that relative runner paths resolve against.
+    pub base_dir: PathBuf,
+    ops: HashMap<String, Arc<OpSpec>>,
+}
+
+impl Loaded {
+    /// Build from a validated config.
+    pub fn from_config(cfg: &Config) -> Self {
+        let catalog = cfg.catalog();
+        let ops = catalog
+            .iter()
+            .map(|o| (o.name.clone(), Arc::new(o.clone())))
+            .collect();
+        Loaded {
+            catalog,
+            policy: cfg.policy(),
+            settings: cfg.executor.clone(),
+            base_dir: cfg.base_dir.clone(),
+            ops,
+        }
+    }
+
+    fn op(&self, name: &str) -> Option<Arc<OpSpec>> {
+        self.ops.get(name).cloned()
+    }
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Ticket {
+    /// The request as recorded so far (durable).
+    pub record: RequestRecord,
+    /// The dedup key had been seen: this is the earlier request, nothing new ran.
+    pub duplicate: bool,
+}
+
+/// One lifecycle event with the request record right after it, as frontends see it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Lifecycle {
+    /// The audit event.
+    pub event: AuditEvent,
+    /// The request after the event.
+    pub record: RequestRecord,
+}
+
+/// What a command (chat text, comment, trailer) did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Reply {
+    /// A request was submitted (or the delivery was a duplicate).
+    Submitted(Ticket),
+    /// Help text.
+    Help(String),
+    /// The record after `status`, `approve`, `deny` or `cancel`.
+    Record(RequestRecord),
+}
+
+struct PendingRun {
+    args: BTreeMap<String, Value>,
+    expires_at: chrono::DateTime<Utc>,
+}
+
+struct LockEntry {
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    holder: Option<RequestId>,
+}
+
+struct Inner {
+    loaded: RwLock<Arc<Loaded>>,
+    store: Arc<dyn AuditStore>,
+    builtins: Builtins,
+    http: reqwest::Client,
+    locks: Mutex<HashMap<String, LockEntry>>,
+    runs: Mutex<HashMap<RequestId, CancellationToken>>,
+    pending: Mutex<HashMap<RequestId, PendingRun>>,
+    watchers: Mutex<HashMap<RequestId, watch::Sender<Option<RequestRecord>>>>,
+    actions: tokio::sync::Mutex<()>,
+    events: broadcast::Sender<Lifecycle>,
+    accepting: AtomicBool,
+    interrupting: AtomicBool,
+    tasks: TaskTracker,
+    slots: Arc<Semaphore>,
+    digest_key: [u8; 32],
+    stop: CancellationToken,
+    buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
+    /// The approval-expiry sweeper, awaited by `shutdown` so that the store
+    /// is released when it returns.
+    sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The executor handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("store", &self.inner.store)
+            .field("builtins", &self.inner.builtins)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Executor`].
+#[derive(Debug)]
+pub struct ExecutorBuilder {
+    loaded: Loaded,
+    store: Arc<dyn AuditStore>,
+    builtins: Builtins,
+    http: Option<reqwest::Client>,
+    sweep_every: Duration,
+}
+
+impl ExecutorBuilder {
+    /// Register a builtin runner.
+    pub fn builtin(mut self, name: impl Into<String>, f: impl Builtin) -> Self {
+        self.builtins.register(name, f);
+        self
+    }
+
+    /// The names of the builtins registered so far, sorted.
+    pub fn builtin_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.builtins.names().map(String::from).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Use this HTTP client for `http` runners.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// How often pending approvals are checked for expiry (default 1s).
+    pub fn expiry_sweep(mut self, every: Duration) -> Self {
+        self.sweep_every = every;
+        self
+    }
+
+    /// Start the executor: requests a crash left in flight are marked
+    /// `interrupted`, and pending approvals are picked up again.
+    pub async fn build(self) -> Result<Executor> {
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(&ulid::Ulid::new().to_bytes());
+        key[16..].copy_from_slice(&ulid::Ulid::new().to_bytes());
+        let slots = Arc::new(Semaphore::new(
+            self.loaded.settings.max_concurrent_runs.max(1),
+        ));
+        let (events, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            loaded: RwLock::new(Arc::new(self.loaded)),
+            store: self.store,
+            builtins: self.builtins,
+            http: self.http.unwrap_or_default(),
+            locks: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
+            actions: tokio::sync::Mutex::new(()),
+            events,
+            accepting: AtomicBool::new(true),
+            interrupting: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+            slots,
+            digest_key: key,
+            stop: CancellationToken::new(),
+            buckets: Mutex::new(HashMap::new()),
+            sweeper: Mutex::new(None),
+        });
+        let exec = Executor { inner };
+        exec.recover().await?;
+        // The sweeper holds the executor weakly: dropping every handle (without
+        // `shutdown`) ends it too, and with it its hold on the store.
+        let weak = Arc::downgrade(&exec.inner);
+        let stop = exec.inner.stop.clone();
+        let every = self.sweep_every;
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                if let Err(e) = (Executor { inner }).expire_due().await {
+                    tracing::warn!(error = %e, "approval expiry sweep failed");
+                }
+            }
+        });
+        *lock(&exec.inner.sweeper) = Some(sweeper);
+        Ok(exec)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Executor {
+    /// A builder from a validated config and a store.
+    pub fn builder(cfg: &Config, store: Arc<dyn AuditStore>) -> ExecutorBuilder {
+        ExecutorBuilder {
+            loaded: Loaded::from_config(cfg),
+            store,
+            builtins: Builtins::default(),
+            http: None,
+            sweep_every: Duration::from_secs(1),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn AuditStore> {
+        &self.inner.store
+    }
+
+    /// The current catalog and policy.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.inner
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swap in a new catalog and policy (config reload). Requests in flight keep
+    /// the op spec they started with.
+    pub fn reload(&self, cfg: &Config) {
+        let new = Arc::new(Loaded::from_config(cfg));
+        *self.inner.loaded.write().unwrap_or_else(|p| p.into_inner()) = new;
+    }
+
+    /// Lifecycle events of every request, as they are recorded.
+    pub fn subscribe(&self) -> broadcast::Receiver<Lifecycle> {
+        self.inner.events.subscribe()
+    }
+
+    /// Whether new requests are accepted.
+    pub fn is_accepting(&self) -> bool {
+        self.inner.accepting.load(Ordering::SeqCst)
+    }
+
+    /// Requests running (or waiting for a lock or a run slot) now.
+    pub fn running(&self) -> usize {
+        lock(&self.inner.runs).len()
+    }
+
+    /// Requests waiting for approvals now.
+    pub fn pending_approvals(&self) -> usize {
+        lock(&self.inner.pending).len()
+    }
+
+    /// Resolve an actor's principal through the policy. An actor whose principal a
+    /// trusted frontend already set (e.g. from an API token) keeps it if it exists.
+    pub fn resolve(&self, actor: &Actor) -> Option<String> {
+        let loaded = self.loaded();
+        if let Some(p) = &actor.principal {
+            if loaded.policy.principal(p).is_some() {
+                return Some(p.clone());
+            }
+        }
+        loaded
+            .policy
+            .resolve(&actor.frontend, &actor.external_id)
+            .map(String::from)
+    }
+
+    fn publish(&self, event: AuditEvent, record: &RequestRecord) {
+        if let Some(w) = lock(&self.inner.watchers).get(&record.request.id) {
+            w.send_replace(Some(record.clone()));
+        }
+        let _ = self.inner.events.send(Lifecycle {
+            event,
+            record: record.clone(),
+        });
+    }
+
+    /// Append events of one request, fold them into `record`, notify.
+    async fn commit(
+        &self,
+        record: &mut RequestRecord,
+        events: Vec<NewEvent>,
+        durable: bool,
+    ) -> Result<()> {
+        let opts = if durable {
+            AppendOptions::durable()
+        } else {
+            AppendOptions::buffered()
+        };
+        let stored = self.inner.store.append(events, opts).await?;
+        for e in stored {
+            record.apply(&e);
+            self.publish(e, record);
+        }
+        if record.state.is_terminal() {
+            lock(&self.inner.watchers).remove(&record.request.id);
+        }
+        Ok(())
+    }
+
+    /// Record a notice about a request (or about nothing in particular).
+    pub async fn notice(
+        &self,
+        request: Option<RequestId>,
+        source: &str,
+        kind: &str,
+        message: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<AuditEvent> {
+        let body = EventBody::Notice {
+            source: source.into(),
+            kind: kind.into(),
+            message: message.into(),
+            data,
+        };
+        match request {
+            Some(id) => {
+                let mut rec = self.get(id).await?;
+                self.commit(&mut rec, vec![NewEvent::request(id, body)], true)
+                    .await?;
+                self.inner
+                    .store
+                    .request_events(id)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| Error::Internal("notice vanished".into()))
+            }
+            None => {
+                let mut v = self
+                    .inner
+                    .store
+                    .append(vec![NewEvent::global(body)], AppendOptions::durable())
+                    .await?;
+                v.pop()
+                    .ok_or_else(|| Error::Internal("notice vanished".into()))
+            }
+        }
+    }
+
+    /// The current record of a request.
+    pub async fn get(&self, id: RequestId) -> Result<RequestRecord> {
+        self.inner
+            .store
+            .request(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// Every audit event of a request.
+    pub async fn events(&self, id: RequestId) -> Result<Vec<AuditEvent>> {
+        Ok(self.inner.store.request_events(id).await?)
+    }
+
+    /// Requests, newest first.
+    pub async fn list(
+        &self,
+        filter: &RequestFilter,
+        before: Option<RequestId>,
+        limit: usize,
+    ) -> Result<Vec<RequestRecord>> {
+        Ok(self
+            .inner
+            .store
+            .list_requests(filter, before, limit)
+            .await?)
+    }
+
+    /// Wait until the request's record satisfies `until`.
+    pub async fn wait_for(
+        &self,
+        id: RequestId,
+        until: impl Fn(&RequestRecord) -> bool,
+    ) -> Result<RequestRecord> {
+        let mut rx = {
+            let mut w = lock(&self.inner.watchers);
+            w.entry(id)
+                .or_insert_with(|| watch::channel(None).0)
+                .subscribe()
+        };
+        let rec = match self.get(id).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                // No such request (or no store): drop the watcher made here unless
+                // someone else waits on it too.
+                let mut w = lock(&self.inner.watchers);
+                if w.get(&id).is_some_and(|s| s.receiver_count() <= 1) {
+                    w.remove(&id);
+                }
+                return Err(e);
+            }
+        };
+        if rec.state.is_terminal() {
+            // It ended before the watcher was made, so nothing will remove it: do it
+            // here (anyone else waiting sees the channel close and reads the record).
+            lock(&self.inner.watchers).remove(&id);
+            return Ok(rec);
+        }
+        if until(&rec) {
+            return Ok(rec);
+        }
+        loop {
+            if rx.changed().await.is_err() {
+                return self.get(id).await;
+            }
+            let current = rx.borrow_and_update().clone();
+            if let Some(r) = current {
+                if until(&r) || r.state.is_terminal() {
+                    return Ok(r);
+                }
+            }
+        }
+    }
+
+    /// Wait until the request reaches a terminal state.
+    pub async fn wait(&self, id: RequestId) -> Result<RequestRecord> {
+        self.wait_for(id, |r| r.state.is_terminal()).await
+    }
+
+    fn principal_of(&self, actor: &Actor) -> Result<String> {
+        self.resolve(actor).ok_or_else(|| Error::UnknownIdentity {
+            frontend: actor.frontend.clone(),
+            external_id: actor.external_id.clone(),
+        })
+    }
+
+    fn with_principal(&self, actor: &Actor, principal: &str) -> Actor {
+        let mut a = actor.clone();
+        a.principal = Some(principal.to_string());
+        a
+    }
+
+    /// Stop taking requests, let runs finish within `grace`, interrupt the rest,
+    /// and flush the store. Pending approvals stay pending (they survive restarts).
+    pub async fn shutdown(&self, grace: Duration) -> Result<()> {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            self.inner.interrupting.store(true, Ordering::SeqCst);
+            let tokens: Vec<CancellationToken> = lock(&self.inner.runs).values().cloned().collect();
+            for t in tokens {
+                t.cancel();
+            }
+            self.inner.tasks.wait().await;
+        }
+        self.inner.stop.cancel();
+        let sweeper = lock(&self.inner.sweeper).take();
+        if let Some(sweeper) = sweeper {
+            let _ = sweeper.await;
+        }
+        self.inner.store.flush().await?;
+        Ok(())
+    }
+}
+
+impl tower::Service<Submission> for Executor {
+    type Response = Ticket;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Ticket>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.is_accepting() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Ready(Err(Error::ShuttingDown))
+        }
+    }
+
+    fn call(&mut self, sub: Submission) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.submit(sub).await })
+    }
+}

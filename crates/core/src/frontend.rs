@@ -8,6 +8,11 @@
 //! methods. Registration is explicit: [`Frontends`] is the list the daemon and
 //! embedders build, and [`FrontendHost`] runs it.
 //!
+//! What every frontend needs besides the trait is here once:
+//! [`delivery`] (outbound calls with timeouts, backoff, `Retry-After` and
+//! audit notices), [`webhook`] (HMAC-SHA256 signatures, bearer tokens,
+//! seen-sets) and [`lifecycle`] (the loop that follows a frontend's requests).
+//!
 //! HTTP is plain `http` types with a fully read body (`http::Request<Bytes>`), so
 //! core depends on no web framework; the host (the daemon) enforces body limits and
 //! timeouts before a frontend sees a request, and a webhook frontend verifies
@@ -409,3 +414,7 @@ impl FrontendHost {
 
 #[cfg(feature = "test-util")]
 pub mod conformance;
+
+pub mod delivery;
+pub mod lifecycle;
+pub mod webhook;

@@ -185,6 +185,102 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Where `repo` says the repository is: a URL or a path resolved against `base_dir`.
+fn parse_source(repo: &str, base_dir: &Path, errs: &mut Vec<String>) -> Source {
+    if repo.trim().is_empty() {
+        errs.push("frontends.git.repo: must not be empty".to_string());
+        Source::Local(PathBuf::new())
+    } else if is_url(repo) {
+        let scheme = repo.split("://").next().unwrap_or("");
+        if repo.contains("://") && !["file", "git", "http", "https", "ssh"].contains(&scheme) {
+            errs.push(format!(
+                "frontends.git.repo: unsupported scheme `{scheme}` (file, git, http, https, ssh)"
+            ));
+        }
+        if has_password(repo) {
+            errs.push("frontends.git.repo: do not put credentials in the URL; use `token` (https) or `ssh_key` (ssh)".to_string());
+        }
+        Source::Remote(repo.to_string())
+    } else {
+        Source::Local(resolve(base_dir, Path::new(repo)))
+    }
+}
+
+fn check_branch(branch: &str, errs: &mut Vec<String>) {
+    if branch.is_empty()
+        || branch.starts_with('-')
+        || branch.contains("..")
+        || branch
+            .chars()
+            .any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
+    {
+        errs.push(format!(
+            "frontends.git.branch: `{branch}` is not a valid branch name"
+        ));
+    }
+}
+
+/// The fetch and drift-check intervals.
+fn intervals(raw: &RawSection, errs: &mut Vec<String>) -> (Duration, Duration) {
+    let interval = raw.interval.map(|d| d.0).unwrap_or(DEFAULT_INTERVAL);
+    if interval < Duration::from_millis(100) {
+        errs.push("frontends.git.interval: must be at least 100ms".into());
+    }
+    let drift_interval = raw
+        .drift_interval
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_DRIFT_INTERVAL);
+    if drift_interval < Duration::from_millis(100) {
+        errs.push("frontends.git.drift_interval: must be at least 100ms".into());
+    }
+    (interval, drift_interval)
+}
+
+/// The allowed-signers file, checked with `require_signed`.
+fn signers(raw: &RawSection, base_dir: &Path, errs: &mut Vec<String>) -> Option<PathBuf> {
+    let allowed_signers = raw.allowed_signers.as_ref().map(|p| resolve(base_dir, p));
+    if raw.require_signed && allowed_signers.is_none() && raw.gpg_program.is_none() {
+        errs.push("frontends.git.require_signed: needs `allowed_signers` (SSH signatures) or `gpg_program` (OpenPGP)".into());
+    }
+    if let Some(p) = &allowed_signers {
+        check_file("allowed_signers", p, errs);
+    }
+    allowed_signers
+}
+
+fn check_file(key: &str, p: &Path, errs: &mut Vec<String>) {
+    if !p.is_file() {
+        errs.push(format!(
+            "frontends.git.{key}: `{}` is not a file",
+            p.display()
+        ));
+    }
+}
+
+fn check_secrets(raw: &RawSection, errs: &mut Vec<String>) {
+    for (k, v) in [
+        ("webhook_secret", &raw.webhook_secret),
+        ("webhook_token", &raw.webhook_token),
+        ("token", &raw.token),
+    ] {
+        if v.as_deref().is_some_and(|s| s.len() < 8) {
+            errs.push(format!(
+                "frontends.git.{k}: too short (at least 8 characters)"
+            ));
+        }
+    }
+}
+
+/// The first and the longest retry delay.
+fn retry_delays(raw: &RawSection, errs: &mut Vec<String>) -> (Duration, Duration) {
+    let retry_base = raw.retry_base.map(|d| d.0).unwrap_or(DEFAULT_RETRY_BASE);
+    let retry_max = raw.retry_max.map(|d| d.0).unwrap_or(DEFAULT_RETRY_MAX);
+    if retry_base.is_zero() || retry_max < retry_base {
+        errs.push("frontends.git.retry_base/retry_max: need 0 < retry_base <= retry_max".into());
+    }
+    (retry_base, retry_max)
+}
+
 impl GitConfig {
     /// Parse and check a `[frontends.git]` section.
     pub fn parse(section: &toml::Table, base_dir: &Path) -> Result<GitConfig, Vec<String>> {
@@ -192,104 +288,41 @@ impl GitConfig {
             .try_into()
             .map_err(|e: toml::de::Error| vec![format!("frontends.git: {}", e.message().trim())])?;
         let mut errs = Vec::new();
-        let source = if raw.repo.trim().is_empty() {
-            errs.push("frontends.git.repo: must not be empty".to_string());
-            Source::Local(PathBuf::new())
-        } else if is_url(&raw.repo) {
-            let scheme = raw.repo.split("://").next().unwrap_or("");
-            if raw.repo.contains("://")
-                && !["file", "git", "http", "https", "ssh"].contains(&scheme)
-            {
-                errs.push(format!(
-                    "frontends.git.repo: unsupported scheme `{scheme}` (file, git, http, https, ssh)"
-                ));
-            }
-            if has_password(&raw.repo) {
-                errs.push("frontends.git.repo: do not put credentials in the URL; use `token` (https) or `ssh_key` (ssh)".to_string());
-            }
-            Source::Remote(raw.repo.clone())
-        } else {
-            Source::Local(resolve(base_dir, Path::new(&raw.repo)))
-        };
-        let branch = raw.branch.unwrap_or_else(|| "main".into());
-        if branch.is_empty()
-            || branch.starts_with('-')
-            || branch.contains("..")
-            || branch
-                .chars()
-                .any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
-        {
-            errs.push(format!(
-                "frontends.git.branch: `{branch}` is not a valid branch name"
-            ));
-        }
-        let path = raw.path.unwrap_or_default().trim_matches('/').to_string();
+        let source = parse_source(&raw.repo, base_dir, &mut errs);
+        let branch = raw.branch.clone().unwrap_or_else(|| "main".into());
+        check_branch(&branch, &mut errs);
+        let path = raw
+            .path
+            .clone()
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string();
         if path.split('/').any(|c| c == ".." || c == ".") {
             errs.push("frontends.git.path: must be a plain subdirectory (no `.` or `..`)".into());
         }
-        let interval = raw.interval.map(|d| d.0).unwrap_or(DEFAULT_INTERVAL);
-        if interval < Duration::from_millis(100) {
-            errs.push("frontends.git.interval: must be at least 100ms".into());
-        }
-        let drift_interval = raw
-            .drift_interval
-            .map(|d| d.0)
-            .unwrap_or(DEFAULT_DRIFT_INTERVAL);
-        if drift_interval < Duration::from_millis(100) {
-            errs.push("frontends.git.drift_interval: must be at least 100ms".into());
-        }
-        let allowed_signers = raw.allowed_signers.map(|p| resolve(base_dir, &p));
-        if raw.require_signed && allowed_signers.is_none() && raw.gpg_program.is_none() {
-            errs.push("frontends.git.require_signed: needs `allowed_signers` (SSH signatures) or `gpg_program` (OpenPGP)".into());
-        }
-        if let Some(p) = &allowed_signers {
-            if !p.is_file() {
-                errs.push(format!(
-                    "frontends.git.allowed_signers: `{}` is not a file",
-                    p.display()
-                ));
-            }
-        }
-        for (k, v) in [
-            ("webhook_secret", &raw.webhook_secret),
-            ("webhook_token", &raw.webhook_token),
-            ("token", &raw.token),
-        ] {
-            if v.as_deref().is_some_and(|s| s.len() < 8) {
-                errs.push(format!(
-                    "frontends.git.{k}: too short (at least 8 characters)"
-                ));
-            }
-        }
-        let ssh_key = raw.ssh_key.map(|p| resolve(base_dir, &p));
+        let (interval, drift_interval) = intervals(&raw, &mut errs);
+        let allowed_signers = signers(&raw, base_dir, &mut errs);
+        check_secrets(&raw, &mut errs);
+        let ssh_key = raw.ssh_key.as_ref().map(|p| resolve(base_dir, p));
         if let Some(p) = &ssh_key {
-            if !p.is_file() {
-                errs.push(format!(
-                    "frontends.git.ssh_key: `{}` is not a file",
-                    p.display()
-                ));
-            }
+            check_file("ssh_key", p, &mut errs);
         }
         if raw.push_notes && matches!(source, Source::Local(_)) {
             errs.push("frontends.git.push_notes: the repo is a local path, notes are written to it directly; give a URL (file:///...) to push".into());
         }
-        let retry_base = raw.retry_base.map(|d| d.0).unwrap_or(DEFAULT_RETRY_BASE);
-        let retry_max = raw.retry_max.map(|d| d.0).unwrap_or(DEFAULT_RETRY_MAX);
-        if retry_base.is_zero() || retry_max < retry_base {
-            errs.push(
-                "frontends.git.retry_base/retry_max: need 0 < retry_base <= retry_max".into(),
-            );
-        }
+        let (retry_base, retry_max) = retry_delays(&raw, &mut errs);
         let state_dir = raw
             .state_dir
-            .map(|p| resolve(base_dir, &p))
+            .as_ref()
+            .map(|p| resolve(base_dir, p))
             .unwrap_or_else(|| base_dir.join("youops-data").join("git"));
         let checkout_explicit = raw.checkout_dir.is_some();
         let checkout_dir = raw
             .checkout_dir
-            .map(|p| resolve(base_dir, &p))
+            .as_ref()
+            .map(|p| resolve(base_dir, p))
             .unwrap_or_else(|| state_dir.join("checkout"));
-        let location = raw.location.unwrap_or_else(|| match &source {
+        let location = raw.location.clone().unwrap_or_else(|| match &source {
             Source::Local(p) => p.display().to_string(),
             Source::Remote(u) => strip_credentials(u),
         });

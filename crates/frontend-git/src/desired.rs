@@ -18,7 +18,7 @@ use std::fmt;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::Kinds;
+use crate::config::{KindSpec, Kinds};
 
 /// Largest desired-state file read (bigger files are an error, not a hang).
 pub const MAX_FILE_BYTES: usize = 8 << 20;
@@ -144,116 +144,163 @@ pub fn parse_file(
         )]);
     }
     let lines = Lines::new(text);
-    let raw: RawFile = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let line = e.span().map(|s| lines.of(s.start)).unwrap_or(0);
-            let msg = e.message().trim().to_string();
-            let msg = if msg.contains("unknown field") {
-                format!("{msg} (desired-state files hold only [[resource]] tables)")
-            } else {
-                format!("not valid TOML: {msg}")
-            };
-            return Err(vec![err(line, msg)]);
-        }
-    };
+    let raw = read_raw(text, &lines).map_err(|(line, msg)| vec![err(line, msg)])?;
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for table in raw.resource {
-        let span = table.span();
-        let table = table.into_inner();
-        // The table's own span may start at its first key; the header is the
-        // line of the earliest thing we know about, which is accurate enough
-        // and never past the resource.
-        let first_key = table.keys().map(|k| k.span().start).min();
-        let mut line = lines.of(span.start);
-        if let Some(k) = first_key {
-            // `[[resource]]` sits on the line before the first key when the span
-            // covers only the body.
-            let kl = lines.of(k);
-            if kl < line {
-                line = kl;
-            }
+        let mut put = |line: usize, message: String| errors.push(err(line, message));
+        if let Some((kind, key, fields, line)) = parse_resource(table, &lines, kinds, &mut put) {
+            out.push(Resource {
+                kind,
+                key,
+                fields,
+                file: file.to_string(),
+                line,
+            });
         }
-        let kind_entry = table.iter().find(|(k, _)| k.get_ref() == "kind");
-        let Some((_, kind_v)) = kind_entry else {
-            errors.push(err(line, "resource has no `kind`".into()));
-            continue;
-        };
-        let kind_line = lines.of(kind_v.span().start);
-        let Some(kind) = kind_v.get_ref().as_str().map(str::to_string) else {
-            errors.push(err(kind_line, "`kind` must be a string".into()));
-            continue;
-        };
-        let Some(spec) = kinds.get(&kind) else {
-            let known = kinds.names().join(", ");
-            let hint = youops_core::grammar::suggest(&kind, kinds.names())
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            errors.push(err(
-                kind_line,
-                format!(
-                    "unknown kind `{kind}`{hint}; known kinds: {}",
-                    if known.is_empty() { "none" } else { &known }
-                ),
-            ));
-            continue;
-        };
-        let mut fields = BTreeMap::new();
-        let mut bad = false;
-        for (k, v) in &table {
-            if k.get_ref() == "kind" {
-                continue;
-            }
-            match scalar_text(v.get_ref()) {
-                Some(t) => {
-                    fields.insert(k.get_ref().clone(), t);
-                }
-                None => {
-                    bad = true;
-                    errors.push(err(
-                        lines.of(k.span().start),
-                        format!(
-                            "field `{}` must be a string, number, boolean or date (not an array or table)",
-                            k.get_ref()
-                        ),
-                    ));
-                }
-            }
-        }
-        let key = match fields.get(&spec.key) {
-            Some(k) if !k.trim().is_empty() => k.clone(),
-            Some(_) => {
-                errors.push(err(
-                    line,
-                    format!("key field `{}` of kind `{kind}` is empty", spec.key),
-                ));
-                continue;
-            }
-            None => {
-                errors.push(err(
-                    line,
-                    format!("resource of kind `{kind}` has no key field `{}`", spec.key),
-                ));
-                continue;
-            }
-        };
-        if bad {
-            continue;
-        }
-        out.push(Resource {
-            kind,
-            key,
-            fields,
-            file: file.to_string(),
-            line,
-        });
     }
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(errors)
     }
+}
+
+/// The file as TOML, or the line and text of why it is not a desired-state file.
+fn read_raw(text: &str, lines: &Lines) -> Result<RawFile, (usize, String)> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let line = e.span().map(|s| lines.of(s.start)).unwrap_or(0);
+        let msg = e.message().trim().to_string();
+        let msg = if msg.contains("unknown field") {
+            format!("{msg} (desired-state files hold only [[resource]] tables)")
+        } else {
+            format!("not valid TOML: {msg}")
+        };
+        (line, msg)
+    })
+}
+
+/// One `[[resource]]` table: its kind, key, fields and header line, or `None`
+/// with its problems handed to `err` (line, message), in the order found.
+fn parse_resource(
+    table: Spanned<RawTable>,
+    lines: &Lines,
+    kinds: &Kinds,
+    err: &mut impl FnMut(usize, String),
+) -> Option<(String, String, BTreeMap<String, String>, usize)> {
+    let span = table.span();
+    let table = table.into_inner();
+    let line = header_line(span.start, &table, lines);
+    let (kind, spec) = match resource_kind(&table, line, lines, kinds) {
+        Ok(k) => k,
+        Err((line, message)) => {
+            err(line, message);
+            return None;
+        }
+    };
+    let (fields, bad) = resource_fields(&table, lines, err);
+    let key = match fields.get(&spec.key) {
+        Some(k) if !k.trim().is_empty() => k.clone(),
+        Some(_) => {
+            err(
+                line,
+                format!("key field `{}` of kind `{kind}` is empty", spec.key),
+            );
+            return None;
+        }
+        None => {
+            err(
+                line,
+                format!("resource of kind `{kind}` has no key field `{}`", spec.key),
+            );
+            return None;
+        }
+    };
+    if bad {
+        return None;
+    }
+    Some((kind, key, fields, line))
+}
+
+/// The line of a resource's `[[resource]]` header.
+fn header_line(start: usize, table: &RawTable, lines: &Lines) -> usize {
+    // The table's own span may start at its first key; the header is the
+    // line of the earliest thing we know about, which is accurate enough
+    // and never past the resource.
+    let first_key = table.keys().map(|k| k.span().start).min();
+    let mut line = lines.of(start);
+    if let Some(k) = first_key {
+        // `[[resource]]` sits on the line before the first key when the span
+        // covers only the body.
+        let kl = lines.of(k);
+        if kl < line {
+            line = kl;
+        }
+    }
+    line
+}
+
+/// A resource's `kind` and its declaration, or the line and text of why not.
+fn resource_kind<'k>(
+    table: &RawTable,
+    line: usize,
+    lines: &Lines,
+    kinds: &'k Kinds,
+) -> Result<(String, &'k KindSpec), (usize, String)> {
+    let kind_entry = table.iter().find(|(k, _)| k.get_ref() == "kind");
+    let Some((_, kind_v)) = kind_entry else {
+        return Err((line, "resource has no `kind`".into()));
+    };
+    let kind_line = lines.of(kind_v.span().start);
+    let Some(kind) = kind_v.get_ref().as_str().map(str::to_string) else {
+        return Err((kind_line, "`kind` must be a string".into()));
+    };
+    let Some(spec) = kinds.get(&kind) else {
+        let known = kinds.names().join(", ");
+        let hint = youops_core::grammar::suggest(&kind, kinds.names())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return Err((
+            kind_line,
+            format!(
+                "unknown kind `{kind}`{hint}; known kinds: {}",
+                if known.is_empty() { "none" } else { &known }
+            ),
+        ));
+    };
+    Ok((kind, spec))
+}
+
+/// Every field but `kind` as text, and whether any was not a scalar (each such
+/// field is handed to `err`).
+fn resource_fields(
+    table: &RawTable,
+    lines: &Lines,
+    err: &mut impl FnMut(usize, String),
+) -> (BTreeMap<String, String>, bool) {
+    let mut fields = BTreeMap::new();
+    let mut bad = false;
+    for (k, v) in table {
+        if k.get_ref() == "kind" {
+            continue;
+        }
+        match scalar_text(v.get_ref()) {
+            Some(t) => {
+                fields.insert(k.get_ref().clone(), t);
+            }
+            None => {
+                bad = true;
+                err(
+                    lines.of(k.span().start),
+                    format!(
+                        "field `{}` must be a string, number, boolean or date (not an array or table)",
+                        k.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    (fields, bad)
 }
 
 /// Merge the resources of every file into one desired state; a key declared twice

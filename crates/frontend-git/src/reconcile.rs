@@ -1,0 +1,156 @@
+//! Reconcile passes: fetch, run new commit trailers, plan the branch head
+//! against the actual state and apply the changes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use git2::Oid;
+use youops_core::Executor;
+
+use crate::desired::DesiredState;
+use crate::engine::{blocking, now_ms, Engine, Work};
+use crate::error::GitError;
+use crate::metrics::bump;
+use crate::observe::Current;
+use crate::plan::{self, Plan};
+use crate::repo;
+use crate::state::Persisted;
+
+impl Engine {
+    /// One pass: with `full`, the head is planned even when already reconciled;
+    /// a `dry_run` submits nothing and changes nothing.
+    pub(crate) async fn pass(
+        self: &Arc<Self>,
+        exec: &Executor,
+        dry_run: bool,
+        full: bool,
+    ) -> Result<Plan, GitError> {
+        let mut guard = self.work.lock().await;
+        let work = &mut *guard;
+        self.load(work)?;
+        bump(&self.counters.passes, 1);
+        let head = self.fetch_head().await?;
+        let mut plan = Plan {
+            branch: self.cfg.branch.clone(),
+            commit: head.map(|h| h.to_string()),
+            dry_run,
+            ..Default::default()
+        };
+        let Some(head) = head else {
+            let st = work.state.as_mut().expect("loaded");
+            if !dry_run && !st.initialized {
+                st.initialized = true;
+                self.save(st)?;
+            }
+            return Ok(plan);
+        };
+        let head_s = head.to_string();
+        if !dry_run {
+            self.history(exec, work, head).await?;
+        }
+        if !full && self.reconciled(work.state.as_ref().expect("loaded"), &head_s) {
+            bump(&self.counters.noop_passes, 1);
+            plan.unchanged_head = true;
+            return Ok(plan);
+        }
+        let info = self.commit_info(head).await?;
+        self.verify_head(exec, work, &info, head, dry_run).await?;
+        let desired = self.desired_or_report(exec, work, head, dry_run).await?;
+        let st = work.state.as_mut().expect("loaded");
+        let (observed, errors) = self.observed().await;
+        let actual = Current::new(&self.kinds, &observed, &st.applied);
+        plan.entries = plan::plan_with(&desired, &actual, &self.kinds, self.cfg.prune);
+        if dry_run {
+            plan.kind_errors = errors
+                .into_iter()
+                .map(|(k, e)| format!("kind `{k}`: {e}"))
+                .collect();
+            return Ok(plan);
+        }
+        plan.kind_errors = self
+            .report_observe(exec, &desired, &observed, errors)
+            .await?;
+        self.apply(exec, st, &mut plan, &head_s, &info).await?;
+        Ok(plan)
+    }
+
+    /// Fetch, and the head of the branch (`None` when the branch is empty).
+    async fn fetch_head(self: &Arc<Self>) -> Result<Option<Oid>, GitError> {
+        let me = self.clone();
+        blocking(move || {
+            let r = repo::open(&me.cfg)?;
+            repo::fetch(&r, &me.cfg)?;
+            repo::head(&r, &me.cfg)
+        })
+        .await
+    }
+
+    /// Whether `head` is reconciled already, with no retry due and nothing
+    /// marked to look at again (the mark is cleared).
+    fn reconciled(&self, st: &Persisted, head: &str) -> bool {
+        let now = now_ms();
+        let due = st
+            .retries
+            .values()
+            .any(|r| !r.gave_up && !r.waiting && r.next_at_ms.is_some_and(|t| t <= now));
+        st.target.as_deref() == Some(head) && !due && !self.dirty.swap(false, Ordering::SeqCst)
+    }
+
+    /// Check the head's signature when required, noting it; a refused head is
+    /// reported (unless `dry_run`) and is an error.
+    async fn verify_head(
+        self: &Arc<Self>,
+        exec: &Executor,
+        work: &mut Work,
+        info: &repo::CommitInfo,
+        head: Oid,
+        dry_run: bool,
+    ) -> Result<(), GitError> {
+        match self.check_signature(head, &info.author_email).await? {
+            Ok(sig) => {
+                if !dry_run {
+                    let st = work.state.as_mut().expect("loaded");
+                    st.note(&head.to_string(), &self.cfg.branch).signature = sig;
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                if !dry_run {
+                    self.refuse(
+                        exec,
+                        work.state.as_mut().expect("loaded"),
+                        info,
+                        &reason,
+                        "its desired state was not applied",
+                    )
+                    .await?;
+                }
+                Err(GitError::Refused {
+                    commit: head.to_string(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The desired state at `head`; its errors are reported (unless `dry_run`).
+    async fn desired_or_report(
+        self: &Arc<Self>,
+        exec: &Executor,
+        work: &mut Work,
+        head: Oid,
+        dry_run: bool,
+    ) -> Result<Arc<DesiredState>, GitError> {
+        match self.desired(work, head).await {
+            Ok(d) => Ok(d),
+            Err(GitError::Desired { commit, errors }) => {
+                if !dry_run {
+                    let st = work.state.as_mut().expect("loaded");
+                    self.report_invalid(exec, st, &commit, &errors).await?;
+                }
+                Err(GitError::Desired { commit, errors })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use git2::{Oid, Repository, RepositoryInitOptions, Signature};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use youops_core::config::Config;
 use youops_core::runner::BuiltinCall;
 use youops_core::{EventBody, Executor, RequestFilter, RequestRecord};
@@ -429,9 +427,7 @@ where
 }
 
 pub(crate) fn github_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    youops_core::frontend::webhook::sign_sha256(secret.as_bytes(), body)
 }
 
 pub(crate) fn webhook_request(headers: &[(&str, String)], body: &[u8]) -> http::Request<Bytes> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use youops_core::{RequestId, RequestRecord};
 
-use crate::cli::{exit, Failure};
+use crate::cli::failure::{exit, Failure};
 
 /// A client of `/api/v1`.
 #[derive(Debug, Clone)]

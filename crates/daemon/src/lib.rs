@@ -5,23 +5,25 @@
 //! health and metrics endpoints and the web dashboard, and the lifecycle
 //! (`run(config, options, shutdown)`).
 //!
+//! The HTTP side (server lifecycle, router, API, dashboard, metrics, shared
+//! state) is under [`http`]; the command line is [`cli`], whose commands reach
+//! the local store or a daemon through [`client`].
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let cfg = youops_core::config::Config::load("examples/quickstart/youops.toml")?;
-//! let opts = youops::server::RunOptions::default();
-//! youops::server::run(cfg, opts, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! let opts = youops::RunOptions::default();
+//! youops::run(cfg, opts, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
 
-pub mod api;
+pub mod builtins;
 pub mod check;
 pub mod cli;
 pub mod client;
-pub mod dashboard;
 pub mod frontends;
-pub mod metrics;
-pub mod server;
+pub mod http;
 pub mod store;
 pub mod store_cmd;
 
-pub use server::{run, RunOptions};
+pub use http::server::{run, RunOptions};

@@ -61,7 +61,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
 async fn serve(cli: &Cli, listen: Option<String>) -> ExitCode {
     // The checks of `youops config check`, every problem at once.
     let cfg =
-        match youops::check::load_checked(&cli.config, &[], &youops::server::STANDARD_BUILTINS) {
+        match youops::check::load_checked(&cli.config, &[], &youops::builtins::STANDARD_BUILTINS) {
             Ok(c) => c,
             Err(problems) => {
                 eprint!(

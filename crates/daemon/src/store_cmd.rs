@@ -47,9 +47,10 @@ use std::sync::Arc;
 use clap::Subcommand;
 use youops_core::audit::{AuditStore, ChainVerifier, StoreError};
 use youops_core::model::EventBody;
+use youops_core::RequestId;
 use youops_store::{LogOptions, LogStore};
 
-use crate::cli::{exit, Failure};
+use crate::cli::failure::{exit, Failure};
 
 /// `youops store ...`
 #[derive(Debug, Subcommand)]
@@ -405,43 +406,24 @@ pub async fn copy<W: Write>(
         .first()
         .map_or(tip + 1, |e| e.seq);
     let total = (tip + 1).saturating_sub(first_seq);
-    let mut verifier = ChainVerifier::new();
-    let mut received = std::collections::HashSet::new();
-    let (mut copied, mut claims, mut orphans) = (0u64, 0u64, 0u64);
-    let mut after = 0;
     progress.update(0, total);
-    loop {
-        let page = source
-            .events(after, PAGE)
-            .await
-            .map_err(|e| incomplete(format!("cannot read {from}: {e}")))?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.seq;
-        for e in &page {
-            if let Err(b) = verifier.check(e) {
-                return Err(incomplete(format!(
-                    "the chain of {from} is broken at {b}: nothing after record #{} was copied",
-                    b.seq.saturating_sub(1)
-                )));
-            }
-            match (&e.body, e.request_id) {
-                (EventBody::Received { request }, Some(id)) => {
-                    received.insert(id);
-                    claims += u64::from(request.dedup_key.is_some());
-                }
-                (_, Some(id)) if !received.contains(&id) => orphans += 1,
-                _ => {}
-            }
-        }
-        let n = page.len() as u64;
-        dest.import(page)
-            .await
-            .map_err(|e| incomplete(format!("cannot write to {to}: {e}")))?;
-        copied += n;
-        progress.update(copied, total);
-    }
+    let tally = copy_pages(
+        source.as_ref(),
+        &dest,
+        from,
+        to,
+        total,
+        progress,
+        &incomplete,
+    )
+    .await?;
+    let Tally {
+        verifier,
+        received,
+        copied,
+        claims,
+        orphans,
+    } = tally;
     progress.finish();
     let read = verifier.finish();
     if let Some(b) = &read.broken {
@@ -456,27 +438,7 @@ pub async fn copy<W: Write>(
             read.head_seq
         )));
     }
-    dest.flush()
-        .await
-        .map_err(|e| incomplete(format!("cannot flush {to}: {e}")))?;
-    let check = dest
-        .verify()
-        .await
-        .map_err(|e| incomplete(format!("cannot verify {to}: {e}")))?;
-    let head = dest
-        .head()
-        .await
-        .map_err(|e| incomplete(format!("cannot read {to}: {e}")))?;
-    if let Some(b) = &check.broken {
-        return Err(incomplete(format!("the copy does not verify: {b}")));
-    }
-    if head != (tip, tip_hash.clone()) || check.head_seq != tip || check.checked != copied {
-        return Err(incomplete(format!(
-            "the copy ends at #{} {} ({} events checked), the source at #{tip} {tip_hash} \
-             ({copied} copied)",
-            head.0, head.1, check.checked
-        )));
-    }
+    check_copy(&dest, to, (tip, &tip_hash), copied, &incomplete).await?;
     drop(source);
     drop(dest);
     Ok(CopySummary {
@@ -491,6 +453,97 @@ pub async fn copy<W: Write>(
         claims,
         orphan_events: orphans,
     })
+}
+
+/// What [`copy_pages`] saw: the chain so far, and what the summary counts.
+#[derive(Default)]
+struct Tally {
+    verifier: ChainVerifier,
+    /// Requests whose `Received` event was copied.
+    received: std::collections::HashSet<RequestId>,
+    copied: u64,
+    claims: u64,
+    orphans: u64,
+}
+
+/// Read `source` page by page, verify each page's chain, and import it into
+/// `dest`; `incomplete` words a failure once something may have been written.
+async fn copy_pages<W: Write>(
+    source: &dyn AuditStore,
+    dest: &LogStore,
+    from: &StoreLocation,
+    to: &StoreLocation,
+    total: u64,
+    progress: &mut Progress<W>,
+    incomplete: &dyn Fn(String) -> Failure,
+) -> Result<Tally, Failure> {
+    let mut t = Tally::default();
+    let mut after = 0;
+    loop {
+        let page = source
+            .events(after, PAGE)
+            .await
+            .map_err(|e| incomplete(format!("cannot read {from}: {e}")))?;
+        let Some(last) = page.last() else {
+            return Ok(t);
+        };
+        after = last.seq;
+        for e in &page {
+            if let Err(b) = t.verifier.check(e) {
+                return Err(incomplete(format!(
+                    "the chain of {from} is broken at {b}: nothing after record #{} was copied",
+                    b.seq.saturating_sub(1)
+                )));
+            }
+            match (&e.body, e.request_id) {
+                (EventBody::Received { request }, Some(id)) => {
+                    t.received.insert(id);
+                    t.claims += u64::from(request.dedup_key.is_some());
+                }
+                (_, Some(id)) if !t.received.contains(&id) => t.orphans += 1,
+                _ => {}
+            }
+        }
+        let n = page.len() as u64;
+        dest.import(page)
+            .await
+            .map_err(|e| incomplete(format!("cannot write to {to}: {e}")))?;
+        t.copied += n;
+        progress.update(t.copied, total);
+    }
+}
+
+/// Flush the copy in `dest` and check it holds the source's chain: `copied`
+/// events up to the source's head `(tip, tip_hash)`.
+async fn check_copy(
+    dest: &LogStore,
+    to: &StoreLocation,
+    (tip, tip_hash): (u64, &str),
+    copied: u64,
+    incomplete: &dyn Fn(String) -> Failure,
+) -> Result<(), Failure> {
+    dest.flush()
+        .await
+        .map_err(|e| incomplete(format!("cannot flush {to}: {e}")))?;
+    let check = dest
+        .verify()
+        .await
+        .map_err(|e| incomplete(format!("cannot verify {to}: {e}")))?;
+    let head = dest
+        .head()
+        .await
+        .map_err(|e| incomplete(format!("cannot read {to}: {e}")))?;
+    if let Some(b) = &check.broken {
+        return Err(incomplete(format!("the copy does not verify: {b}")));
+    }
+    if head != (tip, tip_hash.to_string()) || check.head_seq != tip || check.checked != copied {
+        return Err(incomplete(format!(
+            "the copy ends at #{} {} ({} events checked), the source at #{tip} {tip_hash} \
+             ({copied} copied)",
+            head.0, head.1, check.checked
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -306,7 +306,7 @@ impl Daemon {
         opts.listener = Some(listener);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            youops::server::run(cfg, opts, async move {
+            youops::run(cfg, opts, async move {
                 let _ = rx.await;
             })
             .await
@@ -342,7 +342,7 @@ impl Daemon {
             .into_options(&mut opts);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            youops::server::run(cfg, opts, async move {
+            youops::run(cfg, opts, async move {
                 let _ = rx.await;
             })
             .await

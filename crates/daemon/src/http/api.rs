@@ -18,7 +18,7 @@ use youops_core::catalog::OpSpec;
 use youops_core::policy::Place;
 use youops_core::{Actor, Error, Origin, RequestFilter, RequestId, State as ReqState, Submission};
 
-use crate::server::AppState;
+use super::state::AppState;
 
 /// The API routes.
 pub fn router() -> Router<AppState> {

@@ -13,10 +13,11 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use youops_core::{
-    AuditEvent, EventBody, RequestFilter, RequestId, RequestRecord, State as ReqState, Transition,
+    AuditEvent, EventBody, Request, RequestFilter, RequestId, RequestRecord, State as ReqState,
+    Transition,
 };
 
-use crate::server::AppState;
+use super::state::AppState;
 
 /// Dashboard routes.
 pub fn router() -> Router<AppState> {
@@ -354,7 +355,15 @@ async fn request_page(State(st): State<AppState>, Path(id): Path<String>) -> Res
         }
     };
     let events = exec.events(rid).await.unwrap_or_default();
-    let now = Utc::now();
+    let mut body = request_summary(&rec, Utc::now());
+    request_output(&mut body, &rec);
+    events_table(&mut body, &events);
+    let r = &rec.request;
+    page(&format!("{} {}", r.op, r.id), &body).into_response()
+}
+
+/// The heading and the `<dl>` of a request's facts, from the op to the digest.
+fn request_summary(rec: &RequestRecord, now: DateTime<Utc>) -> String {
     let r = &rec.request;
     let mut body = format!(
         "<h1><code>{op}</code> {badge}</h1><dl>\
@@ -364,7 +373,7 @@ async fn request_page(State(st): State<AppState>, Path(id): Path<String>) -> Res
         op = esc(&r.op),
         badge = badge(rec.state),
         id = r.id,
-        actor = actor_text(&rec),
+        actor = actor_text(rec),
         frontend = esc(&r.origin.frontend),
         loc = if r.origin.location.is_empty() {
             String::new()
@@ -375,26 +384,7 @@ async fn request_page(State(st): State<AppState>, Path(id): Path<String>) -> Res
         created_full = r.created_at.to_rfc3339(),
         age = age(r.created_at, now),
     );
-    let args = if r.args.is_empty() && r.raw_args.is_empty() {
-        "<span class=\"muted\">none</span>".to_string()
-    } else {
-        let mut s = String::new();
-        for (k, v) in &r.args {
-            s.push_str(&format!(
-                "<div class=\"mono\">{}={}</div>",
-                esc(k),
-                esc(&v.as_text())
-            ));
-        }
-        for (k, v) in &r.raw_args {
-            s.push_str(&format!(
-                "<div class=\"mono\">{}={} <span class=\"muted\">(as given)</span></div>",
-                esc(k),
-                esc(v)
-            ));
-        }
-        s
-    };
+    let args = args_cell(r);
     body.push_str(&format!("<dt>Arguments</dt><dd id=\"args\">{args}</dd>"));
     if r.dry_run {
         body.push_str("<dt>Dry run</dt><dd>yes — nothing was executed</dd>");
@@ -433,6 +423,35 @@ async fn request_page(State(st): State<AppState>, Path(id): Path<String>) -> Res
         "<dt>Digest</dt><dd class=\"mono hash\">{}</dd></dl>",
         esc(&r.digest)
     ));
+    body
+}
+
+/// The arguments of a request, parsed then as given.
+fn args_cell(r: &Request) -> String {
+    if r.args.is_empty() && r.raw_args.is_empty() {
+        "<span class=\"muted\">none</span>".to_string()
+    } else {
+        let mut s = String::new();
+        for (k, v) in &r.args {
+            s.push_str(&format!(
+                "<div class=\"mono\">{}={}</div>",
+                esc(k),
+                esc(&v.as_text())
+            ));
+        }
+        for (k, v) in &r.raw_args {
+            s.push_str(&format!(
+                "<div class=\"mono\">{}={} <span class=\"muted\">(as given)</span></div>",
+                esc(k),
+                esc(v)
+            ));
+        }
+        s
+    }
+}
+
+/// The output of a finished request, if any, after `body`.
+fn request_output(body: &mut String, rec: &RequestRecord) {
     if let Some(o) = &rec.outcome {
         body.push_str("<h2>Output</h2>");
         if o.output_truncated_bytes > 0 {
@@ -447,8 +466,12 @@ async fn request_page(State(st): State<AppState>, Path(id): Path<String>) -> Res
             body.push_str(&format!("<pre id=\"output\">{}</pre>", esc(&o.output)));
         }
     }
+}
+
+/// The lifecycle and audit events of a request, as a table after `body`.
+fn events_table(body: &mut String, events: &[AuditEvent]) {
     body.push_str("<h2>Lifecycle &amp; audit</h2><table id=\"events\"><thead><tr><th>#</th><th>Time</th><th>Event</th><th>Hash</th></tr></thead><tbody>");
-    for e in &events {
+    for e in events {
         body.push_str(&format!(
             "<tr><td class=\"mono\">{}</td><td title=\"{}\">{}</td><td>{}</td><td class=\"mono hash\" title=\"prev {}\">{}…</td></tr>",
             e.seq,
@@ -460,7 +483,6 @@ async fn request_page(State(st): State<AppState>, Path(id): Path<String>) -> Res
         ));
     }
     body.push_str("</tbody></table>");
-    page(&format!("{} {}", r.op, r.id), &body).into_response()
 }
 
 #[derive(Debug, Deserialize)]

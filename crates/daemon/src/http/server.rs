@@ -1,0 +1,195 @@
+//! The daemon: the executor, the frontends, and the HTTP listener, with a clean
+//! lifecycle. [`run`] is the library entry point (`youops serve` calls it), so
+//! tests and embedders can start and stop a whole daemon in-process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use youops_core::audit::AuditStore;
+use youops_core::config::Config;
+use youops_core::frontend::{FrontendHost, Frontends};
+use youops_core::Executor;
+
+use super::metrics::{InstrumentedStore, Metrics};
+use super::router::router;
+use super::state::AppState;
+use super::tasks;
+use crate::builtins::{standard_builtins, ArcBuiltin};
+
+/// What [`run`] needs besides the config.
+#[derive(Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Listen address (overrides `[server] listen`).
+    pub listen: Option<String>,
+    /// An already-bound listener (tests bind 127.0.0.1:0 themselves).
+    pub listener: Option<TcpListener>,
+    /// Frontends to run (the built-ins the config enables, plus any an embedder adds).
+    pub frontends: Frontends,
+    /// The git frontend among `frontends`, if one runs: the API computes
+    /// reconcile plans on it (`POST /api/v1/reconcile/plan`).
+    /// [`crate::frontends::Built::into_options`] sets both.
+    pub git: Option<youops_frontend_git::GitFrontend>,
+    /// Extra builtin runners.
+    pub builtins: Vec<(String, Arc<dyn youops_core::runner::Builtin>)>,
+    /// The config file, re-read on SIGHUP (reload is off without it).
+    pub config_path: Option<PathBuf>,
+    /// Called with the bound address once the server listens.
+    pub on_ready: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("listen", &self.listen)
+            .field("frontends", &self.frontends.names())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run the daemon until `shutdown` resolves (or SIGTERM/SIGINT when
+/// `handle_signals` is used by the binary), then drain: stop intake (503), let
+/// running ops finish within `[server] shutdown_grace`, interrupt the rest,
+/// flush the store.
+pub async fn run(
+    cfg: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let (exec, builtin_names) = start_executor(&cfg, opts.builtins, &metrics).await?;
+
+    let stop = CancellationToken::new();
+    let public_url = cfg.server.public_url.clone();
+    let host = FrontendHost::new(&opts.frontends, &exec, public_url.clone(), &stop, |name| {
+        cfg.frontend(name).cloned().unwrap_or_default()
+    });
+    let state = AppState::new(
+        exec.clone(),
+        host.clone(),
+        metrics.clone(),
+        public_url,
+        cfg.server.request_timeout.0,
+        opts.git,
+    );
+    let background = [
+        Some(tasks::spawn_lifecycle_metrics(
+            &exec,
+            metrics.clone(),
+            stop.clone(),
+        )),
+        Some(tasks::spawn_heap_release(stop.clone())),
+        tasks::spawn_retention(
+            &exec,
+            cfg.store.retain_events,
+            cfg.archive_dir(),
+            stop.clone(),
+        ),
+    ];
+
+    let frontend_tasks = host.spawn();
+    let app = router(state.clone(), &cfg);
+    let listener = match opts.listener {
+        Some(l) => l,
+        None => {
+            let addr = opts.listen.unwrap_or_else(|| cfg.server.listen.clone());
+            TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?
+        }
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, frontends = ?opts.frontends.names(), ops = exec.loaded().catalog.len(), "youops is listening");
+    if let Some(cb) = opts.on_ready {
+        cb(addr);
+    }
+    // Sections of frontends an embedder runs are theirs to check.
+    let extra = opts
+        .frontends
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    tasks::install_reload(opts.config_path, extra, builtin_names, &exec, stop.clone());
+
+    let server_stop = CancellationToken::new();
+    let server_task = serve(listener, app, server_stop.clone());
+
+    shutdown.await;
+    let grace = cfg.server.shutdown_grace.0;
+    tracing::info!(grace = ?grace, "shutting down: new requests get 503, running ops may finish");
+    state.start_draining();
+    if let Err(e) = exec.shutdown(grace).await {
+        tracing::error!(error = %e, "draining the executor");
+    }
+    stop.cancel();
+    for t in frontend_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    server_stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(5), server_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "http server task"),
+        _ => {}
+    }
+    for t in background.into_iter().flatten() {
+        let _ = t.await;
+    }
+    exec.store()
+        .flush()
+        .await
+        .context("flushing the audit store")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Open the store (instrumented for `metrics`) and start an executor with the
+/// standard builtins and `extra` ones; the names of all its builtins.
+async fn start_executor(
+    cfg: &Config,
+    extra: Vec<(String, Arc<dyn youops_core::runner::Builtin>)>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Executor, Vec<String>)> {
+    let opened = crate::store::open(cfg).context("opening the audit store")?;
+    let store: Arc<dyn AuditStore> = Arc::new(InstrumentedStore::new(opened, metrics.clone()));
+    let mut builder = standard_builtins(Executor::builder(cfg, store));
+    for (name, b) in extra {
+        builder = builder.builtin(name, ArcBuiltin(b));
+    }
+    let builtin_names = builder.builtin_names();
+    let unknown = cfg
+        .catalog()
+        .unknown_builtins(&builtin_names.iter().map(String::as_str).collect::<Vec<_>>());
+    if !unknown.is_empty() {
+        anyhow::bail!("bad config: {}", unknown.join("; "));
+    }
+    let exec = builder.build().await.context("starting the executor")?;
+    Ok((exec, builtin_names))
+}
+
+/// Serve `app` on `listener` until `stop` is cancelled (then gracefully).
+fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    // Answers go out as soon as they are written (no Nagle wait behind an
+    // unacknowledged earlier segment on a keep-alive connection).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
+    let server = axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async move { stop.cancelled().await });
+    tokio::spawn(async move { server.await })
+}

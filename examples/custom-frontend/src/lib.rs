@@ -18,14 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Sha256;
+use youops_core::frontend::delivery::{self, DeliveryError, RetryPolicy};
+use youops_core::frontend::lifecycle::{follow, LifecycleHandler};
+use youops_core::frontend::webhook::{sign_sha256, verify_sha256};
 use youops_core::frontend::{
     json_response, Frontend, FrontendContext, FrontendError, HttpRequest, HttpResponse, HttpRoute,
-    StreamError,
 };
+use youops_core::model::RequestRecord;
 use youops_core::{Actor, Error, Origin, Reply};
 
 /// The frontend's name (and config section).
@@ -91,23 +92,60 @@ impl WebhookFrontend {
 
     /// The signature header value for `body` (what senders compute).
     pub fn sign(secret: &[u8], body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key size");
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        sign_sha256(secret, body)
     }
 
-    fn verify(&self, header: Option<&str>, body: &[u8]) -> bool {
-        let Some(sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
-            return false;
+    /// POST one request's state to the callback URL, with core's retries;
+    /// every retry and give-up is an audit notice.
+    async fn callback(&self, ctx: &FrontendContext, url: &str, r: &RequestRecord) {
+        let body = json!({
+            "request_id": r.request.id.to_string(),
+            "op": r.request.op,
+            "state": r.state.as_str(),
+            "reason": r.reason,
+            "output": r.outcome.as_ref().map(|o| o.output.clone()),
+            "audit_hash": r.last_hash,
+            "url": ctx.request_url(r.request.id),
+        });
+        let delivery = delivery::Delivery {
+            executor: &ctx.executor,
+            frontend: NAME,
+            request: Some(r.request.id),
+            what: format!("callback to {url}"),
+            shutdown: &ctx.shutdown,
         };
-        let Ok(sig) = hex::decode(sig) else {
-            return false;
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            first_backoff: std::time::Duration::from_millis(100),
+            ..RetryPolicy::default()
         };
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key size");
-        mac.update(body);
-        // Constant-time comparison.
-        mac.verify_slice(&sig).is_ok()
+        delivery
+            .run(&policy, || async {
+                let resp = self
+                    .http
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| DeliveryError::transient(e.to_string()))?;
+                match resp.status() {
+                    s if s.is_success() => Ok(()),
+                    s if s.is_server_error() || s.as_u16() == 429 => {
+                        Err(DeliveryError::transient(format!("HTTP {s}")))
+                    }
+                    s => Err(DeliveryError::permanent(format!("HTTP {s}"))),
+                }
+            })
+            .await;
+    }
+}
+
+#[async_trait]
+impl LifecycleHandler for WebhookFrontend {
+    async fn on_record(&self, ctx: &FrontendContext, record: &RequestRecord) {
+        if let Some(url) = &self.callback_url {
+            self.callback(ctx, url, record).await;
+        }
     }
 }
 
@@ -125,42 +163,8 @@ impl Frontend for WebhookFrontend {
     }
 
     async fn run(&self, ctx: FrontendContext) -> Result<(), FrontendError> {
-        let mut events = ctx.lifecycle();
         self.ready.store(true, Ordering::SeqCst);
-        loop {
-            let ev = tokio::select! {
-                _ = ctx.shutdown.cancelled() => break,
-                ev = events.recv() => ev,
-            };
-            let ev = match ev {
-                Ok(ev) => ev,
-                Err(StreamError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "webhook frontend fell behind lifecycle events");
-                    continue;
-                }
-                Err(StreamError::Closed) => break,
-            };
-            let Some(url) = &self.callback_url else {
-                continue;
-            };
-            let r = &ev.record;
-            let body = json!({
-                "request_id": r.request.id.to_string(),
-                "op": r.request.op,
-                "state": r.state.as_str(),
-                "reason": r.reason,
-                "output": r.outcome.as_ref().map(|o| o.output.clone()),
-                "audit_hash": ev.event.hash,
-                "url": ctx.request_url(r.request.id),
-            });
-            // Best effort with a few retries; the audit log is the record of truth.
-            for attempt in 0..3u32 {
-                match self.http.post(url).json(&body).send().await {
-                    Ok(resp) if resp.status().is_success() => break,
-                    _ => tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await,
-                }
-            }
-        }
+        follow(&ctx, ctx.lifecycle(), self).await;
         self.ready.store(false, Ordering::SeqCst);
         Ok(())
     }
@@ -175,7 +179,7 @@ impl Frontend for WebhookFrontend {
 
     async fn handle_http(&self, ctx: &FrontendContext, req: HttpRequest) -> HttpResponse {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        if !self.verify(header("x-webhook-signature"), req.body()) {
+        if verify_sha256(&self.secret, req.body(), header("x-webhook-signature")).is_err() {
             return error(
                 http::StatusCode::UNAUTHORIZED,
                 "bad_signature",

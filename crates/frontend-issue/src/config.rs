@@ -154,111 +154,19 @@ impl GithubConfig {
             .try_into()
             .map_err(|e: toml::de::Error| vec![format!("frontends.github: {}", e.message())])?;
         let mut errors = Vec::new();
-        let webhook_secret = match raw.webhook_secret {
-            Some(s) if !s.is_empty() => s,
-            Some(_) => {
-                errors.push("frontends.github.webhook_secret is empty".into());
-                String::new()
-            }
-            None => {
-                errors.push(
-                    "frontends.github.webhook_secret is missing (the secret set on the GitHub webhook; use \"${GITHUB_WEBHOOK_SECRET}\")"
-                        .into(),
-                );
-                String::new()
-            }
-        };
-        let app_keys = raw.app_id.is_some()
-            || raw.installation_id.is_some()
-            || raw.private_key_path.is_some()
-            || raw.private_key.is_some();
-        let auth = match (raw.token, app_keys) {
-            (Some(_), true) => {
-                errors.push("frontends.github: give either `token` or the GitHub App keys (`app_id`, `private_key_path`, `installation_id`), not both".into());
-                None
-            }
-            (Some(t), false) if t.is_empty() => {
-                errors.push("frontends.github.token is empty".into());
-                None
-            }
-            (Some(t), false) => Some(Auth::Token(t)),
-            (None, false) => {
-                errors.push("frontends.github: no credentials; set `token`, or `app_id` + `private_key_path` + `installation_id` for a GitHub App".into());
-                None
-            }
-            (None, true) => {
-                let pem = match (raw.private_key_path, raw.private_key) {
-                    (Some(_), Some(_)) => {
-                        errors.push(
-                            "frontends.github: give `private_key_path` or `private_key`, not both"
-                                .into(),
-                        );
-                        None
-                    }
-                    (Some(p), None) => match std::fs::read(&p) {
-                        Ok(b) => Some(b),
-                        Err(e) => {
-                            errors.push(format!(
-                                "frontends.github.private_key_path: cannot read `{p}`: {e}"
-                            ));
-                            None
-                        }
-                    },
-                    (None, Some(k)) => Some(k.into_bytes()),
-                    (None, None) => {
-                        errors.push("frontends.github: a GitHub App needs `private_key_path` (or `private_key`)".into());
-                        None
-                    }
-                };
-                if let Some(pem) = &pem {
-                    if octocrab::EncodingKey::from_rsa_pem(pem).is_err() {
-                        errors.push("frontends.github: the GitHub App private key is not an RSA private key in PEM format".into());
-                    }
-                }
-                if raw.app_id.is_none() {
-                    errors.push("frontends.github: a GitHub App needs `app_id`".into());
-                }
-                if raw.installation_id.is_none() {
-                    errors.push("frontends.github: a GitHub App needs `installation_id`".into());
-                }
-                match (raw.app_id, pem, raw.installation_id) {
-                    (Some(app_id), Some(private_key_pem), Some(installation_id)) => {
-                        Some(Auth::App {
-                            app_id,
-                            private_key_pem,
-                            installation_id,
-                        })
-                    }
-                    _ => None,
-                }
-            }
-        };
-        let api_base_url = raw
-            .api_base_url
-            .unwrap_or_else(|| DEFAULT_API_BASE_URL.to_string())
-            .trim_end_matches('/')
-            .to_string();
-        if !(api_base_url.starts_with("https://") || api_base_url.starts_with("http://"))
-            || api_base_url.parse::<http::Uri>().is_err()
-        {
-            errors.push(format!(
-                "frontends.github.api_base_url `{api_base_url}` is not an http(s) URL"
-            ));
-        }
-        let mut repos = BTreeMap::new();
-        if raw.repos.is_empty() {
-            errors.push("frontends.github.repos is empty: list the managed repositories (`repos = [\"owner/repo\"]`)".into());
-        }
-        for r in &raw.repos {
-            match RepoName::parse(r) {
-                Ok(n) => {
-                    if repos.insert(n.key(), n).is_some() {
-                        errors.push(format!("frontends.github.repos: `{r}` listed twice"));
-                    }
-                }
-                Err(e) => errors.push(format!("frontends.github.repos: {e}")),
-            }
-        }
+        let webhook_secret = webhook_secret(raw.webhook_secret, &mut errors);
+        let auth = auth(
+            raw.token,
+            AppKeys {
+                app_id: raw.app_id,
+                installation_id: raw.installation_id,
+                private_key_path: raw.private_key_path,
+                private_key: raw.private_key,
+            },
+            &mut errors,
+        );
+        let api_base_url = api_base_url(raw.api_base_url, &mut errors);
+        let repos = repos(&raw.repos, &mut errors);
         let command_prefix = raw.command_prefix.unwrap_or_else(|| "/ops".into());
         if command_prefix.is_empty()
             || command_prefix.chars().any(char::is_whitespace)
@@ -305,6 +213,143 @@ impl GithubConfig {
     pub fn repo(&self, full_name: &str) -> Option<&RepoName> {
         self.repos.get(&full_name.to_ascii_lowercase())
     }
+}
+
+/// `webhook_secret`: required and not empty.
+fn webhook_secret(secret: Option<String>, errors: &mut Vec<String>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => s,
+        Some(_) => {
+            errors.push("frontends.github.webhook_secret is empty".into());
+            String::new()
+        }
+        None => {
+            errors.push(
+                "frontends.github.webhook_secret is missing (the secret set on the GitHub webhook; use \"${GITHUB_WEBHOOK_SECRET}\")"
+                    .into(),
+            );
+            String::new()
+        }
+    }
+}
+
+/// The GitHub App keys of a section, each as given.
+struct AppKeys {
+    app_id: Option<u64>,
+    installation_id: Option<u64>,
+    private_key_path: Option<String>,
+    private_key: Option<String>,
+}
+
+impl AppKeys {
+    fn any(&self) -> bool {
+        self.app_id.is_some()
+            || self.installation_id.is_some()
+            || self.private_key_path.is_some()
+            || self.private_key.is_some()
+    }
+}
+
+/// The credentials: a `token`, or the GitHub App keys, never both.
+fn auth(token: Option<String>, app: AppKeys, errors: &mut Vec<String>) -> Option<Auth> {
+    match (token, app.any()) {
+        (Some(_), true) => {
+            errors.push("frontends.github: give either `token` or the GitHub App keys (`app_id`, `private_key_path`, `installation_id`), not both".into());
+            None
+        }
+        (Some(t), false) if t.is_empty() => {
+            errors.push("frontends.github.token is empty".into());
+            None
+        }
+        (Some(t), false) => Some(Auth::Token(t)),
+        (None, false) => {
+            errors.push("frontends.github: no credentials; set `token`, or `app_id` + `private_key_path` + `installation_id` for a GitHub App".into());
+            None
+        }
+        (None, true) => app_auth(app, errors),
+    }
+}
+
+/// A GitHub App's credentials: every key, and a readable RSA private key.
+fn app_auth(app: AppKeys, errors: &mut Vec<String>) -> Option<Auth> {
+    let pem = match (app.private_key_path, app.private_key) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                "frontends.github: give `private_key_path` or `private_key`, not both".into(),
+            );
+            None
+        }
+        (Some(p), None) => match std::fs::read(&p) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                errors.push(format!(
+                    "frontends.github.private_key_path: cannot read `{p}`: {e}"
+                ));
+                None
+            }
+        },
+        (None, Some(k)) => Some(k.into_bytes()),
+        (None, None) => {
+            errors.push(
+                "frontends.github: a GitHub App needs `private_key_path` (or `private_key`)".into(),
+            );
+            None
+        }
+    };
+    if let Some(pem) = &pem {
+        if octocrab::EncodingKey::from_rsa_pem(pem).is_err() {
+            errors.push("frontends.github: the GitHub App private key is not an RSA private key in PEM format".into());
+        }
+    }
+    if app.app_id.is_none() {
+        errors.push("frontends.github: a GitHub App needs `app_id`".into());
+    }
+    if app.installation_id.is_none() {
+        errors.push("frontends.github: a GitHub App needs `installation_id`".into());
+    }
+    match (app.app_id, pem, app.installation_id) {
+        (Some(app_id), Some(private_key_pem), Some(installation_id)) => Some(Auth::App {
+            app_id,
+            private_key_pem,
+            installation_id,
+        }),
+        _ => None,
+    }
+}
+
+/// `api_base_url`, without a trailing `/`; an http(s) URL.
+fn api_base_url(url: Option<String>, errors: &mut Vec<String>) -> String {
+    let api_base_url = url
+        .unwrap_or_else(|| DEFAULT_API_BASE_URL.to_string())
+        .trim_end_matches('/')
+        .to_string();
+    if !(api_base_url.starts_with("https://") || api_base_url.starts_with("http://"))
+        || api_base_url.parse::<http::Uri>().is_err()
+    {
+        errors.push(format!(
+            "frontends.github.api_base_url `{api_base_url}` is not an http(s) URL"
+        ));
+    }
+    api_base_url
+}
+
+/// `repos`: at least one, each `owner/repo`, none twice.
+fn repos(names: &[String], errors: &mut Vec<String>) -> BTreeMap<String, RepoName> {
+    let mut repos = BTreeMap::new();
+    if names.is_empty() {
+        errors.push("frontends.github.repos is empty: list the managed repositories (`repos = [\"owner/repo\"]`)".into());
+    }
+    for r in names {
+        match RepoName::parse(r) {
+            Ok(n) => {
+                if repos.insert(n.key(), n).is_some() {
+                    errors.push(format!("frontends.github.repos: `{r}` listed twice"));
+                }
+            }
+            Err(e) => errors.push(format!("frontends.github.repos: {e}")),
+        }
+    }
+    repos
 }
 
 #[cfg(test)]

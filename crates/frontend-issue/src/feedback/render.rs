@@ -1,83 +1,9 @@
-//! Feedback on the issue: the status comment (one per request, edited in place),
-//! reactions and labels, rendered from lifecycle events.
+//! The markdown of the comments YouOps writes on an issue: the status comment
+//! of a request, and the comment for a form that could not be read.
 
 use youops_core::model::{RequestRecord, State};
 
-/// Labels that show the state of the issue's latest request.
-pub const STATE_LABELS: [&str; 4] = [
-    "youops:pending-approval",
-    "youops:running",
-    "youops:succeeded",
-    "youops:failed",
-];
-
-/// The state label for `state` (`None`: no state label, e.g. cancelled).
-pub fn state_label(state: State) -> Option<&'static str> {
-    match state {
-        State::Received => None,
-        State::PendingApproval => Some(STATE_LABELS[0]),
-        State::Approved | State::Running => Some(STATE_LABELS[1]),
-        State::Succeeded => Some(STATE_LABELS[2]),
-        State::Failed
-        | State::TimedOut
-        | State::Interrupted
-        | State::Invalid
-        | State::Denied
-        | State::Rejected
-        | State::Expired => Some(STATE_LABELS[3]),
-        State::Cancelled => None,
-    }
-}
-
-/// Whether the request was accepted (👀): it got past validation and policy.
-pub fn accepted(state: State) -> bool {
-    !matches!(state, State::Received | State::Invalid | State::Denied)
-}
-
-/// The reaction for an end state: 🚀 on success, 👎 otherwise.
-pub fn end_reaction(state: State) -> Option<&'static str> {
-    if !state.is_terminal() {
-        None
-    } else if state == State::Succeeded {
-        Some(crate::github::reaction::ROCKET)
-    } else {
-        Some(crate::github::reaction::MINUS_ONE)
-    }
-}
-
-/// The hidden marker that identifies a status comment on an issue. `key` is
-/// `issue` for the request made by the issue body (one comment, reused when an
-/// edit replaces the request) or `request-<id>` for a comment command.
-pub fn status_marker(key: &str) -> String {
-    format!("<!-- youops:status key={key} ")
-}
-
-/// The hidden marker of the reply to command comment `comment_id`.
-pub fn reply_marker(comment_id: u64) -> String {
-    format!("<!-- youops:reply comment={comment_id} -->")
-}
-
-/// The comment id a reply marker names, if `body` carries one.
-pub fn replied_comment(body: &str) -> Option<u64> {
-    let rest = body.split("<!-- youops:reply comment=").nth(1)?;
-    rest.split(' ').next()?.parse().ok()
-}
-
-/// The request id and state a status comment shows (from its marker).
-pub fn parse_status_marker(body: &str) -> Option<(String, State)> {
-    let rest = body.split("<!-- youops:status ").nth(1)?;
-    let end = rest.find("-->")?;
-    let mut id = None;
-    let mut state = None;
-    for part in rest[..end].split_whitespace() {
-        if let Some(v) = part.strip_prefix("request=") {
-            id = Some(v.to_string());
-        } else if let Some(v) = part.strip_prefix("state=") {
-            state = v.parse().ok();
-        }
-    }
-    Some((id?, state?))
-}
+use super::markers::status_marker;
 
 fn icon(state: State) -> &'static str {
     match state {
@@ -157,6 +83,21 @@ pub fn render_status(
             ""
         }
     ));
+    push_table(&mut s, rec, dashboard);
+    push_reason(&mut s, rec);
+    push_output(&mut s, rec, dashboard, output_limit);
+    if rec.state == State::PendingApproval {
+        s.push_str(&format!(
+            "\nApprovers: comment `{prefix} approve {id}` (or `{prefix} deny {id} <reason>`). The requester can withdraw it with `{prefix} cancel {id}`.\n"
+        ));
+    }
+    s
+}
+
+/// The table of a status comment: request, requester, arguments, approvals,
+/// duration, exit code, audit position.
+fn push_table(s: &mut String, rec: &RequestRecord, dashboard: Option<&str>) {
+    let id = rec.request.id;
     s.push_str("| | |\n|---|---|\n");
     let link = dashboard
         .map(|u| format!(" · [dashboard]({u})"))
@@ -166,6 +107,22 @@ pub fn render_status(
         "| Requested by | {} |\n",
         rec.request.actor.describe().replace('|', "\\|")
     ));
+    push_arguments(s, rec);
+    push_approvals(s, rec);
+    if let Some(ms) = rec.duration_ms() {
+        s.push_str(&format!("| Duration | {:.2} s |\n", ms as f64 / 1000.0));
+    }
+    if let Some(code_) = rec.outcome.as_ref().and_then(|o| o.exit_code) {
+        s.push_str(&format!("| Exit code | {code_} |\n"));
+    }
+    s.push_str(&format!(
+        "| Audit | event #{} `{}` |\n",
+        rec.last_seq, rec.last_hash
+    ));
+}
+
+/// The `Arguments` row, when the request has any.
+fn push_arguments(s: &mut String, rec: &RequestRecord) {
     let args: Vec<String> = if rec.request.args.is_empty() {
         rec.request
             .raw_args
@@ -187,6 +144,10 @@ pub fn render_status(
             if cut { " …" } else { "" }
         ));
     }
+}
+
+/// The `Approvals` row: how many are still needed and who gave one.
+fn push_approvals(s: &mut String, rec: &RequestRecord) {
     let given: Vec<String> = rec
         .approvals
         .iter()
@@ -212,16 +173,11 @@ pub fn render_status(
         }
         s.push_str(&format!("| Approvals | {} |\n", line.replace('|', "\\|")));
     }
-    if let Some(ms) = rec.duration_ms() {
-        s.push_str(&format!("| Duration | {:.2} s |\n", ms as f64 / 1000.0));
-    }
-    if let Some(code_) = rec.outcome.as_ref().and_then(|o| o.exit_code) {
-        s.push_str(&format!("| Exit code | {code_} |\n"));
-    }
-    s.push_str(&format!(
-        "| Audit | event #{} `{}` |\n",
-        rec.last_seq, rec.last_hash
-    ));
+}
+
+/// Why the request is where it is: every problem of an invalid request, or the
+/// one reason.
+fn push_reason(s: &mut String, rec: &RequestRecord) {
     if let Some(reason) = &rec.reason {
         if rec.state == State::Invalid {
             s.push_str("\n**The request is not valid.** Edit the issue to fix every problem below; YouOps checks it again after each edit:\n\n");
@@ -232,6 +188,10 @@ pub fn render_status(
             s.push_str(&format!("\n**Why:** {}\n", reason.replace('\n', " ")));
         }
     }
+}
+
+/// The run's output, folded and capped at `output_limit` characters.
+fn push_output(s: &mut String, rec: &RequestRecord, dashboard: Option<&str>, output_limit: usize) {
     if let Some(out) = rec.outcome.as_ref().filter(|o| !o.output.is_empty()) {
         let (shown, cut) = cap(&out.output, output_limit);
         let f = fence(&shown);
@@ -247,12 +207,6 @@ pub fn render_status(
             "\n<details><summary>{summary}</summary>\n\n{f}\n{shown}\n{f}\n</details>\n"
         ));
     }
-    if rec.state == State::PendingApproval {
-        s.push_str(&format!(
-            "\nApprovers: comment `{prefix} approve {id}` (or `{prefix} deny {id} <reason>`). The requester can withdraw it with `{prefix} cancel {id}`.\n"
-        ));
-    }
-    s
 }
 
 /// The markdown of the comment for a form that could not be read at all.
@@ -279,36 +233,8 @@ mod tests {
     }
 
     #[test]
-    fn markers_round_trip() {
-        assert_eq!(replied_comment(&reply_marker(42)), Some(42));
-        let body = format!(
-            "{}request=01ARZ3NDEKTSV4RRFFQ69G5FAV state=pending_approval -->\nx",
-            status_marker("issue")
-        );
-        assert_eq!(
-            parse_status_marker(&body),
-            Some((
-                "01ARZ3NDEKTSV4RRFFQ69G5FAV".to_string(),
-                State::PendingApproval
-            ))
-        );
-    }
-
-    #[test]
     fn caps_on_char_boundaries() {
         assert_eq!(cap("ééé", 2), ("éé".to_string(), true));
         assert_eq!(cap("ab", 5), ("ab".to_string(), false));
-    }
-
-    #[test]
-    fn every_state_has_a_consistent_label_and_reaction() {
-        for s in State::ALL {
-            if s.is_terminal() {
-                assert!(end_reaction(s).is_some());
-            }
-            if s == State::Succeeded {
-                assert_eq!(state_label(s), Some("youops:succeeded"));
-            }
-        }
     }
 }

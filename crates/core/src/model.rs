@@ -560,7 +560,7 @@ pub enum EventBody {
     Notice {
         /// Who recorded it (`slack`, `git`, `system`, ...).
         source: String,
-        /// Machine-friendly kind (`delivery_retry`, `drift`, `force_push`, ...).
+        /// Machine-friendly kind (`feedback_retry`, `drift`, `force_push`, ...).
         kind: String,
         /// Human text.
         message: String,

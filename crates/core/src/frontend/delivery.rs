@@ -2,7 +2,8 @@
 //! write a GitHub status comment): each attempt bounded by a timeout,
 //! retried with capped exponential backoff, a rate limit's `Retry-After`
 //! honoured up to a cap, and every retry and give-up recorded as an audit
-//! notice of one of the [`DeliveryNotice`] kinds, so "why did the result
+//! notice of one of the [`DeliveryNotice`] kinds (`feedback_retry`,
+//! `feedback_failed`), so "why did the result
 //! never show up in Slack" is answered by the audit log.
 //!
 //! ```
@@ -26,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::executor::Executor;
 use crate::model::RequestId;
 
-/// The audit notices of outbound delivery: one kind per outcome, for every
-/// frontend (the notice's `source` says which frontend).
+/// The audit notices of outbound calls (feedback to the platform): one kind
+/// per outcome, for every frontend (the notice's `source` says which one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeliveryNotice {
@@ -42,8 +43,8 @@ impl DeliveryNotice {
     /// The notice's `kind` in the audit log.
     pub fn kind(self) -> &'static str {
         match self {
-            DeliveryNotice::Retry => "delivery_retry",
-            DeliveryNotice::Failed => "delivery_failed",
+            DeliveryNotice::Retry => "feedback_retry",
+            DeliveryNotice::Failed => "feedback_failed",
         }
     }
 }
@@ -202,10 +203,7 @@ impl Delivery<'_> {
             };
             if attempt == max {
                 tracing::warn!(call = %self.what, error = %error, attempts = max, "delivery gave up");
-                let message = format!(
-                    "{} failed {max} times (last: {error}); gave up",
-                    self.what
-                );
+                let message = format!("{} failed {max} times (last: {error}); gave up", self.what);
                 self.note(DeliveryNotice::Failed, message, attempt).await;
                 return None;
             }
@@ -340,7 +338,10 @@ mod tests {
                 async move {
                     match n {
                         1 => Err(DeliveryError::transient("HTTP 503")),
-                        2 => Err(DeliveryError::rate_limited(Some(Duration::from_secs(60)), "HTTP 429")),
+                        2 => Err(DeliveryError::rate_limited(
+                            Some(Duration::from_secs(60)),
+                            "HTTP 429",
+                        )),
                         _ => Ok(n),
                     }
                 }
@@ -349,9 +350,15 @@ mod tests {
         assert_eq!(got, Some(3));
         let n = notices(&exec).await;
         assert_eq!(n.len(), 2, "{n:?}");
-        assert!(n.iter().all(|(k, _)| k == "delivery_retry"));
-        assert!(n[0].1.contains("chat.postMessage in C1 failed (HTTP 503)"), "{n:?}");
-        assert!(n[1].1.contains("retrying in 5 ms"), "capped Retry-After: {n:?}");
+        assert!(n.iter().all(|(k, _)| k == "feedback_retry"));
+        assert!(
+            n[0].1.contains("chat.postMessage in C1 failed (HTTP 503)"),
+            "{n:?}"
+        );
+        assert!(
+            n[1].1.contains("retrying in 5 ms"),
+            "capped Retry-After: {n:?}"
+        );
     }
 
     #[tokio::test]
@@ -366,7 +373,9 @@ mod tests {
             shutdown: &shutdown,
         };
         let got: Option<()> = d
-            .run(&quick(), || async { Err(DeliveryError::permanent("HTTP 404")) })
+            .run(&quick(), || async {
+                Err(DeliveryError::permanent("HTTP 404"))
+            })
             .await;
         assert_eq!(got, None);
         let got: Option<()> = d
@@ -383,10 +392,18 @@ mod tests {
         let kinds: Vec<&str> = n.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             kinds,
-            ["delivery_failed", "delivery_retry", "delivery_retry", "delivery_failed", "delivery_failed"],
+            [
+                "feedback_failed",
+                "feedback_retry",
+                "feedback_retry",
+                "feedback_failed",
+                "feedback_failed"
+            ],
             "{n:?}"
         );
-        assert!(n[0].1.ends_with("status comment failed: HTTP 404; not retried"));
+        assert!(n[0]
+            .1
+            .ends_with("status comment failed: HTTP 404; not retried"));
         assert!(n[1].1.contains("no answer within 200 ms"));
         assert!(n[3].1.contains("failed 3 times"));
         assert!(n[4].1.contains("abandoned at shutdown"));

@@ -152,7 +152,10 @@ mod tests {
     fn github_documented_signature_verifies() {
         // The example from GitHub's "Validating webhook deliveries".
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert_eq!(sign_sha256(b"It's a Secret to Everybody", b"Hello, World!"), sig);
+        assert_eq!(
+            sign_sha256(b"It's a Secret to Everybody", b"Hello, World!"),
+            sig
+        );
         assert_eq!(
             verify_sha256(b"It's a Secret to Everybody", b"Hello, World!", Some(sig)),
             Ok(())
@@ -173,7 +176,10 @@ mod tests {
             );
         }
         let good = sign_sha256(b"k", b"body");
-        assert_eq!(verify_sha256(b"k", b"body", Some(&format!(" {good}\n"))), Ok(()));
+        assert_eq!(
+            verify_sha256(b"k", b"body", Some(&format!(" {good}\n"))),
+            Ok(())
+        );
         let mut flipped = good.into_bytes();
         let last = flipped.len() - 1;
         flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };

@@ -216,29 +216,28 @@ mod archive;
 mod format;
 pub mod fs;
 mod index;
+mod indexer;
 mod log;
+mod open;
 mod state;
 mod writer;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use youops_core::audit::{
     AppendOptions, ArchiveReport, AuditStore, ChainVerifier, StoreError, VerifyReport,
 };
 use youops_core::model::{AuditEvent, NewEvent, RequestFilter, RequestId, RequestRecord};
 
-use crate::format::{line_seq, lines};
 use crate::fs::{LogFs, StdFs};
-use crate::index::{Batch, Claim, Index, Ttl};
-use crate::log::{corrupt, decode, io_err, Check, Recovered, Seg, LOG_DIR};
-use crate::state::{claim_in, fold, lock, Mem, Segments, Shared, Stored};
-use crate::writer::{Indexer, Job, Msg, OpenSeg, Writer, WriterOpts};
+use crate::log::{corrupt, io_err, Seg};
+use crate::state::{lock, Shared};
+use crate::writer::{Job, Msg};
 
 /// Tuning of the log store.
 #[derive(Debug, Clone)]
@@ -320,38 +319,6 @@ impl Drop for Inner {
     }
 }
 
-/// The sled files that mark a directory as a sled store.
-fn sled_files(path: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return Vec::new();
-    };
-    let mut found: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| matches!(n.as_str(), "conf" | "db" | "blobs") || n.starts_with("snap."))
-        .collect();
-    found.sort();
-    found
-}
-
-fn lock_dir(path: &Path) -> Result<std::fs::File, StoreError> {
-    let lock_path = path.join("LOCK");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| io_err(format!("cannot open {}", lock_path.display()), e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(StoreError::Locked(path.display().to_string()))
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(io_err(format!("cannot lock {}", lock_path.display()), e))
-        }
-    }
-}
-
 impl LogStore {
     /// Open (or create) the store in directory `path`.
     pub fn open(path: impl AsRef<Path>, opts: LogOptions) -> Result<LogStore, StoreError> {
@@ -365,145 +332,7 @@ impl LogStore {
         opts: LogOptions,
         fs: Arc<dyn LogFs>,
     ) -> Result<LogStore, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let sled = sled_files(&path);
-        if !sled.is_empty() {
-            return Err(StoreError::Io(format!(
-                "{} holds a sled audit store (found {}), which the log store does not read: \
-                 copy it into a new store directory with `youops store copy --from sled:{} --to \
-                 NEW_DIR` (in a youops built with `--features sled`); nothing was changed",
-                path.display(),
-                sled.join(", "),
-                path.display()
-            )));
-        }
-        fs::create_dir_durably(&StdFs, &path)
-            .map_err(|e| io_err(format!("cannot create {}", path.display()), e))?;
-        let lock_file = lock_dir(&path)?;
-        let index = Index::open(&path.join("index.redb"), opts.index_cache_bytes)?;
-        // A new index file's name is durable before anything is stored in it
-        // that the log does not hold (claims its events do not carry).
-        StdFs
-            .sync_dir(&path)
-            .map_err(|e| io_err(format!("fsync {}", path.display()), e))?;
-        let applied = index.applied()?;
-        let log_dir = path.join(LOG_DIR);
-        let rec = log::recover(
-            &*fs,
-            &log_dir,
-            Check {
-                full: opts.verify_on_open,
-                durable: applied,
-            },
-        )?;
-        // After a kill, the open segment's bytes may be in the page cache
-        // only: sync them before anything (the index, an answer) depends on them.
-        let open = match rec.segments.last() {
-            Some(s) if s.last.is_none() => {
-                let p = log_dir.join(s.name());
-                let mut file = fs
-                    .open_append(&p)
-                    .map_err(|e| io_err(format!("cannot open {}", p.display()), e))?;
-                file.sync_data()
-                    .map_err(|e| io_err(format!("fdatasync {}", p.display()), e))?;
-                Some(OpenSeg {
-                    first: s.first,
-                    path: p,
-                    file,
-                    len: rec.open_len,
-                    synced: rec.open_len,
-                })
-            }
-            _ => None,
-        };
-        fs.sync_dir(&log_dir)
-            .map_err(|e| io_err(format!("fsync {}", log_dir.display()), e))?;
-        let dropped = index.drop_claims_after(rec.tip_seq)?;
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                "audit index: dropped dedup claims of events that never reached the log"
-            );
-        }
-        let ttl = Ttl {
-            bucket_secs: opts.dedup_bucket.as_secs().max(1),
-            ttl_secs: opts.dedup_ttl.as_secs(),
-        };
-        let archived = index
-            .archived()?
-            .into_iter()
-            .map(|(first, last, dir)| (first, (last, dir)))
-            .collect();
-        let shared = Arc::new(Shared {
-            fs,
-            log_dir,
-            index,
-            ttl,
-            mem: Mutex::new(Mem {
-                tip: (rec.tip_seq, rec.tip_hash.clone()),
-                open_len: rec.open_len,
-                durable: rec.tip_seq,
-                records: HashMap::new(),
-                claims: HashMap::new(),
-                pos_base: rec.tip_seq + 1,
-                positions: VecDeque::new(),
-                stored_max: None,
-                unindexed: 0,
-            }),
-            segs: Mutex::new(Segments {
-                live: rec.segments.iter().map(|s| (s.first, s.last)).collect(),
-                archived,
-            }),
-            poisoned: Mutex::new(None),
-        });
-        replay(&shared, &rec, applied)?;
-        lock(&shared.mem).stored_max = shared.index.max_record_id()?;
-        archive::repair(&shared)?;
-        shared.index.expire(&shared.ttl, Utc::now())?;
-
-        let (tx, rx) = mpsc::channel();
-        let (index_tx, index_rx) = mpsc::channel();
-        let indexer = Indexer {
-            shared: shared.clone(),
-            interval: opts.index_interval.max(Duration::from_millis(1)),
-            sync_interval: opts.index_sync_interval,
-            last_durable: Instant::now(),
-            pending_commits: false,
-            last_expire: Instant::now(),
-        };
-        let indexer = thread::Builder::new()
-            .name("youops-log-indexer".into())
-            .spawn(move || indexer.run(index_rx))
-            .map_err(|e| io_err("cannot start the indexer thread", e))?;
-        let writer = Writer {
-            shared: shared.clone(),
-            opts: WriterOpts {
-                segment_bytes: opts.segment_bytes.max(1),
-                max_batch_events: opts.max_batch_events.max(1),
-                sync_interval: opts.sync_interval,
-                index_max_pending: opts.index_max_pending.max(1),
-            },
-            open,
-            seq: rec.tip_seq,
-            hash: rec.tip_hash,
-            poisoned: None,
-            unsynced_since: None,
-            index_tx,
-        };
-        let writer = thread::Builder::new()
-            .name("youops-log-writer".into())
-            .spawn(move || writer.run(rx, indexer))
-            .map_err(|e| io_err("cannot start the writer thread", e))?;
-        Ok(LogStore {
-            inner: Arc::new(Inner {
-                path,
-                shared,
-                tx: Mutex::new(Some(tx)),
-                writer: Mutex::new(Some(writer)),
-                archiving: tokio::sync::Mutex::new(()),
-                _lock: lock_file,
-            }),
-        })
+        open::open(path.as_ref().to_path_buf(), opts, fs)
     }
 
     /// Where the store lives.
@@ -582,113 +411,6 @@ impl KillSwitch {
             LogStore { inner }.kill();
         }
     }
-}
-
-/// Bring the index up to the log: replay the events after `applied`.
-fn replay(shared: &Shared, rec: &Recovered, applied: u64) -> Result<(), StoreError> {
-    let tip = rec.tip_seq;
-    let from = applied.saturating_add(1).max(rec.live_start());
-    if from > tip {
-        return Ok(());
-    }
-    if applied + 1 < rec.live_start() {
-        tracing::warn!(
-            applied,
-            live_start = rec.live_start(),
-            "audit index: behind the live log; records whose events were archived are not rebuilt"
-        );
-    }
-    let now = Utc::now();
-    let mut touched: HashMap<RequestId, Stored> = HashMap::new();
-    let mut batch = Batch::default();
-    let mut replayed = 0u64;
-    let flush = |touched: &mut HashMap<RequestId, Stored>,
-                 batch: &mut Batch,
-                 applied: u64,
-                 durable: bool|
-     -> Result<(), StoreError> {
-        batch
-            .records
-            .extend(touched.drain().map(|(id, s)| (id, s.entry())));
-        batch.applied = Some(applied);
-        shared
-            .index
-            .write(&std::mem::take(batch), &shared.ttl, durable)
-    };
-    for seg in &rec.segments {
-        if seg.last.is_some_and(|l| l < from) {
-            continue;
-        }
-        let name = seg.name();
-        let path = shared.log_dir.join(&name);
-        let mut bytes = shared
-            .fs
-            .read(&path)
-            .map_err(|e| io_err(format!("cannot read {}", path.display()), e))?;
-        if seg.last.is_none() {
-            bytes.truncate(usize::try_from(rec.open_len).unwrap_or(usize::MAX));
-        }
-        let (ls, _) = lines(&bytes);
-        for (i, (off, line)) in ls.into_iter().enumerate() {
-            let Some(seq) = line_seq(line).filter(|s| *s >= from) else {
-                continue;
-            };
-            let ev = decode(&name, Some(i + 1), line)?;
-            batch.positions.push((seq, off as u64));
-            if let Some((key, owner, expires)) = claim_in(&ev) {
-                let bucket = shared.ttl.bucket_of(expires, ev.time);
-                if !shared.ttl.expired(bucket, now) {
-                    let claim = Claim {
-                        id: owner,
-                        seq,
-                        bucket,
-                        explicit: false,
-                    };
-                    batch.claims.push((key.to_string(), claim));
-                }
-            }
-            if let Some(id) = ev.request_id {
-                let current = match touched.remove(&id) {
-                    Some(s) => Some(s),
-                    None => match shared.index.entry(id)? {
-                        // Stored ahead of `applied` by an indexer round that did
-                        // not move it (a record still changing): not folded twice.
-                        Some(e) if e.last_seq() >= seq => {
-                            touched.insert(id, shared.load(&e)?);
-                            continue;
-                        }
-                        Some(e) => Some(shared.load(&e)?),
-                        None => None,
-                    },
-                };
-                match current {
-                    Some(s) if s.last_seq() >= seq => {
-                        touched.insert(id, s);
-                    }
-                    other => match fold(other, &ev, off as u64) {
-                        Ok(s) => {
-                            touched.insert(id, s);
-                            replayed += 1;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, seq, "audit index: event skipped while rebuilding records");
-                        }
-                    },
-                }
-            }
-            if batch.positions.len() >= 20_000 {
-                flush(&mut touched, &mut batch, seq, false)?;
-            }
-        }
-    }
-    flush(&mut touched, &mut batch, tip, true)?;
-    tracing::info!(
-        from,
-        tip,
-        events = replayed,
-        "audit index: replayed the log after the last indexed event"
-    );
-    Ok(())
 }
 
 /// The bytes of a live segment (of the open one, through the tip), wherever it is.

@@ -1,5 +1,7 @@
-//! The writer thread (the chain tip, group commit, segments) and the indexer
-//! thread (the derived indexes in redb).
+//! The writer thread: the chain tip, group commit, segments, and a poisoned
+//! log's cut back to its last sync.
+
+mod import;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,17 +11,17 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::oneshot;
-use youops_core::audit::{archive_file_name, chain_hash, AppendOptions, StoreError, GENESIS_HASH};
+use youops_core::audit::{archive_file_name, chain_hash, AppendOptions, StoreError};
 use youops_core::model::{AuditEvent, EventBody, NewEvent, RequestId};
 
 use crate::format::{canonical_encoded, event_line};
 use crate::fs::LogFile;
 use crate::index::{Batch, Claim};
+use crate::indexer::{IndexMsg, Reply};
 use crate::log::{open_name, POISON_MARKER};
 use crate::state::{audit_event, claim_in, fold, lock, Held, Shared, Stored};
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Vec<AuditEvent>, StoreError>>;
-pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
 
 /// One append call.
 pub(crate) struct Job {
@@ -49,17 +51,6 @@ pub(crate) enum Msg {
         events: Vec<AuditEvent>,
         reply: Reply,
     },
-}
-
-pub(crate) enum IndexMsg {
-    /// Many events wait: index now.
-    Kick,
-    /// Index everything synced, durably, then answer.
-    Now(Reply),
-    /// The last round, durable, then stop.
-    Close,
-    /// Stop without another round.
-    Stop,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +83,18 @@ pub(crate) struct Writer {
     /// Since when written bytes wait for a sync.
     pub unsynced_since: Option<Instant>,
     pub index_tx: mpsc::Sender<IndexMsg>,
+}
+
+/// One append's events, numbered, hashed and folded (see [`Writer::chain`]).
+struct Chained {
+    out: Vec<AuditEvent>,
+    /// Their lines, each with its newline.
+    lines: Vec<Vec<u8>>,
+    /// The seq and hash of the last.
+    seq: u64,
+    prev: String,
+    /// The records they change, and the first of their events in the group.
+    local: HashMap<RequestId, (Stored, u64)>,
 }
 
 /// What one group appends, before it is published.
@@ -300,167 +303,6 @@ impl Writer {
         }
     }
 
-    /// [`Msg::Import`]: check every event (its hash over its own content and
-    /// its link to the one before, and that the first continues the tip, or
-    /// starts an empty store), then write them as one group, `fdatasync`, and
-    /// publish the records and claims they derive, as a replay would.
-    fn import(&mut self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-        if let Some(why) = self.poison_error() {
-            return Err(StoreError::Io(format!(
-                "the audit log stopped appending after a failed write or sync ({why}); reopen \
-                 the store to recover it"
-            )));
-        }
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        let empty = self.seq == 0;
-        if empty {
-            if first.seq == 0 || (first.seq == 1 && first.prev_hash != GENESIS_HASH) {
-                return Err(StoreError::Corrupt(format!(
-                    "cannot import record #{} first: the chain starts at #1 with the genesis hash",
-                    first.seq
-                )));
-            }
-        } else if first.seq != self.seq + 1 || first.prev_hash != self.hash {
-            return Err(StoreError::Io(format!(
-                "cannot import record #{} (prev_hash {}) into a store that ends at #{} (hash {}): \
-                 an import starts an empty store or continues exactly at its tip",
-                first.seq,
-                short(&first.prev_hash),
-                self.seq,
-                short(&self.hash)
-            )));
-        }
-        // Every line is built and checked before anything is written.
-        let mut lines = Vec::with_capacity(events.len());
-        let mut prev = first.prev_hash.clone();
-        let mut next = first.seq;
-        for ev in &events {
-            if ev.seq != next {
-                return Err(StoreError::Corrupt(format!(
-                    "cannot import record #{} where #{next} was expected",
-                    ev.seq
-                )));
-            }
-            if ev.prev_hash != prev {
-                return Err(StoreError::Corrupt(format!(
-                    "cannot import record #{}: its prev_hash {} is not the hash {} of the record \
-                     before",
-                    ev.seq,
-                    short(&ev.prev_hash),
-                    short(&prev)
-                )));
-            }
-            let body = serde_json::to_vec(&ev.body)
-                .map_err(|e| StoreError::Io(format!("cannot encode record #{}: {e}", ev.seq)))?;
-            let canonical = canonical_encoded(ev.seq, &ev.time, &ev.request_id, &body);
-            let hash = chain_hash(&prev, &canonical);
-            if hash != ev.hash {
-                return Err(StoreError::Corrupt(format!(
-                    "cannot import record #{}: its content does not match its hash (stored {}, \
-                     computed {})",
-                    ev.seq,
-                    short(&ev.hash),
-                    short(&hash)
-                )));
-            }
-            let mut line = event_line(canonical, &prev, &hash);
-            line.push(b'\n');
-            lines.push(line);
-            prev = hash;
-            next += 1;
-        }
-        if empty && first.seq > 1 {
-            // The source's chain starts after records it archived: so does
-            // this log, at the first event's seq (its checkpoint comes later).
-            if let Some(open) = self.open.take_if(|o| o.len == 0 && o.first != first.seq) {
-                // Opened for an append that was refused: it holds nothing.
-                let OpenSeg {
-                    path, file, first, ..
-                } = open;
-                drop(file);
-                lock(&self.shared.segs).live.remove(&first);
-                self.shared.fs.remove(&path).map_err(|e| {
-                    StoreError::Io(format!("cannot remove {}: {e}", path.display()))
-                })?;
-            }
-            self.seq = first.seq - 1;
-            self.hash = first.prev_hash.clone();
-            let mut m = lock(&self.shared.mem);
-            m.tip = (self.seq, self.hash.clone());
-            m.durable = self.seq;
-            m.pos_base = first.seq;
-            m.positions.clear();
-        }
-        if let Err(why) = self.prepare_segment() {
-            self.poison(&why);
-            return Err(StoreError::Io(why));
-        }
-        let base = self.open.as_ref().map_or(0, |o| o.len);
-        let now = Utc::now();
-        let mut group = Group::default();
-        let mut orphans = 0u64;
-        for (ev, line) in events.iter().zip(lines) {
-            let offset = base + group.buf.len() as u64;
-            if let Some(id) = ev.request_id {
-                let received = matches!(ev.body, EventBody::Received { .. });
-                let first_seq = group.touched.get(&id).map_or(ev.seq, |t| t.1);
-                let current = self.current(id, &group, received)?;
-                // As a replay: an event whose request is not here (its
-                // `received` event was archived in the source) derives nothing.
-                match fold(current, ev, offset) {
-                    Ok(s) => {
-                        group.touched.insert(id, (s, first_seq));
-                    }
-                    Err(_) => orphans += 1,
-                }
-            }
-            if let Some((key, owner, expires)) = claim_in(ev) {
-                let bucket = self.shared.ttl.bucket_of(expires, ev.time);
-                if !self.shared.ttl.expired(bucket, now) {
-                    let claim = Claim {
-                        id: owner,
-                        seq: ev.seq,
-                        bucket,
-                        explicit: false,
-                    };
-                    group.claims.insert(key.to_string(), claim);
-                }
-            }
-            group.offsets.push(offset);
-            group.buf.extend_from_slice(&line);
-        }
-        if orphans > 0 {
-            tracing::warn!(
-                events = orphans,
-                "audit import: events of requests whose `received` event is not in the imported \
-                 chain derive no record"
-            );
-        }
-        let open = self
-            .open
-            .as_mut()
-            .expect("prepare_segment opened a segment");
-        if let Err(e) = open.file.append(&group.buf) {
-            let why = format!("cannot write to {}: {e}", open.path.display());
-            self.poison(&why);
-            return Err(StoreError::Io(why));
-        }
-        open.len += group.buf.len() as u64;
-        self.seq = next - 1;
-        self.hash = prev;
-        self.publish(group);
-        if let Err(why) = self.sync() {
-            self.poison(&why);
-            return Err(StoreError::Io(why));
-        }
-        if lock(&self.shared.mem).unindexed >= self.opts.index_max_pending {
-            let _ = self.index_tx.send(IndexMsg::Kick);
-        }
-        Ok(())
-    }
-
     /// The current record of a request: as changed by this group, as the
     /// writer holds it, or as indexed. A `received` event's id above every
     /// indexed one (ids sort by creation time) is not looked up.
@@ -508,6 +350,35 @@ impl Writer {
         if bodies.len() != events.len() {
             return Err(StoreError::Io("event bodies were not encoded".into()));
         }
+        let Chained {
+            out,
+            lines,
+            seq,
+            prev,
+            local,
+        } = self.chain(events, bodies, group, base)?;
+        let carried_claims = self.carried_claims(&out, opts, group)?;
+        self.own_claim(&out, opts, group);
+        group.claims.extend(carried_claims);
+        for line in lines {
+            group.offsets.push(base + group.buf.len() as u64);
+            group.buf.extend_from_slice(&line);
+        }
+        group.touched.extend(local);
+        self.seq = seq;
+        self.hash = prev;
+        Ok(out)
+    }
+
+    /// Number, hash and fold the events of one append after the group's
+    /// (at `base` in the open segment); the tip is not moved yet.
+    fn chain(
+        &self,
+        events: Vec<NewEvent>,
+        bodies: Vec<Vec<u8>>,
+        group: &Group,
+        base: u64,
+    ) -> Result<Chained, StoreError> {
         let mut out = Vec::with_capacity(events.len());
         let mut lines = Vec::with_capacity(events.len());
         let mut seq = self.seq;
@@ -544,10 +415,25 @@ impl Writer {
             lines.push(line);
             out.push(ev);
         }
-        // A `received` event that carries a key its append did not claim
-        // claims it too, unless it is taken: as a replay of the log would.
+        Ok(Chained {
+            out,
+            lines,
+            seq,
+            prev,
+            local,
+        })
+    }
+
+    /// A `received` event that carries a key its append did not claim
+    /// claims it too, unless it is taken: as a replay of the log would.
+    fn carried_claims(
+        &self,
+        out: &[AuditEvent],
+        opts: &AppendOptions,
+        group: &Group,
+    ) -> Result<Vec<(String, Claim)>, StoreError> {
         let mut carried_claims: Vec<(String, Claim)> = Vec::new();
-        for ev in &out {
+        for ev in out {
             let Some((key, id, expires)) = claim_in(ev) else {
                 continue;
             };
@@ -567,6 +453,13 @@ impl Writer {
             };
             carried_claims.push((key.to_string(), claim));
         }
+        Ok(carried_claims)
+    }
+
+    /// The claim the append asks for ([`AppendOptions::dedup_key`]), into the
+    /// group: with the claims the log rebuilds if its first event carries it,
+    /// else with those stored in the index before the write.
+    fn own_claim(&self, out: &[AuditEvent], opts: &AppendOptions, group: &mut Group) {
         if let (Some(key), Some(first)) = (&opts.dedup_key, out.first()) {
             if let Some(id) = first.request_id {
                 let bucket = self.shared.ttl.bucket_of(opts.dedup_expires, first.time);
@@ -588,15 +481,6 @@ impl Writer {
                 }
             }
         }
-        group.claims.extend(carried_claims);
-        for line in lines {
-            group.offsets.push(base + group.buf.len() as u64);
-            group.buf.extend_from_slice(&line);
-        }
-        group.touched.extend(local);
-        self.seq = seq;
-        self.hash = prev;
-        Ok(out)
     }
 
     /// Make the group visible to readers: records, claims, positions, tip.
@@ -761,130 +645,4 @@ impl Writer {
             tracing::error!(error = %e, "audit log: cannot record the last durable length");
         }
     }
-}
-
-/// Stores the derived indexes, lazily, of synced events only: the index never
-/// holds what a power cut could take from the log.
-pub(crate) struct Indexer {
-    pub shared: Arc<Shared>,
-    pub interval: Duration,
-    pub sync_interval: Duration,
-    pub last_durable: Instant,
-    /// Commits since the last durable one.
-    pub pending_commits: bool,
-    pub last_expire: Instant,
-}
-
-/// How often expired dedup buckets are removed.
-const EXPIRE_EVERY: Duration = Duration::from_secs(60);
-
-impl Indexer {
-    pub fn run(mut self, rx: mpsc::Receiver<IndexMsg>) {
-        loop {
-            match rx.recv_timeout(self.interval) {
-                Ok(IndexMsg::Kick) | Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = self.round(false);
-                }
-                Ok(IndexMsg::Now(reply)) => {
-                    let _ = reply.send(self.round(true));
-                }
-                Ok(IndexMsg::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = self.round(true);
-                    return;
-                }
-                Ok(IndexMsg::Stop) => return,
-            }
-            if self.last_expire.elapsed() >= EXPIRE_EVERY {
-                self.last_expire = Instant::now();
-                if let Err(e) = self.shared.index.expire(&self.shared.ttl, Utc::now()) {
-                    tracing::error!(error = %e, "audit index: cannot remove expired dedup claims");
-                }
-            }
-        }
-    }
-
-    /// Store what changed up to the last sync.
-    fn round(&mut self, durable: bool) -> Result<(), StoreError> {
-        let durable = durable || self.last_durable.elapsed() >= self.sync_interval;
-        let mut snapshot: Vec<(RequestId, Stored)> = Vec::new();
-        let mut claims = Vec::new();
-        let mut positions = Vec::new();
-        let synced;
-        let applied;
-        {
-            let mut m = lock(&self.shared.mem);
-            synced = m.durable;
-            let mut skipped = u64::MAX;
-            for (id, h) in &m.records {
-                let Some(from) = h.dirty_from else { continue };
-                if h.stored.last_seq() <= synced {
-                    snapshot.push((*id, h.stored.clone()));
-                } else {
-                    // Changed by an event not synced yet: next time.
-                    skipped = skipped.min(from);
-                }
-            }
-            claims.extend(
-                m.claims
-                    .iter()
-                    .filter(|(_, c)| c.seq <= synced)
-                    .map(|(k, c)| (k.clone(), *c)),
-            );
-            positions.extend((m.pos_base..=synced).zip(m.positions.iter().copied()));
-            applied = synced.min(skipped.saturating_sub(1));
-            m.unindexed = 0;
-            if let Some(newest) = snapshot.iter().map(|(id, _)| *id).max() {
-                m.stored_max = m.stored_max.max(Some(newest));
-            }
-        }
-        let nothing = snapshot.is_empty() && claims.is_empty() && positions.is_empty();
-        if nothing && !(durable && self.pending_commits) {
-            return Ok(());
-        }
-        let mut batch = Batch {
-            claims: claims.clone(),
-            positions,
-            applied: Some(applied),
-            ..Batch::default()
-        };
-        batch.records = snapshot.iter().map(|(id, s)| (*id, s.entry())).collect();
-        if let Err(e) = self.shared.index.write(&batch, &self.shared.ttl, durable) {
-            // The records stay in memory; the next round, or the next open, stores them.
-            tracing::error!(error = %e, "audit index: records not stored");
-            return Err(e);
-        }
-        if durable {
-            self.last_durable = Instant::now();
-            self.pending_commits = false;
-        } else {
-            self.pending_commits = true;
-        }
-        let mut m = lock(&self.shared.mem);
-        for (id, stored) in snapshot {
-            let last = stored.last_seq();
-            let drop_it = match m.records.get_mut(&id) {
-                Some(h) if h.stored.last_seq() == last => {
-                    h.dirty_from = None;
-                    h.stored.record.state.is_terminal()
-                }
-                _ => false,
-            };
-            if drop_it {
-                m.records.remove(&id);
-            }
-        }
-        for (key, claim) in claims {
-            if m.claims.get(&key) == Some(&claim) {
-                m.claims.remove(&key);
-            }
-        }
-        while m.pos_base <= synced && m.positions.pop_front().is_some() {
-            m.pos_base += 1;
-        }
-        Ok(())
-    }
-}
-
-fn short(h: &str) -> &str {
-    h.get(..12).unwrap_or(h)
 }

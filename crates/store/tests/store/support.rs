@@ -1,0 +1,148 @@
+//! Helpers of the store tests: requests, events, options, opening, and
+//! reading and damaging segment files.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use youops_core::audit::{AppendOptions, AuditStore, StoreError};
+use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_store::fs::SimFs;
+use youops_store::{LogOptions, LogStore};
+pub fn request(op: &str, dedup_key: Option<&str>) -> Request {
+    serde_json::from_value(serde_json::json!({
+        "id": RequestId::new(),
+        "op": op,
+        "args": {},
+        "actor": {"frontend": "cli", "external_id": "ann"},
+        "origin": {"frontend": "cli"},
+        "dedup_key": dedup_key,
+        "created_at": Utc::now(),
+        "digest": "ab".repeat(32),
+    }))
+    .expect("a request decodes")
+}
+
+pub fn received(r: &Request) -> NewEvent {
+    NewEvent::request(
+        r.id,
+        EventBody::Received {
+            request: Arc::new(r.clone()),
+        },
+    )
+}
+
+pub fn to(id: RequestId, state: State) -> NewEvent {
+    NewEvent::transition(id, Transition::to(state))
+}
+
+pub fn notice(message: impl Into<String>) -> NewEvent {
+    NewEvent::global(EventBody::Notice {
+        source: "test".into(),
+        kind: "note".into(),
+        message: message.into(),
+        data: serde_json::Value::Null,
+    })
+}
+
+/// A request whose claim of `key` expires after the store's dedup TTL (a
+/// delivery id), and the append options that claim it so.
+pub fn delivery(op: &str, key: &str) -> (Request, AppendOptions) {
+    let mut r = request(op, Some(key));
+    r.dedup_expires = true;
+    let mut o = keyed(key);
+    o.dedup_expires = true;
+    (r, o)
+}
+
+/// Durable, claiming `key` for good.
+pub fn keyed(key: &str) -> AppendOptions {
+    let mut o = AppendOptions::durable();
+    o.dedup_key = Some(key.to_string());
+    o
+}
+
+pub fn open(path: &Path, opts: LogOptions) -> LogStore {
+    LogStore::open(path, opts).expect("the store opens")
+}
+
+pub fn sim_open(path: &Path, sim: &SimFs, opts: LogOptions) -> Result<LogStore, StoreError> {
+    LogStore::open_with_fs(path, opts, Arc::new(sim.clone()))
+}
+
+pub fn small(segment_bytes: u64) -> LogOptions {
+    let mut o = LogOptions::default();
+    o.segment_bytes = segment_bytes;
+    o
+}
+
+/// Records, claims and positions stay in memory (until `flush` or close).
+pub fn lazy() -> LogOptions {
+    let mut o = LogOptions::default();
+    o.index_interval = Duration::from_secs(3600);
+    o.index_sync_interval = Duration::from_secs(3600);
+    o.index_max_pending = usize::MAX;
+    o
+}
+
+pub async fn all_events(store: &dyn AuditStore) -> Vec<AuditEvent> {
+    store.events(0, usize::MAX).await.expect("events")
+}
+
+pub async fn append(store: &dyn AuditStore, events: Vec<NewEvent>) -> Vec<AuditEvent> {
+    store
+        .append(events, AppendOptions::durable())
+        .await
+        .expect("append")
+}
+
+/// `count` notices, durable, one append each.
+pub async fn notices(store: &dyn AuditStore, count: usize) -> Vec<AuditEvent> {
+    let mut out = Vec::new();
+    for i in 0..count {
+        out.extend(append(store, vec![notice(format!("notice {i}"))]).await);
+    }
+    out
+}
+
+pub fn log_names(store_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store_dir.join("log"))
+        .expect("the log directory")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn line_of(e: &AuditEvent) -> String {
+    serde_json::to_string(e).unwrap() + "\n"
+}
+
+pub async fn assert_verifies(store: &dyn AuditStore) {
+    let v = store.verify().await.expect("verify");
+    assert!(v.ok(), "{v:?}");
+}
+
+pub fn flip(path: &Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at] ^= 0x04;
+    std::fs::write(path, b).unwrap();
+}
+
+/// Byte offset of line `n` (1-based) of a file.
+pub fn line_start(bytes: &[u8], n: usize) -> usize {
+    let mut at = 0;
+    for _ in 1..n {
+        at += bytes[at..].iter().position(|b| *b == b'\n').unwrap() + 1;
+    }
+    at
+}
+
+pub fn corrupt_message(r: Result<LogStore, StoreError>) -> String {
+    match r {
+        Err(StoreError::Corrupt(m)) => m,
+        Err(e) => panic!("expected a corrupt-log error, got {e}"),
+        Ok(_) => panic!("expected a corrupt-log error, the store opened"),
+    }
+}

@@ -2,13 +2,11 @@
 //! decoding.
 //!
 //! GitHub signs the raw body with HMAC-SHA256 under the webhook secret and sends
-//! `X-Hub-Signature-256: sha256=<hex>`. The check is constant-time (`subtle`);
+//! `X-Hub-Signature-256: sha256=<hex>`. The check is core's constant-time one;
 //! the legacy SHA-1 `X-Hub-Signature` alone is refused.
 
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+use youops_core::frontend::webhook;
 
 use crate::github::{Comment, Issue, Label, User};
 
@@ -47,9 +45,7 @@ impl std::fmt::Display for SignatureError {
 
 /// `sha256=<hex>` of `body` under `secret`: what GitHub sends.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key size");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    webhook::sign_sha256(secret, body)
 }
 
 /// Verify a delivery's signature headers against the raw body, in constant time.
@@ -59,22 +55,13 @@ pub fn verify(secret: &[u8], headers: &http::HeaderMap, body: &[u8]) -> Result<(
             sha1_only: headers.contains_key("x-hub-signature"),
         });
     };
-    let sig = sig.to_str().map_err(|_| SignatureError::Malformed)?.trim();
-    let hexpart = sig
-        .strip_prefix("sha256=")
-        .ok_or(SignatureError::Malformed)?;
-    let given = hex::decode(hexpart).map_err(|_| SignatureError::Malformed)?;
-    if given.len() != 32 {
-        return Err(SignatureError::Malformed);
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key size");
-    mac.update(body);
-    let expected = mac.finalize().into_bytes();
-    if bool::from(expected.as_slice().ct_eq(&given)) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    let sig = sig.to_str().map_err(|_| SignatureError::Malformed)?;
+    webhook::verify_sha256(secret, body, Some(sig)).map_err(|e| match e {
+        // Core says `Missing` only when given no header: handled above.
+        webhook::SignatureError::Missing => SignatureError::Missing { sha1_only: false },
+        webhook::SignatureError::Malformed => SignatureError::Malformed,
+        webhook::SignatureError::Mismatch => SignatureError::Mismatch,
+    })
 }
 
 /// The repository of a payload.

@@ -41,7 +41,7 @@ use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
 use youops_core::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
-use youops_frontend_chat::signature::{encode_form, sign};
+use youops_frontend_chat::slack::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
 use youops_store::{LogOptions, LogStore};
 

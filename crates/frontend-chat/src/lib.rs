@@ -7,9 +7,12 @@
 //! Socket Mode for workspaces without a public URL. Everything goes through the
 //! core executor; this crate holds no op logic.
 //!
-//! The chat logic ([`chat::ChatCore`]) is separated from the wire by the
-//! [`ChatAdapter`] trait, so another chat system (Mattermost, Matrix) is another
-//! adapter plus its own inbound parsing.
+//! Two layers, by job: [`chat`] is the chat logic (commands, mentions,
+//! approvals, the renderer of lifecycle events, pacing and retries), separated
+//! from the wire by the [`ChatAdapter`] trait; [`slack`] sits on top of it with
+//! Slack's wire (payloads, Web API client, Socket Mode, signatures, manifest).
+//! Another chat system (Mattermost, Matrix) is another adapter plus its own
+//! inbound parsing, next to `slack`.
 //!
 //! ```
 //! use youops_frontend_chat::{manifest, SlackFrontend};
@@ -26,17 +29,11 @@
 //! assert!(manifest("https://ops.example.com", &section).contains("/slack/events"));
 //! ```
 
-pub mod adapter;
 pub mod chat;
-pub mod config;
-mod manifest;
-pub mod render;
-pub mod signature;
 pub mod slack;
-mod slack_adapter;
 
-pub use adapter::{ChatAdapter, ChatError, ChatMessage, MessageRef};
-pub use config::{SlackConfig, Transport};
-pub use manifest::manifest;
+pub use chat::adapter::{ChatAdapter, ChatError, ChatMessage, MessageRef};
+pub use slack::adapter::{build_client, SlackAdapter, SlackHttpClient};
+pub use slack::config::{SlackConfig, Transport};
+pub use slack::manifest::manifest;
 pub use slack::SlackFrontend;
-pub use slack_adapter::{build_client, SlackAdapter, SlackHttpClient};

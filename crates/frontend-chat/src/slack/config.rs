@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
+use youops_core::units::HumanDuration;
 
 /// How Slack reaches YouOps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -54,15 +55,15 @@ struct Raw {
     #[serde(default)]
     max_delivery_attempts: Option<u32>,
     #[serde(default)]
-    retry_backoff: Option<youops_core::units::HumanDuration>,
+    retry_backoff: Option<HumanDuration>,
     #[serde(default)]
-    request_timeout: Option<youops_core::units::HumanDuration>,
+    request_timeout: Option<HumanDuration>,
     #[serde(default)]
     bot_name: Option<String>,
     #[serde(default)]
-    progress_every: Option<youops_core::units::HumanDuration>,
+    progress_every: Option<HumanDuration>,
     #[serde(default)]
-    status_delay: Option<youops_core::units::HumanDuration>,
+    status_delay: Option<HumanDuration>,
 }
 
 /// The validated Slack frontend settings.
@@ -117,19 +118,8 @@ impl SlackConfig {
             Err(e) => return Err(vec![format!("frontends.slack: {}", e.message())]),
         };
         let mut errs = Vec::new();
-        let secret = |v: Option<Secret>, key: &str, errs: &mut Vec<String>| -> Secret {
-            match v {
-                Some(s) if !s.0.trim().is_empty() => s,
-                _ => {
-                    errs.push(format!(
-                        "frontends.slack.{key} is required and must not be empty"
-                    ));
-                    Secret::default()
-                }
-            }
-        };
-        let signing_secret = secret(raw.signing_secret, "signing_secret", &mut errs);
-        let bot_token = secret(raw.bot_token, "bot_token", &mut errs);
+        let signing_secret = required_secret(raw.signing_secret, "signing_secret", &mut errs);
+        let bot_token = required_secret(raw.bot_token, "bot_token", &mut errs);
         if raw.transport == Transport::Socket
             && raw.app_token.as_ref().is_none_or(|t| t.0.trim().is_empty())
         {
@@ -139,17 +129,7 @@ impl SlackConfig {
             );
         }
         let command = raw.command.unwrap_or_else(|| "/ops".into());
-        if !command.starts_with('/')
-            || command.len() < 2
-            || command.len() > 32
-            || !command[1..]
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        {
-            errs.push(format!(
-                "frontends.slack.command `{command}` must look like `/ops`: a `/` then up to 31 lowercase letters, digits, `-` or `_`"
-            ));
-        }
+        check_command(&command, &mut errs);
         if let Some(c) = &raw.approvals_channel {
             if c.is_empty() || !c.chars().all(|c| c.is_ascii_alphanumeric()) {
                 errs.push(format!(
@@ -177,36 +157,15 @@ impl SlackConfig {
                 "frontends.slack.max_delivery_attempts must be in 1..=30, got {attempts}"
             ));
         }
-        let retry_backoff = raw
-            .retry_backoff
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_millis(500));
-        if retry_backoff < Duration::from_millis(10) || retry_backoff > Duration::from_secs(60) {
-            errs.push("frontends.slack.retry_backoff must be between 10ms and 60s".into());
-        }
-        let request_timeout = raw
-            .request_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(10));
-        if request_timeout < Duration::from_millis(100)
-            || request_timeout > Duration::from_secs(120)
-        {
-            errs.push("frontends.slack.request_timeout must be between 100ms and 120s".into());
-        }
-        let progress_every = raw
-            .progress_every
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(30));
-        if progress_every < Duration::from_secs(1) {
-            errs.push("frontends.slack.progress_every must be at least 1s".into());
-        }
-        let status_delay = raw
-            .status_delay
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(1));
-        if status_delay > Duration::from_secs(60) {
-            errs.push("frontends.slack.status_delay must be at most 60s".into());
-        }
+        let timings = Timings::check(
+            [
+                raw.retry_backoff,
+                raw.request_timeout,
+                raw.progress_every,
+                raw.status_delay,
+            ],
+            &mut errs,
+        );
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -220,17 +179,92 @@ impl SlackConfig {
             api_base_url: api_base_url.trim_end_matches('/').to_string(),
             max_messages_per_second_per_channel: rate,
             max_delivery_attempts: attempts,
-            retry_backoff,
-            request_timeout,
+            retry_backoff: timings.retry_backoff,
+            request_timeout: timings.request_timeout,
             bot_name: raw.bot_name.unwrap_or_else(|| "YouOps".into()),
-            progress_every,
-            status_delay,
+            progress_every: timings.progress_every,
+            status_delay: timings.status_delay,
         })
     }
 
     /// Minimum spacing of messages in one channel.
     pub fn channel_interval(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.max_messages_per_second_per_channel)
+    }
+}
+
+/// A secret that must be given and not blank; an error names `key` otherwise.
+fn required_secret(v: Option<Secret>, key: &str, errs: &mut Vec<String>) -> Secret {
+    match v {
+        Some(s) if !s.0.trim().is_empty() => s,
+        _ => {
+            errs.push(format!(
+                "frontends.slack.{key} is required and must not be empty"
+            ));
+            Secret::default()
+        }
+    }
+}
+
+/// The slash command must look like `/ops`.
+fn check_command(command: &str, errs: &mut Vec<String>) {
+    if !command.starts_with('/')
+        || command.len() < 2
+        || command.len() > 32
+        || !command[1..]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        errs.push(format!(
+            "frontends.slack.command `{command}` must look like `/ops`: a `/` then up to 31 lowercase letters, digits, `-` or `_`"
+        ));
+    }
+}
+
+/// The validated delivery and rendering timings of the section.
+struct Timings {
+    retry_backoff: Duration,
+    request_timeout: Duration,
+    progress_every: Duration,
+    status_delay: Duration,
+}
+
+impl Timings {
+    /// `retry_backoff`, `request_timeout`, `progress_every` and `status_delay`
+    /// as given, with defaults for what is not; an error for each value out of
+    /// range.
+    fn check(given: [Option<HumanDuration>; 4], errs: &mut Vec<String>) -> Timings {
+        let [retry_backoff, request_timeout, progress_every, status_delay] = given;
+        let retry_backoff = retry_backoff
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_millis(500));
+        if retry_backoff < Duration::from_millis(10) || retry_backoff > Duration::from_secs(60) {
+            errs.push("frontends.slack.retry_backoff must be between 10ms and 60s".into());
+        }
+        let request_timeout = request_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10));
+        if request_timeout < Duration::from_millis(100)
+            || request_timeout > Duration::from_secs(120)
+        {
+            errs.push("frontends.slack.request_timeout must be between 100ms and 120s".into());
+        }
+        let progress_every = progress_every
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30));
+        if progress_every < Duration::from_secs(1) {
+            errs.push("frontends.slack.progress_every must be at least 1s".into());
+        }
+        let status_delay = status_delay.map(|d| d.0).unwrap_or(Duration::from_secs(1));
+        if status_delay > Duration::from_secs(60) {
+            errs.push("frontends.slack.status_delay must be at most 60s".into());
+        }
+        Timings {
+            retry_backoff,
+            request_timeout,
+            progress_every,
+            status_delay,
+        }
     }
 }
 

@@ -3,9 +3,9 @@
 //! The chat logic ([`crate::chat`]) decides *what* to say and *when* (acks,
 //! status updated in place, results in threads, approval buttons, pacing and
 //! retries); an adapter only knows *how* to say it on one system's wire. Slack is
-//! the first adapter ([`crate::SlackAdapter`]); Mattermost or Matrix would be
-//! another implementation of this trait plus their own inbound parsing into
-//! [`crate::chat::Inbound`].
+//! the first adapter (`SlackAdapter`, in the Slack layer above this one);
+//! Mattermost or Matrix would be another implementation of this trait plus
+//! their own inbound parsing into [`crate::chat::Inbound`].
 
 use std::fmt;
 use std::time::Duration;

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
-use crate::adapter::{ActionKind, ChatAdapter, ChatError, ChatErrorKind, ChatMessage, MessageRef};
+use crate::chat::adapter::{
+    ActionKind, ChatAdapter, ChatError, ChatErrorKind, ChatMessage, MessageRef,
+};
 
 /// The `slack-morphism` client type the frontend uses.
 pub type SlackHttpClient = SlackClient<SlackClientHyperHttpsConnector>;
@@ -288,7 +290,7 @@ impl ChatAdapter for SlackAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapter::Button;
+    use crate::chat::adapter::Button;
 
     #[test]
     fn long_text_is_split_into_section_blocks_within_the_limit() {

@@ -1,0 +1,156 @@
+//! The Slack frontend: Slack's wire on top of the chat logic ([`crate::chat`]).
+//! HTTP endpoints (slash commands, Events API, interactivity) and Socket Mode
+//! both turn `slack-morphism` payload types into the chat logic's
+//! [`Inbound`](crate::chat::Inbound) / [`Action`](crate::chat::Action); the
+//! [`SlackAdapter`] says what the chat logic decides on the Web API.
+//!
+//! - `inbound`: Slack payloads into [`crate::chat::Inbound`] / [`crate::chat::Action`];
+//! - `http`: the signed HTTP endpoints;
+//! - `socket`: Socket Mode;
+//! - `ack`: the slash command answer within Slack's 3-second window;
+//! - `adapter`: the [`ChatAdapter`](crate::ChatAdapter) on the Web API;
+//! - [`config`]: the `[frontends.slack]` section;
+//! - [`signature`]: request signatures and form bodies;
+//! - `manifest`: `youops gen slack-manifest`.
+
+mod ack;
+pub(crate) mod adapter;
+pub mod config;
+mod http;
+mod inbound;
+pub(crate) mod manifest;
+pub mod signature;
+mod socket;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use youops_core::frontend::{
+    Frontend, FrontendContext, FrontendError, HttpRequest, HttpResponse, HttpRoute,
+};
+
+use crate::chat::{Chat, ChatSettings};
+use adapter::{build_client, SlackAdapter, SlackHttpClient};
+use config::{SlackConfig, Transport};
+
+pub use inbound::{
+    actions_from, command_event_from_form, command_inbound, mention_inbound, strip_mentions,
+    unescape,
+};
+
+/// Path of the slash command endpoint.
+pub const COMMANDS_PATH: &str = "/slack/commands";
+/// Path of the Events API endpoint.
+pub const EVENTS_PATH: &str = "/slack/events";
+/// Path of the interactivity endpoint.
+pub const INTERACTIONS_PATH: &str = "/slack/interactions";
+
+/// The Slack frontend (name `slack`).
+#[derive(Debug)]
+pub struct SlackFrontend {
+    config: SlackConfig,
+    client: Arc<SlackHttpClient>,
+    chat: Arc<Chat>,
+    ready: Arc<AtomicBool>,
+}
+
+impl SlackFrontend {
+    /// The frontend name: `[frontends.slack]`, actors `slack:Uxxxx`.
+    pub const NAME: &'static str = "slack";
+
+    /// Build from the `[frontends.slack]` section; every config problem at once.
+    pub fn from_config(section: &toml::Table) -> Result<SlackFrontend, Vec<String>> {
+        let config = SlackConfig::from_table(section)?;
+        let client = build_client(&config.api_base_url).map_err(|e| vec![e])?;
+        let adapter = Arc::new(SlackAdapter::new(client.clone(), &config.bot_token.0));
+        let chat = Arc::new(Chat::new(
+            ChatSettings {
+                name: Self::NAME.into(),
+                command: config.command.clone(),
+                approvals_channel: config.approvals_channel.clone(),
+                channel_interval: config.channel_interval(),
+                max_attempts: config.max_delivery_attempts,
+                backoff: config.retry_backoff,
+                request_timeout: config.request_timeout,
+                progress_every: config.progress_every,
+                status_delay: config.status_delay,
+            },
+            adapter,
+        ));
+        Ok(SlackFrontend {
+            config,
+            client,
+            chat,
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The validated config.
+    pub fn config(&self) -> &SlackConfig {
+        &self.config
+    }
+
+    /// The chat logic (for embedders adding transports).
+    pub fn core(&self) -> &Arc<Chat> {
+        &self.chat
+    }
+}
+
+#[async_trait]
+impl Frontend for SlackFrontend {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    async fn run(&self, ctx: FrontendContext) -> Result<(), FrontendError> {
+        let ready = self.ready.clone();
+        let http = self.config.transport == Transport::Http;
+        let renderer = {
+            let chat = self.chat.clone();
+            let ctx = ctx.clone();
+            async move {
+                chat.run_renderer(ctx, move || {
+                    if http {
+                        ready.store(true, Ordering::SeqCst)
+                    }
+                })
+                .await
+            }
+        };
+        match self.config.transport {
+            Transport::Http => {
+                renderer.await;
+                Ok(())
+            }
+            Transport::Socket => {
+                let r = tokio::spawn(renderer);
+                self.ready.store(true, Ordering::SeqCst);
+                let res = self.run_socket_mode(&ctx).await;
+                self.ready.store(false, Ordering::SeqCst);
+                ctx.shutdown.cancelled().await;
+                let _ = r.await;
+                res
+            }
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn http_routes(&self) -> Vec<HttpRoute> {
+        if self.config.transport == Transport::Socket {
+            return Vec::new();
+        }
+        vec![
+            HttpRoute::post(COMMANDS_PATH),
+            HttpRoute::post(EVENTS_PATH),
+            HttpRoute::post(INTERACTIONS_PATH),
+        ]
+    }
+
+    async fn handle_http(&self, ctx: &FrontendContext, req: HttpRequest) -> HttpResponse {
+        self.serve_http(ctx, req).await
+    }
+}

@@ -139,9 +139,10 @@
 //! the request of its first event. It holds for good unless the append says
 //! it expires ([`AppendOptions::dedup_expires`]: a delivery id, which senders
 //! redeliver for days at most). Expiring claims live in time buckets of
-//! [`LogOptions::dedup_bucket`] (an hour) by the time of that event, and a
-//! bucket expires whole [`LogOptions::dedup_ttl`] (7 days) after it ends: such
-//! a claim holds for at least the TTL and at most the TTL plus a bucket, then
+//! [`LogOptions::dedup_bucket`] (an hour, or a 24th of the TTL if that is
+//! shorter) by the time of that event, and a bucket expires whole
+//! [`LogOptions::dedup_ttl`] (7 days) after it ends: such a claim holds for at
+//! least the TTL and at most the TTL plus a bucket, then
 //! [`find_dedup`](AuditStore::find_dedup) ignores it and the key can be
 //! claimed again; the indexer removes expired buckets every minute (and on
 //! open). Claims that never expire are kept as compactly, outside any bucket.
@@ -264,7 +265,8 @@ pub struct LogOptions {
     /// How long an expiring dedup claim ([`AppendOptions::dedup_expires`])
     /// holds after its time bucket ends (7 days).
     pub dedup_ttl: Duration,
-    /// The width of a dedup claim bucket (1 hour). Claims expire a bucket at a time.
+    /// The widest dedup claim bucket (1 hour); a bucket is also at most a
+    /// 24th of `dedup_ttl`. Claims expire a bucket at a time.
     pub dedup_bucket: Duration,
     /// Check every line of every segment on open (on). Off, sealed segments
     /// the index covers are checked by their first and last lines only, which

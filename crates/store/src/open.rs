@@ -157,10 +157,7 @@ fn shared_state(
     opts: &LogOptions,
     rec: &Recovered,
 ) -> Result<Arc<Shared>, StoreError> {
-    let ttl = Ttl {
-        bucket_secs: opts.dedup_bucket.as_secs().max(1),
-        ttl_secs: opts.dedup_ttl.as_secs(),
-    };
+    let ttl = Ttl::new(opts.dedup_ttl, opts.dedup_bucket);
     let archived = index
         .archived()?
         .into_iter()

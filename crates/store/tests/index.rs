@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, TableHandle};
 use youops_core::audit::{AppendOptions, AuditStore};
 use youops_core::model::{
     EventBody, NewEvent, Request, RequestFilter, RequestId, RequestRecord, State, Transition,
@@ -167,6 +167,18 @@ async fn records_are_folded_from_the_log_and_not_copied_into_the_index() {
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+// Format 1 kept claims under their whole key.
+const OLD_DEDUP: TableDefinition<&str, &[u8]> = TableDefinition::new("dedup");
+const OLD_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("dedup_expiry");
+
+/// A claim as format 1 encoded it: bucket ‖ request id ‖ seq ‖ flags.
+fn old_claim(bucket: u32, id: RequestId, seq: u64) -> Vec<u8> {
+    let mut v = bucket.to_be_bytes().to_vec();
+    v.extend_from_slice(&id.0.to_bytes());
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.push(0);
+    v
+}
 
 #[tokio::test]
 async fn an_index_of_format_1_is_converted_on_open() {
@@ -214,6 +226,27 @@ async fn an_index_of_format_1_is_converted_on_open() {
                 .unwrap()
                 .insert("format", b"1".as_slice())
                 .unwrap();
+            // One claim for good, one in the current hour's bucket.
+            let mut dedup = txn.open_table(OLD_DEDUP).unwrap();
+            let (a, b) = (&before[0].request, &before[1].request);
+            let seq_a = store_seq(&v1[0].1);
+            dedup
+                .insert(
+                    "github:comment:o/r:1:0",
+                    old_claim(u32::MAX, a.id, seq_a).as_slice(),
+                )
+                .unwrap();
+            let hour = u32::try_from(Utc::now().timestamp() / 3600).unwrap();
+            let seq_b = store_seq(&v1[1].1);
+            dedup
+                .insert("slack:Ev1", old_claim(hour, b.id, seq_b).as_slice())
+                .unwrap();
+            let mut expiry_key = hour.to_be_bytes().to_vec();
+            expiry_key.extend_from_slice(b"slack:Ev1");
+            txn.open_table(OLD_EXPIRY)
+                .unwrap()
+                .insert(expiry_key.as_slice(), ())
+                .unwrap();
         }
         txn.commit().unwrap();
     }
@@ -227,9 +260,31 @@ async fn an_index_of_format_1_is_converted_on_open() {
         assert_eq!(json(&now), json(r));
     }
     assert_eq!(store.active_requests().await.unwrap().len(), 40);
+    // The claims moved to their hashes and still hold.
+    assert_eq!(
+        store.find_dedup("github:comment:o/r:1:0").await.unwrap(),
+        Some(before[0].request.id)
+    );
+    assert_eq!(
+        store.find_dedup("slack:Ev1").await.unwrap(),
+        Some(before[1].request.id)
+    );
+    assert_eq!(store.find_dedup("slack:Ev2").await.unwrap(), None);
     drop(store);
     let db = redb::Database::open(dir.path().join("index.redb")).unwrap();
     let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
     let meta = txn.open_table(META).unwrap();
     assert_eq!(meta.get("format").unwrap().unwrap().value(), b"2");
+    let tables: Vec<String> = txn
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_string())
+        .collect();
+    assert!(!tables.iter().any(|t| t.starts_with("dedup")), "{tables:?}");
+}
+
+/// The seq of the first event a format 1 record lists.
+fn store_seq(v1: &[u8]) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(v1).unwrap();
+    v["events"][0][0].as_u64().unwrap()
 }

@@ -35,9 +35,9 @@ pub fn check(cfg: &Config) -> Vec<String> {
             cfg.store.segment_size.0
         ));
     }
-    if cfg.store.dedup_ttl.0 < std::time::Duration::from_secs(3600) {
+    if cfg.store.dedup_ttl.0 < std::time::Duration::from_secs(60) {
         out.push(format!(
-            "store.dedup_ttl: {} is under an hour; senders redeliver for days (GitHub for 3)",
+            "store.dedup_ttl: {} is under a minute; senders redeliver for days (GitHub for 3)",
             cfg.store.dedup_ttl
         ));
     }

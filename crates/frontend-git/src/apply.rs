@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use youops_core::{Actor, Executor, Origin, RequestId, RequestRecord, State, Submission};
+use youops_core::{Actor, DedupKey, Executor, Origin, RequestId, RequestRecord, State, Submission};
 
 use crate::engine::{now_ms, settled, Engine, NAME};
 use crate::error::GitError;
@@ -116,8 +116,11 @@ impl Engine {
             .with_ref("commit", commit)
             .with_ref("resource", id.clone())
             .with_ref("action", e.action.as_str());
+        // Its claim may expire with the dedup window: the key names one
+        // attempt of one change at one commit, and the persisted apply state
+        // (attempts, last applied) keeps it from being planned again.
         let mut sub = Submission::new(op, actor.clone(), origin)
-            .dedup(dedup)
+            .dedup_with(DedupKey::delivery(dedup))
             .provenance("commit", commit)
             .provenance("branch", self.cfg.branch.clone())
             .provenance("resource", id)

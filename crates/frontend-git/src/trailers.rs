@@ -181,13 +181,17 @@ impl Engine {
                 return Ok(());
             }
         };
+        // The claim may expire with the dedup window: the branch's
+        // `last_seen` commit (the frontend's own durable state) already keeps
+        // a trailer from being read twice; the claim covers the crash between
+        // submitting it and saving that state.
         let dedup = format!("git:{}:run:{i}", c.id);
         match exec
             .execute_command(
                 cmd,
                 actor,
                 &origin,
-                Some(DedupKey::lifetime(dedup)),
+                Some(DedupKey::delivery(dedup)),
                 provenance,
             )
             .await

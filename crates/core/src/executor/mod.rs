@@ -50,6 +50,11 @@ pub struct Loaded {
     pub settings: ExecutorConfig,
     /// Directory that relative runner paths resolve against.
     pub base_dir: PathBuf,
+    /// How long the store's claim of an expiring dedup key holds
+    /// (`[store] dedup_ttl`): a frontend whose keys name objects for their
+    /// whole life stops acting on objects older than this, so that an
+    /// expired claim never lets old work run again.
+    pub dedup_ttl: std::time::Duration,
     ops: HashMap<String, Arc<OpSpec>>,
 }
 
@@ -66,6 +71,7 @@ impl Loaded {
             policy: cfg.policy(),
             settings: cfg.executor.clone(),
             base_dir: cfg.base_dir.clone(),
+            dedup_ttl: cfg.store.dedup_ttl.0,
             ops,
         }
     }

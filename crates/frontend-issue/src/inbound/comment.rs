@@ -74,7 +74,10 @@ impl CommandComment<'_> {
             Command::Cancel { .. } => Some("cancelled"),
             _ => None,
         };
-        let dedup = Some(DedupKey::lifetime(key.clone()));
+        // The claim expires with the store's dedup window; `comment_created`
+        // refuses comments older than that window, so it never lets this
+        // line run again.
+        let dedup = Some(DedupKey::delivery(key.clone()));
         match exec
             .execute_command(cmd, &self.who, &self.base, dedup, self.provenance())
             .await
@@ -160,7 +163,7 @@ impl CommandComment<'_> {
         claim(
             self.exec,
             rec.request.id,
-            key,
+            &DedupKey::delivery(key),
             "comment_command",
             format!(
                 "{verb} by {} in comment {}",
@@ -173,6 +176,15 @@ impl CommandComment<'_> {
         )
         .await;
     }
+}
+
+/// Whether an object created at `created` is older than the dedup window:
+/// the claim of anything it caused to run holds for at least the window from
+/// when it ran, which was after `created`; past the window, only age tells
+/// that it was handled, so it is not acted on.
+pub(crate) fn too_old(created: chrono::DateTime<chrono::Utc>, window: std::time::Duration) -> bool {
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    chrono::Utc::now().signed_duration_since(created) >= window
 }
 
 impl Shared {
@@ -192,6 +204,14 @@ impl Shared {
         let mut lines = command_lines(body, &self.cfg.command_prefix);
         if lines.is_empty() {
             return "no command".into();
+        }
+        let window = exec.loaded().dedup_ttl;
+        if too_old(comment.created_at, window) {
+            // Its lines' claims (if it ran) may have expired: it is never run now.
+            return format!(
+                "comment older than the dedup window ({}s): not run",
+                window.as_secs()
+            );
         }
         if !self.claim_comment(comment.id) {
             return "comment already being handled".into();

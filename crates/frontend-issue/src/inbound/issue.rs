@@ -83,7 +83,7 @@ async fn edit_of_prior(
     claim(
         exec,
         ran.request.id,
-        key,
+        &youops_core::DedupKey::lifetime(key),
         "edit",
         format!(
             "issue #{} was edited{} after request {} ran; nothing runs again (use `retry`)",

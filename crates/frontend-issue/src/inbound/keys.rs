@@ -9,6 +9,12 @@
 //! Commands that act on an existing request (approve, deny, cancel) claim their
 //! line's key with a `comment_command` notice on that request, which is also how
 //! an edit of the comment later finds the approval it voids.
+//!
+//! An issue body's claim never expires (there is one per request issue). A
+//! comment line's claim expires with the store's dedup window
+//! (`[store] dedup_ttl`), and a comment older than that window is never run:
+//! its claim held for the window from when it ran, which was after it was
+//! written, so age alone then tells that it was handled.
 
 use sha2::{Digest, Sha256};
 

@@ -15,11 +15,13 @@ pub(crate) fn actor(user: &User) -> Actor {
 }
 
 /// Record `what` on request `id` and claim `key` for it, so that the same
-/// delivery is recognised later. A key claimed already is fine.
+/// delivery is recognised later. A key claimed already is fine. `key` is a
+/// [`DedupKey`](youops_core::DedupKey): a comment line's claim expires with
+/// the dedup window, an issue body's never does.
 pub(crate) async fn claim(
     exec: &Executor,
     id: RequestId,
-    key: &str,
+    key: &youops_core::DedupKey,
     kind: &str,
     message: String,
     data: serde_json::Value,
@@ -34,7 +36,8 @@ pub(crate) async fn claim(
         },
     );
     let mut opts = AppendOptions::durable();
-    opts.dedup_key = Some(key.to_string());
+    opts.dedup_key = Some(key.key.clone());
+    opts.dedup_expires = key.expires;
     if let Err(e) = exec.store().append(vec![ev], opts).await {
         if !matches!(e, youops_core::audit::StoreError::Duplicate(_)) {
             tracing::warn!(error = %e, "could not record a comment command in the audit log");

@@ -335,3 +335,81 @@ async fn a_lost_comment_answer_is_not_posted_twice() {
     // re-posted it, and the next update found it by its marker.
     assert_eq!(h.fake.bot_comments(16).len(), 1);
 }
+
+/// A comment line's claim expires with the dedup window; the comment is then
+/// older than the window and never runs again, by the webhook or the poller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_whose_claim_expired_is_not_run_again() {
+    let h = Harness::new_with_store("dedup_ttl = \"2s\"", |base| section(base, "0s")).await;
+    let issue = h.fake.add_issue(30, "alice", "plain issue");
+    let c = h.fake.add_comment(
+        30,
+        "alice",
+        "/ops user.create username=abc email=a@example.com",
+    );
+    let (s, text) = h
+        .deliver(
+            "issue_comment",
+            "d-run",
+            &comment_event("created", &issue, &c, "alice"),
+        )
+        .await;
+    assert_eq!(s, 200, "{text}");
+    eventually("the run", || (h.runs() == 1).then_some(())).await;
+    let key = format!("github:acme/ops:comment:{}:0", c["id"]);
+    assert!(h.exec.store().find_dedup(&key).await.unwrap().is_some());
+    // The claim expires: within the TTL plus one (1 s) bucket.
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    assert_eq!(
+        h.exec.store().find_dedup(&key).await.unwrap(),
+        None,
+        "expired"
+    );
+    // A redelivery (a new delivery id, so the webhook seen-set lets it in)
+    // finds no claim, and the comment is older than the window: nothing runs.
+    let (s, text) = h
+        .deliver(
+            "issue_comment",
+            "d-again",
+            &comment_event("created", &issue, &c, "alice"),
+        )
+        .await;
+    assert_eq!(s, 200, "{text}");
+    assert!(text.contains("older than the dedup window"), "{text}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.runs(), 1);
+    assert_eq!(h.requests().await.len(), 1);
+}
+
+/// An issue body's claim never expires: an old request issue is not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issue_body_claim_outlives_the_dedup_window() {
+    let h = Harness::new_with_store("dedup_ttl = \"1s\"", |base| section(base, "0s")).await;
+    let issue = h.fake.add_issue(
+        31,
+        "alice",
+        &form_body(
+            "user.create",
+            &[("username", "abc"), ("email", "a@example.com")],
+        ),
+    );
+    h.deliver(
+        "issues",
+        "d-open-31",
+        &issues_event("opened", &issue, "alice", None),
+    )
+    .await;
+    eventually("the run", || (h.runs() == 1).then_some(())).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let (s, text) = h
+        .deliver(
+            "issues",
+            "d-label-31",
+            &issues_event("labeled", &issue, "alice", None),
+        )
+        .await;
+    assert_eq!(s, 200, "{text}");
+    assert!(text.contains("already handled"), "{text}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.runs(), 1);
+}

@@ -143,12 +143,22 @@ impl Harness {
     }
 
     pub async fn new_with(section_of: impl Fn(&str) -> String) -> Harness {
+        Self::new_with_store("", section_of).await
+    }
+
+    /// With `store` as the `[store]` section's body (its `dedup_ttl` is the
+    /// store's, as in the daemon).
+    pub async fn new_with_store(store: &str, section_of: impl Fn(&str) -> String) -> Harness {
         let (fake, base) = Fake::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let text = format!("{OPS}\n[frontends.github]\n{}", section_of(&base));
+        let text = format!(
+            "{OPS}\n[store]\n{store}\n[frontends.github]\n{}",
+            section_of(&base)
+        );
         let cfg = Config::parse(&text, dir.path(), "test", &|_| None).unwrap();
-        let store =
-            Arc::new(LogStore::open(dir.path().join("store"), LogOptions::default()).unwrap());
+        let mut opts = LogOptions::default();
+        opts.dedup_ttl = cfg.store.dedup_ttl.0;
+        let store = Arc::new(LogStore::open(dir.path().join("store"), opts).unwrap());
         let runs: Arc<Mutex<Vec<BTreeMap<String, String>>>> = Arc::default();
         let r = runs.clone();
         let exec = Executor::builder(&cfg, store)

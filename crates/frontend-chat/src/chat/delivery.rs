@@ -1,18 +1,52 @@
-//! Pacing, timeouts and retries of every outbound chat call: paced per
-//! channel, each attempt bounded by the request timeout, retried with backoff
-//! (honouring `Retry-After`), every retry and give-up recorded as an audit
-//! notice, and all of it cut short when the shutdown grace is over.
+//! Pacing of every outbound chat call, per channel, around core's delivery
+//! loop ([`Delivery::run`]): each attempt waits for the channel's next slot,
+//! is bounded by the request timeout and retried with backoff (honouring
+//! `Retry-After`, which also pushes the channel's next slot back); retries and
+//! give-ups are core's `feedback_retry` / `feedback_failed` audit notices, and
+//! all of it is cut short when the shutdown grace is over.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use youops_core::frontend::delivery::{Delivery, DeliveryError, FailureKind, RetryPolicy};
 use youops_core::{Executor, RequestId};
 
 use super::{lock, Chat};
 use crate::chat::adapter::{ChatError, ChatErrorKind};
 
+/// Longest `Retry-After` honoured: a larger (or bogus) value would park a
+/// channel's deliveries for that long; past it, one more attempt is spent and a
+/// second 429 waits again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Longest wait between two attempts (the backoff doubles up to it).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A chat error as core's delivery loop sees it.
+fn delivery_error(e: ChatError) -> DeliveryError {
+    match e.kind {
+        ChatErrorKind::Transient => DeliveryError::transient(e.message),
+        ChatErrorKind::RateLimited(after) => DeliveryError::rate_limited(after, e.message),
+        ChatErrorKind::Permanent => DeliveryError::permanent(e.message),
+    }
+}
+
 impl Chat {
+    /// How an outbound call is retried. No deadline here: core's would bound
+    /// the whole attempt, the wait for the channel's slot included, and a busy
+    /// (or rate-limited) channel must not turn a queued message into a
+    /// timeout. The request timeout is kept by `attempt`, around the call.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            timeout: Duration::MAX,
+            max_attempts: self.settings.max_attempts,
+            first_backoff: self.settings.backoff,
+            max_backoff: MAX_BACKOFF,
+            max_retry_after: MAX_RETRY_AFTER,
+        }
+    }
+
     async fn pace(&self, channel: &str) {
         if channel == "-" {
             return;
@@ -38,10 +72,37 @@ impl Chat {
         }
     }
 
+    /// One attempt: wait for the channel's slot, then make the call within
+    /// the request timeout. A rate limit pushes the channel's next slot back
+    /// by the wait it asks for, so other calls to that channel wait it out too.
+    async fn attempt<T>(
+        &self,
+        policy: &RetryPolicy,
+        channel: &str,
+        call: impl Future<Output = Result<T, ChatError>>,
+    ) -> Result<T, DeliveryError> {
+        self.pace(channel).await;
+        let limit = self.settings.request_timeout;
+        let error = match tokio::time::timeout(limit, call).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => delivery_error(e),
+            Err(_) => {
+                DeliveryError::transient(format!("no answer within {} ms", limit.as_millis()))
+            }
+        };
+        if matches!(error.kind, FailureKind::RateLimited(_)) {
+            if let Some(wait) = policy.wait_for(&error, 1) {
+                self.push_back(channel, wait);
+            }
+        }
+        Err(error)
+    }
+
     /// One outbound call: paced per channel (`"-"`: not a channel call), each
     /// attempt bounded by the request timeout, retried with backoff (honouring
-    /// `Retry-After`), every retry and give-up recorded as an audit notice.
-    /// Returns `None` when it did not get through.
+    /// `Retry-After`), every retry and give-up recorded as an audit notice
+    /// naming `what` and the channel. Returns `None` when it did not get
+    /// through.
     pub async fn deliver<T, F, Fut>(
         &self,
         exec: &Executor,
@@ -54,159 +115,55 @@ impl Chat {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, ChatError>>,
     {
-        let max = self.settings.max_attempts.max(1);
-        let mut backoff = self.settings.backoff;
-        let limit = self.settings.request_timeout;
-        for attempt in 1..=max {
-            let result = tokio::select! {
-                biased;
-                _ = self.abandon.cancelled() => None,
-                r = async {
-                    self.pace(channel).await;
-                    tokio::time::timeout(limit, call()).await
-                } => Some(r),
-            };
-            let e = match result {
-                Some(Ok(Ok(v))) => return Some(v),
-                Some(Ok(Err(e))) => e,
-                Some(Err(_)) => {
-                    ChatError::transient(format!("no answer within {} ms", limit.as_millis()))
-                }
-                None => {
-                    self.abandoned(exec, request, channel, what, attempt).await;
-                    return None;
-                }
-            };
-            let wait = match e.kind {
-                ChatErrorKind::RateLimited(after) => {
-                    let w = rate_limit_wait(after);
-                    self.push_back(channel, w);
-                    w
-                }
-                ChatErrorKind::Transient => {
-                    let w = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    w
-                }
-                ChatErrorKind::Permanent => {
-                    tracing::warn!(call = what, channel, error = %e.message, "chat call failed; not retrying");
-                    self.note(
-                        exec,
-                        request,
-                        "chat_failed",
-                        format!("{what} in {channel} failed: {}; not retried", e.message),
-                        attempt,
-                    )
-                    .await;
-                    return None;
-                }
-            };
-            if attempt == max {
-                tracing::warn!(call = what, channel, error = %e.message, attempts = max, "chat call gave up");
-                self.note(
-                    exec,
-                    request,
-                    "chat_failed",
-                    format!(
-                        "{what} in {channel} failed {max} times (last: {}); gave up",
-                        e.message
-                    ),
-                    attempt,
-                )
-                .await;
-                return None;
-            }
-            self.note(
-                exec,
-                request,
-                "chat_retry",
-                format!(
-                    "{what} in {channel} failed ({}); retrying in {} ms (attempt {attempt}/{max})",
-                    e.message,
-                    wait.as_millis()
-                ),
-                attempt,
-            )
-            .await;
-            tokio::select! {
-                biased;
-                _ = self.abandon.cancelled() => {
-                    self.abandoned(exec, request, channel, what, attempt).await;
-                    return None;
-                }
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-        None
-    }
-
-    async fn abandoned(
-        &self,
-        exec: &Executor,
-        request: Option<RequestId>,
-        channel: &str,
-        what: &str,
-        attempt: u32,
-    ) {
-        tracing::warn!(call = what, channel, "chat call abandoned at shutdown");
-        self.note(
-            exec,
+        let policy = self.retry_policy();
+        let delivery = Delivery {
+            executor: exec,
+            frontend: self.name(),
             request,
-            "chat_failed",
-            format!("{what} in {channel} abandoned at shutdown (attempt {attempt}); not delivered"),
-            attempt,
-        )
-        .await;
-    }
-
-    async fn note(
-        &self,
-        exec: &Executor,
-        request: Option<RequestId>,
-        kind: &str,
-        message: String,
-        attempt: u32,
-    ) {
-        if let Err(e) = exec
-            .notice(
-                request,
-                self.name(),
-                kind,
-                message,
-                serde_json::json!({ "attempt": attempt }),
-            )
+            what: format!("{what} in {channel}"),
+            shutdown: &self.abandon,
+        };
+        let policy = &policy;
+        delivery
+            .run(policy, || self.attempt(policy, channel, call()))
             .await
-        {
-            tracing::warn!(error = %e, "could not record a chat delivery notice");
-        }
     }
-}
-
-/// Longest `Retry-After` honoured: a larger (or bogus) value would park a
-/// channel's deliveries for that long; past it, one more attempt is spent and a
-/// second 429 waits again.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
-/// How long to wait after a 429: its `Retry-After` (1 s if it gave none), at most
-/// [`MAX_RETRY_AFTER`].
-fn rate_limit_wait(after: Option<Duration>) -> Duration {
-    after.unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
-    fn retry_after_is_honoured_up_to_a_cap() {
-        use std::time::Duration;
-        assert_eq!(super::rate_limit_wait(None), Duration::from_secs(1));
+    fn chat_errors_keep_their_kind_and_retry_after_is_honoured_up_to_a_cap() {
+        let policy = RetryPolicy {
+            max_retry_after: MAX_RETRY_AFTER,
+            ..RetryPolicy::default()
+        };
+        let limited = |after| {
+            delivery_error(ChatError {
+                kind: ChatErrorKind::RateLimited(after),
+                message: "rate limited (429)".into(),
+            })
+        };
         assert_eq!(
-            super::rate_limit_wait(Some(Duration::from_secs(30))),
-            Duration::from_secs(30)
+            policy.wait_for(&limited(None), 1),
+            Some(Duration::from_secs(1))
         );
         assert_eq!(
-            super::rate_limit_wait(Some(Duration::from_secs(86_400))),
-            super::MAX_RETRY_AFTER
+            policy.wait_for(&limited(Some(Duration::from_secs(30))), 1),
+            Some(Duration::from_secs(30))
         );
+        assert_eq!(
+            policy.wait_for(&limited(Some(Duration::from_secs(86_400))), 1),
+            Some(MAX_RETRY_AFTER)
+        );
+        let e = delivery_error(ChatError::transient("HTTP 500"));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (FailureKind::Transient, "HTTP 500")
+        );
+        let e = delivery_error(ChatError::permanent("channel_not_found"));
+        assert_eq!(e.kind, FailureKind::Permanent);
     }
 }

@@ -23,7 +23,8 @@
 //! - `replies`: the texts answering an inbound command;
 //! - `renderer`: the per-request renderer of lifecycle events (status, result);
 //! - `prompts`: the approval prompts of a request, posted and updated in place;
-//! - `delivery`: pacing, timeouts and retries of every outbound call.
+//! - `delivery`: per-channel pacing of every outbound call, around core's
+//!   timeouts and retries.
 
 pub mod adapter;
 mod delivery;
@@ -33,7 +34,7 @@ pub mod render;
 mod renderer;
 mod replies;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,48 +42,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use youops_core::frontend::webhook::SeenSet;
 use youops_core::{RequestId, RequestRecord};
 
 use crate::chat::adapter::ChatAdapter;
 
 pub use inbound::{Action, Inbound, InboundKind};
 use prompts::ApprovalMsg;
-
-/// A set that forgets its oldest entries past a capacity.
-#[derive(Debug)]
-struct Bounded<T: std::hash::Hash + Eq + Clone> {
-    set: HashSet<T>,
-    order: VecDeque<T>,
-    cap: usize,
-}
-
-impl<T: std::hash::Hash + Eq + Clone> Bounded<T> {
-    fn new(cap: usize) -> Self {
-        Bounded {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            cap,
-        }
-    }
-
-    /// Insert; false if it was already there.
-    fn insert(&mut self, v: T) -> bool {
-        if !self.set.insert(v.clone()) {
-            return false;
-        }
-        self.order.push_back(v);
-        while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-
-    fn contains(&self, v: &T) -> bool {
-        self.set.contains(v)
-    }
-}
 
 /// Settings of the chat logic.
 #[derive(Debug, Clone)]
@@ -119,11 +85,11 @@ pub struct Chat {
     /// The renderer task of each request being rendered (`renderer`).
     renderers: Mutex<HashMap<RequestId, watch::Sender<RequestRecord>>>,
     /// Requests whose rendering is over; later events are ignored (`renderer`).
-    finished: Mutex<Bounded<RequestId>>,
+    finished: Mutex<SeenSet<RequestId>>,
     /// The posted approval prompts of each request being rendered (`prompts`).
     approval_msgs: Mutex<HashMap<RequestId, Vec<ApprovalMsg>>>,
     /// Deliveries of non-run commands already answered (`inbound`).
-    seen: Mutex<Bounded<String>>,
+    seen: Mutex<SeenSet<String>>,
     /// Slash command reply URLs by dedup key, for results (`inbound`, `renderer`).
     reply_urls: Mutex<HashMap<String, String>>,
     tasks: TaskTracker,
@@ -144,9 +110,9 @@ impl Chat {
             adapter,
             pace: Mutex::new(HashMap::new()),
             renderers: Mutex::new(HashMap::new()),
-            finished: Mutex::new(Bounded::new(100_000)),
+            finished: Mutex::new(SeenSet::new(100_000)),
             approval_msgs: Mutex::new(HashMap::new()),
-            seen: Mutex::new(Bounded::new(100_000)),
+            seen: Mutex::new(SeenSet::new(100_000)),
             reply_urls: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             abandon: CancellationToken::new(),
@@ -165,21 +131,5 @@ impl Chat {
 
     fn name(&self) -> &str {
         &self.settings.name
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bounded_set_forgets_the_oldest() {
-        let mut b = Bounded::new(2);
-        assert!(b.insert(1));
-        assert!(!b.insert(1));
-        assert!(b.insert(2));
-        assert!(b.insert(3));
-        assert!(!b.contains(&1));
-        assert!(b.contains(&3));
     }
 }

@@ -59,7 +59,7 @@ impl Chat {
         self.tasks.close();
         // Give in-flight posts (results!) up to one more call's time to land;
         // then stop them, so a Slack that never answers cannot hold up shutdown.
-        // Each delivery cut short records a `chat_failed` notice on its way out.
+        // Each delivery cut short records a `feedback_failed` notice on its way out.
         let grace = self.settings.request_timeout.min(SHUTDOWN_GRACE);
         if tokio::time::timeout(grace, self.tasks.wait())
             .await

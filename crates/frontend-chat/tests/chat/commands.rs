@@ -205,7 +205,7 @@ async fn results_reach_a_channel_the_bot_is_not_in_through_response_url() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|e| matches!(&e.body, EventBody::Notice { kind, message, .. } if kind == "chat_failed" && message.contains("not_in_channel")))
+        .filter(|e| matches!(&e.body, EventBody::Notice { kind, message, .. } if kind == "feedback_failed" && message.contains("not_in_channel")))
         .count();
     assert_eq!(failed, 1, "the failed post is on the record, once");
 }

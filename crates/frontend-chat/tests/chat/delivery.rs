@@ -41,7 +41,7 @@ async fn a_429_is_honoured_and_the_retry_recorded() {
     let retry = ev
         .iter()
         .find_map(|e| match &e.body {
-            EventBody::Notice { kind, message, .. } if kind == "chat_retry" => {
+            EventBody::Notice { kind, message, .. } if kind == "feedback_retry" => {
                 Some(message.clone())
             }
             _ => None,
@@ -57,18 +57,16 @@ async fn a_429_is_honoured_and_the_retry_recorded() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_channel_pace_is_about_one_message_per_second() {
-    // Two messages per second per channel: consecutive writes to one channel are
-    // at least ~0.5 s apart, while another channel is not held up by it.
-    let h = harness("max_messages_per_second_per_channel = 2").await;
+/// Slash commands `echo text=<tag>-<i>` in C1, `n` in quick succession; returns
+/// their requests once every result is in its thread.
+async fn echoes_in_c1(h: &Harness, tag: &str, n: usize) -> Vec<RequestId> {
     let mut ids = Vec::new();
-    for i in 0..2 {
+    for i in 0..n {
         let (_, v) = h
             .slash(
                 "U_ALICE",
-                &format!("echo text=paced-{i}"),
-                &format!("trig-p{i}"),
+                &format!("echo text={tag}-{i}"),
+                &format!("trig-{tag}-{i}"),
             )
             .await;
         ids.push(id_in(v["text"].as_str().unwrap()));
@@ -76,16 +74,26 @@ async fn per_channel_pace_is_about_one_message_per_second() {
     for id in &ids {
         h.exec.wait(*id).await.unwrap();
     }
-    eventually("both results", || async {
-        let n = h
+    let prefix = format!("{tag}-");
+    eventually("every result", || async {
+        let posted = h
             .fake
             .calls_of("chat.postMessage")
             .into_iter()
-            .filter(|c| c.text().contains("paced-") && c.body.get("thread_ts").is_some())
+            .filter(|c| c.text().contains(&prefix) && c.body.get("thread_ts").is_some())
             .count();
-        (n == 2).then_some(())
+        (posted == n).then_some(())
     })
     .await;
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_channel_pace_is_about_one_message_per_second() {
+    // Two messages per second per channel: consecutive writes to one channel are
+    // at least ~0.5 s apart, while another channel is not held up by it.
+    let h = harness("max_messages_per_second_per_channel = 2").await;
+    echoes_in_c1(&h, "paced", 2).await;
     let writes: Vec<Call> = h
         .fake
         .calls()
@@ -110,6 +118,23 @@ async fn per_channel_pace_is_about_one_message_per_second() {
         "{} writes to C1 within {span:?} (at least {least:?} when paced)",
         writes.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_channel_is_not_taken_for_a_timeout() {
+    // Eight writes (a status and a result each) to one channel at two a
+    // second: the last ones wait seconds for their slot, far past the 1 s
+    // request timeout, which bounds only the call itself. None of them is
+    // retried or given up.
+    let h = harness("max_messages_per_second_per_channel = 2\nrequest_timeout = \"1s\"").await;
+    let ids = echoes_in_c1(&h, "queued", 4).await;
+    for id in ids {
+        let ev = format!("{:?}", h.exec.events(id).await.unwrap());
+        assert!(
+            !ev.contains("feedback_retry") && !ev.contains("feedback_failed"),
+            "{ev}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -189,7 +214,7 @@ async fn slack_fault(fault: Fault, lasting: bool) -> (Harness, RequestId) {
     })
     .await;
     assert!(posted.text().contains("succeeded"), "{}", posted.text());
-    for kind in ["chat_retry", "chat_failed", "chat_undelivered"] {
+    for kind in ["feedback_retry", "feedback_failed", "chat_undelivered"] {
         assert!(
             notices_on(&h, other, kind).await.is_empty(),
             "{kind} on the healthy channel's request"
@@ -211,10 +236,10 @@ async fn assert_recovered(h: &Harness, id: RequestId, why: &str) {
     })
     .await;
     assert!(result.text().contains("succeeded"), "{}", result.text());
-    let retries = notices_on(h, id, "chat_retry").await;
+    let retries = notices_on(h, id, "feedback_retry").await;
     assert_eq!(retries.len(), 1, "{retries:?}");
     assert!(retries[0].contains(why), "{retries:?}");
-    assert!(notices_on(h, id, "chat_failed").await.is_empty());
+    assert!(notices_on(h, id, "feedback_failed").await.is_empty());
     assert!(notices_on(h, id, "chat_undelivered").await.is_empty());
     let statuses = h
         .fake
@@ -238,10 +263,10 @@ async fn assert_given_up(h: &Harness, id: RequestId, why: &str) {
         undelivered.contains("succeeded") && undelivered.contains(FAULTY),
         "{undelivered}"
     );
-    let retries = notices_on(h, id, "chat_retry").await;
+    let retries = notices_on(h, id, "feedback_retry").await;
     assert!(retries.len() >= 2, "{retries:?}");
     assert!(retries.iter().all(|r| r.contains(why)), "{retries:?}");
-    let failed = notices_on(h, id, "chat_failed").await;
+    let failed = notices_on(h, id, "feedback_failed").await;
     for route in [
         "chat.postMessage (status)",
         "response_url (result)",
@@ -354,7 +379,7 @@ async fn a_result_whose_status_message_was_lost_reaches_the_thread_once_slack_re
     .id;
     // While it runs, Slack fails: the reply and the status message are given up.
     let failed = eventually("the status post given up", || async {
-        let f = notices_on(&h, id, "chat_failed").await;
+        let f = notices_on(&h, id, "feedback_failed").await;
         f.iter()
             .any(|m| m.contains("chat.postMessage (status)"))
             .then_some(f)
@@ -414,7 +439,7 @@ async fn a_hanging_slack_does_not_hold_up_shutdown_and_the_cut_delivery_is_audit
         "stop took {:?} (a hanging Slack must not hold up shutdown)",
         t0.elapsed()
     );
-    let failed = notices_on(&h, id, "chat_failed").await;
+    let failed = notices_on(&h, id, "feedback_failed").await;
     assert!(
         failed.iter().any(|m| m.contains("abandoned at shutdown")),
         "{failed:?}"

@@ -58,7 +58,7 @@ pub mod runner;
 pub mod units;
 
 pub use error::{Error, Result};
-pub use executor::{Executor, ExecutorBuilder, Lifecycle, Loaded, Reply, Ticket};
+pub use executor::{Executor, ExecutorBuilder, Inbound, Lifecycle, Loaded, Reply, Ticket};
 pub use model::{
     Actor, AuditEvent, DedupKey, EventBody, NewEvent, Origin, Request, RequestFilter, RequestId,
     RequestRecord, RunOutcome, State, Submission, Transition, Value,

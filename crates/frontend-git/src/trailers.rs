@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use git2::Oid;
-use youops_core::{Actor, DedupKey, Executor, Origin, Reply};
+use youops_core::{Actor, DedupKey, Executor, Inbound, Origin, Reply};
 
 use crate::engine::{blocking, settled, short, Engine, Work, NAME};
 use crate::error::GitError;
@@ -186,16 +186,9 @@ impl Engine {
         // a trailer from being read twice; the claim covers the crash between
         // submitting it and saving that state.
         let dedup = format!("git:{}:run:{i}", c.id);
-        match exec
-            .execute_command(
-                cmd,
-                actor,
-                &origin,
-                Some(DedupKey::delivery(dedup)),
-                provenance,
-            )
-            .await
-        {
+        let mut inbound = Inbound::new(cmd, actor.clone(), origin).dedup(DedupKey::delivery(dedup));
+        inbound.provenance = provenance;
+        match exec.handle(inbound).await {
             Ok(Reply::Submitted(t)) => {
                 if !t.duplicate {
                     bump(&self.counters.trailer_commands, 1);

@@ -27,7 +27,7 @@ use youops_core::frontend::{
     json_response, Frontend, FrontendContext, FrontendError, HttpRequest, HttpResponse, HttpRoute,
 };
 use youops_core::model::RequestRecord;
-use youops_core::{Actor, Error, Origin, Reply};
+use youops_core::{Actor, Error, Inbound, Origin, Reply};
 
 /// The frontend's name (and config section).
 pub const NAME: &str = "webhook";
@@ -208,18 +208,18 @@ impl Frontend for WebhookFrontend {
         };
         let actor = Actor::new(NAME, d.user);
         let origin = Origin::new(NAME);
-        match ctx
-            .executor
-            .command(
-                &d.command,
-                &actor,
-                &origin,
-                Some(youops_core::DedupKey::delivery(format!(
-                    "{NAME}:{delivery}"
-                ))),
-            )
-            .await
-        {
+        // Every command claims the delivery id: a redelivery does nothing twice.
+        let inbound = Inbound::parse(&d.command, actor, origin).map(|i| {
+            i.dedup(youops_core::DedupKey::delivery(format!(
+                "{NAME}:{delivery}"
+            )))
+            .provenance("delivery", delivery)
+        });
+        let reply = match inbound {
+            Ok(inbound) => ctx.executor.handle(inbound).await,
+            Err(e) => Err(e),
+        };
+        match reply {
             Ok(Reply::Submitted(t)) => {
                 let status = if t.duplicate {
                     http::StatusCode::OK
@@ -235,6 +235,10 @@ impl Frontend for WebhookFrontend {
             Ok(Reply::Record(r)) => json_response(
                 http::StatusCode::OK,
                 &json!({ "request_id": r.request.id.to_string(), "state": r.state.as_str() }),
+            ),
+            Ok(Reply::Duplicate(r)) => json_response(
+                http::StatusCode::OK,
+                &json!({ "request_id": r.request.id.to_string(), "state": r.state.as_str(), "duplicate": true }),
             ),
             Ok(_) => json_response(http::StatusCode::OK, &json!({})),
             Err(e @ Error::Parse(_)) => {

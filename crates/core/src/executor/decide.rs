@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::handle::Decided;
 use super::help::approvers_text;
 use super::{lock, Executor, Loaded, Ticket};
 use crate::catalog::OpSpec;
@@ -23,7 +24,9 @@ impl Executor {
         approver: &Actor,
         digest: Option<&str>,
     ) -> Result<RequestRecord> {
-        self.decide(id, approver, digest, true, None).await
+        self.decide(id, approver, digest, true, None, None)
+            .await
+            .map(Decided::into_record)
     }
 
     /// Deny a pending request; it ends `rejected`.
@@ -33,19 +36,26 @@ impl Executor {
         approver: &Actor,
         reason: Option<String>,
     ) -> Result<RequestRecord> {
-        self.decide(id, approver, None, false, reason).await
+        self.decide(id, approver, None, false, reason, None)
+            .await
+            .map(Decided::into_record)
     }
 
-    async fn decide(
+    /// Approve or deny, claiming `dedup` with the approval event.
+    pub(super) async fn decide(
         &self,
         id: RequestId,
         approver: &Actor,
         digest: Option<&str>,
         approve: bool,
         reason: Option<String>,
-    ) -> Result<RequestRecord> {
+        dedup: Option<&DedupKey>,
+    ) -> Result<Decided> {
         let principal = self.principal_of(approver)?;
         let _g = self.inner.actions.lock().await;
+        if let Some(done) = self.claimed(dedup).await? {
+            return Ok(Decided::Duplicate(done));
+        }
         let mut rec = self.get(id).await?;
         let verb = if approve { "approve" } else { "deny" };
         if rec.state != State::PendingApproval {
@@ -92,7 +102,11 @@ impl Executor {
             ));
             run = true;
         }
-        self.commit(&mut rec, events, true).await?;
+        if !self.commit_claiming(&mut rec, events, dedup).await? {
+            return Ok(Decided::Duplicate(
+                self.claimed(dedup).await?.unwrap_or(rec),
+            ));
+        }
         if !approve || run {
             let pending = lock(&self.inner.pending).remove(&id);
             if run {
@@ -107,7 +121,7 @@ impl Executor {
                 }
             }
         }
-        Ok(rec)
+        Ok(Decided::Done(rec))
     }
 
     async fn expire(&self, rec: &mut RequestRecord) -> Result<()> {
@@ -146,8 +160,23 @@ impl Executor {
     /// Cancel a request that is pending, queued or running. The requester may
     /// cancel, and so may anyone who may approve the op.
     pub async fn cancel(&self, id: RequestId, actor: &Actor) -> Result<RequestRecord> {
+        self.cancel_claiming(id, actor, None)
+            .await
+            .map(Decided::into_record)
+    }
+
+    /// Cancel, claiming `dedup` with the first event.
+    pub(super) async fn cancel_claiming(
+        &self,
+        id: RequestId,
+        actor: &Actor,
+        dedup: Option<&DedupKey>,
+    ) -> Result<Decided> {
         let principal = self.principal_of(actor)?;
         let _g = self.inner.actions.lock().await;
+        if let Some(done) = self.claimed(dedup).await? {
+            return Ok(Decided::Duplicate(done));
+        }
         let mut rec = self.get(id).await?;
         if rec.state.is_terminal() {
             return Err(Error::Conflict(format!(
@@ -169,32 +198,38 @@ impl Executor {
         }
         let token = lock(&self.inner.runs).get(&id).cloned();
         if let Some(token) = token {
-            self.commit(
-                &mut rec,
-                vec![NewEvent::request(
-                    id,
-                    EventBody::Notice {
-                        source: "executor".into(),
-                        kind: "cancel_requested".into(),
-                        message: format!("cancel requested by {principal}"),
-                        data: serde_json::Value::Null,
-                    },
-                )],
-                true,
-            )
-            .await?;
+            let asked = NewEvent::request(
+                id,
+                EventBody::Notice {
+                    source: "executor".into(),
+                    kind: "cancel_requested".into(),
+                    message: format!("cancel requested by {principal}"),
+                    data: serde_json::Value::Null,
+                },
+            );
+            if !self.commit_claiming(&mut rec, vec![asked], dedup).await? {
+                return Ok(Decided::Duplicate(
+                    self.claimed(dedup).await?.unwrap_or(rec),
+                ));
+            }
             token.cancel();
             drop(_g);
-            return self.wait(id).await;
+            return self.wait(id).await.map(Decided::Done);
         }
-        lock(&self.inner.pending).remove(&id);
         let by = self.with_principal(actor, &principal);
         let t = Transition::to(State::Cancelled)
             .by(by)
             .reason(format!("cancelled by {principal}"));
-        self.commit(&mut rec, vec![NewEvent::transition(id, t)], true)
-            .await?;
-        Ok(rec)
+        if !self
+            .commit_claiming(&mut rec, vec![NewEvent::transition(id, t)], dedup)
+            .await?
+        {
+            return Ok(Decided::Duplicate(
+                self.claimed(dedup).await?.unwrap_or(rec),
+            ));
+        }
+        lock(&self.inner.pending).remove(&id);
+        Ok(Decided::Done(rec))
     }
 
     /// Void a request pending approval because what it (or one of its approvals)

@@ -7,11 +7,14 @@
 
 mod command;
 mod decide;
+mod handle;
 mod help;
 mod rate;
 mod recover;
 mod run;
 mod submit;
+
+pub use handle::Inbound;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -32,8 +35,8 @@ use crate::catalog::{Catalog, OpSpec};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
 use crate::model::{
-    Actor, AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord, Submission,
-    Value,
+    Actor, AuditEvent, DedupKey, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord,
+    Submission, Value,
 };
 use crate::policy::Policy;
 use crate::runner::{Builtin, Builtins};
@@ -111,6 +114,9 @@ pub enum Reply {
     Help(String),
     /// The record after `status`, `approve`, `deny` or `cancel`.
     Record(RequestRecord),
+    /// The command's dedup key was claimed already (a redelivery): nothing
+    /// was done; the record of the request it acted on, as it is now.
+    Duplicate(RequestRecord),
 }
 
 struct PendingRun {
@@ -347,6 +353,35 @@ impl Executor {
         } else {
             AppendOptions::buffered()
         };
+        self.commit_with(record, events, opts).await
+    }
+
+    /// [`commit`](Self::commit), durably, claiming `dedup` (if any) with the
+    /// first event. `Ok(false)`: the key was claimed already and nothing was
+    /// appended.
+    async fn commit_claiming(
+        &self,
+        record: &mut RequestRecord,
+        events: Vec<NewEvent>,
+        dedup: Option<&DedupKey>,
+    ) -> Result<bool> {
+        let mut opts = AppendOptions::durable();
+        if let Some(key) = dedup {
+            opts.dedup_key = Some(key.key.clone());
+            opts.dedup_expires = key.expires;
+        }
+        match self.commit_with(record, events, opts).await {
+            Err(Error::Store(crate::audit::StoreError::Duplicate(_))) => Ok(false),
+            other => other.map(|()| true),
+        }
+    }
+
+    async fn commit_with(
+        &self,
+        record: &mut RequestRecord,
+        events: Vec<NewEvent>,
+        opts: AppendOptions,
+    ) -> Result<()> {
         let stored = self.inner.store.append(events, opts).await?;
         for e in stored {
             record.apply(&e);
@@ -395,6 +430,30 @@ impl Executor {
                     .ok_or_else(|| Error::Internal("notice vanished".into()))
             }
         }
+    }
+
+    /// Record a notice on request `id` that claims `key` for it: what a
+    /// frontend did about one of its deliveries that is not a command (an edit
+    /// that runs nothing again, say), so that the delivery is recognised
+    /// later. `Ok(false)`: the key was claimed already; nothing was recorded.
+    pub async fn notice_claiming(
+        &self,
+        id: RequestId,
+        key: &DedupKey,
+        source: &str,
+        kind: &str,
+        message: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<bool> {
+        let body = EventBody::Notice {
+            source: source.into(),
+            kind: kind.into(),
+            message: message.into(),
+            data,
+        };
+        let mut rec = self.get(id).await?;
+        self.commit_claiming(&mut rec, vec![NewEvent::request(id, body)], Some(key))
+            .await
     }
 
     /// The current record of a request.

@@ -211,3 +211,87 @@ runner = { type = "builtin", name = "work" }
     assert_chain_ok(&h.store).await;
     assert_chain_ok(&h2.store).await;
 }
+
+/// `Executor::handle` claims the delivery's key with the first event of every
+/// command: a redelivered approval, denial or cancel does nothing and says so,
+/// also after a restart, and a different delivery still gets the rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_is_deduplicated_by_its_delivery_key_across_a_restart() {
+    use youops_core::{DedupKey, Inbound, Origin, Reply};
+
+    let counter = Arc::new(AtomicUsize::new(0));
+    let h = start(APPROVAL_OPS, |b| {
+        b.builtin("work", counting(counter.clone()))
+    })
+    .await;
+    let cmd = |text: &str, user: &str, key: &str| {
+        Inbound::parse(text, who(user), Origin::new("cli"))
+            .unwrap()
+            .dedup(DedupKey::delivery(key))
+    };
+    let nuke = match h.exec.handle(cmd("db.nuke db=a", "alice", "d-run")).await {
+        Ok(Reply::Submitted(t)) => t.record.request.id,
+        other => panic!("{other:?}"),
+    };
+    let again = h.exec.handle(cmd("db.nuke db=a", "alice", "d-run")).await;
+    assert!(
+        matches!(&again, Ok(Reply::Submitted(t)) if t.duplicate && t.record.request.id == nuke),
+        "{again:?}"
+    );
+    let approve = format!("approve {nuke}");
+    match h.exec.handle(cmd(&approve, "bob", "d-bob")).await {
+        Ok(Reply::Record(r)) => assert_eq!(r.approvals_needed, 1),
+        other => panic!("{other:?}"),
+    }
+    // The same delivery again: nothing more, not even "already approved".
+    match h.exec.handle(cmd(&approve, "bob", "d-bob")).await {
+        Ok(Reply::Duplicate(r)) => {
+            assert_eq!(r.request.id, nuke);
+            assert_eq!(r.approvals.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A new delivery of the same words is a new command, and the rules apply.
+    match h.exec.handle(cmd(&approve, "bob", "d-bob-2")).await {
+        Err(Error::Approval(m)) => assert!(m.contains("already approved"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    // After a restart the claims still hold.
+    let Harness {
+        dir,
+        path,
+        exec,
+        store,
+    } = h;
+    exec.shutdown(Duration::from_secs(5)).await.unwrap();
+    drop((exec, store));
+    let store = reopen(&path).await;
+    let exec = youops_core::Executor::builder(&config(APPROVAL_OPS), store.clone())
+        .builtin("work", counting(counter.clone()))
+        .build()
+        .await
+        .unwrap();
+    match exec.handle(cmd(&approve, "bob", "d-bob")).await {
+        Ok(Reply::Duplicate(r)) => assert_eq!(r.approvals.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    let cancel = format!("cancel {nuke}");
+    match exec.handle(cmd(&cancel, "alice", "d-cancel")).await {
+        Ok(Reply::Record(r)) => assert_eq!(r.state, State::Cancelled),
+        other => panic!("{other:?}"),
+    }
+    match exec.handle(cmd(&cancel, "alice", "d-cancel")).await {
+        Ok(Reply::Duplicate(r)) => assert_eq!(r.state, State::Cancelled),
+        other => panic!("{other:?}"),
+    }
+    // A denial of an ended request is refused, not a duplicate.
+    let deny = format!("deny {nuke}");
+    assert!(matches!(
+        exec.handle(cmd(&deny, "bob", "d-deny")).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(counter.load(Ordering::SeqCst), 0, "nothing ran");
+    assert_chain_ok(&store).await;
+    drop(dir);
+}

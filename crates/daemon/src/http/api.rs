@@ -616,6 +616,7 @@ async fn command(
         }
         youops_core::Reply::Help(h) => json!({ "help": h }),
         youops_core::Reply::Record(r) => json!({ "request": r }),
+        youops_core::Reply::Duplicate(r) => json!({ "request": r, "duplicate": true }),
         _ => json!({}),
     }))
 }

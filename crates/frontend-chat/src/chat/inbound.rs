@@ -104,30 +104,19 @@ impl Chat {
             Ok(c) => c,
             Err(reply) => return (Some(reply), None),
         };
-        let is_run = matches!(cmd, Command::Run { .. } | Command::Retry { .. });
         let decision = match &cmd {
             Command::Approve { .. } => Some(render::Decision::Approve),
             Command::Deny { .. } => Some(render::Decision::Deny),
             Command::Cancel { .. } => Some(render::Decision::Cancel),
             _ => None,
         };
-        if !is_run && !lock(&self.seen).insert(inb.delivery.clone()) {
-            tracing::info!(delivery = %inb.delivery, "redelivery of an answered chat command ignored");
-            return (None, None);
-        }
         self.remember_reply_url(inb);
-        let mut provenance = std::collections::BTreeMap::new();
-        provenance.insert("chat_delivery".to_string(), inb.delivery.clone());
-        let res = ctx
-            .executor
-            .execute_command(
-                cmd,
-                &actor,
-                &origin,
-                Some(DedupKey::delivery(inb.delivery.clone())),
-                provenance,
-            )
-            .await;
+        // The delivery id is the dedup key of every command: a redelivery of a
+        // run gets its ticket back, of a decision `Reply::Duplicate`.
+        let inbound = youops_core::Inbound::new(cmd, actor.clone(), origin)
+            .dedup(DedupKey::delivery(inb.delivery.clone()))
+            .provenance("chat_delivery", inb.delivery.clone());
+        let res = ctx.executor.handle(inbound).await;
         self.answer(ctx, inb, &actor, decision, res).await
     }
 
@@ -228,6 +217,10 @@ impl Chat {
                 };
                 (Some(reply), Some(rec.request.id))
             }
+            Ok(Reply::Duplicate(rec)) => {
+                tracing::info!(delivery = %inb.delivery, request_id = %rec.request.id, "redelivery of an answered chat command ignored");
+                (None, None)
+            }
             Ok(_) => (None, None),
             Err(e) => (Some(self.error_reply(inb, &e)), None),
         }
@@ -265,10 +258,22 @@ impl Chat {
             Some((id, digest)) => match id.parse::<RequestId>() {
                 Err(_) => Err(format!("`{id}` is not a request id")),
                 Ok(id) => {
-                    let r = match act.kind {
-                        ActionKind::Approve => exec.approve(id, &actor, Some(digest)).await,
-                        ActionKind::Deny => exec.deny(id, &actor, None).await,
+                    let id = id.to_string();
+                    let command = match act.kind {
+                        ActionKind::Approve => Command::Approve { id },
+                        ActionKind::Deny => Command::Deny { id, reason: None },
                     };
+                    let mut inbound =
+                        youops_core::Inbound::new(command, actor.clone(), Origin::new(self.name()));
+                    if act.kind == ActionKind::Approve {
+                        inbound = inbound.digest(digest);
+                    }
+                    let r = exec.handle(inbound).await.and_then(|reply| match reply {
+                        Reply::Record(rec) | Reply::Duplicate(rec) => Ok(rec),
+                        _ => Err(youops_core::Error::Internal(
+                            "a decision answered with something else than a record".into(),
+                        )),
+                    });
                     r.map_err(|e| match e {
                         youops_core::Error::UnknownIdentity { .. } => format!(
                             "you are not mapped to a YouOps principal; ask an admin to add `{}` to `identities.{}`",

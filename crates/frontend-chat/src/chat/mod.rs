@@ -88,8 +88,6 @@ pub struct Chat {
     finished: Mutex<SeenSet<RequestId>>,
     /// The posted approval prompts of each request being rendered (`prompts`).
     approval_msgs: Mutex<HashMap<RequestId, Vec<ApprovalMsg>>>,
-    /// Deliveries of non-run commands already answered (`inbound`).
-    seen: Mutex<SeenSet<String>>,
     /// Slash command reply URLs by dedup key, for results (`inbound`, `renderer`).
     reply_urls: Mutex<HashMap<String, String>>,
     tasks: TaskTracker,
@@ -112,7 +110,6 @@ impl Chat {
             renderers: Mutex::new(HashMap::new()),
             finished: Mutex::new(SeenSet::new(100_000)),
             approval_msgs: Mutex::new(HashMap::new()),
-            seen: Mutex::new(SeenSet::new(100_000)),
             reply_urls: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             abandon: CancellationToken::new(),

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use youops_core::executor::Reply;
 use youops_core::grammar::{self, Command};
 use youops_core::model::{Actor, Origin, RequestRecord, State};
-use youops_core::{DedupKey, Executor};
+use youops_core::{DedupKey, Executor, Inbound};
 
 use super::keys::comment_key;
-use super::record::{actor, claim, past, void_pending};
+use super::record::{actor, past, void_pending};
 use super::{Via, MAX_COMMANDS};
 use crate::config::RepoName;
 use crate::feedback::{is_ours, reply_marker};
@@ -77,11 +77,10 @@ impl CommandComment<'_> {
         // The claim expires with the store's dedup window; `comment_created`
         // refuses comments older than that window, so it never lets this
         // line run again.
-        let dedup = Some(DedupKey::delivery(key.clone()));
-        match exec
-            .execute_command(cmd, &self.who, &self.base, dedup, self.provenance())
-            .await
-        {
+        let mut inbound = Inbound::new(cmd, self.who.clone(), self.base.clone())
+            .dedup(DedupKey::delivery(key.clone()));
+        inbound.provenance = self.provenance();
+        match exec.handle(inbound).await {
             Ok(Reply::Submitted(t)) => {
                 // The status comment tells the rest.
                 t.duplicate.then(|| {
@@ -97,10 +96,14 @@ impl CommandComment<'_> {
             }
             Ok(Reply::Record(rec)) => {
                 if let Some(verb) = acts_on {
-                    self.claim_line(&rec, &key, i, verb).await;
+                    self.record_line(&rec, i, verb).await;
                 }
                 Some(format!("{shown}: {}", summarize(&rec, acts_on)))
             }
+            Ok(Reply::Duplicate(rec)) => Some(format!(
+                "{shown}: already handled (request `{}`)",
+                rec.request.id
+            )),
             Ok(_) => None,
             Err(e) => Some(format!("{shown}: ❌ {e}")),
         }
@@ -157,24 +160,29 @@ impl CommandComment<'_> {
         ))
     }
 
-    /// Claim line `i`'s key on the request it acted on (approve, deny, cancel).
-    async fn claim_line(&self, rec: &RequestRecord, key: &str, i: usize, verb: &str) {
+    /// Record where the decision on `rec` (approve, deny, cancel) came from:
+    /// line `i` of this comment (its key was claimed with the decision).
+    async fn record_line(&self, rec: &RequestRecord, i: usize, verb: &str) {
         let comment = self.comment;
-        claim(
-            self.exec,
-            rec.request.id,
-            &DedupKey::delivery(key),
-            "comment_command",
-            format!(
-                "{verb} by {} in comment {}",
-                comment.user.login, comment.html_url
-            ),
-            serde_json::json!({
-                "repo": self.repo.to_string(), "issue": self.issue_number,
-                "comment_id": comment.id, "line": i, "url": comment.html_url,
-            }),
-        )
-        .await;
+        let noted = self
+            .exec
+            .notice(
+                Some(rec.request.id),
+                NAME,
+                "comment_command",
+                format!(
+                    "{verb} by {} in comment {}",
+                    comment.user.login, comment.html_url
+                ),
+                serde_json::json!({
+                    "repo": self.repo.to_string(), "issue": self.issue_number,
+                    "comment_id": comment.id, "line": i, "url": comment.html_url,
+                }),
+            )
+            .await;
+        if let Err(e) = noted {
+            tracing::warn!(error = %e, "could not record a comment command in the audit log");
+        }
     }
 }
 

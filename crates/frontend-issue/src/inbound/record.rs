@@ -2,8 +2,7 @@
 //! (with a notice saying why), and the void of a pending request whose issue or
 //! comment was edited or deleted.
 
-use youops_core::audit::AppendOptions;
-use youops_core::model::{Actor, EventBody, NewEvent, RequestId, RequestRecord, State};
+use youops_core::model::{Actor, RequestId, RequestRecord, State};
 use youops_core::Executor;
 
 use crate::github::User;
@@ -15,9 +14,8 @@ pub(crate) fn actor(user: &User) -> Actor {
 }
 
 /// Record `what` on request `id` and claim `key` for it, so that the same
-/// delivery is recognised later. A key claimed already is fine. `key` is a
-/// [`DedupKey`](youops_core::DedupKey): a comment line's claim expires with
-/// the dedup window, an issue body's never does.
+/// delivery is recognised later (an issue body's key never expires). A key
+/// claimed already is fine.
 pub(crate) async fn claim(
     exec: &Executor,
     id: RequestId,
@@ -26,22 +24,11 @@ pub(crate) async fn claim(
     message: String,
     data: serde_json::Value,
 ) {
-    let ev = NewEvent::request(
-        id,
-        EventBody::Notice {
-            source: NAME.into(),
-            kind: kind.into(),
-            message,
-            data,
-        },
-    );
-    let mut opts = AppendOptions::durable();
-    opts.dedup_key = Some(key.key.clone());
-    opts.dedup_expires = key.expires;
-    if let Err(e) = exec.store().append(vec![ev], opts).await {
-        if !matches!(e, youops_core::audit::StoreError::Duplicate(_)) {
-            tracing::warn!(error = %e, "could not record a comment command in the audit log");
-        }
+    if let Err(e) = exec
+        .notice_claiming(id, key, NAME, kind, message, data)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record an issue edit in the audit log");
     }
 }
 

@@ -15,6 +15,7 @@
 #[cfg(feature = "test-util")]
 pub mod conformance;
 mod memory;
+mod view;
 
 use std::fmt;
 
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use memory::MemoryStore;
+pub use view::StoreView;
 
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 

@@ -275,9 +275,11 @@ impl Executor {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn AuditStore> {
-        &self.inner.store
+    /// Read access to the store. Writes go through the executor
+    /// ([`handle`](Self::handle), [`notice`](Self::notice)); whoever opened the
+    /// store keeps the writing handle (for retention, say).
+    pub fn store(&self) -> crate::audit::StoreView {
+        crate::audit::StoreView::new(self.inner.store.clone())
     }
 
     /// The current catalog and policy.

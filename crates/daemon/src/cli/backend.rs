@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -116,6 +117,8 @@ pub(crate) async fn open(cli: &Cli) -> Result<Box<dyn Backend>, Failure> {
 /// The local store, with an executor in this process.
 pub(crate) struct Local {
     exec: Executor,
+    /// The store's writing handle (for `audit archive`); the executor gives reads.
+    store: Arc<dyn youops_core::audit::AuditStore>,
     actor: Actor,
     /// `[store] archive_dir`.
     archive_dir: PathBuf,
@@ -131,11 +134,12 @@ impl Local {
             ),
             other => Failure::from(other),
         })?;
-        let exec = crate::builtins::standard_builtins(Executor::builder(&cfg, store))
+        let exec = crate::builtins::standard_builtins(Executor::builder(&cfg, store.clone()))
             .build()
             .await?;
         Ok(Local {
             exec,
+            store,
             actor: Actor::new("cli", os_user()),
             archive_dir: cfg.archive_dir(),
         })
@@ -254,8 +258,7 @@ impl Backend for Local {
             )
         })?;
         if live.ok() && !archives.is_empty() {
-            let v = youops_core::audit::verify_with_archives(self.exec.store().as_ref(), &archives)
-                .await?;
+            let v = self.exec.store().verify_with_archives(&archives).await?;
             return Ok(ChainCheck::WithArchives(v, archives.len()));
         }
         Ok(ChainCheck::Live(live))
@@ -273,11 +276,7 @@ impl Backend for Local {
                 ))
             }
         };
-        let report = self
-            .exec
-            .store()
-            .archive(through, &self.archive_dir)
-            .await?;
+        let report = self.store.archive(through, &self.archive_dir).await?;
         Ok(Archived { through, report })
     }
 

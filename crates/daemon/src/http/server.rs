@@ -66,7 +66,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let (exec, builtin_names) = start_executor(&cfg, opts.builtins, &metrics).await?;
+    let (exec, store, builtin_names) = start_executor(&cfg, opts.builtins, &metrics).await?;
 
     let stop = CancellationToken::new();
     let public_url = cfg.server.public_url.clone();
@@ -89,7 +89,7 @@ pub async fn run(
         )),
         Some(tasks::spawn_heap_release(stop.clone())),
         tasks::spawn_retention(
-            &exec,
+            &store,
             cfg.store.retain_events,
             cfg.archive_dir(),
             stop.clone(),
@@ -144,24 +144,22 @@ pub async fn run(
     for t in background.into_iter().flatten() {
         let _ = t.await;
     }
-    exec.store()
-        .flush()
-        .await
-        .context("flushing the audit store")?;
+    store.flush().await.context("flushing the audit store")?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Open the store (instrumented for `metrics`) and start an executor with the
-/// standard builtins and `extra` ones; the names of all its builtins.
+/// standard builtins and `extra` ones: the executor, the store's writing
+/// handle (the executor hands out only reads) and the names of its builtins.
 async fn start_executor(
     cfg: &Config,
     extra: Vec<(String, Arc<dyn youops_core::runner::Builtin>)>,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Executor, Vec<String>)> {
+) -> anyhow::Result<(Executor, Arc<dyn AuditStore>, Vec<String>)> {
     let opened = crate::store::open(cfg).context("opening the audit store")?;
     let store: Arc<dyn AuditStore> = Arc::new(InstrumentedStore::new(opened, metrics.clone()));
-    let mut builder = standard_builtins(Executor::builder(cfg, store));
+    let mut builder = standard_builtins(Executor::builder(cfg, store.clone()));
     for (name, b) in extra {
         builder = builder.builtin(name, ArcBuiltin(b));
     }
@@ -173,7 +171,7 @@ async fn start_executor(
         anyhow::bail!("bad config: {}", unknown.join("; "));
     }
     let exec = builder.build().await.context("starting the executor")?;
-    Ok((exec, builtin_names))
+    Ok((exec, store, builtin_names))
 }
 
 /// Serve `app` on `listener` until `stop` is cancelled (then gracefully).

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use youops_core::audit::AuditStore;
 use youops_core::Executor;
 
 use super::metrics::Metrics;
@@ -77,16 +78,16 @@ pub(crate) fn spawn_heap_release(stop: CancellationToken) -> JoinHandle<()> {
 /// `[store] retain_events` (checked at start, then every minute). `None` when
 /// `keep` is 0 (retention off).
 pub(crate) fn spawn_retention(
-    exec: &Executor,
+    store: &Arc<dyn AuditStore>,
     keep: u64,
     dir: PathBuf,
     stop: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     (keep > 0).then(|| {
-        let exec = exec.clone();
+        let store = store.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = retain(&exec, keep, &dir).await {
+                if let Err(e) = retain(store.as_ref(), keep, &dir).await {
                     tracing::warn!(error = %e, "audit retention");
                 }
                 tokio::select! {
@@ -151,11 +152,10 @@ pub(crate) fn install_reload(
 /// One retention check: when the store holds more than `keep` + 10 % events,
 /// archive all but the newest `keep` (events of requests in flight stay).
 pub async fn retain(
-    exec: &Executor,
+    store: &dyn AuditStore,
     keep: u64,
     dir: &std::path::Path,
 ) -> Result<Option<youops_core::audit::ArchiveReport>, youops_core::audit::StoreError> {
-    let store = exec.store();
     let (tip, _) = store.head().await?;
     let start = store.events(0, 1).await?.first().map_or(1, |e| e.seq);
     let live = (tip + 1).saturating_sub(start);

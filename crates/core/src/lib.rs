@@ -50,8 +50,6 @@ pub mod error;
 pub mod executor;
 pub mod frontend;
 pub mod grammar;
-#[cfg(feature = "test-util")]
-pub mod loadgen;
 pub mod model;
 pub mod policy;
 pub mod runner;

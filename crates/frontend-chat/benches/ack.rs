@@ -12,7 +12,7 @@
 //! Open loop: request *i* of a load is due at `start + i/rate` and is sent then
 //! whatever happened to the earlier ones; its latency counts from when it was due
 //! to when the whole answer was read, so queueing delay is counted (no
-//! coordinated omission). The load generator (`youops_core::loadgen`) paces
+//! coordinated omission). The load generator (`youops_testkit::loadgen`) paces
 //! from a plain thread and sends from its own one-worker runtime, with
 //! pre-built signed bodies.
 //!
@@ -26,79 +26,36 @@
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use youops_core::config::Config;
 use youops_core::frontend::{FrontendHost, Frontends};
-use youops_core::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
 use youops_frontend_chat::slack::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
 use youops_store::{LogOptions, LogStore};
+use youops_testkit::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
+use youops_testkit::serve_host;
+use youops_testkit::slack::{Call, FakeSlack, SlackOptions};
 
 const SECRET: &str = "bench-signing-secret";
 
+/// The fake Slack Web API, answering every call at once and counting it.
 async fn fake_slack(calls: Arc<AtomicU64>) -> String {
-    let ok = move |body: Bytes| {
-        calls.fetch_add(1, Ordering::Relaxed);
-        async move {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let ch = v["channel"].as_str().unwrap_or("C1");
-            (
-                [("content-type", "application/json")],
-                serde_json::json!({"ok": true, "channel": ch, "ts": "1700000000.000100",
-                    "message": {"text": "x", "user": "U0BOT", "ts": "1700000000.000100"}})
-                .to_string(),
-            )
-        }
-    };
-    let app = axum::Router::new().route("/api/{method}", post(ok));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}/api/")
-}
-
-// ------------------------------------------------------------ the "daemon"
-
-/// Serve the host's frontend routes the way the daemon does: whole body, then
-/// `FrontendHost::handle`.
-async fn serve(host: Arc<FrontendHost>) -> SocketAddr {
-    let mut app = axum::Router::new();
-    for (route, index) in host.routes() {
-        let host = host.clone();
-        app = app.route(
-            &route.path,
-            axum::routing::post(move |req: Request| async move {
-                let (parts, body) = req.into_parts();
-                let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-                    return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
-                };
-                let res = host
-                    .handle(index, http::Request::from_parts(parts, bytes))
-                    .await;
-                let (parts, body) = res.into_parts();
-                Response::from_parts(parts, axum::body::Body::from(body))
-            }),
-        );
-    }
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(l.tap_io(|t| t.set_nodelay(true).unwrap()), app)
-            .await
-            .unwrap()
-    });
-    addr
+    let fake = FakeSlack::start_with(SlackOptions {
+        bot_token: None,
+        app_token: None,
+        record: false,
+        observe: Some(Arc::new(move |_: &Call| {
+            calls.fetch_add(1, Ordering::Relaxed);
+        })),
+    })
+    .await;
+    fake.api_url()
 }
 
 // ------------------------------------------------------------ payloads
@@ -209,7 +166,7 @@ max_messages_per_second_per_channel = 100
         |n| cfg.frontend(n).cloned().unwrap_or_default(),
     ));
     host.spawn();
-    let addr = serve(host.clone()).await;
+    let addr = serve_host(&host).await;
     let url = format!("http://{addr}/slack/commands");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)

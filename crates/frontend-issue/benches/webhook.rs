@@ -15,7 +15,7 @@
 //! Open loop: request *i* of a load is due at `start + i/rate` and is sent then
 //! whatever happened to the earlier ones; its latency counts from when it was due
 //! to when the whole answer was read, so queueing delay is counted (no
-//! coordinated omission). The load generator (`youops_core::loadgen`) paces
+//! coordinated omission). The load generator (`youops_testkit::loadgen`) paces
 //! from a plain thread and sends from its own one-worker runtime, with
 //! pre-built signed bodies.
 //!
@@ -28,113 +28,41 @@
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use youops_core::config::Config;
 use youops_core::frontend::{Frontend, FrontendHost, Frontends};
-use youops_core::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
 use youops_core::Executor;
 use youops_frontend_issue::webhook::sign;
 use youops_frontend_issue::{parse_issue_form, GithubFrontend};
 use youops_store::{LogOptions, LogStore};
+use youops_testkit::github::{Call, FakeGithub, GithubOptions};
+use youops_testkit::loadgen::{bench_rates, measure, run_open_loop, table_header, Prepared};
+use youops_testkit::serve_host;
 
 const SECRET: &str = "bench-webhook-secret";
 const REPO: &str = "acme/ops";
 
 // ------------------------------------------------------------ fake GitHub API
 
-/// Answers the calls the feedback makes (comments, reactions, labels) at once,
-/// with the fields the client reads. Lists are always empty, so every status
-/// comment is created once and then updated by id.
+/// The kit's fake GitHub, taking the made-up issues and comments of the
+/// deliveries, counting every call and keeping none.
 async fn fake_github(calls: Arc<AtomicU64>) -> String {
-    let next_id = Arc::new(AtomicU64::new(1));
-    let app = axum::Router::new().fallback(move |req: Request| {
-        let calls = calls.clone();
-        let next_id = next_id.clone();
-        async move {
+    let fake = FakeGithub::start_with(GithubOptions {
+        lenient: true,
+        record: false,
+        observe: Some(Arc::new(move |_: &Call| {
             calls.fetch_add(1, Ordering::Relaxed);
-            let method = req.method().clone();
-            let path = req.uri().path().to_string();
-            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-                .await
-                .unwrap_or_default();
-            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-            let comment = |id: u64, issue: &str| {
-                json!({
-                    "id": id, "body": body["body"], "user": { "login": "youops[bot]", "type": "Bot" },
-                    "html_url": format!("https://github.com/{REPO}/issues/{issue}#issuecomment-{id}"),
-                    "issue_url": format!("https://api.github.com/repos/{REPO}/issues/{issue}"),
-                    "created_at": "2024-05-01T10:00:00Z", "updated_at": "2024-05-01T10:00:00Z"
-                })
-            };
-            let created = axum::http::StatusCode::CREATED;
-            match (method.as_str(), segs.as_slice()) {
-                ("GET", _) => axum::Json(json!([])).into_response(),
-                ("POST", [.., "issues", n, "comments"]) => {
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    (created, axum::Json(comment(id, n))).into_response()
-                }
-                ("PATCH", [.., "comments", id]) => {
-                    axum::Json(comment(id.parse().unwrap_or(0), "1")).into_response()
-                }
-                ("POST", [.., "reactions"]) => (
-                    created,
-                    axum::Json(json!({ "id": 1, "content": body["content"] })),
-                )
-                    .into_response(),
-                ("POST", [.., "labels"]) => axum::Json(json!([])).into_response(),
-                ("DELETE", _) => axum::Json(json!([])).into_response(),
-                _ => axum::Json(json!({})).into_response(),
-            }
-        }
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-// ------------------------------------------------------------ the "daemon"
-
-/// Serve the host's frontend routes the way the daemon does: whole body, then
-/// `FrontendHost::handle`.
-async fn serve(host: Arc<FrontendHost>) -> SocketAddr {
-    let mut app = axum::Router::new();
-    for (route, index) in host.routes() {
-        let host = host.clone();
-        app = app.route(
-            &route.path,
-            axum::routing::post(move |req: Request| async move {
-                let (parts, body) = req.into_parts();
-                let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-                    return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
-                };
-                let res = host
-                    .handle(index, http::Request::from_parts(parts, bytes))
-                    .await;
-                let (parts, body) = res.into_parts();
-                Response::from_parts(parts, axum::body::Body::from(body))
-            }),
-        );
-    }
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(l.tap_io(|t| t.set_nodelay(true).unwrap()), app)
-            .await
-            .unwrap()
-    });
-    addr
+        })),
+        ..Default::default()
+    })
+    .await;
+    fake.base()
 }
 
 // ------------------------------------------------------------ payloads
@@ -421,7 +349,7 @@ async fn main() {
     while !fe.is_ready() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let addr = serve(host.clone()).await;
+    let addr = serve_host(&host).await;
     let url = format!("http://{addr}/github/webhook");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)

@@ -586,256 +586,57 @@ api_base_url = "{api_base_url}"
     )
 }
 
-/// How the fake GitHub answers `POST /repos/O/R/issues/N/comments`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GhFault {
-    /// Normally (201 and the comment).
-    None,
-    /// With this status and a GitHub-style error body (no comment is created).
-    Status(u16),
-    /// 429 with `Retry-After: SECS` (no comment is created).
-    RateLimited(u64),
-    /// Reads the request and never answers (the connection stays open).
-    Hang,
-    /// Reads the request and closes the connection without an answer.
-    Drop,
-}
+/// How the fake GitHub answers `POST /repos/O/R/issues/N/comments` (no
+/// comment is created): a status with a GitHub-style error body, 429 with
+/// `Retry-After: SECS`, a hang (the connection stays open) or a dropped
+/// connection.
+pub use youops_testkit::Fault as GhFault;
 
-#[derive(Debug, Default)]
-struct GhState {
-    next_id: u64,
-    /// comment id → (issue number, body)
-    comments: std::collections::BTreeMap<u64, (u64, String)>,
-    /// (method, path) of every call.
-    calls: Vec<(String, String)>,
-    fault: Option<GhFault>,
-    /// How many comment posts the fault still applies to (`None`: all).
-    fault_left: Option<usize>,
-}
-
-/// A minimal GitHub REST API on 127.0.0.1 (raw HTTP/1.1, one request per
-/// connection) answering what the IssueOps frontend calls: issue comments (list,
-/// create, edit), reactions and labels. Comment creation can be made to fail.
+/// The kit's fake GitHub REST API on 127.0.0.1, lenient (any issue of
+/// [`GH_REPO`] exists), answering what the IssueOps frontend calls: issue
+/// comments (list, create, edit), reactions and labels. Comment creation can
+/// be made to fail.
 #[derive(Debug, Clone)]
 pub struct FakeGithub {
     pub base: String,
-    state: std::sync::Arc<std::sync::Mutex<GhState>>,
+    kit: youops_testkit::FakeGithub,
 }
 
 impl FakeGithub {
     pub async fn start() -> FakeGithub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let fake = FakeGithub {
-            base,
-            state: Default::default(),
-        };
-        fake.st().next_id = 70_000;
-        let f = fake.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let f = f.clone();
-                tokio::spawn(async move { f.serve(sock).await });
-            }
-        });
-        fake
-    }
-
-    fn st(&self) -> std::sync::MutexGuard<'_, GhState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let kit = youops_testkit::FakeGithub::start_with(youops_testkit::github::GithubOptions {
+            lenient: true,
+            first_id: 70_000,
+            ..Default::default()
+        })
+        .await;
+        FakeGithub {
+            base: kit.base(),
+            kit,
+        }
     }
 
     /// Make the next `count` comment posts (all when `None`) fail with `fault`.
     pub fn set_fault(&self, fault: GhFault, count: Option<usize>) {
-        let mut st = self.st();
-        st.fault = Some(fault);
-        st.fault_left = count;
+        self.kit.set_fault(fault, count);
     }
 
     /// (method, path) of every call so far.
     pub fn calls(&self) -> Vec<(String, String)> {
-        self.st().calls.clone()
+        self.kit
+            .calls()
+            .into_iter()
+            .map(|c| (c.method, c.path))
+            .collect()
     }
 
     /// Bodies of the comments on issue `n`.
     pub fn comments_on(&self, n: u64) -> Vec<String> {
-        self.st()
-            .comments
-            .values()
-            .filter(|(i, _)| *i == n)
-            .map(|(_, b)| b.clone())
+        self.kit
+            .comments_on(n)
+            .into_iter()
+            .map(|(_, _, body)| body)
             .collect()
-    }
-
-    fn comment_json(&self, id: u64, issue: u64, body: &str) -> Value {
-        let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        serde_json::json!({
-            "id": id, "body": body, "user": { "login": "youops[bot]", "type": "Bot" },
-            "html_url": format!("https://github.com/{GH_REPO}/issues/{issue}#issuecomment-{id}"),
-            "issue_url": format!("{}/repos/{GH_REPO}/issues/{issue}", self.base),
-            "created_at": t, "updated_at": t
-        })
-    }
-
-    async fn serve(self, mut sock: tokio::net::TcpStream) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            match sock.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: Value =
-            serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null);
-        let mut words = head.split_whitespace();
-        let method = words.next().unwrap_or("").to_string();
-        let target = words.next().unwrap_or("").to_string();
-        let path = target.split('?').next().unwrap_or("").to_string();
-        let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
-        let (status, extra, answer) = self.answer(&method, &path, query, &body);
-        let (status, extra, answer) = match status {
-            0 => return, // drop: close without an answer
-            1 => {
-                // hang: keep the connection open, never answer
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                drop(sock);
-                return;
-            }
-            _ => (status, extra, answer),
-        };
-        let text = answer.to_string();
-        let resp = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{text}",
-            text.len()
-        );
-        let _ = sock.write_all(resp.as_bytes()).await;
-        let _ = sock.shutdown().await;
-    }
-
-    /// (status, extra header lines, body); status 0 = drop, 1 = hang.
-    fn answer(&self, method: &str, path: &str, query: &str, body: &Value) -> (u16, String, Value) {
-        self.st().calls.push((method.to_string(), path.to_string()));
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let prefix_ok = segs.len() >= 4
-            && segs[0] == "repos"
-            && format!("{}/{}", segs[1], segs[2]) == GH_REPO
-            && segs[3] == "issues";
-        if !prefix_ok {
-            return (
-                404,
-                String::new(),
-                serde_json::json!({ "message": "Not Found" }),
-            );
-        }
-        let page1 = !query
-            .split('&')
-            .any(|kv| kv.starts_with("page=") && kv != "page=1");
-        match (method, &segs[4..]) {
-            ("GET", []) | ("GET", ["comments"]) => (200, String::new(), serde_json::json!([])),
-            ("PATCH", ["comments", id]) => {
-                let id: u64 = id.parse().unwrap_or(0);
-                let text = body["body"].as_str().unwrap_or("").to_string();
-                let mut st = self.st();
-                match st.comments.get_mut(&id) {
-                    Some((issue, b)) => {
-                        *b = text.clone();
-                        let issue = *issue;
-                        drop(st);
-                        (200, String::new(), self.comment_json(id, issue, &text))
-                    }
-                    None => (
-                        404,
-                        String::new(),
-                        serde_json::json!({ "message": "Not Found" }),
-                    ),
-                }
-            }
-            ("POST", ["comments", _, "reactions"]) | ("POST", [_, "reactions"]) => (
-                201,
-                String::new(),
-                serde_json::json!({ "id": 1, "content": body["content"] }),
-            ),
-            ("GET", [n, "comments"]) => {
-                let n: u64 = n.parse().unwrap_or(0);
-                let list: Vec<Value> = if page1 {
-                    self.st()
-                        .comments
-                        .iter()
-                        .filter(|(_, (i, _))| *i == n)
-                        .map(|(id, (i, b))| self.comment_json(*id, *i, b))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                (200, String::new(), Value::Array(list))
-            }
-            ("POST", [n, "comments"]) => {
-                let n: u64 = n.parse().unwrap_or(0);
-                let mut st = self.st();
-                let fault = match (st.fault, st.fault_left) {
-                    (Some(f), None) => Some(f),
-                    (Some(f), Some(left)) if left > 0 => {
-                        st.fault_left = Some(left - 1);
-                        Some(f)
-                    }
-                    _ => None,
-                };
-                match fault {
-                    Some(GhFault::Status(s)) => (
-                        s,
-                        String::new(),
-                        serde_json::json!({ "message": "Server Error" }),
-                    ),
-                    Some(GhFault::RateLimited(secs)) => (
-                        429,
-                        format!("retry-after: {secs}\r\n"),
-                        serde_json::json!({ "message": "API rate limit exceeded" }),
-                    ),
-                    Some(GhFault::Hang) => (1, String::new(), Value::Null),
-                    Some(GhFault::Drop) => (0, String::new(), Value::Null),
-                    Some(GhFault::None) | None => {
-                        st.next_id += 1;
-                        let id = st.next_id;
-                        let text = body["body"].as_str().unwrap_or("").to_string();
-                        st.comments.insert(id, (n, text.clone()));
-                        drop(st);
-                        (201, String::new(), self.comment_json(id, n, &text))
-                    }
-                }
-            }
-            ("GET", [_, "labels"]) => (200, String::new(), serde_json::json!([])),
-            ("POST", [_, "labels"]) => (200, String::new(), serde_json::json!([])),
-            ("DELETE", [_, "labels", _]) => (
-                404,
-                String::new(),
-                serde_json::json!({ "message": "Label does not exist" }),
-            ),
-            _ => (
-                404,
-                String::new(),
-                serde_json::json!({ "message": "Not Found" }),
-            ),
-        }
     }
 }
 

@@ -408,26 +408,10 @@ pub(crate) async fn notices(exec: &Executor, kind: &str) -> Vec<(String, serde_j
         .collect()
 }
 
-pub(crate) async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs}s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub(crate) use youops_testkit::eventually_within as eventually;
 
 pub(crate) fn github_signature(secret: &str, body: &[u8]) -> String {
-    youops_core::frontend::webhook::sign_sha256(secret.as_bytes(), body)
+    youops_testkit::sign::github_signature(secret.as_bytes(), body)
 }
 
 pub(crate) fn webhook_request(headers: &[(&str, String)], body: &[u8]) -> http::Request<Bytes> {

@@ -11,11 +11,11 @@ use youops_core::model::{RequestId, State};
 use youops_frontend_issue::webhook::sign;
 use youops_frontend_issue::GithubFrontend;
 
-use crate::fake::*;
 use crate::support::*;
+use youops_testkit::github::*;
 
 struct IssueDriver {
-    fake: Fake,
+    fake: FakeGithub,
     base: String,
     next: AtomicUsize,
 }
@@ -120,7 +120,8 @@ impl Driver for IssueDriver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
-    let (fake, base) = Fake::start().await;
+    let fake = FakeGithub::start().await;
+    let base = fake.base();
     fake.add_issue(1, "octo-tester", "A place for commands.");
     let driver = IssueDriver {
         fake: fake.clone(),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use youops_core::model::State;
 
-use crate::fake::*;
 use crate::support::*;
+use youops_testkit::github::*;
 
 /// The fields GitHub's webhook schemas require of an `issue` (`webhooks_issue`,
 /// and `webhooks_issue_2`, the reduced one `pinned` and `unpinned` carry).

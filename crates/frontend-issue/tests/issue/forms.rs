@@ -6,8 +6,8 @@ use youops_core::config::Config;
 use youops_core::model::State;
 use youops_frontend_issue::issue_forms;
 
-use crate::fake::*;
 use crate::support::*;
+use youops_testkit::github::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_form_runs_once_with_feedback_edited_in_place() {

@@ -1,7 +1,6 @@
 //! The IssueOps frontend against a fake GitHub REST API on 127.0.0.1, driven by
 //! signed webhook deliveries with GitHub's real payload shapes and headers.
 
-mod fake;
 mod support;
 
 mod comments;

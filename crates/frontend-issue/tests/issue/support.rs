@@ -2,13 +2,9 @@
 //! hosted against the fake, signed deliveries, and payload builders.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
-use axum::Router;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use youops_core::config::Config;
@@ -19,7 +15,8 @@ use youops_frontend_issue::webhook::sign;
 use youops_frontend_issue::GithubFrontend;
 use youops_store::{LogOptions, LogStore};
 
-use crate::fake::*;
+use youops_testkit::github::*;
+use youops_testkit::serve_host;
 
 pub const SECRET: &str = "webhook-secret-for-tests";
 
@@ -112,7 +109,7 @@ pub fn section(base: &str, poll: &str) -> String {
 }
 
 pub struct Harness {
-    pub fake: Fake,
+    pub fake: FakeGithub,
     pub base: String,
     pub exec: Executor,
     pub host: FrontendHost,
@@ -124,17 +121,7 @@ pub struct Harness {
 }
 
 pub async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    youops_testkit::eventually(what, || std::future::ready(f())).await
 }
 
 impl Harness {
@@ -149,7 +136,8 @@ impl Harness {
     /// With `store` as the `[store]` section's body (its `dedup_ttl` is the
     /// store's, as in the daemon).
     pub async fn new_with_store(store: &str, section_of: impl Fn(&str) -> String) -> Harness {
-        let (fake, base) = Fake::start().await;
+        let fake = FakeGithub::start().await;
+        let base = fake.base();
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "{OPS}\n[store]\n{store}\n[frontends.github]\n{}",
@@ -269,28 +257,7 @@ impl Harness {
 /// Serve the host's frontend routes on 127.0.0.1 the way the daemon does (read
 /// the whole body, then `FrontendHost::handle`); the base URL.
 pub async fn listen(host: &FrontendHost) -> String {
-    let mut app = Router::new();
-    for (route, index) in host.routes() {
-        let host = host.clone();
-        app = app.route(
-            &route.path,
-            axum::routing::post(move |req: Request| async move {
-                let (parts, body) = req.into_parts();
-                let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-                    return axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response();
-                };
-                let res = host
-                    .handle(index, http::Request::from_parts(parts, bytes))
-                    .await;
-                let (parts, body) = res.into_parts();
-                Response::from_parts(parts, axum::body::Body::from(body))
-            }),
-        );
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+    format!("http://{}", serve_host(host).await)
 }
 
 impl Harness {
@@ -321,12 +288,7 @@ impl Harness {
 }
 
 pub async fn send(host: &FrontendHost, req: http::Request<bytes::Bytes>) -> (u16, String) {
-    let (_, index) = host
-        .routes()
-        .into_iter()
-        .find(|(r, _)| r.path == "/github/webhook")
-        .unwrap();
-    let res = host.handle(index, req).await;
+    let res = youops_testkit::handle_route(host, req).await;
     (
         res.status().as_u16(),
         String::from_utf8_lossy(res.body()).into_owned(),

@@ -3,8 +3,8 @@
 use serde_json::json;
 use youops_frontend_issue::webhook::sign;
 
-use crate::fake::*;
 use crate::support::*;
+use youops_testkit::github::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signatures_are_checked_before_anything_else() {

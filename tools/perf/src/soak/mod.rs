@@ -123,20 +123,13 @@ fn start_fakes(
     fake_rt: &tokio::runtime::Runtime,
     args: &Args,
 ) -> Result<(Arc<SlackFake>, Arc<GithubFake>), String> {
-    let slack = Arc::new(SlackFake::new());
-    let github = Arc::new(GithubFake::new(format!("http://{}", args.github_listen)));
-    let slack_app = fake_slack::router(slack.clone());
-    let gh_app = fake_github::router(github.clone());
-    let (sl, gl) = fake_rt.block_on(async {
+    fake_rt.block_on(async {
         let sl = tokio::net::TcpListener::bind(&args.slack_listen).await;
         let gl = tokio::net::TcpListener::bind(&args.github_listen).await;
-        (sl, gl)
-    });
-    let sl = sl.map_err(|e| format!("fake Slack on {}: {e}", args.slack_listen))?;
-    let gl = gl.map_err(|e| format!("fake GitHub on {}: {e}", args.github_listen))?;
-    fake_rt.spawn(async move { axum::serve(sl, slack_app).await });
-    fake_rt.spawn(async move { axum::serve(gl, gh_app).await });
-    Ok((slack, github))
+        let sl = sl.map_err(|e| format!("fake Slack on {}: {e}", args.slack_listen))?;
+        let gl = gl.map_err(|e| format!("fake GitHub on {}: {e}", args.github_listen))?;
+        Ok((SlackFake::serve(sl), GithubFake::serve(gl)))
+    })
 }
 
 /// The soak: fakes up, load, drain, census, report. Whether every check

@@ -1,8 +1,8 @@
 //! The soak driver's unit tests: signing, encoding, statistics.
 
-use super::fake_github::percent_decode;
 use super::stats::slope_per_min;
 use super::wire::{form_encode, hmac_sha256, ulids};
+use youops_testkit::github::percent_decode;
 
 #[test]
 fn hmac_matches_rfc_4231_case_2() {

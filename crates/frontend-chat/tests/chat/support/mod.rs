@@ -1,7 +1,6 @@
-//! Shared helpers: the fake Slack, requests signed the way Slack signs them,
-//! and the harness (real executor, real log store, the daemon's `FrontendHost`).
-
-mod fake_slack;
+//! Shared helpers: requests signed the way Slack signs them, and the harness
+//! (the kit's fake Slack, real executor, real log store, the daemon's
+//! `FrontendHost`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,11 +16,11 @@ use youops_frontend_chat::slack::signature::{encode_form, sign};
 use youops_frontend_chat::SlackFrontend;
 use youops_store::{LogOptions, LogStore};
 
-pub(crate) use fake_slack::{Call, FakeSlack, Fault};
+pub(crate) use youops_testkit::eventually;
+pub(crate) use youops_testkit::slack::{Call, FakeSlack, APP_TOKEN, BOT_TOKEN};
+pub(crate) use youops_testkit::Fault;
 
 pub(crate) const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-pub(crate) const BOT_TOKEN: &str = "xoxb-test-token";
-pub(crate) const APP_TOKEN: &str = "xapp-test-token";
 
 // ---------------------------------------------------------------------------
 // Signed requests, built the way Slack builds them
@@ -374,31 +373,7 @@ impl Drop for Harness {
 }
 
 pub(crate) async fn post_to(host: &FrontendHost, req: http::Request<Bytes>) -> HttpResponse {
-    let path = req.uri().path().to_string();
-    let (_, idx) = host
-        .routes()
-        .into_iter()
-        .find(|(r, _)| r.path == path)
-        .unwrap_or_else(|| panic!("no route {path}"));
-    host.handle(idx, req).await
-}
-
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    youops_testkit::handle_route(host, req).await
 }
 
 pub(crate) fn id_in(text: &str) -> RequestId {

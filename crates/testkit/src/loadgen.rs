@@ -1,4 +1,4 @@
-//! Open-loop HTTP load for acknowledgement benchmarks (feature `test-util`).
+//! Open-loop HTTP load for acknowledgement benchmarks.
 //!
 //! The frontends' benches (Slack slash commands, GitHub webhooks) measure what
 //! the sender sees: request *i* of a load is due at `start + i / rate` and is

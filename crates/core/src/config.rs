@@ -20,6 +20,8 @@ use crate::catalog::{Catalog, OpSpec};
 use crate::policy::{GrantSpec, Policy, PrincipalSpec};
 use crate::units::{ByteSize, HumanDuration};
 
+mod lines;
+
 /// `[server]`: the daemon's HTTP side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,6 +142,10 @@ pub struct Config {
     pub base_dir: PathBuf,
     /// Where the config came from.
     pub source: String,
+    /// The line of each key of the frontends' sections and of `[[kinds]]`.
+    lines: lines::KeyLines,
+    /// What is accepted but should change (deprecated places), with lines.
+    warnings: Vec<ConfigIssue>,
 }
 
 /// One problem in a config file.
@@ -158,7 +164,9 @@ impl fmt::Display for ConfigIssue {
         if let Some(l) = self.line {
             write!(f, "line {l}: ")?;
         }
-        if self.path.is_empty() {
+        // A message that starts with its path (`frontends.slack.bot_token is
+        // required …`) reads as a sentence on its own.
+        if self.path.is_empty() || self.message.starts_with(&self.path) {
             f.write_str(&self.message)
         } else {
             write!(f, "{}: {}", self.path, self.message)
@@ -208,7 +216,10 @@ struct SpannedDoc {
     #[serde(default)]
     grants: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     #[serde(default)]
-    frontends: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    // Not spanned: a section that only has sub-tables (`[[frontends.git.kinds]]`
+    // without `[frontends.git]`) has no span, which `Spanned` refuses; its line
+    // comes from the key lines instead.
+    frontends: Option<BTreeMap<String, toml::Value>>,
     #[serde(default)]
     kinds: Option<Spanned<Vec<Spanned<toml::Value>>>>,
 }
@@ -251,21 +262,35 @@ impl Ctx<'_> {
         });
     }
 
+    /// A problem placed on a line rather than a span.
+    fn issue_on(
+        &mut self,
+        line: Option<usize>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.issues.push(ConfigIssue {
+            line,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
     /// Expand `${VAR}` in every string of `v`.
-    fn expand(&mut self, v: &mut toml::Value, span: &std::ops::Range<usize>, path: &str) {
+    fn expand(&mut self, v: &mut toml::Value, line: Option<usize>, path: &str) {
         match v {
             toml::Value::String(s) => match expand_env(s, self.env) {
                 Ok(x) => *s = x,
-                Err(e) => self.issue(Some(span.clone()), path, e),
+                Err(e) => self.issue_on(line, path, e),
             },
             toml::Value::Array(a) => {
                 for (i, x) in a.iter_mut().enumerate() {
-                    self.expand(x, span, &format!("{path}[{i}]"));
+                    self.expand(x, line, &format!("{path}[{i}]"));
                 }
             }
             toml::Value::Table(t) => {
                 for (k, x) in t.iter_mut() {
-                    self.expand(x, span, &format!("{path}.{k}"));
+                    self.expand(x, line, &format!("{path}.{k}"));
                 }
             }
             _ => {}
@@ -273,10 +298,19 @@ impl Ctx<'_> {
     }
 
     fn typed<T: DeserializeOwned>(&mut self, v: Spanned<toml::Value>, path: &str) -> Option<T> {
-        let span = v.span();
-        let mut value = v.into_inner();
+        let line = self.line_of(v.span().start);
+        self.typed_on(v.into_inner(), Some(line), path)
+    }
+
+    /// [`Ctx::typed`] of a value without a span, placed on `line`.
+    fn typed_on<T: DeserializeOwned>(
+        &mut self,
+        mut value: toml::Value,
+        line: Option<usize>,
+        path: &str,
+    ) -> Option<T> {
         let before = self.issues.len();
-        self.expand(&mut value, &span, path);
+        self.expand(&mut value, line, path);
         if self.issues.len() != before {
             return None;
         }
@@ -284,7 +318,7 @@ impl Ctx<'_> {
             Ok(t) => Some(t),
             Err(e) => {
                 let msg = e.to_string();
-                self.issue(Some(span), path, msg.trim().to_string());
+                self.issue_on(line, path, msg.trim().to_string());
                 None
             }
         }
@@ -357,7 +391,9 @@ impl Ctx<'_> {
         }
         if let Some(fs) = doc.frontends {
             for (name, v) in fs {
-                if let Some(t) = self.typed::<toml::Table>(v, &format!("frontends.{name}")) {
+                let path = format!("frontends.{name}");
+                let line = cfg.lines.line(&path);
+                if let Some(t) = self.typed_on::<toml::Table>(v, line, &path) {
                     cfg.frontends.insert(name, t);
                 }
             }
@@ -583,7 +619,9 @@ impl Config {
             source: source.to_string(),
             ..Default::default()
         };
+        cfg.lines = lines::KeyLines::of(text);
         let spans = ctx.read_sections(doc, &mut cfg);
+        cfg.warnings = deprecations(&cfg);
         ctx.check_semantics(&cfg, &spans);
         ctx.check_roles_and_settings(&cfg, &spans);
         if ctx.issues.is_empty() {
@@ -627,6 +665,36 @@ impl Config {
     pub fn frontend(&self, name: &str) -> Option<&toml::Table> {
         self.frontends.get(name)
     }
+
+    /// The 1-based line of a key of a `[frontends.*]` section or of
+    /// `[[kinds]]`, by its dotted path (`frontends.git.repo`,
+    /// `frontends.git.kinds[1]`, `kinds[0] (user)`), or of the nearest
+    /// enclosing key; `None` for a config that was not parsed from text.
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        self.lines.line(path)
+    }
+
+    /// What the file does that is accepted but deprecated: printed by
+    /// `youops config check` (which still succeeds) and logged at load.
+    pub fn warnings(&self) -> &[ConfigIssue] {
+        &self.warnings
+    }
+}
+
+/// The deprecations of a parsed config, each logged once here.
+fn deprecations(cfg: &Config) -> Vec<ConfigIssue> {
+    let mut out = Vec::new();
+    if !cfg.kinds.is_empty() {
+        out.push(ConfigIssue {
+            line: cfg.line_of("kinds"),
+            path: "kinds".into(),
+            message: "`[[kinds]]` at the top level is deprecated; declare resource kinds as `[[frontends.git.kinds]]`".into(),
+        });
+    }
+    for w in &out {
+        tracing::warn!(source = %cfg.source, "{w}");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -418,3 +418,5 @@ pub mod conformance;
 pub mod delivery;
 pub mod lifecycle;
 pub mod webhook;
+
+pub mod factory;

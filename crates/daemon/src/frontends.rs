@@ -1,20 +1,18 @@
 //! Which built-in frontends a config enables, and their config checks.
 //!
 //! A frontend is enabled by the presence of its `[frontends.NAME]` section.
-//! Embedders that register their own frontends pass their section names as
-//! `extra`, so those sections are left for them to check.
+//! Each built-in frontend this build has (cargo features `slack`, `github`,
+//! `git`) is a factory in [`registry`]; a section of one it left out is "not
+//! compiled in". Embedders that register their own frontends pass their
+//! section names as `extra`, so those sections are left for them to check.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use youops_core::config::Config;
+use youops_core::config::{Config, ConfigIssue};
+use youops_core::frontend::factory::{FrontendRegistry, FrontendSection};
 use youops_core::frontend::Frontends;
-use youops_frontend_chat::SlackFrontend;
-use youops_frontend_git::GitFrontend;
-use youops_frontend_issue::GithubFrontend;
-
-/// Frontend sections this build knows.
-pub const KNOWN: [&str; 3] = ["git", "github", "slack"];
+use youops_frontend_git::{GitFactory, GitFrontend};
 
 /// Where the git frontend keeps its clone and state: beside the audit store.
 pub fn git_state_dir(cfg: &Config) -> PathBuf {
@@ -26,47 +24,49 @@ pub fn git_state_dir(cfg: &Config) -> PathBuf {
     store.with_file_name(format!("{name}-git"))
 }
 
+/// The git factory of the daemon: state beside the audit store.
+fn git_factory() -> GitFactory {
+    GitFactory::with_state_dir(git_state_dir)
+}
+
+/// The factories of the built-in frontends this build has.
+pub fn registry() -> FrontendRegistry {
+    let mut r = FrontendRegistry::new();
+    #[cfg(feature = "slack")]
+    r.register(youops_frontend_chat::SlackFactory);
+    #[cfg(feature = "github")]
+    r.register(youops_frontend_issue::GithubFactory);
+    r.register(git_factory());
+    r
+}
+
 /// The git frontend, if the config enables it.
 pub fn git(cfg: &Config) -> Option<Result<GitFrontend, Vec<String>>> {
-    let section = cfg.frontend("git")?;
-    Some(
-        GitFrontend::from_config(section, &cfg.kinds, &cfg.base_dir)
-            .map(|g| g.with_state_dir(git_state_dir(cfg))),
-    )
+    let section = FrontendSection::of(cfg, youops_frontend_git::NAME)?;
+    Some(git_factory().build_git(&section).map_err(render))
 }
 
 /// Every problem with the `[frontends.*]` sections and `[[kinds]]`, except
-/// sections named in `extra`.
-pub fn check(cfg: &Config, extra: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    for name in cfg.frontends.keys() {
-        if extra.contains(&name.as_str()) || KNOWN.contains(&name.as_str()) {
-            continue;
-        }
-        out.push(format!(
-            "frontends.{name}: unknown frontend (this build has: {})",
-            KNOWN.join(", ")
-        ));
-    }
-    if let Some(section) = cfg.frontend("github") {
-        if let Err(problems) = GithubFrontend::from_config(section) {
-            out.extend(problems);
-        }
-    }
-    if let Some(section) = cfg.frontend("slack") {
-        if let Err(problems) = SlackFrontend::from_config(section) {
-            out.extend(problems);
-        }
-    }
-    match git(cfg) {
-        Some(Ok(g)) => out.extend(g.kinds().check_catalog(&cfg.catalog())),
-        Some(Err(problems)) => out.extend(problems),
-        None if !cfg.kinds.is_empty() => out.push(
-            "kinds: resource kinds are declared but [frontends.git] is not configured".into(),
-        ),
-        None => {}
+/// sections named in `extra`, each on its line when known.
+pub fn issues(cfg: &Config, extra: &[&str]) -> Vec<ConfigIssue> {
+    let mut out = registry().check(cfg, extra);
+    if !cfg.kinds.is_empty() && cfg.frontend(youops_frontend_git::NAME).is_none() {
+        out.push(ConfigIssue {
+            line: cfg.line_of("kinds"),
+            path: "kinds".into(),
+            message: "resource kinds are declared but [frontends.git] is not configured".into(),
+        });
     }
     out
+}
+
+/// [`issues`], one line each (without the file).
+pub fn check(cfg: &Config, extra: &[&str]) -> Vec<String> {
+    render(issues(cfg, extra))
+}
+
+fn render(issues: Vec<ConfigIssue>) -> Vec<String> {
+    issues.iter().map(ToString::to_string).collect()
 }
 
 /// Build the built-in frontends the config enables.
@@ -109,20 +109,26 @@ pub fn build_parts(cfg: &Config, extra: &[&str]) -> Result<Built, Vec<String>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    let mut set = Frontends::new();
-    let mut git_handle = None;
-    if let Some(Ok(g)) = git(cfg) {
-        set.push(Arc::new(g.clone()));
-        git_handle = Some(g);
+    let registry = registry();
+    let mut built = Built::default();
+    let mut problems = Vec::new();
+    for (factory, section) in registry.sections(cfg) {
+        let frontend = if section.name() == youops_frontend_git::NAME {
+            git_factory().build_git(&section).map(|g| {
+                built.git = Some(g.clone());
+                Arc::new(g) as Arc<dyn youops_core::frontend::Frontend>
+            })
+        } else {
+            factory.build(&section)
+        };
+        match frontend {
+            Ok(f) => built.frontends.push(f),
+            Err(e) => problems.extend(e),
+        }
     }
-    if let Some(section) = cfg.frontend("github") {
-        set.push(Arc::new(GithubFrontend::from_config(section)?));
+    if problems.is_empty() {
+        Ok(built)
+    } else {
+        Err(render(problems))
     }
-    if let Some(section) = cfg.frontend("slack") {
-        set.push(Arc::new(SlackFrontend::from_config(section)?));
-    }
-    Ok(Built {
-        frontends: set,
-        git: git_handle,
-    })
 }

@@ -36,4 +36,4 @@ pub use chat::adapter::{ChatAdapter, ChatError, ChatMessage, MessageRef};
 pub use slack::adapter::{build_client, SlackAdapter, SlackHttpClient};
 pub use slack::config::{SlackConfig, Transport};
 pub use slack::manifest::manifest;
-pub use slack::SlackFrontend;
+pub use slack::{SlackFactory, SlackFrontend};

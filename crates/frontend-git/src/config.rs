@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use youops_core::catalog::Catalog;
+use youops_core::config::{Config, ConfigIssue};
+use youops_core::frontend::factory::FrontendSection;
 use youops_core::units::HumanDuration;
 
 /// Default fetch interval.
@@ -65,6 +67,22 @@ struct RawSection {
     retry_base: Option<HumanDuration>,
     #[serde(default)]
     retry_max: Option<HumanDuration>,
+    /// `[[frontends.git.kinds]]`, read by [`Kinds::from_section`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    kinds: Option<toml::Value>,
+}
+
+/// The problems of a section, each on its key's line.
+struct Issues<'s, 'a> {
+    s: &'s FrontendSection<'a>,
+    list: Vec<ConfigIssue>,
+}
+
+impl Issues<'_, '_> {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.list.push(self.s.issue(key, message));
+    }
 }
 
 /// Where the desired state comes from.
@@ -186,19 +204,23 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 }
 
 /// Where `repo` says the repository is: a URL or a path resolved against `base_dir`.
-fn parse_source(repo: &str, base_dir: &Path, errs: &mut Vec<String>) -> Source {
+fn parse_source(repo: &str, base_dir: &Path, errs: &mut Issues<'_, '_>) -> Source {
     if repo.trim().is_empty() {
-        errs.push("frontends.git.repo: must not be empty".to_string());
+        errs.push("repo", "must not be empty");
         Source::Local(PathBuf::new())
     } else if is_url(repo) {
         let scheme = repo.split("://").next().unwrap_or("");
         if repo.contains("://") && !["file", "git", "http", "https", "ssh"].contains(&scheme) {
-            errs.push(format!(
-                "frontends.git.repo: unsupported scheme `{scheme}` (file, git, http, https, ssh)"
-            ));
+            errs.push(
+                "repo",
+                format!("unsupported scheme `{scheme}` (file, git, http, https, ssh)"),
+            );
         }
         if has_password(repo) {
-            errs.push("frontends.git.repo: do not put credentials in the URL; use `token` (https) or `ssh_key` (ssh)".to_string());
+            errs.push(
+                "repo",
+                "do not put credentials in the URL; use `token` (https) or `ssh_key` (ssh)",
+            );
         }
         Source::Remote(repo.to_string())
     } else {
@@ -206,7 +228,7 @@ fn parse_source(repo: &str, base_dir: &Path, errs: &mut Vec<String>) -> Source {
     }
 }
 
-fn check_branch(branch: &str, errs: &mut Vec<String>) {
+fn check_branch(branch: &str, errs: &mut Issues<'_, '_>) {
     if branch.is_empty()
         || branch.starts_with('-')
         || branch.contains("..")
@@ -214,33 +236,34 @@ fn check_branch(branch: &str, errs: &mut Vec<String>) {
             .chars()
             .any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
     {
-        errs.push(format!(
-            "frontends.git.branch: `{branch}` is not a valid branch name"
-        ));
+        errs.push("branch", format!("`{branch}` is not a valid branch name"));
     }
 }
 
 /// The fetch and drift-check intervals.
-fn intervals(raw: &RawSection, errs: &mut Vec<String>) -> (Duration, Duration) {
+fn intervals(raw: &RawSection, errs: &mut Issues<'_, '_>) -> (Duration, Duration) {
     let interval = raw.interval.map(|d| d.0).unwrap_or(DEFAULT_INTERVAL);
     if interval < Duration::from_millis(100) {
-        errs.push("frontends.git.interval: must be at least 100ms".into());
+        errs.push("interval", "must be at least 100ms");
     }
     let drift_interval = raw
         .drift_interval
         .map(|d| d.0)
         .unwrap_or(DEFAULT_DRIFT_INTERVAL);
     if drift_interval < Duration::from_millis(100) {
-        errs.push("frontends.git.drift_interval: must be at least 100ms".into());
+        errs.push("drift_interval", "must be at least 100ms");
     }
     (interval, drift_interval)
 }
 
 /// The allowed-signers file, checked with `require_signed`.
-fn signers(raw: &RawSection, base_dir: &Path, errs: &mut Vec<String>) -> Option<PathBuf> {
+fn signers(raw: &RawSection, base_dir: &Path, errs: &mut Issues<'_, '_>) -> Option<PathBuf> {
     let allowed_signers = raw.allowed_signers.as_ref().map(|p| resolve(base_dir, p));
     if raw.require_signed && allowed_signers.is_none() && raw.gpg_program.is_none() {
-        errs.push("frontends.git.require_signed: needs `allowed_signers` (SSH signatures) or `gpg_program` (OpenPGP)".into());
+        errs.push(
+            "require_signed",
+            "needs `allowed_signers` (SSH signatures) or `gpg_program` (OpenPGP)",
+        );
     }
     if let Some(p) = &allowed_signers {
         check_file("allowed_signers", p, errs);
@@ -248,49 +271,59 @@ fn signers(raw: &RawSection, base_dir: &Path, errs: &mut Vec<String>) -> Option<
     allowed_signers
 }
 
-fn check_file(key: &str, p: &Path, errs: &mut Vec<String>) {
+fn check_file(key: &str, p: &Path, errs: &mut Issues<'_, '_>) {
     if !p.is_file() {
-        errs.push(format!(
-            "frontends.git.{key}: `{}` is not a file",
-            p.display()
-        ));
+        errs.push(key, format!("`{}` is not a file", p.display()));
     }
 }
 
-fn check_secrets(raw: &RawSection, errs: &mut Vec<String>) {
+fn check_secrets(raw: &RawSection, errs: &mut Issues<'_, '_>) {
     for (k, v) in [
         ("webhook_secret", &raw.webhook_secret),
         ("webhook_token", &raw.webhook_token),
         ("token", &raw.token),
     ] {
         if v.as_deref().is_some_and(|s| s.len() < 8) {
-            errs.push(format!(
-                "frontends.git.{k}: too short (at least 8 characters)"
-            ));
+            errs.push(k, "too short (at least 8 characters)");
         }
     }
 }
 
 /// The first and the longest retry delay.
-fn retry_delays(raw: &RawSection, errs: &mut Vec<String>) -> (Duration, Duration) {
+fn retry_delays(raw: &RawSection, errs: &mut Issues<'_, '_>) -> (Duration, Duration) {
     let retry_base = raw.retry_base.map(|d| d.0).unwrap_or(DEFAULT_RETRY_BASE);
     let retry_max = raw.retry_max.map(|d| d.0).unwrap_or(DEFAULT_RETRY_MAX);
     if retry_base.is_zero() || retry_max < retry_base {
-        errs.push("frontends.git.retry_base/retry_max: need 0 < retry_base <= retry_max".into());
+        errs.push("retry_base/retry_max", "need 0 < retry_base <= retry_max");
     }
     (retry_base, retry_max)
 }
 
 impl GitConfig {
-    /// Parse and check a `[frontends.git]` section.
+    /// Parse and check a `[frontends.git]` section (without lines: see
+    /// [`GitConfig::from_section`]).
     pub fn parse(section: &toml::Table, base_dir: &Path) -> Result<GitConfig, Vec<String>> {
-        let raw: RawSection = toml::Value::Table(section.clone())
+        let mut cfg = Config::default();
+        cfg.base_dir = base_dir.to_path_buf();
+        Self::from_section(&FrontendSection::new(crate::NAME, section, &cfg))
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    /// Parse and check the section, relative paths against the config's
+    /// directory; every problem at once, on its line. Its `kinds` are left
+    /// to [`Kinds::from_section`].
+    pub fn from_section(s: &FrontendSection<'_>) -> Result<GitConfig, Vec<ConfigIssue>> {
+        let base_dir = s.config().base_dir.as_path();
+        let raw: RawSection = toml::Value::Table(s.table().clone())
             .try_into()
-            .map_err(|e: toml::de::Error| vec![format!("frontends.git: {}", e.message().trim())])?;
-        let mut errs = Vec::new();
-        let source = parse_source(&raw.repo, base_dir, &mut errs);
+            .map_err(|e: toml::de::Error| vec![s.serde_issue(&e)])?;
+        let errs = &mut Issues {
+            s,
+            list: Vec::new(),
+        };
+        let source = parse_source(&raw.repo, base_dir, errs);
         let branch = raw.branch.clone().unwrap_or_else(|| "main".into());
-        check_branch(&branch, &mut errs);
+        check_branch(&branch, errs);
         let path = raw
             .path
             .clone()
@@ -298,19 +331,19 @@ impl GitConfig {
             .trim_matches('/')
             .to_string();
         if path.split('/').any(|c| c == ".." || c == ".") {
-            errs.push("frontends.git.path: must be a plain subdirectory (no `.` or `..`)".into());
+            errs.push("path", "must be a plain subdirectory (no `.` or `..`)");
         }
-        let (interval, drift_interval) = intervals(&raw, &mut errs);
-        let allowed_signers = signers(&raw, base_dir, &mut errs);
-        check_secrets(&raw, &mut errs);
+        let (interval, drift_interval) = intervals(&raw, errs);
+        let allowed_signers = signers(&raw, base_dir, errs);
+        check_secrets(&raw, errs);
         let ssh_key = raw.ssh_key.as_ref().map(|p| resolve(base_dir, p));
         if let Some(p) = &ssh_key {
-            check_file("ssh_key", p, &mut errs);
+            check_file("ssh_key", p, errs);
         }
         if raw.push_notes && matches!(source, Source::Local(_)) {
-            errs.push("frontends.git.push_notes: the repo is a local path, notes are written to it directly; give a URL (file:///...) to push".into());
+            errs.push("push_notes", "the repo is a local path, notes are written to it directly; give a URL (file:///...) to push");
         }
-        let (retry_base, retry_max) = retry_delays(&raw, &mut errs);
+        let (retry_base, retry_max) = retry_delays(&raw, errs);
         let state_dir = raw
             .state_dir
             .as_ref()
@@ -326,8 +359,8 @@ impl GitConfig {
             Source::Local(p) => p.display().to_string(),
             Source::Remote(u) => strip_credentials(u),
         });
-        if !errs.is_empty() {
-            return Err(errs);
+        if !errs.list.is_empty() {
+            return Err(std::mem::take(&mut errs.list));
         }
         Ok(GitConfig {
             source,
@@ -428,69 +461,147 @@ fn valid_kind_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
+/// Where kinds are declared and how a problem there is placed.
+struct KindsAt<'a> {
+    /// `frontends.git.kinds` or (deprecated) `kinds`.
+    prefix: &'a str,
+    /// The line of a path.
+    line_of: &'a dyn Fn(&str) -> Option<usize>,
+}
+
+impl KindsAt<'_> {
+    /// A problem with the `i`th kind (`name`, when it has one).
+    fn issue(&self, i: usize, name: Option<&str>, message: impl Into<String>) -> ConfigIssue {
+        let path = match name {
+            Some(n) => format!("{}[{i}] ({n})", self.prefix),
+            None => format!("{}[{i}]", self.prefix),
+        };
+        ConfigIssue {
+            line: (self.line_of)(&path),
+            path,
+            message: message.into(),
+        }
+    }
+}
+
+/// The kind tables of a config, and where they are: `[[frontends.git.kinds]]`,
+/// or the top-level `[[kinds]]` (deprecated); not both.
+fn kind_tables<'a>(
+    s: &FrontendSection<'a>,
+) -> Result<(std::borrow::Cow<'a, [toml::Table]>, String), Vec<ConfigIssue>> {
+    let top = &s.config().kinds;
+    let Some(v) = s.table().get("kinds") else {
+        return Ok((top.as_slice().into(), "kinds".into()));
+    };
+    let tables: Option<Vec<toml::Table>> = v
+        .as_array()
+        .and_then(|a| a.iter().map(|t| t.as_table().cloned()).collect());
+    let Some(tables) = tables else {
+        return Err(vec![
+            s.issue("kinds", "must be tables (`[[frontends.git.kinds]]`)")
+        ]);
+    };
+    if !top.is_empty() && !tables.is_empty() {
+        return Err(vec![s.issue(
+            "kinds",
+            "resource kinds are declared both here and in the top-level `[[kinds]]` (deprecated); keep them all in `[[frontends.git.kinds]]`",
+        )]);
+    }
+    Ok((tables.into(), s.path("kinds")))
+}
+
+/// One kind table, checked; `None` if it cannot be read.
+fn parse_kind(t: &toml::Table, base_dir: &Path, issue: &mut dyn FnMut(String)) -> Option<KindSpec> {
+    let raw: RawKind = match toml::Value::Table(t.clone()).try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            issue(e.message().trim().to_string());
+            return None;
+        }
+    };
+    if !valid_kind_name(&raw.name) {
+        issue("name must be letters, digits, `_`, `-` or `.`".into());
+    }
+    let key = raw.key.unwrap_or_else(|| "name".into());
+    if key.is_empty() || key == "kind" {
+        issue("key must name a field other than `kind`".into());
+    }
+    for (what, op) in [("apply", Some(&raw.apply)), ("delete", raw.delete.as_ref())] {
+        if let Some(op) = op {
+            if !youops_core::grammar::is_valid_op_name(op) {
+                issue(format!("{what} `{op}` is not a valid op name"));
+            }
+        }
+    }
+    let observe = match raw.observe {
+        Some(argv) if argv.is_empty() => {
+            issue("observe must name a program".into());
+            None
+        }
+        Some(mut argv) => {
+            if argv[0].contains('/') && !Path::new(&argv[0]).is_absolute() {
+                argv[0] = base_dir.join(&argv[0]).display().to_string();
+            }
+            Some(argv)
+        }
+        None => None,
+    };
+    Some(KindSpec {
+        name: raw.name,
+        description: raw.description,
+        key,
+        apply: raw.apply,
+        delete: raw.delete,
+        observe,
+        observe_timeout: raw
+            .observe_timeout
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_OBSERVE_TIMEOUT),
+        self_heal: raw.self_heal,
+    })
+}
+
 impl Kinds {
-    /// Parse and check `[[kinds]]` tables; relative observe programs resolve against `base_dir`.
+    /// Parse and check `[[kinds]]` tables; relative observe programs resolve
+    /// against `base_dir` (without lines: see [`Kinds::from_section`]).
     pub fn parse(tables: &[toml::Table], base_dir: &Path) -> Result<Kinds, Vec<String>> {
+        let at = KindsAt {
+            prefix: "kinds",
+            line_of: &|_| None,
+        };
+        Self::parse_at(tables, base_dir, &at)
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    /// The kinds of the git section's config: `[[frontends.git.kinds]]`, or
+    /// the deprecated top-level `[[kinds]]`; every problem at once, on its line.
+    pub fn from_section(s: &FrontendSection<'_>) -> Result<Kinds, Vec<ConfigIssue>> {
+        let (tables, prefix) = kind_tables(s)?;
+        let cfg = s.config();
+        let at = KindsAt {
+            prefix: &prefix,
+            line_of: &|p| cfg.line_of(p),
+        };
+        Self::parse_at(&tables, &cfg.base_dir, &at)
+    }
+
+    fn parse_at(
+        tables: &[toml::Table],
+        base_dir: &Path,
+        at: &KindsAt<'_>,
+    ) -> Result<Kinds, Vec<ConfigIssue>> {
         let mut errs = Vec::new();
         let mut by_name = BTreeMap::new();
         for (i, t) in tables.iter().enumerate() {
-            let label = t
-                .get("name")
-                .and_then(|n| n.as_str())
-                .map(|n| format!("kinds[{i}] ({n})"))
-                .unwrap_or_else(|| format!("kinds[{i}]"));
-            let raw: RawKind = match toml::Value::Table(t.clone()).try_into() {
-                Ok(r) => r,
-                Err(e) => {
-                    let e: toml::de::Error = e;
-                    errs.push(format!("{label}: {}", e.message().trim()));
-                    continue;
-                }
+            let name = t.get("name").and_then(|n| n.as_str());
+            let mut issue = |m: String| errs.push(at.issue(i, name, m));
+            let Some(spec) = parse_kind(t, base_dir, &mut issue) else {
+                continue;
             };
-            if !valid_kind_name(&raw.name) {
-                errs.push(format!(
-                    "{label}: name must be letters, digits, `_`, `-` or `.`"
-                ));
-            }
-            let key = raw.key.unwrap_or_else(|| "name".into());
-            if key.is_empty() || key == "kind" {
-                errs.push(format!("{label}: key must name a field other than `kind`"));
-            }
-            for (what, op) in [("apply", Some(&raw.apply)), ("delete", raw.delete.as_ref())] {
-                if let Some(op) = op {
-                    if !youops_core::grammar::is_valid_op_name(op) {
-                        errs.push(format!("{label}: {what} `{op}` is not a valid op name"));
-                    }
-                }
-            }
-            let observe = match raw.observe {
-                Some(argv) if argv.is_empty() => {
-                    errs.push(format!("{label}: observe must name a program"));
-                    None
-                }
-                Some(mut argv) => {
-                    if argv[0].contains('/') && !Path::new(&argv[0]).is_absolute() {
-                        argv[0] = base_dir.join(&argv[0]).display().to_string();
-                    }
-                    Some(argv)
-                }
-                None => None,
-            };
-            let spec = KindSpec {
-                name: raw.name.clone(),
-                description: raw.description,
-                key,
-                apply: raw.apply,
-                delete: raw.delete,
-                observe,
-                observe_timeout: raw
-                    .observe_timeout
-                    .map(|d| d.0)
-                    .unwrap_or(DEFAULT_OBSERVE_TIMEOUT),
-                self_heal: raw.self_heal,
-            };
-            if by_name.insert(raw.name.clone(), spec).is_some() {
-                errs.push(format!("{label}: kind `{}` is declared twice", raw.name));
+            let name = spec.name.clone();
+            if by_name.insert(name.clone(), spec).is_some() {
+                issue(format!("kind `{name}` is declared twice"));
             }
         }
         if errs.is_empty() {
@@ -498,6 +609,28 @@ impl Kinds {
         } else {
             Err(errs)
         }
+    }
+
+    /// [`Kinds::check_catalog`], each problem on the line of its kind in the
+    /// git section's config.
+    pub fn check_catalog_at(&self, s: &FrontendSection<'_>) -> Vec<ConfigIssue> {
+        let problems = self.catalog_problems(&s.config().catalog());
+        let Ok((tables, prefix)) = kind_tables(s) else {
+            return Vec::new();
+        };
+        problems
+            .into_iter()
+            .map(|(kind, message)| {
+                let i = tables
+                    .iter()
+                    .position(|t| t.get("name").and_then(|n| n.as_str()) == Some(kind));
+                ConfigIssue {
+                    line: i.and_then(|i| s.config().line_of(&format!("{prefix}[{i}]"))),
+                    path: format!("{prefix} ({kind})"),
+                    message,
+                }
+            })
+            .collect()
     }
 
     /// The kind called `name`.
@@ -518,28 +651,34 @@ impl Kinds {
     /// Problems of the kinds against a catalog: ops that do not exist, key
     /// fields that are no param of the apply op.
     pub fn check_catalog(&self, catalog: &Catalog) -> Vec<String> {
+        self.catalog_problems(catalog)
+            .into_iter()
+            .map(|(kind, p)| format!("kinds ({kind}): {p}"))
+            .collect()
+    }
+
+    /// Each problem against a catalog, with the kind it is about.
+    fn catalog_problems(&self, catalog: &Catalog) -> Vec<(&str, String)> {
         let mut out = Vec::new();
         for k in self.iter() {
+            let name = k.name.as_str();
             match catalog.get(&k.apply) {
-                None => out.push(format!(
-                    "kinds ({}): apply op `{}` is not in the catalog",
-                    k.name, k.apply
+                None => out.push((
+                    name,
+                    format!("apply op `{}` is not in the catalog", k.apply),
                 )),
                 Some(op) => {
                     if op.param(&k.key).is_none() {
-                        out.push(format!(
-                            "kinds ({}): key field `{}` is not a param of `{}`",
-                            k.name, k.key, k.apply
+                        out.push((
+                            name,
+                            format!("key field `{}` is not a param of `{}`", k.key, k.apply),
                         ));
                     }
                 }
             }
             if let Some(d) = &k.delete {
                 if catalog.get(d).is_none() {
-                    out.push(format!(
-                        "kinds ({}): delete op `{d}` is not in the catalog",
-                        k.name
-                    ));
+                    out.push((name, format!("delete op `{d}` is not in the catalog")));
                 }
             }
         }
@@ -548,86 +687,4 @@ impl Kinds {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn table(s: &str) -> toml::Table {
-        toml::from_str(s).unwrap()
-    }
-
-    #[test]
-    fn defaults() {
-        let c = GitConfig::parse(&table("repo = \"repo\""), Path::new("/etc/youops")).unwrap();
-        assert_eq!(c.source, Source::Local(PathBuf::from("/etc/youops/repo")));
-        assert_eq!(c.branch, "main");
-        assert_eq!(c.interval, DEFAULT_INTERVAL);
-        assert!(!c.prune && !c.self_heal && !c.push_notes && !c.require_signed);
-        assert_eq!(c.state_dir, PathBuf::from("/etc/youops/youops-data/git"));
-        assert_eq!(
-            c.checkout_dir,
-            PathBuf::from("/etc/youops/youops-data/git/checkout")
-        );
-        assert_eq!(c.tracking_ref(), "refs/heads/main");
-    }
-
-    #[test]
-    fn urls_are_remotes() {
-        for u in [
-            "file:///srv/r.git",
-            "git://127.0.0.1/r",
-            "https://example.com/r.git",
-            "ssh://git@h/r",
-            "git@github.com:o/r.git",
-        ] {
-            let c = GitConfig::parse(&table(&format!("repo = {u:?}")), Path::new("/")).unwrap();
-            assert_eq!(c.source, Source::Remote(u.to_string()));
-            assert_eq!(c.tracking_ref(), "refs/remotes/origin/main");
-        }
-    }
-
-    #[test]
-    fn every_problem_at_once() {
-        let e = GitConfig::parse(
-            &table("repo = \"ftp://x/y\"\nbranch = \"a b\"\npath = \"../up\"\nrequire_signed = true\nwebhook_secret = \"short\"\ninterval = \"1ms\""),
-            Path::new("/"),
-        )
-        .unwrap_err();
-        assert_eq!(e.len(), 6, "{e:?}");
-        let e = GitConfig::parse(&table("repo = \"r\"\nbogus = 1"), Path::new("/")).unwrap_err();
-        assert!(e[0].contains("unknown field `bogus`"), "{e:?}");
-    }
-
-    #[test]
-    fn credentials_in_urls_are_refused_and_stripped() {
-        assert_eq!(
-            strip_credentials("https://u:p@h.example/r"),
-            "https://h.example/r"
-        );
-        let e = GitConfig::parse(&table("repo = \"https://u:p@h.example/r\""), Path::new("/"))
-            .unwrap_err();
-        assert!(e[0].contains("credentials"));
-    }
-
-    #[test]
-    fn kinds_parse_and_check() {
-        let k = Kinds::parse(
-            &[table("name = \"user\"\napply = \"user.apply\"\ndelete = \"user.delete\"\nobserve = [\"./list\", \"users\"]\nself_heal = true")],
-            Path::new("/cfg"),
-        )
-        .unwrap();
-        let u = k.get("user").unwrap();
-        assert_eq!(u.key, "name");
-        assert_eq!(u.observe.as_ref().unwrap()[0], "/cfg/./list");
-        let e = Kinds::parse(
-            &[
-                table("name = \"a b\"\napply = \"x\"\n"),
-                table("name = \"u\"\napply = \"u.a\"\nwat = 1"),
-                table("name = \"v\"\napply = \"v.a\"\nkey = \"kind\""),
-                table("name = \"v\"\napply = \"v.a\""),
-            ],
-            Path::new("/"),
-        )
-        .unwrap_err();
-        assert_eq!(e.len(), 4, "{e:?}");
-    }
-}
+mod tests;

@@ -62,6 +62,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use youops_core::config::{Config, ConfigIssue};
+use youops_core::frontend::factory::{FrontendFactory, FrontendSection};
 use youops_core::frontend::{
     simple_response, Frontend, FrontendContext, FrontendError, HttpRequest, HttpResponse, HttpRoute,
 };
@@ -86,16 +88,26 @@ pub struct GitFrontend {
 }
 
 impl GitFrontend {
-    /// Build from `[frontends.git]` and the config's `[[kinds]]`; relative paths
-    /// resolve against `base_dir`. Returns every problem at once.
+    /// Build from `[frontends.git]` (with its `[[frontends.git.kinds]]`) and
+    /// the config's top-level `[[kinds]]` (deprecated); relative paths resolve
+    /// against `base_dir`. Returns every problem at once (without lines: see
+    /// [`GitFactory`]).
     pub fn from_config(
         section: &toml::Table,
         kinds: &[toml::Table],
         base_dir: &Path,
     ) -> Result<GitFrontend, Vec<String>> {
-        let cfg = GitConfig::parse(section, base_dir);
-        let kinds = Kinds::parse(kinds, base_dir);
-        match (cfg, kinds) {
+        let mut cfg = Config::default();
+        cfg.base_dir = base_dir.to_path_buf();
+        cfg.kinds = kinds.to_vec();
+        Self::from_section(&FrontendSection::new(NAME, section, &cfg))
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    /// Build from the section and its config's kinds; every problem at once,
+    /// on its line.
+    pub fn from_section(s: &FrontendSection<'_>) -> Result<GitFrontend, Vec<ConfigIssue>> {
+        match (GitConfig::from_section(s), Kinds::from_section(s)) {
             (Ok(cfg), Ok(kinds)) => Ok(Self::new(cfg, kinds)),
             (c, k) => Err(c
                 .err()
@@ -145,6 +157,55 @@ impl GitFrontend {
     pub fn note(&self, commit: &str) -> Option<String> {
         let repo = repo::open(&self.engine.cfg).ok()?;
         repo::read_note(&repo, commit)
+    }
+}
+
+/// The factory of the GitOps frontend, for a
+/// [`FrontendRegistry`](youops_core::frontend::factory::FrontendRegistry).
+/// Its checks include the kinds' ops against the config's catalog.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GitFactory {
+    state_dir: Option<fn(&Config) -> PathBuf>,
+}
+
+impl GitFactory {
+    /// A factory whose frontends keep their state (and, unless
+    /// `checkout_dir` is set, their clone) where `state_dir` says for the
+    /// config (the daemon: beside the audit store).
+    pub fn with_state_dir(state_dir: fn(&Config) -> PathBuf) -> GitFactory {
+        GitFactory {
+            state_dir: Some(state_dir),
+        }
+    }
+
+    /// The frontend itself, for callers that need more than a
+    /// [`Frontend`] (reconcile plans).
+    pub fn build_git(
+        &self,
+        section: &FrontendSection<'_>,
+    ) -> Result<GitFrontend, Vec<ConfigIssue>> {
+        let git = GitFrontend::from_section(section)?;
+        Ok(match self.state_dir {
+            Some(dir) => git.with_state_dir(dir(section.config())),
+            None => git,
+        })
+    }
+}
+
+impl FrontendFactory for GitFactory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn check(&self, section: &FrontendSection<'_>) -> Vec<ConfigIssue> {
+        match GitFrontend::from_section(section) {
+            Ok(g) => g.kinds().check_catalog_at(section),
+            Err(e) => e,
+        }
+    }
+
+    fn build(&self, section: &FrontendSection<'_>) -> Result<Arc<dyn Frontend>, Vec<ConfigIssue>> {
+        Ok(Arc::new(self.build_git(section)?))
     }
 }
 

@@ -10,6 +10,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
+use youops_core::config::{Config, ConfigIssue};
+use youops_core::frontend::factory::FrontendSection;
 use youops_core::units::HumanDuration;
 
 /// The default GitHub REST API base URL.
@@ -148,13 +150,24 @@ impl fmt::Debug for GithubConfig {
 }
 
 impl GithubConfig {
-    /// Parse and check a section; every problem at once.
+    /// Parse and check a section; every problem at once (without lines: see
+    /// [`GithubConfig::from_section`]).
     pub fn from_table(section: &toml::Table) -> Result<Self, Vec<String>> {
-        let raw: Raw = toml::Value::Table(section.clone())
+        let cfg = Config::default();
+        Self::from_section(&FrontendSection::new("github", section, &cfg))
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    /// Parse and check the section; every problem at once, on its line.
+    pub fn from_section(s: &FrontendSection<'_>) -> Result<Self, Vec<ConfigIssue>> {
+        let raw: Raw = toml::Value::Table(s.table().clone())
             .try_into()
-            .map_err(|e: toml::de::Error| vec![format!("frontends.github: {}", e.message())])?;
-        let mut errors = Vec::new();
-        let webhook_secret = webhook_secret(raw.webhook_secret, &mut errors);
+            .map_err(|e: toml::de::Error| vec![s.serde_issue(&e)])?;
+        let errors = &mut Issues {
+            s,
+            list: Vec::new(),
+        };
+        let webhook_secret = webhook_secret(raw.webhook_secret, errors);
         let auth = auth(
             raw.token,
             AppKeys {
@@ -163,32 +176,39 @@ impl GithubConfig {
                 private_key_path: raw.private_key_path,
                 private_key: raw.private_key,
             },
-            &mut errors,
+            errors,
         );
-        let api_base_url = api_base_url(raw.api_base_url, &mut errors);
-        let repos = repos(&raw.repos, &mut errors);
+        let api_base_url = api_base_url(raw.api_base_url, errors);
+        let repos = repos(&raw.repos, errors);
         let command_prefix = raw.command_prefix.unwrap_or_else(|| "/ops".into());
         if command_prefix.is_empty()
             || command_prefix.chars().any(char::is_whitespace)
             || command_prefix.contains("<!--")
         {
-            errors.push(format!(
-                "frontends.github.command_prefix `{command_prefix}` must be one word (like `/ops`)"
-            ));
+            errors.say(
+                "command_prefix",
+                format!("`{command_prefix}` must be one word (like `/ops`)"),
+            );
         }
         let ack_timeout = raw
             .ack_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(5));
         if ack_timeout > Duration::from_secs(9) {
-            errors.push("frontends.github.ack_timeout must be at most 9s (GitHub gives up on a webhook after 10 seconds)".into());
+            errors.say(
+                "ack_timeout",
+                "must be at most 9s (GitHub gives up on a webhook after 10 seconds)",
+            );
         }
         let output_limit = raw.output_limit.unwrap_or(3000);
         if output_limit > 60_000 {
-            errors.push("frontends.github.output_limit must be at most 60000 (a GitHub comment holds 65536 characters)".into());
+            errors.say(
+                "output_limit",
+                "must be at most 60000 (a GitHub comment holds 65536 characters)",
+            );
         }
-        if !errors.is_empty() {
-            return Err(errors);
+        if !errors.list.is_empty() {
+            return Err(std::mem::take(&mut errors.list));
         }
         Ok(GithubConfig {
             webhook_secret,
@@ -215,18 +235,37 @@ impl GithubConfig {
     }
 }
 
+/// The problems of a section, each on its key's line.
+struct Issues<'s, 'a> {
+    s: &'s FrontendSection<'a>,
+    list: Vec<ConfigIssue>,
+}
+
+impl Issues<'_, '_> {
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.list.push(self.s.issue(key, message));
+    }
+
+    /// A problem with `key`, said as a sentence about it
+    /// (`frontends.github.KEY is empty`).
+    fn say(&mut self, key: &str, rest: impl std::fmt::Display) {
+        let message = format!("{} {rest}", self.s.path(key));
+        self.list.push(self.s.issue(key, message));
+    }
+}
+
 /// `webhook_secret`: required and not empty.
-fn webhook_secret(secret: Option<String>, errors: &mut Vec<String>) -> String {
+fn webhook_secret(secret: Option<String>, errors: &mut Issues<'_, '_>) -> String {
     match secret {
         Some(s) if !s.is_empty() => s,
         Some(_) => {
-            errors.push("frontends.github.webhook_secret is empty".into());
+            errors.say("webhook_secret", "is empty");
             String::new()
         }
         None => {
-            errors.push(
-                "frontends.github.webhook_secret is missing (the secret set on the GitHub webhook; use \"${GITHUB_WEBHOOK_SECRET}\")"
-                    .into(),
+            errors.say(
+                "webhook_secret",
+                "is missing (the secret set on the GitHub webhook; use \"${GITHUB_WEBHOOK_SECRET}\")",
             );
             String::new()
         }
@@ -251,19 +290,19 @@ impl AppKeys {
 }
 
 /// The credentials: a `token`, or the GitHub App keys, never both.
-fn auth(token: Option<String>, app: AppKeys, errors: &mut Vec<String>) -> Option<Auth> {
+fn auth(token: Option<String>, app: AppKeys, errors: &mut Issues<'_, '_>) -> Option<Auth> {
     match (token, app.any()) {
         (Some(_), true) => {
-            errors.push("frontends.github: give either `token` or the GitHub App keys (`app_id`, `private_key_path`, `installation_id`), not both".into());
+            errors.push("", "give either `token` or the GitHub App keys (`app_id`, `private_key_path`, `installation_id`), not both");
             None
         }
         (Some(t), false) if t.is_empty() => {
-            errors.push("frontends.github.token is empty".into());
+            errors.say("token", "is empty");
             None
         }
         (Some(t), false) => Some(Auth::Token(t)),
         (None, false) => {
-            errors.push("frontends.github: no credentials; set `token`, or `app_id` + `private_key_path` + `installation_id` for a GitHub App".into());
+            errors.push("", "no credentials; set `token`, or `app_id` + `private_key_path` + `installation_id` for a GitHub App");
             None
         }
         (None, true) => app_auth(app, errors),
@@ -271,41 +310,41 @@ fn auth(token: Option<String>, app: AppKeys, errors: &mut Vec<String>) -> Option
 }
 
 /// A GitHub App's credentials: every key, and a readable RSA private key.
-fn app_auth(app: AppKeys, errors: &mut Vec<String>) -> Option<Auth> {
+fn app_auth(app: AppKeys, errors: &mut Issues<'_, '_>) -> Option<Auth> {
     let pem = match (app.private_key_path, app.private_key) {
         (Some(_), Some(_)) => {
-            errors.push(
-                "frontends.github: give `private_key_path` or `private_key`, not both".into(),
-            );
+            errors.push("", "give `private_key_path` or `private_key`, not both");
             None
         }
         (Some(p), None) => match std::fs::read(&p) {
             Ok(b) => Some(b),
             Err(e) => {
-                errors.push(format!(
-                    "frontends.github.private_key_path: cannot read `{p}`: {e}"
-                ));
+                errors.push("private_key_path", format!("cannot read `{p}`: {e}"));
                 None
             }
         },
         (None, Some(k)) => Some(k.into_bytes()),
         (None, None) => {
             errors.push(
-                "frontends.github: a GitHub App needs `private_key_path` (or `private_key`)".into(),
+                "",
+                "a GitHub App needs `private_key_path` (or `private_key`)",
             );
             None
         }
     };
     if let Some(pem) = &pem {
         if octocrab::EncodingKey::from_rsa_pem(pem).is_err() {
-            errors.push("frontends.github: the GitHub App private key is not an RSA private key in PEM format".into());
+            errors.push(
+                "",
+                "the GitHub App private key is not an RSA private key in PEM format",
+            );
         }
     }
     if app.app_id.is_none() {
-        errors.push("frontends.github: a GitHub App needs `app_id`".into());
+        errors.push("", "a GitHub App needs `app_id`");
     }
     if app.installation_id.is_none() {
-        errors.push("frontends.github: a GitHub App needs `installation_id`".into());
+        errors.push("", "a GitHub App needs `installation_id`");
     }
     match (app.app_id, pem, app.installation_id) {
         (Some(app_id), Some(private_key_pem), Some(installation_id)) => Some(Auth::App {
@@ -318,7 +357,7 @@ fn app_auth(app: AppKeys, errors: &mut Vec<String>) -> Option<Auth> {
 }
 
 /// `api_base_url`, without a trailing `/`; an http(s) URL.
-fn api_base_url(url: Option<String>, errors: &mut Vec<String>) -> String {
+fn api_base_url(url: Option<String>, errors: &mut Issues<'_, '_>) -> String {
     let api_base_url = url
         .unwrap_or_else(|| DEFAULT_API_BASE_URL.to_string())
         .trim_end_matches('/')
@@ -326,27 +365,31 @@ fn api_base_url(url: Option<String>, errors: &mut Vec<String>) -> String {
     if !(api_base_url.starts_with("https://") || api_base_url.starts_with("http://"))
         || api_base_url.parse::<http::Uri>().is_err()
     {
-        errors.push(format!(
-            "frontends.github.api_base_url `{api_base_url}` is not an http(s) URL"
-        ));
+        errors.say(
+            "api_base_url",
+            format!("`{api_base_url}` is not an http(s) URL"),
+        );
     }
     api_base_url
 }
 
 /// `repos`: at least one, each `owner/repo`, none twice.
-fn repos(names: &[String], errors: &mut Vec<String>) -> BTreeMap<String, RepoName> {
+fn repos(names: &[String], errors: &mut Issues<'_, '_>) -> BTreeMap<String, RepoName> {
     let mut repos = BTreeMap::new();
     if names.is_empty() {
-        errors.push("frontends.github.repos is empty: list the managed repositories (`repos = [\"owner/repo\"]`)".into());
+        errors.say(
+            "repos",
+            "is empty: list the managed repositories (`repos = [\"owner/repo\"]`)",
+        );
     }
     for r in names {
         match RepoName::parse(r) {
             Ok(n) => {
                 if repos.insert(n.key(), n).is_some() {
-                    errors.push(format!("frontends.github.repos: `{r}` listed twice"));
+                    errors.push("repos", format!("`{r}` listed twice"));
                 }
             }
-            Err(e) => errors.push(format!("frontends.github.repos: {e}")),
+            Err(e) => errors.push("repos", e),
         }
     }
     repos
@@ -426,5 +469,29 @@ repos = ["a/b"]"#,
         let all = errs.join("\n");
         assert!(all.contains("installation_id"), "{all}");
         assert!(all.contains("PEM"), "{all}");
+    }
+
+    #[test]
+    fn problems_in_a_config_file_carry_their_lines() {
+        let text = "[frontends.github]\ntoken = \"t\"\nrepos = [\"nope\"]\nack_timeout = \"30s\"\n";
+        let cfg = Config::parse(text, ".".as_ref(), "y.toml", &|_| None).unwrap();
+        let s = FrontendSection::of(&cfg, "github").unwrap();
+        let errs: Vec<String> = GithubConfig::from_section(&s)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errs[0].starts_with("line 1: frontends.github.webhook_secret is missing"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].starts_with("line 3: frontends.github.repos: `nope` is not"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2].starts_with("line 4: frontends.github.ack_timeout must be at most 9s"),
+            "{errs:#?}"
+        );
     }
 }

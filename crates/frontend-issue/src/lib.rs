@@ -42,6 +42,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use youops_core::config::{Config, ConfigIssue};
+use youops_core::frontend::factory::{FrontendFactory, FrontendSection};
 use youops_core::frontend::{
     simple_response, Frontend, FrontendContext, FrontendError, HttpRequest, HttpResponse, HttpRoute,
 };
@@ -64,10 +66,17 @@ pub struct GithubFrontend {
 }
 
 impl GithubFrontend {
-    /// Build from the `[frontends.github]` section; every problem at once.
-    /// Nothing is contacted yet.
+    /// Build from the `[frontends.github]` section; every problem at once
+    /// (without lines: see [`GithubFactory`]). Nothing is contacted yet.
     pub fn from_config(section: &toml::Table) -> Result<GithubFrontend, Vec<String>> {
-        let cfg = Arc::new(GithubConfig::from_table(section)?);
+        let cfg = Config::default();
+        Self::from_section(&FrontendSection::new(NAME, section, &cfg))
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    /// Build from the section; every problem at once, on its line.
+    pub fn from_section(s: &FrontendSection<'_>) -> Result<GithubFrontend, Vec<ConfigIssue>> {
+        let cfg = Arc::new(GithubConfig::from_section(s)?);
         Ok(GithubFrontend {
             shared: Arc::new(Shared::new(cfg)),
         })
@@ -89,6 +98,21 @@ impl GithubFrontend {
             }
         }
         errors
+    }
+}
+
+/// The factory of the GitHub IssueOps frontend, for a
+/// [`FrontendRegistry`](youops_core::frontend::factory::FrontendRegistry).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GithubFactory;
+
+impl FrontendFactory for GithubFactory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn build(&self, section: &FrontendSection<'_>) -> Result<Arc<dyn Frontend>, Vec<ConfigIssue>> {
+        Ok(Arc::new(GithubFrontend::from_section(section)?))
     }
 }
 

@@ -10,6 +10,9 @@ use super::{load_config, Cli, GenCmd};
 pub fn config_check(path: &Path) -> CliResult {
     let cfg = crate::check::load_checked(path, &[], &crate::builtins::STANDARD_BUILTINS)
         .map_err(|problems| Failure::new(exit::CONFIG, crate::check::report(path, &problems)))?;
+    for w in crate::check::warnings(path, &cfg) {
+        eprintln!("warning: {w}");
+    }
     let policy = cfg.policy();
     for w in policy.lint(&cfg.catalog()) {
         eprintln!("warning: {w}");
@@ -32,7 +35,12 @@ pub fn config_check(path: &Path) -> CliResult {
 /// `youops gen issue-forms|slack-manifest`.
 pub(crate) fn generate(cli: &Cli, cmd: &GenCmd) -> CliResult {
     let cfg = load_config(&cli.config)?;
+    #[cfg(not(any(feature = "github", feature = "slack")))]
+    let _ = cfg;
     match cmd {
+        #[cfg(not(feature = "github"))]
+        GenCmd::IssueForms { .. } => Err(not_compiled_in("github")),
+        #[cfg(feature = "github")]
         GenCmd::IssueForms { out } => {
             let dir = out.join(".github").join("ISSUE_TEMPLATE");
             std::fs::create_dir_all(&dir).map_err(|e| {
@@ -59,6 +67,9 @@ pub(crate) fn generate(cli: &Cli, cmd: &GenCmd) -> CliResult {
             }
             Ok(exit::OK)
         }
+        #[cfg(not(feature = "slack"))]
+        GenCmd::SlackManifest => Err(not_compiled_in("slack")),
+        #[cfg(feature = "slack")]
         GenCmd::SlackManifest => {
             let Some(url) = cfg.server.public_url.as_deref() else {
                 return Err(Failure::new(
@@ -71,6 +82,15 @@ pub(crate) fn generate(cli: &Cli, cmd: &GenCmd) -> CliResult {
             Ok(exit::OK)
         }
     }
+}
+
+/// The failure of a command for a frontend this build left out.
+#[cfg(not(all(feature = "github", feature = "slack")))]
+fn not_compiled_in(name: &str) -> Failure {
+    Failure::new(
+        exit::CONFIG,
+        format!("this build has no {name} frontend (not compiled in; enable the cargo feature `{name}`)"),
+    )
 }
 
 /// `youops reconcile --once [--dry-run]`: one pass, locally or (a plan only)

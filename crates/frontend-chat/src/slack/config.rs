@@ -4,6 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
+use youops_core::config::{Config, ConfigIssue};
+use youops_core::frontend::factory::FrontendSection;
 use youops_core::units::HumanDuration;
 
 /// How Slack reaches YouOps.
@@ -111,51 +113,66 @@ impl SlackConfig {
     /// Default Web API base URL.
     pub const DEFAULT_API_BASE_URL: &'static str = "https://slack.com/api/";
 
-    /// Parse and validate; every problem at once.
+    /// Parse and validate; every problem at once (without lines: see
+    /// [`SlackConfig::from_section`]).
     pub fn from_table(section: &toml::Table) -> Result<SlackConfig, Vec<String>> {
-        let raw: Raw = match toml::Value::Table(section.clone()).try_into() {
+        let cfg = Config::default();
+        Self::from_section(&FrontendSection::new("slack", section, &cfg))
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    /// Parse and validate the section; every problem at once, on its line.
+    pub fn from_section(s: &FrontendSection<'_>) -> Result<SlackConfig, Vec<ConfigIssue>> {
+        let raw: Raw = match toml::Value::Table(s.table().clone()).try_into() {
             Ok(r) => r,
-            Err(e) => return Err(vec![format!("frontends.slack: {}", e.message())]),
+            Err(e) => return Err(vec![s.serde_issue(&e)]),
         };
-        let mut errs = Vec::new();
-        let signing_secret = required_secret(raw.signing_secret, "signing_secret", &mut errs);
-        let bot_token = required_secret(raw.bot_token, "bot_token", &mut errs);
+        let errs = &mut Issues {
+            s,
+            list: Vec::new(),
+        };
+        let signing_secret = required_secret(raw.signing_secret, "signing_secret", errs);
+        let bot_token = required_secret(raw.bot_token, "bot_token", errs);
         if raw.transport == Transport::Socket
             && raw.app_token.as_ref().is_none_or(|t| t.0.trim().is_empty())
         {
             errs.push(
-                "frontends.slack.app_token (xapp-..., scope connections:write) is required when transport = \"socket\""
-                    .into(),
+                "app_token",
+                "(xapp-..., scope connections:write) is required when transport = \"socket\"",
             );
         }
         let command = raw.command.unwrap_or_else(|| "/ops".into());
-        check_command(&command, &mut errs);
+        check_command(&command, errs);
         if let Some(c) = &raw.approvals_channel {
             if c.is_empty() || !c.chars().all(|c| c.is_ascii_alphanumeric()) {
-                errs.push(format!(
-                    "frontends.slack.approvals_channel `{c}` must be a channel id such as `C0123ABCD` (not a #name)"
-                ));
+                errs.push(
+                    "approvals_channel",
+                    format!("`{c}` must be a channel id such as `C0123ABCD` (not a #name)"),
+                );
             }
         }
         let api_base_url = raw
             .api_base_url
             .unwrap_or_else(|| Self::DEFAULT_API_BASE_URL.into());
         if !(api_base_url.starts_with("https://") || api_base_url.starts_with("http://")) {
-            errs.push(format!(
-                "frontends.slack.api_base_url `{api_base_url}` must be an http(s) URL"
-            ));
+            errs.push(
+                "api_base_url",
+                format!("`{api_base_url}` must be an http(s) URL"),
+            );
         }
         let rate = raw.max_messages_per_second_per_channel.unwrap_or(1.0);
         if !(rate.is_finite() && rate > 0.0 && rate <= 100.0) {
-            errs.push(format!(
-                "frontends.slack.max_messages_per_second_per_channel must be in (0, 100], got {rate}"
-            ));
+            errs.push(
+                "max_messages_per_second_per_channel",
+                format!("must be in (0, 100], got {rate}"),
+            );
         }
         let attempts = raw.max_delivery_attempts.unwrap_or(8);
         if !(1..=30).contains(&attempts) {
-            errs.push(format!(
-                "frontends.slack.max_delivery_attempts must be in 1..=30, got {attempts}"
-            ));
+            errs.push(
+                "max_delivery_attempts",
+                format!("must be in 1..=30, got {attempts}"),
+            );
         }
         let timings = Timings::check(
             [
@@ -164,10 +181,10 @@ impl SlackConfig {
                 raw.progress_every,
                 raw.status_delay,
             ],
-            &mut errs,
+            errs,
         );
-        if !errs.is_empty() {
-            return Err(errs);
+        if !errs.list.is_empty() {
+            return Err(std::mem::take(&mut errs.list));
         }
         Ok(SlackConfig {
             signing_secret,
@@ -193,21 +210,34 @@ impl SlackConfig {
     }
 }
 
+/// The problems of a section, each on its key's line.
+struct Issues<'s, 'a> {
+    s: &'s FrontendSection<'a>,
+    list: Vec<ConfigIssue>,
+}
+
+impl Issues<'_, '_> {
+    /// A problem with `key`, said as a sentence about it (`frontends.slack.KEY
+    /// is required …`).
+    fn push(&mut self, key: &str, rest: impl std::fmt::Display) {
+        let message = format!("{} {rest}", self.s.path(key));
+        self.list.push(self.s.issue(key, message));
+    }
+}
+
 /// A secret that must be given and not blank; an error names `key` otherwise.
-fn required_secret(v: Option<Secret>, key: &str, errs: &mut Vec<String>) -> Secret {
+fn required_secret(v: Option<Secret>, key: &str, errs: &mut Issues<'_, '_>) -> Secret {
     match v {
         Some(s) if !s.0.trim().is_empty() => s,
         _ => {
-            errs.push(format!(
-                "frontends.slack.{key} is required and must not be empty"
-            ));
+            errs.push(key, "is required and must not be empty");
             Secret::default()
         }
     }
 }
 
 /// The slash command must look like `/ops`.
-fn check_command(command: &str, errs: &mut Vec<String>) {
+fn check_command(command: &str, errs: &mut Issues<'_, '_>) {
     if !command.starts_with('/')
         || command.len() < 2
         || command.len() > 32
@@ -215,9 +245,10 @@ fn check_command(command: &str, errs: &mut Vec<String>) {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
     {
-        errs.push(format!(
-            "frontends.slack.command `{command}` must look like `/ops`: a `/` then up to 31 lowercase letters, digits, `-` or `_`"
-        ));
+        errs.push(
+            "command",
+            format!("`{command}` must look like `/ops`: a `/` then up to 31 lowercase letters, digits, `-` or `_`"),
+        );
     }
 }
 
@@ -233,13 +264,13 @@ impl Timings {
     /// `retry_backoff`, `request_timeout`, `progress_every` and `status_delay`
     /// as given, with defaults for what is not; an error for each value out of
     /// range.
-    fn check(given: [Option<HumanDuration>; 4], errs: &mut Vec<String>) -> Timings {
+    fn check(given: [Option<HumanDuration>; 4], errs: &mut Issues<'_, '_>) -> Timings {
         let [retry_backoff, request_timeout, progress_every, status_delay] = given;
         let retry_backoff = retry_backoff
             .map(|d| d.0)
             .unwrap_or(Duration::from_millis(500));
         if retry_backoff < Duration::from_millis(10) || retry_backoff > Duration::from_secs(60) {
-            errs.push("frontends.slack.retry_backoff must be between 10ms and 60s".into());
+            errs.push("retry_backoff", "must be between 10ms and 60s");
         }
         let request_timeout = request_timeout
             .map(|d| d.0)
@@ -247,17 +278,17 @@ impl Timings {
         if request_timeout < Duration::from_millis(100)
             || request_timeout > Duration::from_secs(120)
         {
-            errs.push("frontends.slack.request_timeout must be between 100ms and 120s".into());
+            errs.push("request_timeout", "must be between 100ms and 120s");
         }
         let progress_every = progress_every
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(30));
         if progress_every < Duration::from_secs(1) {
-            errs.push("frontends.slack.progress_every must be at least 1s".into());
+            errs.push("progress_every", "must be at least 1s");
         }
         let status_delay = status_delay.map(|d| d.0).unwrap_or(Duration::from_secs(1));
         if status_delay > Duration::from_secs(60) {
-            errs.push("frontends.slack.status_delay must be at most 60s".into());
+            errs.push("status_delay", "must be at most 60s");
         }
         Timings {
             retry_backoff,
@@ -322,5 +353,32 @@ mod tests {
         ))
         .unwrap_err();
         assert!(errs[0].contains("chanel"), "{errs:?}");
+    }
+
+    #[test]
+    fn problems_in_a_config_file_carry_their_lines() {
+        let text = "[server]\n\n[frontends.slack]\nbot_token = \"\"\ncommand = \"ops\"\n";
+        let cfg = Config::parse(text, ".".as_ref(), "y.toml", &|_| None).unwrap();
+        let s = FrontendSection::of(&cfg, "slack").unwrap();
+        let errs: Vec<String> = SlackConfig::from_section(&s)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs[..2],
+            [
+                "line 3: frontends.slack.signing_secret is required and must not be empty",
+                "line 4: frontends.slack.bot_token is required and must not be empty",
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[2].starts_with("line 5: frontends.slack.command `ops` must look like"));
+        let text =
+            "[frontends.slack]\nsigning_secret = \"s\"\nbot_token = \"b\"\nchanel = \"C1\"\n";
+        let cfg = Config::parse(text, ".".as_ref(), "y.toml", &|_| None).unwrap();
+        let errs =
+            SlackConfig::from_section(&FrontendSection::of(&cfg, "slack").unwrap()).unwrap_err();
+        assert_eq!(errs[0].line, Some(4), "{errs:?}");
     }
 }

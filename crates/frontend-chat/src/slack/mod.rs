@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use youops_core::config::{Config, ConfigIssue};
+use youops_core::frontend::factory::{FrontendFactory, FrontendSection};
 use youops_core::frontend::{
     Frontend, FrontendContext, FrontendError, HttpRequest, HttpResponse, HttpRoute,
 };
@@ -59,10 +61,18 @@ impl SlackFrontend {
     /// The frontend name: `[frontends.slack]`, actors `slack:Uxxxx`.
     pub const NAME: &'static str = "slack";
 
-    /// Build from the `[frontends.slack]` section; every config problem at once.
+    /// Build from the `[frontends.slack]` section; every config problem at
+    /// once (without lines: see [`SlackFactory`]).
     pub fn from_config(section: &toml::Table) -> Result<SlackFrontend, Vec<String>> {
-        let config = SlackConfig::from_table(section)?;
-        let client = build_client(&config.api_base_url).map_err(|e| vec![e])?;
+        let cfg = Config::default();
+        Self::from_section(&FrontendSection::new(Self::NAME, section, &cfg))
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    /// Build from the section; every config problem at once, on its line.
+    pub fn from_section(s: &FrontendSection<'_>) -> Result<SlackFrontend, Vec<ConfigIssue>> {
+        let config = SlackConfig::from_section(s)?;
+        let client = build_client(&config.api_base_url).map_err(|e| vec![s.issue("", e)])?;
         let adapter = Arc::new(SlackAdapter::new(client.clone(), &config.bot_token.0));
         let chat = Arc::new(Chat::new(
             ChatSettings {
@@ -94,6 +104,21 @@ impl SlackFrontend {
     /// The chat logic (for embedders adding transports).
     pub fn core(&self) -> &Arc<Chat> {
         &self.chat
+    }
+}
+
+/// The factory of the Slack frontend, for a
+/// [`FrontendRegistry`](youops_core::frontend::factory::FrontendRegistry).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlackFactory;
+
+impl FrontendFactory for SlackFactory {
+    fn name(&self) -> &'static str {
+        SlackFrontend::NAME
+    }
+
+    fn build(&self, section: &FrontendSection<'_>) -> Result<Arc<dyn Frontend>, Vec<ConfigIssue>> {
+        Ok(Arc::new(SlackFrontend::from_section(section)?))
     }
 }
 

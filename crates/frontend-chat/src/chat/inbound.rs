@@ -249,42 +249,45 @@ impl Chat {
         }
     }
 
+    /// Do what an Approve/Deny click asks, through the executor: the record
+    /// after it, or why it was refused (in words for the clicker).
+    async fn decide_on_click(
+        &self,
+        exec: &youops_core::Executor,
+        act: &Action,
+    ) -> Result<youops_core::model::RequestRecord, String> {
+        let Some((id, digest)) = render::parse_button_value(&act.value) else {
+            return Err("that button is not a YouOps approval button".to_string());
+        };
+        if id.parse::<RequestId>().is_err() {
+            return Err(format!("`{id}` is not a request id"));
+        }
+        let id = id.to_string();
+        let command = match act.kind {
+            ActionKind::Approve => Command::Approve { id },
+            ActionKind::Deny => Command::Deny { id, reason: None },
+        };
+        let actor = Actor::new(self.name(), &act.user);
+        let mut inbound = youops_core::Inbound::new(command, actor, Origin::new(self.name()));
+        if act.kind == ActionKind::Approve {
+            inbound = inbound.digest(digest);
+        }
+        match exec.handle(inbound).await {
+            Ok(Reply::Record(rec) | Reply::Duplicate(rec)) => Ok(rec),
+            Ok(_) => Err("the executor answered a decision with something else than a record".into()),
+            Err(youops_core::Error::UnknownIdentity { .. }) => Err(format!(
+                "you are not mapped to a YouOps principal; ask an admin to add `{}` to `identities.{}`",
+                act.user,
+                self.name()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Handle an Approve/Deny click.
     pub async fn handle_action(self: &Arc<Self>, ctx: &FrontendContext, act: Action) {
         let exec = &ctx.executor;
-        let actor = Actor::new(self.name(), &act.user);
-        let outcome = match render::parse_button_value(&act.value) {
-            None => Err("that button is not a YouOps approval button".to_string()),
-            Some((id, digest)) => match id.parse::<RequestId>() {
-                Err(_) => Err(format!("`{id}` is not a request id")),
-                Ok(id) => {
-                    let id = id.to_string();
-                    let command = match act.kind {
-                        ActionKind::Approve => Command::Approve { id },
-                        ActionKind::Deny => Command::Deny { id, reason: None },
-                    };
-                    let mut inbound =
-                        youops_core::Inbound::new(command, actor.clone(), Origin::new(self.name()));
-                    if act.kind == ActionKind::Approve {
-                        inbound = inbound.digest(digest);
-                    }
-                    let r = exec.handle(inbound).await.and_then(|reply| match reply {
-                        Reply::Record(rec) | Reply::Duplicate(rec) => Ok(rec),
-                        _ => Err(youops_core::Error::Internal(
-                            "a decision answered with something else than a record".into(),
-                        )),
-                    });
-                    r.map_err(|e| match e {
-                        youops_core::Error::UnknownIdentity { .. } => format!(
-                            "you are not mapped to a YouOps principal; ask an admin to add `{}` to `identities.{}`",
-                            act.user,
-                            self.name()
-                        ),
-                        e => e.to_string(),
-                    })
-                }
-            },
-        };
+        let outcome = self.decide_on_click(exec, &act).await;
         match outcome {
             Ok(rec) => {
                 let Some(at) = act.message.clone() else {

@@ -108,7 +108,7 @@ mod tests {
         let push = r#"{"ref":"refs/heads/main","after":"abc"}"#;
         let other = r#"{"ref":"refs/heads/dev"}"#;
         type Case<'a> = (Vec<(&'a str, String)>, &'a str, u16);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (vec![], push, 401),
             (
                 vec![

@@ -41,7 +41,7 @@ pub(crate) struct Indexer {
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
 impl Indexer {
-    pub fn run(mut self, rx: mpsc::Receiver<IndexMsg>) {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<IndexMsg>) {
         loop {
             match rx.recv_timeout(self.interval) {
                 Ok(IndexMsg::Kick) | Err(mpsc::RecvTimeoutError::Timeout) => {

@@ -44,7 +44,7 @@ pub(crate) struct Seg {
 }
 
 impl Seg {
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self.last {
             Some(last) => archive_file_name(self.first, last),
             None => open_name(self.first),
@@ -65,7 +65,7 @@ pub(crate) struct Recovered {
 
 impl Recovered {
     /// The first live sequence number.
-    pub fn live_start(&self) -> u64 {
+    pub(crate) fn live_start(&self) -> u64 {
         self.segments.first().map_or(self.tip_seq + 1, |s| s.first)
     }
 }
@@ -449,7 +449,7 @@ pub(crate) struct LineReader {
 }
 
 impl LineReader {
-    pub fn new(path: PathBuf, offset: u64, limit: u64) -> Self {
+    pub(crate) fn new(path: PathBuf, offset: u64, limit: u64) -> Self {
         LineReader {
             path,
             offset,
@@ -460,13 +460,13 @@ impl LineReader {
     }
 
     /// The offset of the next line.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.offset
     }
 
     /// The next complete line and its offset; `None` at the end (an
     /// incomplete last line is not returned).
-    pub fn next_line(&mut self, fs: &dyn LogFs) -> io::Result<Option<(u64, Vec<u8>)>> {
+    pub(crate) fn next_line(&mut self, fs: &dyn LogFs) -> io::Result<Option<(u64, Vec<u8>)>> {
         let mut searched = 0;
         loop {
             if let Some(nl) = self.buf[searched..].iter().position(|b| *b == b'\n') {

@@ -26,12 +26,12 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.events.last().map_or(0, |e| e.0)
     }
 
     /// What the index keeps of it.
-    pub fn entry(&self) -> Entry {
+    pub(crate) fn entry(&self) -> Entry {
         Entry {
             state: self.record.state,
             events: self.events.clone(),
@@ -150,12 +150,12 @@ pub(crate) struct Segments {
 
 impl Segments {
     /// The first live sequence number (the tip's successor if no segment).
-    pub fn live_start(&self, tip: u64) -> u64 {
+    pub(crate) fn live_start(&self, tip: u64) -> u64 {
         self.live.keys().next().copied().unwrap_or(tip + 1)
     }
 
     /// The live segments in order.
-    pub fn live_segs(&self) -> Vec<Seg> {
+    pub(crate) fn live_segs(&self) -> Vec<Seg> {
         self.live
             .iter()
             .map(|(first, last)| Seg {
@@ -166,7 +166,7 @@ impl Segments {
     }
 
     /// The live segment holding `seq`.
-    pub fn live_of(&self, seq: u64) -> Option<Seg> {
+    pub(crate) fn live_of(&self, seq: u64) -> Option<Seg> {
         let (first, last) = self.live.range(..=seq).next_back()?;
         last.is_none_or(|l| l >= seq).then_some(Seg {
             first: *first,
@@ -175,7 +175,7 @@ impl Segments {
     }
 
     /// Where event `seq` may be: in the log, else in an archive.
-    pub fn files_of(&self, log_dir: &Path, seq: u64) -> Vec<PathBuf> {
+    pub(crate) fn files_of(&self, log_dir: &Path, seq: u64) -> Vec<PathBuf> {
         let mut out = Vec::new();
         if let Some(s) = self.live_of(seq) {
             out.push(log_dir.join(s.name()));
@@ -203,7 +203,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn poisoned(&self) -> Result<(), StoreError> {
+    pub(crate) fn poisoned(&self) -> Result<(), StoreError> {
         match &*lock(&self.poisoned) {
             Some(why) => Err(StoreError::Io(format!(
                 "the audit log stopped appending after a failed write or sync ({why}); reopen \
@@ -214,7 +214,7 @@ impl Shared {
     }
 
     /// The claim on `key` that has not expired.
-    pub fn claim(&self, key: &str) -> Result<Option<Claim>, StoreError> {
+    pub(crate) fn claim(&self, key: &str) -> Result<Option<Claim>, StoreError> {
         let now = Utc::now();
         if let Some(c) = lock(&self.mem).claims.get(key) {
             if !self.ttl.expired(c.bucket, now) {
@@ -229,7 +229,7 @@ impl Shared {
 
     /// The record of a request: the writer's copy if it holds one, else
     /// folded from the events the index lists.
-    pub fn stored(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
+    pub(crate) fn stored(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
         if let Some(h) = lock(&self.mem).records.get(&id) {
             return Ok(Some(h.stored.clone()));
         }
@@ -237,12 +237,12 @@ impl Shared {
     }
 
     /// The record of a request as indexed, folded from its events.
-    pub fn indexed(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
+    pub(crate) fn indexed(&self, id: RequestId) -> Result<Option<Stored>, StoreError> {
         self.index.entry(id)?.map(|e| self.load(&e)).transpose()
     }
 
     /// Fold a record from the events an index entry lists.
-    pub fn load(&self, entry: &Entry) -> Result<Stored, StoreError> {
+    pub(crate) fn load(&self, entry: &Entry) -> Result<Stored, StoreError> {
         let mut stored = None;
         for (seq, offset) in &entry.events {
             let ev = self.event_at(*seq, *offset)?;
@@ -252,7 +252,7 @@ impl Shared {
     }
 
     /// The event `seq` at `offset` in its segment, wherever the segment is now.
-    pub fn event_at(&self, seq: u64, offset: u64) -> Result<AuditEvent, StoreError> {
+    pub(crate) fn event_at(&self, seq: u64, offset: u64) -> Result<AuditEvent, StoreError> {
         let mut last_err = None;
         // A segment may be renamed (sealed) or moved (archived) while we read:
         // look it up again.
@@ -338,7 +338,7 @@ impl Shared {
 
     /// Live events with `seq > after`, at most `limit`, in order, without a
     /// gap (a segment archived while it is read is read from the archive).
-    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    pub(crate) fn events(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         let (tip, open_len) = {
             let m = lock(&self.mem);
             (m.tip.0, m.open_len)

@@ -126,7 +126,7 @@ fn fail_all(
 }
 
 impl Writer {
-    pub fn run(mut self, rx: mpsc::Receiver<Msg>, indexer: thread::JoinHandle<()>) {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Msg>, indexer: thread::JoinHandle<()>) {
         let mut killed = false;
         loop {
             let first = match self.unsynced_since {

@@ -165,11 +165,11 @@ async fn records_are_folded_from_the_log_and_not_copied_into_the_index() {
     assert!(active.iter().all(|r| r.state == State::Running));
 }
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+const RECORDS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("records");
 // Format 1 kept claims under their whole key.
-const OLD_DEDUP: TableDefinition<&str, &[u8]> = TableDefinition::new("dedup");
-const OLD_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("dedup_expiry");
+const OLD_DEDUP: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("dedup");
+const OLD_EXPIRY: TableDefinition<'static, &[u8], ()> = TableDefinition::new("dedup_expiry");
 
 /// A claim as format 1 encoded it: bucket ‖ request id ‖ seq ‖ flags.
 fn old_claim(bucket: u32, id: RequestId, seq: u64) -> Vec<u8> {

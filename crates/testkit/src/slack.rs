@@ -25,19 +25,25 @@ pub const BOT_TOKEN: &str = "xoxb-test-token";
 /// The app-level (Socket Mode) token [`SlackOptions::default`] expects.
 pub const APP_TOKEN: &str = "xapp-test-token";
 
+/// One call to the fake: a Web API method or a `response_url` post.
 #[derive(Debug, Clone)]
 pub struct Call {
     /// The Web API method, `response_url/{id}`, or either with ` (fault)` or
     /// ` (429)` when it was answered so.
     pub method: String,
+    /// The body as JSON (a form-encoded one as an object of its fields; `null`
+    /// for a `response_url` post that is not JSON).
     pub body: serde_json::Value,
+    /// When the fake recorded it.
     pub at: Instant,
 }
 
 impl Call {
+    /// The `text` of the body (empty when there is none).
     pub fn text(&self) -> &str {
         self.body["text"].as_str().unwrap_or("")
     }
+    /// The `channel` of the body (empty when there is none).
     pub fn channel(&self) -> &str {
         self.body["channel"].as_str().unwrap_or("")
     }
@@ -48,8 +54,11 @@ impl Call {
 /// only that many calls, then Slack is fine again.
 #[derive(Debug, Clone)]
 pub struct FaultRule {
+    /// How the calls fail.
     pub fault: Fault,
+    /// The channel the calls are about.
     pub channel: String,
+    /// How many calls the fault still applies to (`None`: all).
     pub left: Option<usize>,
 }
 
@@ -59,6 +68,8 @@ pub struct SlackOptions {
     /// The `Bearer` tokens the Web API (`bot`) and `apps.connections.open`
     /// (`app`) accept; `None`: any token, or none.
     pub bot_token: Option<String>,
+    /// The `Bearer` token `apps.connections.open` accepts (`None`: any, or
+    /// none).
     pub app_token: Option<String>,
     /// Keep every call for [`FakeSlack::calls`] (a long soak counts them
     /// through `observe` instead).
@@ -89,23 +100,44 @@ impl std::fmt::Debug for SlackOptions {
     }
 }
 
+/// What the fake holds and how it is set up, shared by its handlers and
+/// [`FakeSlack`].
 #[derive(Debug, Default)]
 pub struct FakeState {
+    /// How the fake is set up.
     pub options: SlackOptions,
+    /// The recorded calls, oldest first (when [`SlackOptions::record`]).
     pub calls: Mutex<Vec<Call>>,
+    /// The counter behind the message timestamps the fake hands out
+    /// (`1700000000.NNNNNN`).
     pub ts: AtomicU64,
+    /// Answer the next `chat.postMessage` with `429` (see
+    /// [`FakeSlack::rate_limit_next_post`]).
     pub rate_limit_next_post: AtomicBool,
+    /// The fault rule in force, if any.
     pub fault: Mutex<Option<FaultRule>>,
+    /// The accepted connections, so that a [`Fault::Drop`] can cut one.
     pub conns: Conns,
+    /// The port `apps.connections.open` points the Socket Mode websocket at
+    /// (the fake's own).
     pub ws_port: AtomicU64,
+    /// The receiving end of [`FakeSlack::ws_tx`], taken by the websocket
+    /// session while one is connected.
     pub ws_out: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// The JSON frames the client sent up the websocket (its acks), oldest
+    /// first.
     pub ws_in: Mutex<Vec<serde_json::Value>>,
+    /// How many websocket sessions have been opened (counted once the `hello`
+    /// is sent).
     pub ws_connected: AtomicUsize,
 }
 
+/// A running fake Slack; its clones share it.
 #[derive(Debug, Clone)]
 pub struct FakeSlack {
+    /// What the fake holds, shared with its handlers.
     pub state: Arc<FakeState>,
+    /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// Frames to send down the Socket Mode websocket.
     pub ws_tx: mpsc::UnboundedSender<String>,
@@ -147,14 +179,17 @@ impl FakeSlack {
         }
     }
 
+    /// The Web API's base URL, `{base}/api/`.
     pub fn api_url(&self) -> String {
         format!("{}/api/", self.base)
     }
 
+    /// The recorded calls, oldest first.
     pub fn calls(&self) -> Vec<Call> {
         self.state.calls.lock().unwrap().clone()
     }
 
+    /// The recorded calls whose method is exactly `method`.
     pub fn calls_of(&self, method: &str) -> Vec<Call> {
         self.calls()
             .into_iter()
@@ -170,6 +205,8 @@ impl FakeSlack {
             .count()
     }
 
+    /// The recorded calls with `needle` in their text or anywhere in their
+    /// body.
     pub fn mentioning(&self, needle: &str) -> Vec<Call> {
         self.calls()
             .into_iter()
@@ -186,6 +223,7 @@ impl FakeSlack {
         });
     }
 
+    /// Stop misbehaving: drop the fault rule.
     pub fn clear_fault(&self) {
         *self.state.fault.lock().unwrap() = None;
     }

@@ -15,8 +15,11 @@ pub struct Probe {
     pub sync_us: Vec<u32>,
     /// Records written.
     pub records: u64,
+    /// How long the probe ran.
     pub elapsed: Duration,
+    /// Bytes per record, newline included.
     pub record_bytes: usize,
+    /// Records per `write` and `fdatasync`.
     pub group: usize,
 }
 

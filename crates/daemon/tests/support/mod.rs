@@ -16,19 +16,19 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Plain API tokens of the test principals (the config stores them hashed).
-pub const ALICE: &str = "alice-test-token";
-pub const BOB: &str = "bob-test-token";
-pub const CAROL: &str = "carol-test-token";
+pub(crate) const ALICE: &str = "alice-test-token";
+pub(crate) const BOB: &str = "bob-test-token";
+pub(crate) const CAROL: &str = "carol-test-token";
 /// The OS user (`USER`) that `identities.cli` maps to alice.
-pub const CLI_USER: &str = "alice-os";
+pub(crate) const CLI_USER: &str = "alice-os";
 
 /// The `youops` binary built for these tests.
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_youops")
 }
 
 /// `sha256:<hex>` of a token, as a config stores it.
-pub fn token_digest(token: &str) -> String {
+pub(crate) fn token_digest(token: &str) -> String {
     use sha2::Digest as _;
     format!(
         "sha256:{}",
@@ -39,7 +39,7 @@ pub fn token_digest(token: &str) -> String {
 /// A quickstart-style config: alice (ops) and bob (ops, lead) may run everything,
 /// carol (viewer) nothing; `deploy` needs one approval from a lead.
 /// `server_extra` lines go into `[server]`; `ops_extra` is appended at the end.
-pub fn config(server_extra: &str, ops_extra: &str) -> String {
+pub(crate) fn config(server_extra: &str, ops_extra: &str) -> String {
     let grace = if server_extra.contains("shutdown_grace") {
         ""
     } else {
@@ -140,7 +140,7 @@ ops = ["*"]
 }
 
 /// An op running `argv` through the exec runner.
-pub fn exec_op(name: &str, argv: &[&str]) -> String {
+pub(crate) fn exec_op(name: &str, argv: &[&str]) -> String {
     let words = argv.join(" ");
     let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
     format!(
@@ -151,13 +151,13 @@ pub fn exec_op(name: &str, argv: &[&str]) -> String {
 
 /// A JSON client of one daemon.
 #[derive(Debug, Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub base: String,
     pub http: reqwest::Client,
 }
 
 impl Api {
-    pub fn new(base: impl Into<String>) -> Self {
+    pub(crate) fn new(base: impl Into<String>) -> Self {
         Api {
             base: base.into(),
             http: reqwest::Client::builder()
@@ -167,7 +167,7 @@ impl Api {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -179,7 +179,7 @@ impl Api {
     }
 
     /// GET; the body as JSON (Null when it is not JSON).
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         let resp = Self::auth(self.http.get(self.url(path)), token)
             .send()
             .await
@@ -189,7 +189,7 @@ impl Api {
     }
 
     /// GET; the body as text.
-    pub async fn get_text(&self, path: &str, token: Option<&str>) -> (StatusCode, String) {
+    pub(crate) async fn get_text(&self, path: &str, token: Option<&str>) -> (StatusCode, String) {
         let resp = Self::auth(self.http.get(self.url(path)), token)
             .send()
             .await
@@ -199,7 +199,12 @@ impl Api {
     }
 
     /// POST a JSON body.
-    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
         let resp = Self::auth(self.http.post(self.url(path)), token)
             .json(body)
             .send()
@@ -210,7 +215,7 @@ impl Api {
     }
 
     /// POST raw bytes with a content type.
-    pub async fn post_raw(
+    pub(crate) async fn post_raw(
         &self,
         path: &str,
         token: Option<&str>,
@@ -229,7 +234,7 @@ impl Api {
     }
 
     /// Submit an op; `wait` is the `?wait=` value.
-    pub async fn submit(
+    pub(crate) async fn submit(
         &self,
         token: &str,
         op: &str,
@@ -249,7 +254,7 @@ impl Api {
     }
 
     /// Wait (bounded) until a request is in `state`; panics with the last record.
-    pub async fn wait_state(&self, token: &str, id: &str, state: &str) -> Value {
+    pub(crate) async fn wait_state(&self, token: &str, id: &str, state: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let (status, v) = self
@@ -269,7 +274,7 @@ impl Api {
 }
 
 /// The id of the request in an API answer.
-pub fn id_of(v: &Value) -> String {
+pub(crate) fn id_of(v: &Value) -> String {
     v["request"]["request"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no request id in {v:#}"))
@@ -277,13 +282,13 @@ pub fn id_of(v: &Value) -> String {
 }
 
 /// The state of the request in an API answer.
-pub fn state_of(v: &Value) -> &str {
+pub(crate) fn state_of(v: &Value) -> &str {
     v["request"]["state"].as_str().unwrap_or("<none>")
 }
 
 /// A daemon running in this process, on 127.0.0.1:0, with its store in a temp dir.
 #[derive(Debug)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub addr: SocketAddr,
@@ -294,7 +299,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Write `toml` to `youops.toml` in a fresh temp dir and start a daemon on it.
-    pub async fn start(toml: &str) -> Daemon {
+    pub(crate) async fn start(toml: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("youops.toml");
         std::fs::write(&config_path, toml).expect("write config");
@@ -327,7 +332,7 @@ impl Daemon {
 
     /// Like [`Daemon::start`], also running the built-in frontends the config
     /// enables (as `youops serve` does).
-    pub async fn start_with_frontends(toml: &str) -> Daemon {
+    pub(crate) async fn start_with_frontends(toml: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("youops.toml");
         std::fs::write(&config_path, toml).expect("write config");
@@ -362,14 +367,14 @@ impl Daemon {
     }
 
     /// Trigger the shutdown future (the daemon starts draining).
-    pub fn begin_shutdown(&mut self) {
+    pub(crate) fn begin_shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
     }
 
     /// Shut down and wait (bounded) for `run` to return.
-    pub async fn stop(mut self) -> Result<(), String> {
+    pub(crate) async fn stop(mut self) -> Result<(), String> {
         self.begin_shutdown();
         let task = self.task.take().expect("running");
         match tokio::time::timeout(Duration::from_secs(20), task).await {
@@ -379,13 +384,13 @@ impl Daemon {
         }
     }
 
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.api.base
     }
 }
 
 /// Poll `/healthz` until it answers 200 (at most 15 s).
-pub async fn wait_healthy(api: &Api) {
+pub(crate) async fn wait_healthy(api: &Api) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(r) = api.http.get(api.url("/healthz")).send().await {
@@ -403,7 +408,7 @@ pub async fn wait_healthy(api: &Api) {
 }
 
 /// A free port on 127.0.0.1 (bound and released; good enough for a test).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -413,7 +418,7 @@ pub fn free_port() -> u16 {
 
 /// Run the `youops` binary to completion (blocking; call from a blocking
 /// context or `spawn_blocking`).
-pub fn youops(args: &[&str], envs: &[(&str, &str)]) -> Output {
+pub(crate) fn youops(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_remove("YOUOPS_SERVER")
@@ -428,7 +433,7 @@ pub fn youops(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 /// Run the `youops` binary without blocking the runtime.
-pub async fn youops_async(args: &[&str], envs: &[(&str, &str)]) -> Output {
+pub(crate) async fn youops_async(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let envs: Vec<(String, String)> = envs
         .iter()
@@ -448,7 +453,7 @@ pub async fn youops_async(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 /// Exit code, stdout and stderr of a finished command, for assertions.
-pub fn describe(o: &Output) -> String {
+pub(crate) fn describe(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}--- stderr\n{}",
         o.status.code(),
@@ -459,7 +464,7 @@ pub fn describe(o: &Output) -> String {
 
 /// A `youops serve` child process, killed when dropped.
 #[derive(Debug)]
-pub struct Served {
+pub(crate) struct Served {
     pub child: Child,
     pub api: Api,
     pub log: PathBuf,
@@ -468,7 +473,7 @@ pub struct Served {
 impl Served {
     /// Spawn `youops serve --config CONFIG --listen 127.0.0.1:PORT`, logging to
     /// `log` (stderr), and wait until it is healthy.
-    pub async fn spawn(config: &Path, log: PathBuf) -> Served {
+    pub(crate) async fn spawn(config: &Path, log: PathBuf) -> Served {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -505,20 +510,20 @@ impl Served {
         s
     }
 
-    pub fn pid(&self) -> nix::unistd::Pid {
+    pub(crate) fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }
 
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+    pub(crate) fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(self.pid(), sig).expect("send signal");
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Wait (bounded) for the log to contain `needle`.
-    pub async fn wait_log(&self, needle: &str) {
+    pub(crate) async fn wait_log(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.log_text().contains(needle) {
             assert!(
@@ -531,7 +536,7 @@ impl Served {
     }
 
     /// Wait (bounded) for the process to exit; its exit code.
-    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
@@ -559,16 +564,16 @@ impl Drop for Served {
 // --- a fake GitHub REST API and signed webhooks (used by tests/faults.rs) --------
 
 /// The webhook secret of [`github_section`].
-pub const GH_SECRET: &str = "faults-webhook-secret";
+pub(crate) const GH_SECRET: &str = "faults-webhook-secret";
 /// The managed repository of [`github_section`].
-pub const GH_REPO: &str = "acme/ops";
+pub(crate) const GH_REPO: &str = "acme/ops";
 /// The GitHub login mapped to principal `octo` by [`github_section`].
-pub const GH_LOGIN: &str = "octocat";
+pub(crate) const GH_LOGIN: &str = "octocat";
 
 /// A `[principals.octo]` (role ops, GitHub login [`GH_LOGIN`]) and a
 /// `[frontends.github]` section talking to `api_base_url`, with polling off.
 /// Goes into `config(_, ops_extra)` after the ops.
-pub fn github_section(api_base_url: &str, extra: &str) -> String {
+pub(crate) fn github_section(api_base_url: &str, extra: &str) -> String {
     format!(
         r#"
 [principals.octo]
@@ -590,20 +595,20 @@ api_base_url = "{api_base_url}"
 /// comment is created): a status with a GitHub-style error body, 429 with
 /// `Retry-After: SECS`, a hang (the connection stays open) or a dropped
 /// connection.
-pub use youops_testkit::Fault as GhFault;
+pub(crate) use youops_testkit::Fault as GhFault;
 
 /// The kit's fake GitHub REST API on 127.0.0.1, lenient (any issue of
 /// [`GH_REPO`] exists), answering what the IssueOps frontend calls: issue
 /// comments (list, create, edit), reactions and labels. Comment creation can
 /// be made to fail.
 #[derive(Debug, Clone)]
-pub struct FakeGithub {
+pub(crate) struct FakeGithub {
     pub base: String,
     kit: youops_testkit::FakeGithub,
 }
 
 impl FakeGithub {
-    pub async fn start() -> FakeGithub {
+    pub(crate) async fn start() -> FakeGithub {
         let kit = youops_testkit::FakeGithub::start_with(youops_testkit::github::GithubOptions {
             lenient: true,
             first_id: 70_000,
@@ -617,12 +622,12 @@ impl FakeGithub {
     }
 
     /// Make the next `count` comment posts (all when `None`) fail with `fault`.
-    pub fn set_fault(&self, fault: GhFault, count: Option<usize>) {
+    pub(crate) fn set_fault(&self, fault: GhFault, count: Option<usize>) {
         self.kit.set_fault(fault, count);
     }
 
     /// (method, path) of every call so far.
-    pub fn calls(&self) -> Vec<(String, String)> {
+    pub(crate) fn calls(&self) -> Vec<(String, String)> {
         self.kit
             .calls()
             .into_iter()
@@ -631,7 +636,7 @@ impl FakeGithub {
     }
 
     /// Bodies of the comments on issue `n`.
-    pub fn comments_on(&self, n: u64) -> Vec<String> {
+    pub(crate) fn comments_on(&self, n: u64) -> Vec<String> {
         self.kit
             .comments_on(n)
             .into_iter()
@@ -642,7 +647,7 @@ impl FakeGithub {
 
 /// An `issue_comment` `created` delivery for comment `comment_id` by `login` on
 /// issue `issue` of [`GH_REPO`].
-pub fn issue_comment_payload(comment_id: u64, issue: u64, login: &str, body: &str) -> Value {
+pub(crate) fn issue_comment_payload(comment_id: u64, issue: u64, login: &str, body: &str) -> Value {
     let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let user = serde_json::json!({ "login": login, "type": "User" });
     serde_json::json!({
@@ -665,13 +670,13 @@ pub fn issue_comment_payload(comment_id: u64, issue: u64, login: &str, body: &st
 }
 
 /// The dedup key the IssueOps frontend gives command line 0 of a comment.
-pub fn gh_comment_key(comment_id: u64) -> String {
+pub(crate) fn gh_comment_key(comment_id: u64) -> String {
     format!("github:{GH_REPO}:comment:{comment_id}:0")
 }
 
 /// POST a signed delivery to `/github/webhook`; the status, or `None` when the
 /// daemon did not answer (connection refused or reset).
-pub async fn deliver(
+pub(crate) async fn deliver(
     api: &Api,
     event: &str,
     delivery: &str,
@@ -693,7 +698,7 @@ pub async fn deliver(
 }
 
 /// Every event of the daemon's audit log, through `/api/v1/audit/export`.
-pub async fn export_events(api: &Api, token: &str) -> Vec<youops_core::model::AuditEvent> {
+pub(crate) async fn export_events(api: &Api, token: &str) -> Vec<youops_core::model::AuditEvent> {
     let resp = api
         .http
         .get(api.url("/api/v1/audit/export"))
@@ -711,7 +716,7 @@ pub async fn export_events(api: &Api, token: &str) -> Vec<youops_core::model::Au
 }
 
 /// Resident memory of a process in KiB (Linux `/proc`).
-pub fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

@@ -14,7 +14,7 @@ use crate::chat::adapter::{
 pub type SlackHttpClient = SlackClient<SlackClientHyperHttpsConnector>;
 
 /// Slack's limit for the text of one section block.
-pub const SECTION_TEXT_LIMIT: usize = 3000;
+pub(crate) const SECTION_TEXT_LIMIT: usize = 3000;
 
 /// Build the production client for an API base URL (`https://slack.com/api` or a
 /// test server's `http://127.0.0.1:PORT/api`).
@@ -62,7 +62,7 @@ impl SlackAdapter {
 
 /// Block Kit for a chat-neutral message: the text in section blocks (each at
 /// most 3000 characters) and buttons in an actions block.
-pub fn blocks(msg: &ChatMessage) -> Vec<serde_json::Value> {
+pub(crate) fn blocks(msg: &ChatMessage) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut rest = msg.text.as_str();
     while !rest.is_empty() {
@@ -127,7 +127,7 @@ fn update_content(msg: &ChatMessage) -> SlackMessageContent {
 }
 
 /// Classify a `slack-morphism` error for the retry policy.
-pub fn classify(e: &SlackClientError) -> ChatError {
+pub(crate) fn classify(e: &SlackClientError) -> ChatError {
     match e {
         SlackClientError::RateLimitError(r) => ChatError {
             kind: ChatErrorKind::RateLimited(r.retry_after),

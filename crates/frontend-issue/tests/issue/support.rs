@@ -18,9 +18,9 @@ use youops_store::{LogOptions, LogStore};
 use youops_testkit::github::*;
 use youops_testkit::serve_host;
 
-pub const SECRET: &str = "webhook-secret-for-tests";
+pub(crate) const SECRET: &str = "webhook-secret-for-tests";
 
-pub const OPS: &str = r#"
+pub(crate) const OPS: &str = r#"
 [[ops]]
 name = "user.create"
 description = "Create a user account"
@@ -102,13 +102,13 @@ roles = ["ops"]
 ops = ["*"]
 "#;
 
-pub fn section(base: &str, poll: &str) -> String {
+pub(crate) fn section(base: &str, poll: &str) -> String {
     format!(
         "webhook_secret = \"{SECRET}\"\ntoken = \"test-token\"\napi_base_url = \"{base}\"\nrepos = [\"{REPO}\"]\npoll_interval = \"{poll}\"\n"
     )
 }
 
-pub struct Harness {
+pub(crate) struct Harness {
     pub fake: FakeGithub,
     pub base: String,
     pub exec: Executor,
@@ -120,22 +120,25 @@ pub struct Harness {
     pub _dir: tempfile::TempDir,
 }
 
-pub async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     youops_testkit::eventually(what, || std::future::ready(f())).await
 }
 
 impl Harness {
-    pub async fn new(poll: &str) -> Harness {
+    pub(crate) async fn new(poll: &str) -> Harness {
         Self::new_with(|base| section(base, poll)).await
     }
 
-    pub async fn new_with(section_of: impl Fn(&str) -> String) -> Harness {
+    pub(crate) async fn new_with(section_of: impl Fn(&str) -> String) -> Harness {
         Self::new_with_store("", section_of).await
     }
 
     /// With `store` as the `[store]` section's body (its `dedup_ttl` is the
     /// store's, as in the daemon).
-    pub async fn new_with_store(store: &str, section_of: impl Fn(&str) -> String) -> Harness {
+    pub(crate) async fn new_with_store(
+        store: &str,
+        section_of: impl Fn(&str) -> String,
+    ) -> Harness {
         let fake = FakeGithub::start().await;
         let base = fake.base();
         let dir = tempfile::tempdir().unwrap();
@@ -180,7 +183,7 @@ impl Harness {
         }
     }
 
-    pub async fn start_host(
+    pub(crate) async fn start_host(
         exec: &Executor,
         cfg: &Config,
         shutdown: &CancellationToken,
@@ -202,7 +205,12 @@ impl Harness {
         host
     }
 
-    pub async fn deliver(&self, event: &str, delivery: &str, payload: &Value) -> (u16, String) {
+    pub(crate) async fn deliver(
+        &self,
+        event: &str,
+        delivery: &str,
+        payload: &Value,
+    ) -> (u16, String) {
         let body = serde_json::to_vec(payload).unwrap();
         let req = http::Request::builder()
             .method("POST")
@@ -218,18 +226,18 @@ impl Harness {
         send(&self.host, req).await
     }
 
-    pub fn runs(&self) -> usize {
+    pub(crate) fn runs(&self) -> usize {
         self.runs.lock().unwrap().len()
     }
 
-    pub async fn requests(&self) -> Vec<youops_core::model::RequestRecord> {
+    pub(crate) async fn requests(&self) -> Vec<youops_core::model::RequestRecord> {
         self.exec
             .list(&RequestFilter::default(), None, 100)
             .await
             .unwrap()
     }
 
-    pub async fn wait_state(&self, id: RequestId, state: State) {
+    pub(crate) async fn wait_state(&self, id: RequestId, state: State) {
         let exec = self.exec.clone();
         let rec = tokio::time::timeout(
             Duration::from_secs(10),
@@ -242,7 +250,12 @@ impl Harness {
     }
 
     /// Wait until the status comment for `id` shows `state`.
-    pub async fn wait_status(&self, issue: u64, id: RequestId, state: State) -> (u64, String) {
+    pub(crate) async fn wait_status(
+        &self,
+        issue: u64,
+        id: RequestId,
+        state: State,
+    ) -> (u64, String) {
         let fake = self.fake.clone();
         let marker = format!("request={id} state={state} ");
         eventually(&format!("status comment of {id} showing {state}"), || {
@@ -256,14 +269,19 @@ impl Harness {
 
 /// Serve the host's frontend routes on 127.0.0.1 the way the daemon does (read
 /// the whole body, then `FrontendHost::handle`); the base URL.
-pub async fn listen(host: &FrontendHost) -> String {
+pub(crate) async fn listen(host: &FrontendHost) -> String {
     format!("http://{}", serve_host(host).await)
 }
 
 impl Harness {
     /// POST a signed delivery of raw `body` over HTTP to the real listener, with
     /// the headers GitHub sends.
-    pub async fn post_raw(&self, event: &str, delivery: &str, body: Vec<u8>) -> (u16, String) {
+    pub(crate) async fn post_raw(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: Vec<u8>,
+    ) -> (u16, String) {
         let res = reqwest::Client::new()
             .post(&self.url)
             .header("content-type", "application/json")
@@ -281,13 +299,13 @@ impl Harness {
     }
 
     /// POST a signed JSON delivery over HTTP to the real listener.
-    pub async fn post(&self, event: &str, delivery: &str, payload: &Value) -> (u16, String) {
+    pub(crate) async fn post(&self, event: &str, delivery: &str, payload: &Value) -> (u16, String) {
         self.post_raw(event, delivery, serde_json::to_vec(payload).unwrap())
             .await
     }
 }
 
-pub async fn send(host: &FrontendHost, req: http::Request<bytes::Bytes>) -> (u16, String) {
+pub(crate) async fn send(host: &FrontendHost, req: http::Request<bytes::Bytes>) -> (u16, String) {
     let res = youops_testkit::handle_route(host, req).await;
     (
         res.status().as_u16(),
@@ -295,7 +313,12 @@ pub async fn send(host: &FrontendHost, req: http::Request<bytes::Bytes>) -> (u16
     )
 }
 
-pub fn issues_event(action: &str, issue: &Value, sender: &str, old_body: Option<&str>) -> Value {
+pub(crate) fn issues_event(
+    action: &str,
+    issue: &Value,
+    sender: &str,
+    old_body: Option<&str>,
+) -> Value {
     let mut v = json!({
         "action": action, "issue": issue, "repository": repo_json(), "sender": user_json(sender),
         "installation": { "id": 77, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uNzc=" }
@@ -306,7 +329,7 @@ pub fn issues_event(action: &str, issue: &Value, sender: &str, old_body: Option<
     v
 }
 
-pub fn comment_event(action: &str, issue: &Value, comment: &Value, sender: &str) -> Value {
+pub(crate) fn comment_event(action: &str, issue: &Value, comment: &Value, sender: &str) -> Value {
     let mut v = json!({
         "action": action, "issue": issue, "comment": comment, "repository": repo_json(),
         "sender": user_json(sender)
@@ -317,7 +340,7 @@ pub fn comment_event(action: &str, issue: &Value, comment: &Value, sender: &str)
     v
 }
 
-pub fn form_body(op: &str, fields: &[(&str, &str)]) -> String {
+pub(crate) fn form_body(op: &str, fields: &[(&str, &str)]) -> String {
     let mut s = format!("### YouOps operation\r\n\r\n{op}");
     for (k, v) in fields {
         s.push_str(&format!("\r\n\r\n### {k}\r\n\r\n{v}"));

@@ -20,15 +20,17 @@ use super::{id_bytes, id_from, ix, u64_from, Index};
 /// The hash a claim is stored under.
 pub(crate) type KeyHash = [u8; 16];
 
-pub(super) const CLAIMS: TableDefinition<KeyHash, [u8; 29]> = TableDefinition::new("claims");
-pub(super) const CLAIM_EXPIRY: TableDefinition<[u8; 20], ()> = TableDefinition::new("claim_expiry");
-pub(super) const CLAIM_EXPLICIT: TableDefinition<u64, KeyHash> =
+pub(super) const CLAIMS: TableDefinition<'static, KeyHash, [u8; 29]> =
+    TableDefinition::new("claims");
+pub(super) const CLAIM_EXPIRY: TableDefinition<'static, [u8; 20], ()> =
+    TableDefinition::new("claim_expiry");
+pub(super) const CLAIM_EXPLICIT: TableDefinition<'static, u64, KeyHash> =
     TableDefinition::new("claim_explicit");
 
 /// Where claims were kept before: under their whole key.
-const OLD_DEDUP: TableDefinition<&str, &[u8]> = TableDefinition::new("dedup");
-const OLD_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("dedup_expiry");
-const OLD_EXPLICIT: TableDefinition<u64, &str> = TableDefinition::new("dedup_explicit");
+const OLD_DEDUP: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("dedup");
+const OLD_EXPIRY: TableDefinition<'static, &[u8], ()> = TableDefinition::new("dedup_expiry");
+const OLD_EXPLICIT: TableDefinition<'static, u64, &str> = TableDefinition::new("dedup_explicit");
 
 /// The hash of a dedup key.
 pub(crate) fn key_hash(key: &str) -> KeyHash {
@@ -95,7 +97,7 @@ pub(crate) struct Ttl {
 impl Ttl {
     /// Buckets of `bucket` at most, and of a 24th of the TTL at most (a
     /// second at least), so that a claim outlives its TTL by at most ~4 %.
-    pub fn new(ttl: std::time::Duration, bucket: std::time::Duration) -> Ttl {
+    pub(crate) fn new(ttl: std::time::Duration, bucket: std::time::Duration) -> Ttl {
         let ttl_secs = ttl.as_secs();
         Ttl {
             bucket_secs: bucket.as_secs().min(ttl_secs / 24).max(1),
@@ -104,7 +106,7 @@ impl Ttl {
     }
 
     /// The bucket of a claim made at `time` ([`PERMANENT`] unless it `expires`).
-    pub fn bucket_of(&self, expires: bool, time: DateTime<Utc>) -> u32 {
+    pub(crate) fn bucket_of(&self, expires: bool, time: DateTime<Utc>) -> u32 {
         if !expires {
             return PERMANENT;
         }
@@ -113,20 +115,20 @@ impl Ttl {
     }
 
     /// The first bucket not expired at `now`.
-    pub fn first_live(&self, now: DateTime<Utc>) -> u32 {
+    pub(crate) fn first_live(&self, now: DateTime<Utc>) -> u32 {
         let now = u64::try_from(now.timestamp()).unwrap_or(0);
         u32::try_from(now.saturating_sub(self.ttl_secs) / self.bucket_secs.max(1))
             .unwrap_or(PERMANENT - 1)
     }
 
-    pub fn expired(&self, bucket: u32, now: DateTime<Utc>) -> bool {
+    pub(crate) fn expired(&self, bucket: u32, now: DateTime<Utc>) -> bool {
         bucket != PERMANENT && bucket < self.first_live(now)
     }
 }
 
 impl Index {
     /// The claim on `key`, expired or not.
-    pub fn claim(&self, key: &str) -> Result<Option<Claim>, StoreError> {
+    pub(crate) fn claim(&self, key: &str) -> Result<Option<Claim>, StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(CLAIMS).map_err(ix)?;
         let v = t.get(key_hash(key)).map_err(ix)?.map(|v| v.value());
@@ -135,7 +137,7 @@ impl Index {
 
     /// Drop the claims stored ahead of their events (explicit claims) whose
     /// events never reached the log: those of events after `tip`.
-    pub fn drop_claims_after(&self, tip: u64) -> Result<u64, StoreError> {
+    pub(crate) fn drop_claims_after(&self, tip: u64) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(ix)?;
         let mut dropped = 0;
         {
@@ -165,7 +167,7 @@ impl Index {
     }
 
     /// Remove every claim in an expired bucket; the number removed.
-    pub fn expire(&self, ttl: &Ttl, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub(crate) fn expire(&self, ttl: &Ttl, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let cutoff = expiry_key(ttl.first_live(now), &[0u8; 16]);
         let mut removed = 0;
         loop {

@@ -15,13 +15,13 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.events.last().map_or(0, |e| e.0)
     }
 
     /// State code, then varints: the number of events, then per event its
     /// seq (the first whole, then the step from the one before) and offset.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(2 + self.events.len() * 6);
         out.push(state_code(self.state));
         put_varint(&mut out, self.events.len() as u64);
@@ -34,7 +34,7 @@ impl Entry {
         out
     }
 
-    pub fn decode(b: &[u8]) -> Result<Entry, StoreError> {
+    pub(crate) fn decode(b: &[u8]) -> Result<Entry, StoreError> {
         let bad = || StoreError::Corrupt("request entry in the index is malformed".into());
         let (&code, mut rest) = b.split_first().ok_or_else(bad)?;
         let state = state_from(code).ok_or_else(bad)?;

@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use youops_core::audit::StoreError;
 use youops_core::model::RequestId;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
-const ACTIVE: TableDefinition<&[u8], ()> = TableDefinition::new("active");
-const POSITIONS: TableDefinition<u64, u64> = TableDefinition::new("positions");
-const ARCHIVED: TableDefinition<u64, &[u8]> = TableDefinition::new("archived");
+const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+const RECORDS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("records");
+const ACTIVE: TableDefinition<'static, &[u8], ()> = TableDefinition::new("active");
+const POSITIONS: TableDefinition<'static, u64, u64> = TableDefinition::new("positions");
+const ARCHIVED: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("archived");
 
 const FORMAT: &[u8] = b"2";
 /// Format 1 kept a JSON copy of each record and claims under their whole
@@ -84,7 +84,7 @@ pub(crate) struct Intent {
 }
 
 impl Intent {
-    pub fn through(&self) -> u64 {
+    pub(crate) fn through(&self) -> u64 {
         self.segments.last().map_or(0, |s| s.1)
     }
 }
@@ -105,7 +105,7 @@ pub(crate) struct Index {
 }
 
 impl Index {
-    pub fn open(path: &Path, cache_bytes: usize) -> Result<Index, StoreError> {
+    pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<Index, StoreError> {
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)
@@ -158,16 +158,16 @@ impl Index {
     }
 
     /// Every event up to this one is indexed.
-    pub fn applied(&self) -> Result<u64, StoreError> {
+    pub(crate) fn applied(&self) -> Result<u64, StoreError> {
         self.meta_get(APPLIED)?.map_or(Ok(0), |v| u64_from(&v))
     }
 
     /// The archive directory last used.
-    pub fn archive_dir(&self) -> Result<Option<PathBuf>, StoreError> {
+    pub(crate) fn archive_dir(&self) -> Result<Option<PathBuf>, StoreError> {
         Ok(self.meta_get(ARCHIVE_DIR)?.map(path_from))
     }
 
-    pub fn intent(&self) -> Result<Option<Intent>, StoreError> {
+    pub(crate) fn intent(&self) -> Result<Option<Intent>, StoreError> {
         match self.meta_get(INTENT)? {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -178,7 +178,7 @@ impl Index {
 
     /// Record an archive's intent, its directory and where its segments
     /// will be, durably.
-    pub fn begin_archive(&self, intent: &Intent) -> Result<(), StoreError> {
+    pub(crate) fn begin_archive(&self, intent: &Intent) -> Result<(), StoreError> {
         let json = serde_json::to_vec(intent).map_err(ix)?;
         let dir = path_bytes(&intent.dir);
         let txn = self.db.begin_write().map_err(ix)?;
@@ -197,7 +197,7 @@ impl Index {
     }
 
     /// Forget an archive that never got its checkpoint: its segments stay live.
-    pub fn abandon_archive(&self, intent: &Intent) -> Result<(), StoreError> {
+    pub(crate) fn abandon_archive(&self, intent: &Intent) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(ix)?;
         {
             let mut archived = txn.open_table(ARCHIVED).map_err(ix)?;
@@ -214,7 +214,7 @@ impl Index {
 
     /// Finish an archive's bookkeeping: drop the positions of the archived
     /// events and the records `remove`, and the intent.
-    pub fn end_archive(&self, through: u64, remove: &[RequestId]) -> Result<(), StoreError> {
+    pub(crate) fn end_archive(&self, through: u64, remove: &[RequestId]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(ix)?;
         {
             let mut positions = txn.open_table(POSITIONS).map_err(ix)?;
@@ -234,7 +234,7 @@ impl Index {
     }
 
     /// Archived segments: `(first, last, directory)`.
-    pub fn archived(&self) -> Result<Vec<(u64, u64, PathBuf)>, StoreError> {
+    pub(crate) fn archived(&self) -> Result<Vec<(u64, u64, PathBuf)>, StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(ARCHIVED).map_err(ix)?;
         let mut out = Vec::new();
@@ -253,7 +253,7 @@ impl Index {
 
     /// Store a batch; `durable`: fsynced before this returns (else with the
     /// next durable commit: the log is the truth, a crash replays it).
-    pub fn write(&self, b: &Batch, ttl: &Ttl, durable: bool) -> Result<(), StoreError> {
+    pub(crate) fn write(&self, b: &Batch, ttl: &Ttl, durable: bool) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(ix)?;
         txn.set_durability(if durable {
             Durability::Immediate
@@ -290,7 +290,7 @@ impl Index {
         txn.commit().map_err(ix)
     }
 
-    pub fn entry(&self, id: RequestId) -> Result<Option<Entry>, StoreError> {
+    pub(crate) fn entry(&self, id: RequestId) -> Result<Option<Entry>, StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(RECORDS).map_err(ix)?;
         let v = t.get(id_bytes(id).as_slice()).map_err(ix)?;
@@ -298,7 +298,7 @@ impl Index {
     }
 
     /// The largest request id with a stored record.
-    pub fn max_record_id(&self) -> Result<Option<RequestId>, StoreError> {
+    pub(crate) fn max_record_id(&self) -> Result<Option<RequestId>, StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(RECORDS).map_err(ix)?;
         let last = t.last().map_err(ix)?.map(|(k, _)| k.value().to_vec());
@@ -306,7 +306,7 @@ impl Index {
     }
 
     /// Request entries, newest first, below `before`: `f` returns whether to go on.
-    pub fn entries_rev(
+    pub(crate) fn entries_rev(
         &self,
         before: Option<RequestId>,
         mut f: impl FnMut(RequestId, Entry) -> Result<bool, StoreError>,
@@ -327,7 +327,7 @@ impl Index {
         Ok(())
     }
 
-    pub fn active_ids(&self) -> Result<Vec<RequestId>, StoreError> {
+    pub(crate) fn active_ids(&self) -> Result<Vec<RequestId>, StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(ACTIVE).map_err(ix)?;
         let mut out = Vec::new();
@@ -338,7 +338,11 @@ impl Index {
     }
 
     /// The last stored position in `from..=seq`: `(seq, offset)`.
-    pub fn position_before(&self, from: u64, seq: u64) -> Result<Option<(u64, u64)>, StoreError> {
+    pub(crate) fn position_before(
+        &self,
+        from: u64,
+        seq: u64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
         let txn = self.db.begin_read().map_err(ix)?;
         let t = txn.open_table(POSITIONS).map_err(ix)?;
         let last = t.range(from..=seq).map_err(ix)?.next_back();

@@ -10,7 +10,7 @@ use youops_core::audit::{AppendOptions, AuditStore, StoreError};
 use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, RequestId, State, Transition};
 use youops_store::fs::SimFs;
 use youops_store::{LogOptions, LogStore};
-pub fn request(op: &str, dedup_key: Option<&str>) -> Request {
+pub(crate) fn request(op: &str, dedup_key: Option<&str>) -> Request {
     serde_json::from_value(serde_json::json!({
         "id": RequestId::new(),
         "op": op,
@@ -24,7 +24,7 @@ pub fn request(op: &str, dedup_key: Option<&str>) -> Request {
     .expect("a request decodes")
 }
 
-pub fn received(r: &Request) -> NewEvent {
+pub(crate) fn received(r: &Request) -> NewEvent {
     NewEvent::request(
         r.id,
         EventBody::Received {
@@ -33,11 +33,11 @@ pub fn received(r: &Request) -> NewEvent {
     )
 }
 
-pub fn to(id: RequestId, state: State) -> NewEvent {
+pub(crate) fn to(id: RequestId, state: State) -> NewEvent {
     NewEvent::transition(id, Transition::to(state))
 }
 
-pub fn notice(message: impl Into<String>) -> NewEvent {
+pub(crate) fn notice(message: impl Into<String>) -> NewEvent {
     NewEvent::global(EventBody::Notice {
         source: "test".into(),
         kind: "note".into(),
@@ -48,7 +48,7 @@ pub fn notice(message: impl Into<String>) -> NewEvent {
 
 /// A request whose claim of `key` expires after the store's dedup TTL (a
 /// delivery id), and the append options that claim it so.
-pub fn delivery(op: &str, key: &str) -> (Request, AppendOptions) {
+pub(crate) fn delivery(op: &str, key: &str) -> (Request, AppendOptions) {
     let mut r = request(op, Some(key));
     r.dedup_expires = true;
     let mut o = keyed(key);
@@ -57,28 +57,28 @@ pub fn delivery(op: &str, key: &str) -> (Request, AppendOptions) {
 }
 
 /// Durable, claiming `key` for good.
-pub fn keyed(key: &str) -> AppendOptions {
+pub(crate) fn keyed(key: &str) -> AppendOptions {
     let mut o = AppendOptions::durable();
     o.dedup_key = Some(key.to_string());
     o
 }
 
-pub fn open(path: &Path, opts: LogOptions) -> LogStore {
+pub(crate) fn open(path: &Path, opts: LogOptions) -> LogStore {
     LogStore::open(path, opts).expect("the store opens")
 }
 
-pub fn sim_open(path: &Path, sim: &SimFs, opts: LogOptions) -> Result<LogStore, StoreError> {
+pub(crate) fn sim_open(path: &Path, sim: &SimFs, opts: LogOptions) -> Result<LogStore, StoreError> {
     LogStore::open_with_fs(path, opts, Arc::new(sim.clone()))
 }
 
-pub fn small(segment_bytes: u64) -> LogOptions {
+pub(crate) fn small(segment_bytes: u64) -> LogOptions {
     let mut o = LogOptions::default();
     o.segment_bytes = segment_bytes;
     o
 }
 
 /// Records, claims and positions stay in memory (until `flush` or close).
-pub fn lazy() -> LogOptions {
+pub(crate) fn lazy() -> LogOptions {
     let mut o = LogOptions::default();
     o.index_interval = Duration::from_secs(3600);
     o.index_sync_interval = Duration::from_secs(3600);
@@ -86,11 +86,11 @@ pub fn lazy() -> LogOptions {
     o
 }
 
-pub async fn all_events(store: &dyn AuditStore) -> Vec<AuditEvent> {
+pub(crate) async fn all_events(store: &dyn AuditStore) -> Vec<AuditEvent> {
     store.events(0, usize::MAX).await.expect("events")
 }
 
-pub async fn append(store: &dyn AuditStore, events: Vec<NewEvent>) -> Vec<AuditEvent> {
+pub(crate) async fn append(store: &dyn AuditStore, events: Vec<NewEvent>) -> Vec<AuditEvent> {
     store
         .append(events, AppendOptions::durable())
         .await
@@ -98,7 +98,7 @@ pub async fn append(store: &dyn AuditStore, events: Vec<NewEvent>) -> Vec<AuditE
 }
 
 /// `count` notices, durable, one append each.
-pub async fn notices(store: &dyn AuditStore, count: usize) -> Vec<AuditEvent> {
+pub(crate) async fn notices(store: &dyn AuditStore, count: usize) -> Vec<AuditEvent> {
     let mut out = Vec::new();
     for i in 0..count {
         out.extend(append(store, vec![notice(format!("notice {i}"))]).await);
@@ -106,7 +106,7 @@ pub async fn notices(store: &dyn AuditStore, count: usize) -> Vec<AuditEvent> {
     out
 }
 
-pub fn log_names(store_dir: &Path) -> Vec<String> {
+pub(crate) fn log_names(store_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(store_dir.join("log"))
         .expect("the log directory")
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -115,23 +115,23 @@ pub fn log_names(store_dir: &Path) -> Vec<String> {
     names
 }
 
-pub fn line_of(e: &AuditEvent) -> String {
+pub(crate) fn line_of(e: &AuditEvent) -> String {
     serde_json::to_string(e).unwrap() + "\n"
 }
 
-pub async fn assert_verifies(store: &dyn AuditStore) {
+pub(crate) async fn assert_verifies(store: &dyn AuditStore) {
     let v = store.verify().await.expect("verify");
     assert!(v.ok(), "{v:?}");
 }
 
-pub fn flip(path: &Path, at: usize) {
+pub(crate) fn flip(path: &Path, at: usize) {
     let mut b = std::fs::read(path).unwrap();
     b[at] ^= 0x04;
     std::fs::write(path, b).unwrap();
 }
 
 /// Byte offset of line `n` (1-based) of a file.
-pub fn line_start(bytes: &[u8], n: usize) -> usize {
+pub(crate) fn line_start(bytes: &[u8], n: usize) -> usize {
     let mut at = 0;
     for _ in 1..n {
         at += bytes[at..].iter().position(|b| *b == b'\n').unwrap() + 1;
@@ -139,7 +139,7 @@ pub fn line_start(bytes: &[u8], n: usize) -> usize {
     at
 }
 
-pub fn corrupt_message(r: Result<LogStore, StoreError>) -> String {
+pub(crate) fn corrupt_message(r: Result<LogStore, StoreError>) -> String {
     match r {
         Err(StoreError::Corrupt(m)) => m,
         Err(e) => panic!("expected a corrupt-log error, got {e}"),

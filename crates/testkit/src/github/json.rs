@@ -11,6 +11,7 @@ pub fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A GitHub user (of `type` `Bot` when the login ends in `[bot]`).
 pub fn user_json(login: &str) -> Value {
     let bot = login.ends_with("[bot]");
     json!({
@@ -22,6 +23,7 @@ pub fn user_json(login: &str) -> Value {
     })
 }
 
+/// The repository [`REPO`], owned by `acme`.
 pub fn repo_json() -> Value {
     json!({
         "id": 4242, "node_id": "R_kgDOA", "name": "ops", "full_name": REPO, "private": false,
@@ -30,6 +32,7 @@ pub fn repo_json() -> Value {
     })
 }
 
+/// A repository label called `name`.
 pub fn label_json(name: &str) -> Value {
     json!({ "id": 7, "node_id": "LA_1", "url": format!("https://api.github.com/repos/{REPO}/labels/{name}"),
             "name": name, "color": "ededed", "default": false, "description": null })

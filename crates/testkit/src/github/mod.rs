@@ -20,12 +20,19 @@ pub const REPO: &str = "acme/ops";
 /// The login of the comments the frontend writes.
 pub const BOT: &str = "youops[bot]";
 
+/// One request the fake received.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// The HTTP method.
     pub method: String,
+    /// The URL path, without the query.
     pub path: String,
+    /// The raw query string (empty when there is none).
     pub query: String,
+    /// The JSON body (`null` when it is not JSON).
     pub body: Value,
+    /// Whether the fake took its credentials (a call answered with a fault is
+    /// not checked and counts as taken).
     pub authorized: bool,
 }
 
@@ -67,16 +74,22 @@ impl std::fmt::Debug for GithubOptions {
     }
 }
 
+/// What the fake holds and how it is set up, behind [`FakeGithub::state`].
 #[derive(Debug, Default)]
 pub struct FakeState {
+    /// `http://127.0.0.1:PORT`, the prefix of the API URLs in the JSON.
     pub base: String,
+    /// How the fake is set up.
     pub options: GithubOptions,
+    /// (repo, issue number) → issue json
     pub issues: BTreeMap<(String, u64), Value>,
     /// id → (repo, issue number, comment json)
     pub comments: BTreeMap<u64, (String, u64, Value)>,
     /// (target, content): target is `issue:N` or `comment:ID`
     pub reactions: Vec<(String, String)>,
+    /// The recorded calls, oldest first (when [`GithubOptions::record`]).
     pub calls: Vec<Call>,
+    /// The last comment id handed out; the next comment gets one above it.
     pub next_id: u64,
     /// Create the next comment but answer 502 (a lost answer).
     pub lose_next_comment_answer: bool,
@@ -89,8 +102,10 @@ pub struct FakeState {
     pub fault_left: Option<usize>,
 }
 
+/// A running fake GitHub; its clones share it.
 #[derive(Debug, Clone, Default)]
 pub struct FakeGithub {
+    /// What the fake holds, shared with its handler.
     pub state: Arc<Mutex<FakeState>>,
     conns: Conns,
 }
@@ -129,6 +144,7 @@ impl FakeGithub {
         self.st().base.clone()
     }
 
+    /// Lock the state (taking it over from a panicked holder).
     pub fn st(&self) -> std::sync::MutexGuard<'_, FakeState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -140,6 +156,8 @@ impl FakeGithub {
         st.fault_left = count;
     }
 
+    /// Open issue `number` of [`REPO`] by `author`, labelled `youops`, as if
+    /// written on GitHub; returns its JSON.
     pub fn add_issue(&self, number: u64, author: &str, body: &str) -> Value {
         let mut st = self.st();
         let issue = json::issue_json(&st.base, REPO, number, author, body);
@@ -147,6 +165,8 @@ impl FakeGithub {
         issue
     }
 
+    /// Replace the body of issue `number` of [`REPO`] (bumping `updated_at`);
+    /// returns its JSON.
     pub fn edit_issue_body(&self, number: u64, body: &str) -> Value {
         let mut st = self.st();
         let issue = st.issues.get_mut(&(REPO.into(), number)).unwrap();
@@ -155,10 +175,13 @@ impl FakeGithub {
         issue.clone()
     }
 
+    /// Issue `number` of [`REPO`] (panics when there is none).
     pub fn issue(&self, number: u64) -> Value {
         self.st().issues[&(REPO.to_string(), number)].clone()
     }
 
+    /// Add a comment by `author` on issue `issue` of [`REPO`] to `st`, with the
+    /// next id; returns its JSON.
     pub fn new_comment(st: &mut FakeState, issue: u64, author: &str, body: &str) -> Value {
         Self::new_comment_in(st, REPO, issue, author, body)
     }
@@ -177,10 +200,14 @@ impl FakeGithub {
         c
     }
 
+    /// Add a comment by `author` on issue `issue` of [`REPO`], as if written
+    /// on GitHub; returns its JSON.
     pub fn add_comment(&self, issue: u64, author: &str, body: &str) -> Value {
         Self::new_comment(&mut self.st(), issue, author, body)
     }
 
+    /// Replace the body of comment `id`, its `updated_at` set 5 s ahead so that
+    /// a `since` query sees the edit; returns its JSON.
     pub fn edit_comment(&self, id: u64, body: &str) -> Value {
         let mut st = self.st();
         let c = &mut st.comments.get_mut(&id).unwrap().2;
@@ -191,6 +218,7 @@ impl FakeGithub {
         c.clone()
     }
 
+    /// The recorded calls, oldest first.
     pub fn calls(&self) -> Vec<Call> {
         self.st().calls.clone()
     }
@@ -211,6 +239,7 @@ impl FakeGithub {
             .collect()
     }
 
+    /// (id, body) of the [`BOT`]'s comments on an issue, oldest first.
     pub fn bot_comments(&self, issue: u64) -> Vec<(u64, String)> {
         self.comments_on(issue)
             .into_iter()
@@ -219,6 +248,7 @@ impl FakeGithub {
             .collect()
     }
 
+    /// The reactions on `target` (`issue:N` or `comment:ID`), oldest first.
     pub fn reactions(&self, target: &str) -> Vec<String> {
         self.st()
             .reactions
@@ -228,6 +258,7 @@ impl FakeGithub {
             .collect()
     }
 
+    /// The label names of an issue.
     pub fn labels(&self, issue: u64) -> Vec<String> {
         self.issue(issue)["labels"]
             .as_array()

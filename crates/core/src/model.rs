@@ -326,7 +326,8 @@ pub struct Request {
     pub retry_of: Option<RequestId>,
 }
 
-/// Lifecycle states (see DESIGN.md).
+/// Lifecycle states: `received`, then validation, policy and approvals, then a
+/// run, ending in one terminal state ([`State::is_terminal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {

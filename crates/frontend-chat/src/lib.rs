@@ -30,9 +30,11 @@
 //! ```
 
 pub mod chat;
+mod error;
 pub mod slack;
 
 pub use chat::adapter::{ChatAdapter, ChatError, ChatMessage, MessageRef};
+pub use error::ChatFrontendError;
 pub use slack::adapter::{build_client, SlackAdapter, SlackHttpClient};
 pub use slack::config::{SlackConfig, Transport};
 pub use slack::manifest::manifest;

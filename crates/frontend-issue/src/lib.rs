@@ -30,6 +30,7 @@
 //! ```
 
 pub mod config;
+mod error;
 pub mod feedback;
 pub mod github;
 mod inbound;
@@ -50,6 +51,7 @@ use youops_core::frontend::{
 use youops_core::Executor;
 
 pub use config::GithubConfig;
+pub use error::GithubError;
 pub use inbound::forms::{issue_forms, parse_issue_form};
 pub use inbound::{forms, webhook};
 

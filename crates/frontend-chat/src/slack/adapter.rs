@@ -9,6 +9,7 @@ use slack_morphism::prelude::*;
 use crate::chat::adapter::{
     ActionKind, ChatAdapter, ChatError, ChatErrorKind, ChatMessage, MessageRef,
 };
+use crate::ChatFrontendError;
 
 /// The `slack-morphism` client type the frontend uses.
 pub type SlackHttpClient = SlackClient<SlackClientHyperHttpsConnector>;
@@ -18,10 +19,14 @@ pub(crate) const SECTION_TEXT_LIMIT: usize = 3000;
 
 /// Build the production client for an API base URL (`https://slack.com/api` or a
 /// test server's `http://127.0.0.1:PORT/api`).
-pub fn build_client(api_base_url: &str) -> Result<Arc<SlackHttpClient>, String> {
+pub fn build_client(api_base_url: &str) -> Result<Arc<SlackHttpClient>, ChatFrontendError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| format!("no TLS root certificates for the Slack client: {e}"))?
+        .map_err(|e| {
+            ChatFrontendError::Client(format!(
+                "no TLS root certificates for the Slack client: {e}"
+            ))
+        })?
         .https_or_http()
         .enable_http1()
         .enable_http2()

@@ -63,12 +63,7 @@ impl SlackFrontend {
         let form = parse_form(body);
         let ev = match command_event_from_form(&form) {
             Ok(ev) => ev,
-            Err(missing) => {
-                return simple_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("slash command payload lacks `{missing}`"),
-                )
-            }
+            Err(e) => return simple_response(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         let msg = self.ack_command(ctx, &ev).await;
         json_response(

@@ -7,12 +7,13 @@ use slack_morphism::prelude::*;
 use crate::chat::adapter::{ActionKind, MessageRef};
 use crate::chat::{Action, Inbound, InboundKind};
 use crate::slack::signature::form_field;
+use crate::ChatFrontendError;
 
-/// Build the `slack-morphism` slash command model from a form body; `Err` names
-/// the first missing required field.
+/// Build the `slack-morphism` slash command model from a form body; `Err`
+/// ([`ChatFrontendError::MissingField`]) names the first missing required field.
 pub fn command_event_from_form(
     form: &[(String, String)],
-) -> Result<SlackCommandEvent, &'static str> {
+) -> Result<SlackCommandEvent, ChatFrontendError> {
     let mut map = serde_json::Map::new();
     for key in [
         "team_id",
@@ -38,10 +39,11 @@ pub fn command_event_from_form(
         "trigger_id",
     ] {
         if !map.contains_key(key) {
-            return Err(key);
+            return Err(ChatFrontendError::MissingField(key));
         }
     }
-    serde_json::from_value(serde_json::Value::Object(map)).map_err(|_| "response_url")
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|_| ChatFrontendError::MissingField("response_url"))
 }
 
 /// Undo Slack's `&amp;` `&lt;` `&gt;` escaping of message text.
@@ -182,9 +184,8 @@ mod tests {
             inb.delivery,
             "slack:command:T1:13345224609.738474920.8088930838d88f008e0"
         );
-        assert_eq!(
-            command_event_from_form(&parse_form(b"team_id=T1")).unwrap_err(),
-            "channel_id"
-        );
+        let err = command_event_from_form(&parse_form(b"team_id=T1")).unwrap_err();
+        assert!(matches!(err, ChatFrontendError::MissingField("channel_id")));
+        assert_eq!(err.to_string(), "slash command payload lacks `channel_id`");
     }
 }

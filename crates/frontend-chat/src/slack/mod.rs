@@ -72,7 +72,8 @@ impl SlackFrontend {
     /// Build from the section; every config problem at once, on its line.
     pub fn from_section(s: &FrontendSection<'_>) -> Result<SlackFrontend, Vec<ConfigIssue>> {
         let config = SlackConfig::from_section(s)?;
-        let client = build_client(&config.api_base_url).map_err(|e| vec![s.issue("", e)])?;
+        let client =
+            build_client(&config.api_base_url).map_err(|e| vec![s.issue("", e.to_string())])?;
         let adapter = Arc::new(SlackAdapter::new(client.clone(), &config.bot_token.0));
         let chat = Arc::new(Chat::new(
             ChatSettings {

@@ -11,6 +11,7 @@ use super::adapter::{classify, SlackHttpClient};
 use super::inbound::{actions_from, mention_inbound};
 use super::{ack, SlackFrontend};
 use crate::chat::Chat;
+use crate::ChatFrontendError;
 
 impl SlackFrontend {
     /// Listen on Socket Mode until shutdown.
@@ -47,10 +48,7 @@ impl SlackFrontend {
             .await
             .map_err(|e| FrontendError::Failed {
                 frontend: Self::NAME.into(),
-                message: format!(
-                    "Socket Mode: apps.connections.open failed: {}",
-                    classify(&e)
-                ),
+                message: ChatFrontendError::SocketMode(classify(&e)).to_string(),
             })?;
         listener.start().await;
         ctx.shutdown.cancelled().await;

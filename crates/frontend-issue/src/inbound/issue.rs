@@ -13,6 +13,7 @@ use crate::feedback::{render_form_problems, status_marker};
 use crate::github::{Issue, User};
 use crate::origin::{origin, origin_refs, NAME};
 use crate::shared::Shared;
+use crate::GithubError;
 
 /// Requests made from issue `issue` (its body when `body_only`), newest first.
 async fn requests_from_issue(
@@ -158,7 +159,7 @@ impl Shared {
                 if let Err(e) = res {
                     tracing::warn!(error = %e, "could not comment on an unreadable issue form");
                 }
-                format!("unreadable form: {}", problems.join("; "))
+                GithubError::Form(problems).to_string()
             }
         }
     }

@@ -45,11 +45,11 @@ impl Shared {
         };
         let json = match payload_json(header(&req, "content-type"), req.body()) {
             Ok(j) => j,
-            Err(e) => return simple_response(StatusCode::BAD_REQUEST, &e),
+            Err(e) => return simple_response(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         let decoded = match decode(&event, &json) {
             Ok(d) => d,
-            Err(e) => return simple_response(StatusCode::BAD_REQUEST, &e),
+            Err(e) => return simple_response(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         let answer = |status: StatusCode, result: &str| {
             json_response(

@@ -9,39 +9,9 @@ use serde::Deserialize;
 use youops_core::frontend::webhook;
 
 use crate::github::{Comment, Issue, Label, User};
+use crate::GithubError;
 
-/// Why a delivery's signature was refused (the 401 text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignatureError {
-    /// No `X-Hub-Signature-256` (and maybe only the SHA-1 one).
-    Missing {
-        /// A SHA-1 `X-Hub-Signature` was present.
-        sha1_only: bool,
-    },
-    /// Not `sha256=<64 hex digits>`.
-    Malformed,
-    /// The HMAC does not match.
-    Mismatch,
-}
-
-impl std::fmt::Display for SignatureError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SignatureError::Missing { sha1_only: true } => f.write_str(
-                "only a SHA-1 X-Hub-Signature was sent; YouOps requires X-Hub-Signature-256 (set a webhook secret)",
-            ),
-            SignatureError::Missing { sha1_only: false } => {
-                f.write_str("missing X-Hub-Signature-256 (set a secret on the webhook)")
-            }
-            SignatureError::Malformed => {
-                f.write_str("X-Hub-Signature-256 is not of the form sha256=<hex>")
-            }
-            SignatureError::Mismatch => {
-                f.write_str("X-Hub-Signature-256 does not match the body (wrong webhook secret?)")
-            }
-        }
-    }
-}
+pub use crate::error::SignatureError;
 
 /// `sha256=<hex>` of `body` under `secret`: what GitHub sends.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
@@ -180,8 +150,9 @@ pub enum Event {
 
 /// The JSON of a delivery: the raw body, or the `payload` field of a
 /// form-encoded one (webhooks configured with content type
-/// `application/x-www-form-urlencoded`).
-pub fn payload_json(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
+/// `application/x-www-form-urlencoded`). `Err` is [`GithubError::Payload`], the
+/// reason for a 400.
+pub fn payload_json(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, GithubError> {
     let form = content_type.is_some_and(|c| {
         c.trim_start()
             .starts_with("application/x-www-form-urlencoded")
@@ -189,16 +160,17 @@ pub fn payload_json(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, 
     if !form {
         return Ok(body.to_vec());
     }
-    let text = std::str::from_utf8(body).map_err(|_| "the form body is not UTF-8".to_string())?;
+    let bad = |why: &str| GithubError::Payload(why.to_string());
+    let text = std::str::from_utf8(body).map_err(|_| bad("the form body is not UTF-8"))?;
     for pair in text.split('&') {
         if let Some(v) = pair.strip_prefix("payload=") {
             let v = v.replace('+', " ");
             return urlencoding::decode(&v)
                 .map(|c| c.into_owned().into_bytes())
-                .map_err(|_| "the `payload` form field is not valid percent-encoding".into());
+                .map_err(|_| bad("the `payload` form field is not valid percent-encoding"));
         }
     }
-    Err("a form-encoded delivery without a `payload` field".into())
+    Err(bad("a form-encoded delivery without a `payload` field"))
 }
 
 /// The `action` of a delivery, read leniently: any JSON value is accepted (only
@@ -278,17 +250,17 @@ impl<'de> serde::de::Visitor<'de> for EnvelopeVisitor {
 /// actions GitHub adds later, is [`Event::Ignored`], whatever the rest of its
 /// payload looks like (GitHub sends reduced objects for some actions).
 ///
-/// `Err` is the reason for a 400: the body is not JSON, or it is not the event
+/// `Err` ([`GithubError::Payload`]) is the reason for a 400: the body is not JSON, or it is not the event
 /// it claims to be (an `issues` or `issue_comment` delivery without a string
 /// `action`, a handled action whose payload lacks what YouOps needs).
-pub fn decode(event: &str, json: &[u8]) -> Result<Event, String> {
+pub fn decode(event: &str, json: &[u8]) -> Result<Event, GithubError> {
     let handled = matches!(event, "ping" | "issues" | "issue_comment");
     let bad = |why: &dyn std::fmt::Display| {
-        if handled {
+        GithubError::Payload(if handled {
             format!("the body is not a valid `{event}` event: {why}")
         } else {
             format!("the body is not JSON: {why}")
-        }
+        })
     };
     // JSON is UTF-8; checked once here, so that a stray byte in a field that is
     // only skipped is refused too.
@@ -323,10 +295,12 @@ fn strict<T: serde::de::DeserializeOwned>(
     event: &str,
     action: Option<&str>,
     text: &str,
-) -> Result<T, String> {
-    serde_json::from_str(text).map_err(|e| match action {
-        Some(a) => format!("the body is not a valid `{event}` event (action `{a}`): {e}"),
-        None => format!("the body is not a valid `{event}` event: {e}"),
+) -> Result<T, GithubError> {
+    serde_json::from_str(text).map_err(|e| {
+        GithubError::Payload(match action {
+            Some(a) => format!("the body is not a valid `{event}` event (action `{a}`): {e}"),
+            None => format!("the body is not a valid `{event}` event: {e}"),
+        })
     })
 }
 
@@ -407,7 +381,7 @@ mod tests {
             ("deep", deep.into_bytes()),
             ("truncated", br#"{"action":"crea"#.to_vec()),
         ] {
-            let err = decode("issue_comment", &body).expect_err(what);
+            let err = decode("issue_comment", &body).expect_err(what).to_string();
             assert!(
                 err.contains("not a valid `issue_comment` event"),
                 "{what}: {err}"
@@ -419,6 +393,7 @@ mod tests {
     fn a_body_that_is_not_the_claimed_event_is_an_error() {
         assert!(decode("issues", br#"{"zen":"x","hook_id":1}"#)
             .unwrap_err()
+            .to_string()
             .contains("not a valid `issues` event"));
         assert!(decode("push", b"not json").is_err());
         assert!(matches!(
@@ -496,7 +471,9 @@ mod tests {
         // What a handled action needs is still required, with the reason.
         let mut no_number = issue;
         no_number.as_object_mut().unwrap().remove("number");
-        let err = decode("issues", &issues_payload("deleted", no_number)).unwrap_err();
+        let err = decode("issues", &issues_payload("deleted", no_number))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("not a valid `issues` event (action `deleted`): missing field `number`"),
             "{err}"
@@ -506,11 +483,13 @@ mod tests {
     #[test]
     fn issues_and_comments_without_a_string_action_are_errors() {
         for event in ["issues", "issue_comment"] {
-            let err = decode(event, br#"{"issue":{}}"#).unwrap_err();
+            let err = decode(event, br#"{"issue":{}}"#).unwrap_err().to_string();
             assert!(err.contains("missing field `action`"), "{err}");
-            let err = decode(event, br#"{"action":["opened"]}"#).unwrap_err();
+            let err = decode(event, br#"{"action":["opened"]}"#)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("`action` is not a string"), "{err}");
-            let err = decode(event, b"[]").unwrap_err();
+            let err = decode(event, b"[]").unwrap_err().to_string();
             assert!(
                 err.contains(&format!("not a valid `{event}` event")),
                 "{err}"

@@ -158,7 +158,10 @@ runner = { type = "builtin", name = "x" }
 name = "password"
 type = "secret"
 "#);
-    assert!(issue_form(&secret).unwrap_err().contains("password"));
+    assert!(issue_form(&secret)
+        .unwrap_err()
+        .to_string()
+        .contains("password"));
     let out = op(r#"
 name = "quiet"
 runner = { type = "builtin", name = "x" }

@@ -6,15 +6,29 @@
 //! compiled in". Embedders that register their own frontends pass their
 //! section names as `extra`, so those sections are left for them to check.
 
+#[cfg(feature = "git")]
 use std::path::PathBuf;
+#[cfg(feature = "git")]
 use std::sync::Arc;
 
 use youops_core::config::{Config, ConfigIssue};
-use youops_core::frontend::factory::{FrontendRegistry, FrontendSection};
+use youops_core::frontend::factory::FrontendRegistry;
+#[cfg(feature = "git")]
+use youops_core::frontend::factory::FrontendSection;
+#[cfg(feature = "git")]
+use youops_core::frontend::Frontend;
 use youops_core::frontend::Frontends;
-use youops_frontend_git::{GitFactory, GitFrontend};
+#[cfg(feature = "git")]
+use youops_frontend_git::GitFactory;
+
+use crate::gitops::GitHandle;
+
+/// The git frontend's section name (`youops_frontend_git::NAME`, which a
+/// build without it cannot name).
+const GIT: &str = "git";
 
 /// Where the git frontend keeps its clone and state: beside the audit store.
+#[cfg(feature = "git")]
 pub fn git_state_dir(cfg: &Config) -> PathBuf {
     let store = cfg.store_path();
     let name = store
@@ -25,23 +39,27 @@ pub fn git_state_dir(cfg: &Config) -> PathBuf {
 }
 
 /// The git factory of the daemon: state beside the audit store.
+#[cfg(feature = "git")]
 fn git_factory() -> GitFactory {
     GitFactory::with_state_dir(git_state_dir)
 }
 
 /// The factories of the built-in frontends this build has.
 pub fn registry() -> FrontendRegistry {
+    #[allow(unused_mut)] // a build without any built-in frontend adds none
     let mut r = FrontendRegistry::new();
     #[cfg(feature = "slack")]
     r.register(youops_frontend_chat::SlackFactory);
     #[cfg(feature = "github")]
     r.register(youops_frontend_issue::GithubFactory);
+    #[cfg(feature = "git")]
     r.register(git_factory());
     r
 }
 
 /// The git frontend, if the config enables it.
-pub fn git(cfg: &Config) -> Option<Result<GitFrontend, Vec<String>>> {
+#[cfg(feature = "git")]
+pub fn git(cfg: &Config) -> Option<Result<GitHandle, Vec<String>>> {
     let section = FrontendSection::of(cfg, youops_frontend_git::NAME)?;
     Some(git_factory().build_git(&section).map_err(render))
 }
@@ -50,7 +68,7 @@ pub fn git(cfg: &Config) -> Option<Result<GitFrontend, Vec<String>>> {
 /// sections named in `extra`, each on its line when known.
 pub fn issues(cfg: &Config, extra: &[&str]) -> Vec<ConfigIssue> {
     let mut out = registry().check(cfg, extra);
-    if !cfg.kinds.is_empty() && cfg.frontend(youops_frontend_git::NAME).is_none() {
+    if !cfg.kinds.is_empty() && cfg.frontend(GIT).is_none() {
         out.push(ConfigIssue {
             line: cfg.line_of("kinds"),
             path: "kinds".into(),
@@ -83,7 +101,7 @@ pub struct Built {
     /// Every enabled built-in frontend, to run.
     pub frontends: Frontends,
     /// The git frontend, also in `frontends` (the same instance).
-    pub git: Option<GitFrontend>,
+    pub git: Option<GitHandle>,
 }
 
 impl std::fmt::Debug for Built {
@@ -113,14 +131,18 @@ pub fn build_parts(cfg: &Config, extra: &[&str]) -> Result<Built, Vec<String>> {
     let mut built = Built::default();
     let mut problems = Vec::new();
     for (factory, section) in registry.sections(cfg) {
-        let frontend = if section.name() == youops_frontend_git::NAME {
+        // The git frontend is built as itself, to keep a handle on it.
+        #[cfg(feature = "git")]
+        let frontend = if section.name() == GIT {
             git_factory().build_git(&section).map(|g| {
                 built.git = Some(g.clone());
-                Arc::new(g) as Arc<dyn youops_core::frontend::Frontend>
+                Arc::new(g) as Arc<dyn Frontend>
             })
         } else {
             factory.build(&section)
         };
+        #[cfg(not(feature = "git"))]
+        let frontend = factory.build(&section);
         match frontend {
             Ok(f) => built.frontends.push(f),
             Err(e) => problems.extend(e),

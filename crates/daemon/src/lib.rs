@@ -22,6 +22,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod frontends;
+pub mod gitops;
 pub mod http;
 pub mod store;
 pub mod store_cmd;

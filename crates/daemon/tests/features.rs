@@ -1,5 +1,8 @@
 //! Config checks that depend on the frontends a build has: run with
-//! `--no-default-features --features git` for the "not compiled in" case.
+//! `--no-default-features` (or `--features git` beside it) for the "not
+//! compiled in" cases.
+
+mod support;
 
 fn check(text: &str) -> Result<Vec<String>, Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
@@ -24,6 +27,19 @@ fn a_slack_section_in_a_build_without_slack_is_not_compiled_in() {
     );
 }
 
+#[cfg(not(feature = "git"))]
+#[test]
+fn a_git_section_in_a_build_without_git_is_not_compiled_in() {
+    let problems = check("[server]\n\n[frontends.git]\nrepo = \"x\"\n").unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].ends_with(
+            ":line 3: frontends.git: this build has no git frontend (not compiled in; enable the cargo feature `git`)"
+        ),
+        "{problems:?}"
+    );
+}
+
 #[test]
 fn an_unknown_section_is_unknown() {
     let problems = check("[frontends.slak]\n").unwrap_err();
@@ -34,6 +50,7 @@ fn an_unknown_section_is_unknown() {
     );
 }
 
+#[cfg(feature = "git")]
 #[test]
 fn git_problems_carry_their_lines_and_kinds_move_under_the_section() {
     let text = "[frontends.git]\nrepo = \"\"\nbranch = \"a b\"\n\n[[frontends.git.kinds]]\nname = \"a b\"\napply = \"x\"\n";
@@ -48,6 +65,7 @@ fn git_problems_carry_their_lines_and_kinds_move_under_the_section() {
     }
 }
 
+#[cfg(feature = "git")]
 #[test]
 fn top_level_kinds_still_work_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,4 +91,45 @@ fn top_level_kinds_still_work_with_a_warning() {
         kinds.replace("[[kinds]]", "[[frontends.git.kinds]]")
     );
     assert!(check(&both).unwrap_err()[0].contains("declared both"));
+}
+
+#[cfg(not(feature = "git"))]
+#[tokio::test]
+async fn a_build_without_git_answers_reconcile_plans_as_not_compiled_in() {
+    let d = support::Daemon::start(&support::config("", "")).await;
+    let (status, v) = d
+        .api
+        .post(
+            "/api/v1/reconcile/plan",
+            Some(support::ALICE),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 501, "{v}");
+    assert_eq!(v["error"]["code"], "not_compiled_in", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("this build has no git frontend"),
+        "{v}"
+    );
+    d.stop().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("youops.toml");
+    std::fs::write(&path, support::config("", "")).unwrap();
+    let c = path.to_str().unwrap();
+    let local = support::youops(&["--config", c, "reconcile", "--once", "--dry-run"], &[]);
+    assert_eq!(
+        local.status.code(),
+        Some(69),
+        "{}",
+        support::describe(&local)
+    );
+    assert!(
+        String::from_utf8_lossy(&local.stderr).contains("not compiled in"),
+        "{}",
+        support::describe(&local)
+    );
 }

@@ -14,12 +14,12 @@ use youops_core::policy::Place;
 use youops_core::{
     Actor, AuditEvent, Error, Executor, Origin, RequestId, RequestRecord, State, Submission,
 };
-use youops_frontend_git::GitFrontend;
 
 use super::failure::{exit, Failure};
 use super::output::urlencode;
 use super::{load_config, os_user, Cli};
 use crate::client::Client;
+use crate::gitops::GitHandle;
 
 /// The ops a principal may run from the CLI.
 pub(crate) struct OpsListing {
@@ -96,7 +96,7 @@ pub(crate) trait Backend {
     /// One reconcile pass (`git`: the local config's git frontend).
     async fn reconcile(
         &self,
-        git: Option<&GitFrontend>,
+        git: Option<&GitHandle>,
         dry_run: bool,
     ) -> Result<ReconcileOutcome, Failure>;
     /// Release what was opened (the local store).
@@ -296,7 +296,7 @@ impl Backend for Local {
 
     async fn reconcile(
         &self,
-        git: Option<&GitFrontend>,
+        git: Option<&GitHandle>,
         dry_run: bool,
     ) -> Result<ReconcileOutcome, Failure> {
         let Some(git) = git else {
@@ -305,22 +305,38 @@ impl Backend for Local {
                 "no git frontend to reconcile".to_string(),
             ));
         };
-        let plan = youops_frontend_git::reconcile_once(&self.exec, git, dry_run)
-            .await
-            .map_err(|e| Failure::new(exit::FAILED, format!("reconcile: {e} ({})", e.code())))?;
-        let failed = plan.entries.iter().any(|e| {
-            e.state
-                .is_some_and(|s| s.is_terminal() && s != State::Succeeded)
-        });
-        Ok(ReconcileOutcome {
-            text: plan.to_string(),
-            failed: failed || !plan.kind_errors.is_empty(),
-        })
+        reconcile_on(&self.exec, git, dry_run).await
     }
 
     async fn close(&self) {
         let _ = self.exec.shutdown(Duration::from_secs(30)).await;
     }
+}
+
+/// One reconcile pass of `git` on `exec`.
+#[cfg(feature = "git")]
+async fn reconcile_on(
+    exec: &Executor,
+    git: &GitHandle,
+    dry_run: bool,
+) -> Result<ReconcileOutcome, Failure> {
+    let plan = youops_frontend_git::reconcile_once(exec, git, dry_run)
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, format!("reconcile: {e} ({})", e.code())))?;
+    let failed = plan.entries.iter().any(|e| {
+        e.state
+            .is_some_and(|s| s.is_terminal() && s != State::Succeeded)
+    });
+    Ok(ReconcileOutcome {
+        text: plan.to_string(),
+        failed: failed || !plan.kind_errors.is_empty(),
+    })
+}
+
+/// Without the git frontend there is no `git` to reconcile.
+#[cfg(not(feature = "git"))]
+async fn reconcile_on(_: &Executor, git: &GitHandle, _: bool) -> Result<ReconcileOutcome, Failure> {
+    match *git {}
 }
 
 /// A running daemon, through its API.
@@ -451,7 +467,7 @@ impl Backend for Remote {
     /// The plan the daemon computes on its own state.
     async fn reconcile(
         &self,
-        _git: Option<&GitFrontend>,
+        _git: Option<&GitHandle>,
         _dry_run: bool,
     ) -> Result<ReconcileOutcome, Failure> {
         let v = self

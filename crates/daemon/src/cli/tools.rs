@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::failure::{exit, CliResult, Failure};
 use super::{load_config, Cli, GenCmd};
+use crate::gitops::GitHandle;
 
 /// `youops config check`: the checks `youops serve` makes before it starts.
 pub fn config_check(path: &Path) -> CliResult {
@@ -112,17 +113,7 @@ pub(crate) async fn reconcile(cli: &Cli, once: bool, dry_run: bool) -> CliResult
     let git = if cli.server.is_some() {
         None
     } else {
-        let cfg = load_config(&cli.config)?;
-        match crate::frontends::git(&cfg) {
-            None => {
-                return Err(Failure::new(
-                    exit::CONFIG,
-                    format!("{}: no [frontends.git] section", cli.config.display()),
-                ))
-            }
-            Some(Err(problems)) => return Err(Failure::new(exit::CONFIG, problems.join("\n"))),
-            Some(Ok(g)) => Some(g),
-        }
+        Some(local_git(cli)?)
     };
     let backend = super::backend::open(cli).await?;
     let result = backend.reconcile(git.as_ref(), dry_run).await.map(|done| {
@@ -135,4 +126,27 @@ pub(crate) async fn reconcile(cli: &Cli, once: bool, dry_run: bool) -> CliResult
     });
     backend.close().await;
     result
+}
+
+/// The git frontend of the local config, for `youops reconcile --once`.
+#[cfg(feature = "git")]
+fn local_git(cli: &Cli) -> Result<GitHandle, Failure> {
+    let cfg = load_config(&cli.config)?;
+    match crate::frontends::git(&cfg) {
+        None => Err(Failure::new(
+            exit::CONFIG,
+            format!("{}: no [frontends.git] section", cli.config.display()),
+        )),
+        Some(Err(problems)) => Err(Failure::new(exit::CONFIG, problems.join("\n"))),
+        Some(Ok(g)) => Ok(g),
+    }
+}
+
+/// A build without the git frontend reconciles only through a daemon.
+#[cfg(not(feature = "git"))]
+fn local_git(_: &Cli) -> Result<GitHandle, Failure> {
+    Err(Failure::new(
+        exit::UNAVAILABLE,
+        crate::gitops::NOT_COMPILED_IN,
+    ))
 }

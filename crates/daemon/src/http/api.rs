@@ -20,6 +20,9 @@ use youops_core::{Actor, Error, Origin, RequestFilter, RequestId, State as ReqSt
 
 use super::state::AppState;
 
+mod reconcile;
+pub use reconcile::PlanView;
+
 /// The API routes.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,7 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/requests/{id}/cancel", post(cancel))
         .route("/api/v1/requests/{id}/retry", post(retry))
         .route("/api/v1/commands", post(command))
-        .route("/api/v1/reconcile/plan", post(reconcile_plan))
+        .route("/api/v1/reconcile/plan", post(reconcile::plan))
         .route("/api/v1/audit", get(audit_events))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/audit/export", get(audit_export))
@@ -618,76 +621,6 @@ async fn command(
         youops_core::Reply::Record(r) => json!({ "request": r }),
         youops_core::Reply::Duplicate(r) => json!({ "request": r, "duplicate": true }),
         _ => json!({}),
-    }))
-}
-
-/// The JSON answer of `POST /api/v1/reconcile/plan`: the plan as
-/// `youops reconcile --once --dry-run` prints it, and what its exit code
-/// depends on.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PlanView {
-    /// The plan, rendered as the CLI prints a local one.
-    pub text: String,
-    /// The planned commit (`None`: the branch has no commits).
-    pub commit: Option<String>,
-    /// How many resources would be created, updated or deleted.
-    pub changes: usize,
-    /// Kinds whose actual state could not be observed.
-    pub kind_errors: Vec<String>,
-}
-
-/// A dry-run reconcile pass of the running git frontend, on the daemon's own
-/// state (its clone, what it last applied, its observers). It submits and
-/// changes nothing. Allowed to principals who may run every op the declared
-/// kinds use, from the git frontend at its location: the plan shows what those
-/// ops would be asked to do.
-async fn reconcile_plan(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> ApiResult<Json<PlanView>> {
-    let p = authenticate(&st, &headers)?;
-    let Some(git) = st.git() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this daemon runs no git frontend (no [frontends.git] in its config)",
-        ));
-    };
-    {
-        let loaded = st.exec().loaded();
-        let place = Place {
-            frontend: youops_frontend_git::NAME,
-            location: &git.config().location,
-        };
-        for kind in git.kinds().iter() {
-            for op in std::iter::once(&kind.apply).chain(kind.delete.as_ref()) {
-                let Some(spec) = loaded.catalog.get(op) else {
-                    continue;
-                };
-                if let Err(d) = loaded.policy.authorize(&p, spec, place) {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "denied",
-                        format!("the plan shows what kind `{}` would do: {d}", kind.name),
-                    ));
-                }
-            }
-        }
-    }
-    let plan = youops_frontend_git::reconcile_once(st.exec(), git, true)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                e.code(),
-                format!("reconcile: {e}"),
-            )
-        })?;
-    Ok(Json(PlanView {
-        text: plan.to_string(),
-        commit: plan.commit.clone(),
-        changes: plan.changes().count(),
-        kind_errors: plan.kind_errors.clone(),
     }))
 }
 

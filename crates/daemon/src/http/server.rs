@@ -24,6 +24,7 @@ use super::router::router;
 use super::state::AppState;
 use super::tasks;
 use crate::builtins::{standard_builtins, ArcBuiltin};
+use crate::gitops::GitHandle;
 
 /// What [`run`] needs besides the config.
 #[derive(Default)]
@@ -38,7 +39,7 @@ pub struct RunOptions {
     /// The git frontend among `frontends`, if one runs: the API computes
     /// reconcile plans on it (`POST /api/v1/reconcile/plan`).
     /// [`crate::frontends::Built::into_options`] sets both.
-    pub git: Option<youops_frontend_git::GitFrontend>,
+    pub git: Option<GitHandle>,
     /// Extra builtin runners.
     pub builtins: Vec<(String, Arc<dyn youops_core::runner::Builtin>)>,
     /// The config file, re-read on SIGHUP (reload is off without it).

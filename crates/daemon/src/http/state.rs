@@ -11,6 +11,7 @@ use youops_core::frontend::FrontendHost;
 use youops_core::Executor;
 
 use super::metrics::Metrics;
+use crate::gitops::GitHandle;
 
 /// Everything the HTTP handlers share.
 #[derive(Clone)]
@@ -31,7 +32,7 @@ struct AppInner {
     draining: AtomicBool,
     public_url: Option<String>,
     request_timeout: Duration,
-    git: Option<youops_frontend_git::GitFrontend>,
+    git: Option<GitHandle>,
     chain: Mutex<ChainStatus>,
     started: Instant,
 }
@@ -56,7 +57,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         public_url: Option<String>,
         request_timeout: Duration,
-        git: Option<youops_frontend_git::GitFrontend>,
+        git: Option<GitHandle>,
     ) -> Self {
         AppState {
             inner: Arc::new(AppInner {
@@ -94,7 +95,7 @@ impl AppState {
     }
 
     /// The running git frontend, if any.
-    pub fn git(&self) -> Option<&youops_frontend_git::GitFrontend> {
+    pub fn git(&self) -> Option<&GitHandle> {
         self.inner.git.as_ref()
     }
 

@@ -13,6 +13,7 @@ mod audit;
 mod cli;
 mod dashboard;
 mod durability;
+#[cfg(feature = "git")]
 mod gitops;
 mod health;
 mod lifecycle;

@@ -676,6 +676,7 @@ pub(crate) fn gh_comment_key(comment_id: u64) -> String {
 
 /// POST a signed delivery to `/github/webhook`; the status, or `None` when the
 /// daemon did not answer (connection refused or reset).
+#[cfg(feature = "github")]
 pub(crate) async fn deliver(
     api: &Api,
     event: &str,

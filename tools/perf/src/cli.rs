@@ -20,7 +20,8 @@ fn duration_secs(s: &str, examples: &str) -> Result<f64, String> {
     }
 }
 
-/// A duration of zero or more (see [`duration_secs`] for the forms).
+/// A duration of zero or more: a number with an optional unit, `ms`, `s`
+/// (the default) or `m`.
 pub fn parse_duration(s: &str, examples: &str) -> Result<Duration, String> {
     let s = s.trim();
     let secs = duration_secs(s, examples)?;

@@ -88,7 +88,10 @@ impl Decided {
 }
 
 impl Executor {
-    /// Do a frontend's command. See the [module docs](self).
+    /// Do a frontend's command. Every command that changes something (run,
+    /// approve, deny, cancel, retry) claims the inbound's dedup key with its
+    /// first event: a redelivery gets [`Reply::Duplicate`] (or a duplicate
+    /// ticket) and does nothing, in this process or after a restart.
     pub async fn handle(&self, inbound: Inbound) -> Result<Reply> {
         let Inbound {
             command,

@@ -22,38 +22,6 @@ use crate::units::{ByteSize, HumanDuration};
 
 mod lines;
 
-/// `[server]`: the daemon's HTTP side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Listen address.
-    pub listen: String,
-    /// Public base URL (for links in chat and issues, and the Slack manifest).
-    pub public_url: Option<String>,
-    /// Largest accepted request body.
-    pub body_limit: ByteSize,
-    /// Per-HTTP-request timeout.
-    pub request_timeout: HumanDuration,
-    /// How long running ops may take to finish on shutdown before they are interrupted.
-    pub shutdown_grace: HumanDuration,
-    /// Emit logs as JSON.
-    pub log_json: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: "127.0.0.1:8080".into(),
-            public_url: None,
-            body_limit: ByteSize(1 << 20),
-            request_timeout: HumanDuration(std::time::Duration::from_secs(30)),
-            shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
-            log_json: false,
-        }
-    }
-}
-
 /// `[store]`: where the audit log lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,8 +90,10 @@ impl Default for ExecutorConfig {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Config {
-    /// `[server]`.
-    pub server: ServerConfig,
+    /// `[server]`, as written (after `${VAR}` expansion) and unchecked: the
+    /// daemon's section, which the daemon reads and validates (pass its check
+    /// to [`Config::load_with`]); `None` when the file has none.
+    pub server: Option<toml::Value>,
     /// `[store]`.
     pub store: StoreConfig,
     /// `[executor]`.
@@ -142,7 +112,8 @@ pub struct Config {
     pub base_dir: PathBuf,
     /// Where the config came from.
     pub source: String,
-    /// The line of each key of the frontends' sections and of `[[kinds]]`.
+    /// The line of each key of `[server]`, of the frontends' sections and of
+    /// `[[kinds]]`.
     lines: lines::KeyLines,
     /// What is accepted but should change (deprecated places), with lines.
     warnings: Vec<ConfigIssue>,
@@ -343,9 +314,8 @@ impl Ctx<'_> {
     /// Read each section into `cfg`, keeping where ops, principals and grants are.
     fn read_sections(&mut self, doc: SpannedDoc, cfg: &mut Config) -> Spans {
         if let Some(v) = doc.server {
-            if let Some(s) = self.typed(v, "server") {
-                cfg.server = s;
-            }
+            // Only expanded: the daemon checks the section itself.
+            cfg.server = self.typed::<toml::Value>(v, "server");
         }
         if let Some(v) = doc.store {
             if let Some(s) = self.typed(v, "store") {
@@ -439,8 +409,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// Roles nobody holds, approvals nobody can give, and settings out of range.
-    fn check_roles_and_settings(&mut self, cfg: &Config, spans: &Spans) {
+    /// Roles nobody holds, approvals nobody can give, the embedder's `extra`
+    /// checks, and settings out of range.
+    fn check_roles_and_settings(&mut self, cfg: &Config, spans: &Spans, extra: &ExtraCheck<'_>) {
         let known_roles: std::collections::BTreeSet<&String> = cfg
             .principals
             .values()
@@ -465,16 +436,7 @@ impl Ctx<'_> {
                 );
             }
         }
-        if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            self.issue(
-                None,
-                "server.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:8080",
-                    cfg.server.listen
-                ),
-            );
-        }
+        self.issues.extend(extra(cfg));
         if cfg.executor.output_limit.0 < 64 {
             self.issue(None, "executor.output_limit", "must be at least 64 bytes");
         }
@@ -483,6 +445,11 @@ impl Ctx<'_> {
         }
     }
 }
+
+/// Checks an embedder adds to loading (the daemon's of `[server]`): run on
+/// the config as read, even when it has other problems, so that every problem
+/// is reported at once, in line order with the rest.
+pub type ExtraCheck<'a> = dyn Fn(&Config) -> Vec<ConfigIssue> + 'a;
 
 /// Where the ops, principals and grants of a file are, to place issues found
 /// after parsing.
@@ -549,6 +516,14 @@ pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
+        Self::load_with(path, &|_| Vec::new())
+    }
+
+    /// [`Config::load`] with the embedder's `extra` checks.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        extra: &ExtraCheck<'_>,
+    ) -> Result<Config, ConfigErrors> {
         let path = path.as_ref();
         let source = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
@@ -570,7 +545,7 @@ impl Config {
             })
             .unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-        Self::parse(&text, &base, &source, &|k| std::env::var(k).ok())
+        Self::parse_with(&text, &base, &source, &|k| std::env::var(k).ok(), extra)
     }
 
     /// Parse and validate config text. `env` looks up `${VAR}` references.
@@ -579,6 +554,17 @@ impl Config {
         base_dir: &Path,
         source: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        Self::parse_with(text, base_dir, source, env, &|_| Vec::new())
+    }
+
+    /// [`Config::parse`] with the embedder's `extra` checks.
+    pub fn parse_with(
+        text: &str,
+        base_dir: &Path,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        extra: &ExtraCheck<'_>,
     ) -> Result<Config, ConfigErrors> {
         let fail = |issues| ConfigErrors {
             source: source.to_string(),
@@ -623,7 +609,7 @@ impl Config {
         let spans = ctx.read_sections(doc, &mut cfg);
         cfg.warnings = deprecations(&cfg);
         ctx.check_semantics(&cfg, &spans);
-        ctx.check_roles_and_settings(&cfg, &spans);
+        ctx.check_roles_and_settings(&cfg, &spans, extra);
         if ctx.issues.is_empty() {
             Ok(cfg)
         } else {
@@ -666,8 +652,8 @@ impl Config {
         self.frontends.get(name)
     }
 
-    /// The 1-based line of a key of a `[frontends.*]` section or of
-    /// `[[kinds]]`, by its dotted path (`frontends.git.repo`,
+    /// The 1-based line of a key of `[server]`, of a `[frontends.*]` section
+    /// or of `[[kinds]]`, by its dotted path (`server.listen`, `frontends.git.repo`,
     /// `frontends.git.kinds[1]`, `kinds[0] (user)`), or of the nearest
     /// enclosing key; `None` for a config that was not parsed from text.
     pub fn line_of(&self, path: &str) -> Option<usize> {

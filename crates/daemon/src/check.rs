@@ -11,7 +11,7 @@ use youops_core::config::{Config, ConfigIssue};
 /// embedder) and has the builtin runners `builtins`. On failure, every problem,
 /// one line each, starting with the file.
 pub fn load_checked(path: &Path, extra: &[&str], builtins: &[&str]) -> Result<Config, Vec<String>> {
-    let cfg = Config::load(path).map_err(|e| {
+    let cfg = crate::server_config::load(path).map_err(|e| {
         e.issues
             .iter()
             .map(|i| format!("{}:{i}", e.source))

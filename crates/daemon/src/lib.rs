@@ -24,6 +24,7 @@ pub mod client;
 pub mod frontends;
 pub mod gitops;
 pub mod http;
+pub mod server_config;
 pub mod store;
 pub mod store_cmd;
 

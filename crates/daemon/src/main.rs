@@ -71,7 +71,7 @@ async fn serve(cli: &Cli, listen: Option<String>) -> ExitCode {
                 return ExitCode::from(exit::CONFIG);
             }
         };
-    init_tracing(cfg.server.log_json);
+    init_tracing(youops::server_config::ServerConfig::of_checked(&cfg).log_json);
     let frontends = match youops::frontends::build_parts(&cfg, &[]) {
         Ok(f) => f,
         Err(problems) => {

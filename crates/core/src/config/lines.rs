@@ -1,7 +1,7 @@
-//! Where the keys of the `[frontends.*]` sections and of `[[kinds]]` are:
-//! a second, spanned pass over the file that keeps one line per key path, so
-//! that the frontends, which check their own sections after loading, can place
-//! their problems on lines too.
+//! Where the keys of `[server]`, of the `[frontends.*]` sections and of
+//! `[[kinds]]` are: a second, spanned pass over the file that keeps one line
+//! per key path, so that the daemon and the frontends, which check their own
+//! sections after loading, can place their problems on lines too.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -129,14 +129,16 @@ impl<'de> de::DeserializeSeed<'de> for NodeSeed {
 #[derive(Deserialize)]
 struct LinesDoc {
     #[serde(default)]
+    server: Option<Located>,
+    #[serde(default)]
     frontends: Option<Located>,
     #[serde(default)]
     kinds: Option<Located>,
 }
 
-/// 1-based line of each key path (`frontends.git.repo`,
-/// `frontends.git.kinds[1].apply`, `kinds[0]`) of the frontends' sections and
-/// of `[[kinds]]`.
+/// 1-based line of each key path (`server.listen`, `frontends.git.repo`,
+/// `frontends.git.kinds[1].apply`, `kinds[0]`) of `[server]`, of the
+/// frontends' sections and of `[[kinds]]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct KeyLines(BTreeMap<String, usize>);
 
@@ -155,6 +157,12 @@ impl KeyLines {
             .map(|(i, _)| i)
             .collect();
         let line = |offset: usize| starts.partition_point(|nl| *nl < offset) + 1;
+        if let Some(s) = &doc.server {
+            if let Some(start) = s.start {
+                out.0.insert("server".into(), line(start));
+            }
+            out.walk("server", s, &line);
+        }
         if let Some(f) = &doc.frontends {
             out.walk("frontends", f, &line);
         }

@@ -97,7 +97,8 @@ x = 1
     assert!(text.contains("teleport"), "{text}");
     assert!(text.contains("MISSING_TOKEN` is not set"), "{text}");
     assert!(text.contains("grants[0]: `roles` is empty"), "{text}");
-    assert!(text.contains("server.listen"), "{text}");
+    // `[server]` is the daemon's to check, not core's.
+    assert!(!text.contains("server.listen"), "{text}");
     // the op with a bad param is reported on its own line
     let deploy = errs
         .issues
@@ -131,4 +132,34 @@ fn placeholder_error_is_semantic() {
     let text = GOOD.replace("{service}\"]", "{servce}\"]");
     let errs = parse(&text).unwrap_err();
     assert!(errs.to_string().contains("`{servce}`"), "{errs}");
+}
+
+#[test]
+fn server_is_kept_raw_and_expanded_with_its_lines() {
+    let text = "[executor]\n\n[server]\nlisten = \"${ALICE_TOKEN}\"\ncolour = 1\n";
+    let cfg = parse(text).unwrap();
+    let server = cfg.server.as_ref().and_then(|s| s.as_table()).unwrap();
+    assert_eq!(server["listen"].as_str(), Some("alice-secret-token-123"));
+    assert_eq!(server["colour"].as_integer(), Some(1));
+    assert_eq!(cfg.line_of("server"), Some(3));
+    assert_eq!(cfg.line_of("server.colour"), Some(5));
+    let errs = parse("[server]\nlisten = \"${MISSING}\"\n").unwrap_err();
+    assert_eq!(errs.issues[0].line, Some(1), "{errs}");
+    assert_eq!(errs.issues[0].path, "server.listen", "{errs}");
+    assert!(parse("").unwrap().server.is_none());
+}
+
+#[test]
+fn extra_checks_join_the_other_problems() {
+    let extra = |cfg: &Config| {
+        vec![ConfigIssue {
+            line: cfg.line_of("server"),
+            path: "server".into(),
+            message: format!("{:?}", cfg.server.is_some()),
+        }]
+    };
+    let errs =
+        Config::parse_with("[extra]\n[server]\n", Path::new("/"), "t", &env, &extra).unwrap_err();
+    assert_eq!(errs.issues.len(), 2, "{errs}");
+    assert_eq!(errs.issues[1].to_string(), "line 2: server: true");
 }

@@ -253,7 +253,7 @@ pub fn os_user() -> String {
 
 /// The config at `path`; a bad one is exit 64.
 fn load_config(path: &Path) -> Result<Config, Failure> {
-    Config::load(path).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))
+    crate::server_config::load(path).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))
 }
 
 /// Run the CLI (everything but `serve`, which the binary handles).

@@ -72,14 +72,14 @@ pub(crate) fn generate(cli: &Cli, cmd: &GenCmd) -> CliResult {
         GenCmd::SlackManifest => Err(not_compiled_in("slack")),
         #[cfg(feature = "slack")]
         GenCmd::SlackManifest => {
-            let Some(url) = cfg.server.public_url.as_deref() else {
+            let Some(url) = crate::server_config::ServerConfig::of_checked(&cfg).public_url else {
                 return Err(Failure::new(
                     exit::CONFIG,
                     "set [server] public_url to the address Slack reaches the daemon at (https://...)",
                 ));
             };
             let section = cfg.frontend("slack").cloned().unwrap_or_default();
-            println!("{}", youops_frontend_chat::manifest(url, &section));
+            println!("{}", youops_frontend_chat::manifest(&url, &section));
             Ok(exit::OK)
         }
     }

@@ -20,9 +20,11 @@ use tower_http::trace::TraceLayer;
 use youops_core::config::Config;
 
 use super::state::AppState;
+use crate::server_config::ServerConfig;
 
 /// The whole HTTP surface.
 pub fn router(state: AppState, cfg: &Config) -> Router {
+    let server = ServerConfig::of_checked(cfg);
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -42,8 +44,8 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         );
     }
     app.layer(middleware::from_fn_with_state(state.clone(), drain_guard))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, cfg.server.request_timeout.0))
-        .layer(RequestBodyLimitLayer::new(cfg.server.body_limit.0 as usize))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, server.request_timeout.0))
+        .layer(RequestBodyLimitLayer::new(server.body_limit.0 as usize))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {

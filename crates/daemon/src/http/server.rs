@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use youops_core::audit::AuditStore;
-use youops_core::config::Config;
+use youops_core::config::{Config, ConfigErrors};
 use youops_core::frontend::{FrontendHost, Frontends};
 use youops_core::Executor;
 
@@ -25,6 +25,7 @@ use super::state::AppState;
 use super::tasks;
 use crate::builtins::{standard_builtins, ArcBuiltin};
 use crate::gitops::GitHandle;
+use crate::server_config::ServerConfig;
 
 /// What [`run`] needs besides the config.
 #[derive(Default)]
@@ -66,11 +67,22 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Core leaves `[server]` to the daemon: a config that did not pass
+    // `server_config::check` is refused here.
+    let server = ServerConfig::of(&cfg).map_err(|issues| {
+        anyhow::anyhow!(
+            "{}",
+            ConfigErrors {
+                source: cfg.source.clone(),
+                issues,
+            }
+        )
+    })?;
     let metrics = Arc::new(Metrics::default());
     let (exec, store, builtin_names) = start_executor(&cfg, opts.builtins, &metrics).await?;
 
     let stop = CancellationToken::new();
-    let public_url = cfg.server.public_url.clone();
+    let public_url = server.public_url.clone();
     let host = FrontendHost::new(&opts.frontends, &exec, public_url.clone(), &stop, |name| {
         cfg.frontend(name).cloned().unwrap_or_default()
     });
@@ -79,7 +91,7 @@ pub async fn run(
         host.clone(),
         metrics.clone(),
         public_url,
-        cfg.server.request_timeout.0,
+        server.request_timeout.0,
         opts.git,
     );
     let background = [
@@ -102,7 +114,7 @@ pub async fn run(
     let listener = match opts.listener {
         Some(l) => l,
         None => {
-            let addr = opts.listen.unwrap_or_else(|| cfg.server.listen.clone());
+            let addr = opts.listen.unwrap_or_else(|| server.listen.clone());
             TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("listening on {addr}"))?
@@ -126,7 +138,7 @@ pub async fn run(
     let server_task = serve(listener, app, server_stop.clone());
 
     shutdown.await;
-    let grace = cfg.server.shutdown_grace.0;
+    let grace = server.shutdown_grace.0;
     tracing::info!(grace = ?grace, "shutting down: new requests get 503, running ops may finish");
     state.start_draining();
     if let Err(e) = exec.shutdown(grace).await {

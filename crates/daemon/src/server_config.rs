@@ -1,0 +1,86 @@
+//! `[server]`: the daemon's HTTP side. Core keeps the section as written (with
+//! `${VAR}` expanded and its lines); the daemon reads and checks it here.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use youops_core::config::{Config, ConfigErrors, ConfigIssue};
+use youops_core::units::{ByteSize, HumanDuration};
+
+/// `[server]`: the daemon's HTTP side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: String,
+    /// Public base URL (for links in chat and issues, and the Slack manifest).
+    pub public_url: Option<String>,
+    /// Largest accepted request body.
+    pub body_limit: ByteSize,
+    /// Per-HTTP-request timeout.
+    pub request_timeout: HumanDuration,
+    /// How long running ops may take to finish on shutdown before they are interrupted.
+    pub shutdown_grace: HumanDuration,
+    /// Emit logs as JSON.
+    pub log_json: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            body_limit: ByteSize(1 << 20),
+            request_timeout: HumanDuration(std::time::Duration::from_secs(30)),
+            shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
+            log_json: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The `[server]` of `cfg` (the defaults when it has none), or its
+    /// problems, placed on their lines.
+    pub fn of(cfg: &Config) -> Result<ServerConfig, Vec<ConfigIssue>> {
+        let server = match cfg.server.clone() {
+            None => ServerConfig::default(),
+            Some(v) => v.try_into::<ServerConfig>().map_err(|e| {
+                vec![ConfigIssue {
+                    line: cfg.line_of("server"),
+                    path: "server".into(),
+                    message: e.to_string().trim().to_string(),
+                }]
+            })?,
+        };
+        if server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(vec![ConfigIssue {
+                line: None,
+                path: "server.listen".into(),
+                message: format!("`{}` is not an address like 127.0.0.1:8080", server.listen),
+            }]);
+        }
+        Ok(server)
+    }
+
+    /// [`ServerConfig::of`] a config already checked with [`check`] (the
+    /// defaults if it was not, and is bad).
+    pub fn of_checked(cfg: &Config) -> ServerConfig {
+        Self::of(cfg).unwrap_or_default()
+    }
+}
+
+/// The problems of the `[server]` of `cfg`: the check to pass to
+/// [`Config::load_with`].
+pub fn check(cfg: &Config) -> Vec<ConfigIssue> {
+    ServerConfig::of(cfg).err().unwrap_or_default()
+}
+
+/// Read and validate the config file at `path` for the daemon: core's
+/// checks and those of `[server]`, every problem at once.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    Config::load_with(path, &check)
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,15 +4,16 @@
 //! the writer's memory.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use chrono::Utc;
 use redb::{ReadableTable, TableDefinition, TableHandle};
 use youops_core::audit::{AppendOptions, AuditStore};
 use youops_core::model::{
-    EventBody, NewEvent, Request, RequestFilter, RequestId, RequestRecord, State, Transition,
+    EventBody, NewEvent, Request, RequestFilter, RequestId, RequestRecord, State,
 };
 use youops_store::{LogOptions, LogStore};
+
+use crate::support::{received, to};
 
 fn request(op: &str) -> Request {
     serde_json::from_value(serde_json::json!({
@@ -25,19 +26,6 @@ fn request(op: &str) -> Request {
         "digest": "ab".repeat(32),
     }))
     .expect("a request decodes")
-}
-
-fn received(r: &Request) -> NewEvent {
-    NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    )
-}
-
-fn to(id: RequestId, state: State) -> NewEvent {
-    NewEvent::transition(id, Transition::to(state))
 }
 
 fn notice(n: usize) -> NewEvent {

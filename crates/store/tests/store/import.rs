@@ -3,45 +3,12 @@
 //! goes in; records and claims come from the imported `received` events.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use chrono::Utc;
 use youops_core::audit::{AppendOptions, AuditStore, MemoryStore, StoreError};
-use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, State};
 use youops_store::{LogOptions, LogStore};
 
-fn request(op: &str, dedup_key: Option<&str>) -> Request {
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(),
-        "op": op,
-        "args": {},
-        "actor": {"frontend": "cli", "external_id": "ann"},
-        "origin": {"frontend": "cli"},
-        "dedup_key": dedup_key,
-        "created_at": Utc::now(),
-        "digest": "ab".repeat(32),
-    }))
-    .expect("a request decodes")
-}
-
-fn received(r: &Request) -> NewEvent {
-    NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    )
-}
-
-fn to(id: RequestId, state: State) -> NewEvent {
-    NewEvent::transition(id, Transition::to(state))
-}
-
-fn keyed(key: &str) -> AppendOptions {
-    let mut o = AppendOptions::durable();
-    o.dedup_key = Some(key.to_string());
-    o
-}
+use crate::support::{keyed, received, request, to};
 
 fn small() -> LogOptions {
     let mut o = LogOptions::default();

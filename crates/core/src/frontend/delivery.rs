@@ -100,8 +100,10 @@ impl DeliveryError {
 /// Timeout, attempts and backoff of one kind of call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Each attempt gets at most this long.
-    pub timeout: Duration,
+    /// Each attempt gets at most this long. `None`: the call bounds itself
+    /// (a call that waits for its turn first, or that must not be cut short
+    /// halfway).
+    pub timeout: Option<Duration>,
     /// Attempts in all (at least one).
     pub max_attempts: u32,
     /// The wait after the first transient failure; it doubles each time.
@@ -117,7 +119,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            timeout: Duration::from_secs(10),
+            timeout: Some(Duration::from_secs(10)),
             max_attempts: 5,
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -166,6 +168,22 @@ pub struct Delivery<'a> {
     pub shutdown: &'a CancellationToken,
 }
 
+/// One attempt, within `timeout` if there is one.
+async fn attempt_within<T>(
+    timeout: Option<Duration>,
+    call: impl Future<Output = Result<T, DeliveryError>>,
+) -> Result<T, DeliveryError> {
+    let Some(limit) = timeout else {
+        return call.await;
+    };
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(DeliveryError::transient(format!(
+            "no answer within {} ms",
+            limit.as_millis()
+        )))
+    })
+}
+
 impl Delivery<'_> {
     /// Make the call under `policy` until it succeeds, fails permanently,
     /// runs out of attempts or is abandoned at shutdown. `call` makes one
@@ -181,15 +199,11 @@ impl Delivery<'_> {
             let result = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => None,
-                r = tokio::time::timeout(policy.timeout, call()) => Some(r),
+                r = attempt_within(policy.timeout, call()) => Some(r),
             };
             let error = match result {
-                Some(Ok(Ok(v))) => return Some(v),
-                Some(Ok(Err(e))) => e,
-                Some(Err(_)) => DeliveryError::transient(format!(
-                    "no answer within {} ms",
-                    policy.timeout.as_millis()
-                )),
+                Some(Ok(v)) => return Some(v),
+                Some(Err(e)) => e,
                 None => {
                     self.abandoned(attempt).await;
                     return None;
@@ -311,7 +325,7 @@ mod tests {
 
     fn quick() -> RetryPolicy {
         RetryPolicy {
-            timeout: Duration::from_millis(200),
+            timeout: Some(Duration::from_millis(200)),
             max_attempts: 3,
             first_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),

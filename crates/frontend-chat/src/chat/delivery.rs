@@ -39,7 +39,7 @@ impl Chat {
     /// timeout. The request timeout is kept by `attempt`, around the call.
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
-            timeout: Duration::MAX,
+            timeout: None,
             max_attempts: self.settings.max_attempts,
             first_backoff: self.settings.backoff,
             max_backoff: MAX_BACKOFF,

@@ -33,7 +33,7 @@ fn feedback_policy() -> RetryPolicy {
         // No deadline of its own: each GitHub call is bounded by the client's
         // timeouts, and a render cut short halfway would leave its record
         // marked as rendered, so the next attempt would skip it.
-        timeout: Duration::MAX,
+        timeout: None,
         max_attempts: FEEDBACK_RETRIES + 1,
         first_backoff: FEEDBACK_RETRY_FIRST,
         max_backoff: FEEDBACK_RETRY_MAX,

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use youops_core::audit::{
-    archive_file_name, archive_files, parse_archive_file_name, AppendOptions, ArchiveReport,
-    AuditStore, ChainVerifier, StoreError,
+    archive_file_name, archives_to_recover, AppendOptions, ArchiveReport, AuditStore,
+    ChainVerifier, StoreError,
 };
 use youops_core::model::{AuditEvent, EventBody, NewEvent, RequestId};
 
@@ -97,33 +97,7 @@ impl SledStore {
     /// step 3. Without, it never happened: remove the file (the events stay
     /// here). Also removes half-written files (`.jsonl.tmp`).
     pub(crate) async fn recover_archive(&self, dir: &Path) -> Result<(), StoreError> {
-        let listed = |e: std::io::Error| {
-            StoreError::Io(format!("cannot list archives in {}: {e}", dir.display()))
-        };
-        match std::fs::read_dir(dir) {
-            Ok(entries) => {
-                for e in entries {
-                    let path = e.map_err(listed)?.path();
-                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    if name.starts_with("audit-") && name.ends_with(".jsonl.tmp") {
-                        std::fs::remove_file(&path).map_err(|e| {
-                            StoreError::Io(format!("cannot remove {}: {e}", path.display()))
-                        })?;
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(listed(e)),
-        }
-        for path in archive_files(dir).map_err(listed)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let Some((first, through)) = parse_archive_file_name(&name) else {
-                continue;
-            };
+        for (path, name, first, through) in archives_to_recover(dir)? {
             let live_start = self.live_start()?;
             if through < live_start {
                 continue;

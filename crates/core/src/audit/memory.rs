@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{
-    archive_file_name, archive_files, canonical_bytes_encoded, chain_hash, event_json,
-    parse_archive_file_name, AppendOptions, ArchiveReport, AuditStore, ChainVerifier, StoreError,
-    VerifyReport, GENESIS_HASH,
+    archive_file_name, archives_to_recover, canonical_bytes_encoded, chain_hash, event_json,
+    AppendOptions, ArchiveReport, AuditStore, ChainVerifier, StoreError, VerifyReport,
+    GENESIS_HASH,
 };
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
@@ -308,33 +308,7 @@ impl MemoryStore {
     /// it is another store's, and nothing is touched); with its checkpoint in
     /// the chain the removal is finished, without it the file is removed.
     fn recover_archive(&self, dir: &Path) -> Result<(), StoreError> {
-        let listed = |e: std::io::Error| {
-            StoreError::Io(format!("cannot list archives in {}: {e}", dir.display()))
-        };
-        match std::fs::read_dir(dir) {
-            Ok(entries) => {
-                for e in entries {
-                    let path = e.map_err(listed)?.path();
-                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    if name.starts_with("audit-") && name.ends_with(".jsonl.tmp") {
-                        std::fs::remove_file(&path).map_err(|e| {
-                            StoreError::Io(format!("cannot remove {}: {e}", path.display()))
-                        })?;
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(listed(e)),
-        }
-        for path in archive_files(dir).map_err(listed)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let Some((first, through)) = parse_archive_file_name(&name) else {
-                continue;
-            };
+        for (path, name, first, through) in archives_to_recover(dir)? {
             let (live_start, stored, checkpointed) = {
                 let s = self.state();
                 let checkpointed = s.events.iter().any(|h| {

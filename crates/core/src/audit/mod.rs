@@ -235,6 +235,45 @@ pub fn archive_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::Pa
     Ok(files)
 }
 
+/// The first step of recovering an archive directory after a crash, as the
+/// stores that archive into files share it: remove half-written archive files
+/// (`audit-*.jsonl.tmp`), then list the complete ones as `(path, file name,
+/// first seq, last seq)` in chain order. Nothing when `dir` does not exist.
+pub fn archives_to_recover(
+    dir: &std::path::Path,
+) -> Result<Vec<(std::path::PathBuf, String, u64, u64)>, StoreError> {
+    let listed = |e: std::io::Error| {
+        StoreError::Io(format!("cannot list archives in {}: {e}", dir.display()))
+    };
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let path = e.map_err(listed)?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with("audit-") && name.ends_with(".jsonl.tmp") {
+                    std::fs::remove_file(&path).map_err(|e| {
+                        StoreError::Io(format!("cannot remove {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(listed(e)),
+    }
+    let mut out = Vec::new();
+    for path in archive_files(dir).map_err(listed)? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some((first, through)) = parse_archive_file_name(&name) {
+            out.push((path, name, first, through));
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Serialize)]
 struct Canonical<'a> {
     seq: u64,

@@ -647,6 +647,29 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+impl AuditEvent {
+    /// An event from its parts, for a store that has just numbered and hashed
+    /// it (or read them back). It is not checked: [`crate::audit::ChainVerifier`]
+    /// checks a chain.
+    pub fn from_parts(
+        seq: u64,
+        time: DateTime<Utc>,
+        request_id: Option<RequestId>,
+        body: EventBody,
+        prev_hash: String,
+        hash: String,
+    ) -> Self {
+        AuditEvent {
+            seq,
+            time,
+            request_id,
+            body,
+            prev_hash,
+            hash,
+        }
+    }
+}
+
 /// The current state of a request, derived from its audit events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -1,39 +1,8 @@
 //! The on-disk encoding: the sled tree's keys, blocks of JSON lines, and
 //! events built from their parts.
 
-use chrono::Utc;
 use youops_core::audit::StoreError;
-use youops_core::model::{AuditEvent, EventBody, RequestId};
-
-/// An [`AuditEvent`] from its parts (it is `#[non_exhaustive]`: outside core
-/// it is built by changing the fields of one decoded once).
-pub(crate) fn audit_event(
-    seq: u64,
-    time: chrono::DateTime<Utc>,
-    request_id: Option<RequestId>,
-    body: EventBody,
-    prev_hash: String,
-    hash: String,
-) -> AuditEvent {
-    static BLANK: std::sync::OnceLock<AuditEvent> = std::sync::OnceLock::new();
-    let mut e = BLANK
-        .get_or_init(|| {
-            serde_json::from_str(
-                r#"{"seq":0,"time":"1970-01-01T00:00:00Z","body":{"type":"checkpoint",
-                "archived_through_seq":0,"archived_last_hash":"","archive":""},
-                "prev_hash":"","hash":""}"#,
-            )
-            .expect("the blank event decodes")
-        })
-        .clone();
-    e.seq = seq;
-    e.time = time;
-    e.request_id = request_id;
-    e.body = body;
-    e.prev_hash = prev_hash;
-    e.hash = hash;
-    e
-}
+use youops_core::model::{AuditEvent, RequestId};
 
 pub(crate) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())

@@ -15,7 +15,7 @@ use youops_core::audit::{
 use youops_core::model::{AuditEvent, EventBody, NewEvent, RequestId};
 
 use crate::disk::Disk;
-use crate::encoding::{audit_event, bkey, decode, dkey, id_from, idkey, io};
+use crate::encoding::{bkey, decode, dkey, id_from, idkey, io};
 use crate::flusher::{flush_db, flusher, AppendReply, Durable, FlushReply, ToFlusher};
 use crate::indexer::{IndexJob, Indexer};
 use crate::options::SledOptions;
@@ -462,7 +462,7 @@ impl Writer {
             let canonical = canonical_bytes_encoded(seq, &time, &ne.request_id, &body_json);
             let hash = chain_hash(&prev, &canonical);
             stored.push(event_json(canonical, &prev, &hash));
-            let ev = audit_event(
+            let ev = AuditEvent::from_parts(
                 seq,
                 time,
                 ne.request_id,

@@ -205,7 +205,7 @@ mod tests {
                 let prev = "0f".repeat(32);
                 let hash = chain_hash(&prev, &canonical);
                 let line = event_line(canonical, &prev, &hash);
-                let ev = crate::state::audit_event(
+                let ev = AuditEvent::from_parts(
                     seq,
                     *time,
                     *request_id,

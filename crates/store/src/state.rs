@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use youops_core::audit::{archive_file_name, StoreError};
 use youops_core::model::{AuditEvent, EventBody, RequestId, RequestRecord};
 
@@ -75,36 +75,6 @@ pub(crate) fn claim_in(ev: &AuditEvent) -> Option<(&str, RequestId, bool)> {
             .map(|k| (k, request.id, request.dedup_expires)),
         _ => None,
     }
-}
-
-/// An [`AuditEvent`] from its parts. (It is `#[non_exhaustive]`: outside its
-/// crate it is built by changing the fields of one decoded once.)
-pub(crate) fn audit_event(
-    seq: u64,
-    time: DateTime<Utc>,
-    request_id: Option<RequestId>,
-    body: EventBody,
-    prev_hash: String,
-    hash: String,
-) -> AuditEvent {
-    static BLANK: OnceLock<AuditEvent> = OnceLock::new();
-    let mut e = BLANK
-        .get_or_init(|| {
-            serde_json::from_str(
-                r#"{"seq":0,"time":"1970-01-01T00:00:00Z","body":{"type":"checkpoint",
-                "archived_through_seq":0,"archived_last_hash":"","archive":""},
-                "prev_hash":"","hash":""}"#,
-            )
-            .expect("the blank event decodes")
-        })
-        .clone();
-    e.seq = seq;
-    e.time = time;
-    e.request_id = request_id;
-    e.body = body;
-    e.prev_hash = prev_hash;
-    e.hash = hash;
-    e
 }
 
 /// A record the writer holds in memory.

@@ -19,7 +19,7 @@ use crate::fs::LogFile;
 use crate::index::{Batch, Claim};
 use crate::indexer::{IndexMsg, Reply};
 use crate::log::{open_name, POISON_MARKER};
-use crate::state::{audit_event, claim_in, fold, lock, Held, Shared, Stored};
+use crate::state::{claim_in, fold, lock, Held, Shared, Stored};
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Vec<AuditEvent>, StoreError>>;
 
@@ -392,7 +392,7 @@ impl Writer {
             let hash = chain_hash(&prev, &canonical);
             let mut line = event_line(canonical, &prev, &hash);
             line.push(b'\n');
-            let ev = audit_event(
+            let ev = AuditEvent::from_parts(
                 seq,
                 time,
                 ne.request_id,

@@ -54,7 +54,8 @@ pub struct Loaded {
     /// Directory that relative runner paths resolve against.
     pub base_dir: PathBuf,
     /// How long the store's claim of an expiring dedup key holds
-    /// (`[store] dedup_ttl`): a frontend whose keys name objects for their
+    /// (`[store] dedup_ttl` when the executor was built; a reload keeps it,
+    /// as the store does): a frontend whose keys name objects for their
     /// whole life stops acting on objects older than this, so that an
     /// expired claim never lets old work run again.
     pub dedup_ttl: std::time::Duration,
@@ -294,8 +295,12 @@ impl Executor {
     /// Swap in a new catalog and policy (config reload). Requests in flight keep
     /// the op spec they started with.
     pub fn reload(&self, cfg: &Config) {
-        let new = Arc::new(Loaded::from_config(cfg));
-        *self.inner.loaded.write().unwrap_or_else(|p| p.into_inner()) = new;
+        let mut new = Loaded::from_config(cfg);
+        // The store keeps the claims TTL it was opened with: frontends must go
+        // on judging ages by that one, or a longer TTL read on reload would
+        // let them act on objects whose claims already expired.
+        new.dedup_ttl = self.loaded().dedup_ttl;
+        *self.inner.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     }
 
     /// Lifecycle events of every request, as they are recorded.

@@ -295,3 +295,19 @@ async fn every_command_is_deduplicated_by_its_delivery_key_across_a_restart() {
     assert_chain_ok(&store).await;
     drop(dir);
 }
+
+/// A reload does not change the claims TTL frontends judge ages by: the store
+/// keeps the one it was opened with.
+#[tokio::test]
+async fn a_reload_keeps_the_dedup_window_of_the_open_store() {
+    let h = start(APPROVAL_OPS, |b| b).await;
+    let week = Duration::from_secs(7 * 86_400);
+    assert_eq!(h.exec.loaded().dedup_ttl, week);
+    let longer = format!("[store]\ndedup_ttl = \"30d\"\n{APPROVAL_OPS}");
+    h.exec.reload(&config(&longer));
+    assert_eq!(h.exec.loaded().dedup_ttl, week);
+    assert_eq!(
+        config(&longer).store.dedup_ttl.0,
+        Duration::from_secs(30 * 86_400)
+    );
+}

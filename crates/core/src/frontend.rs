@@ -248,12 +248,6 @@ pub trait Frontend: Send + Sync + fmt::Debug + 'static {
         true
     }
 
-    /// Extra Prometheus text (complete `# HELP`/`# TYPE` blocks, metric names
-    /// prefixed `youops_<name>_`) appended to the daemon's `/metrics`.
-    fn prometheus(&self) -> String {
-        String::new()
-    }
-
     /// HTTP routes to mount under the daemon's listener (webhook frontends).
     fn http_routes(&self) -> Vec<HttpRoute> {
         Vec::new()
@@ -388,11 +382,6 @@ impl FrontendHost {
             Some((f, ctx)) => f.handle_http(ctx, req).await,
             None => simple_response(http::StatusCode::NOT_FOUND, "not found"),
         }
-    }
-
-    /// Every frontend's extra Prometheus text.
-    pub fn prometheus(&self) -> String {
-        self.entries.iter().map(|(f, _)| f.prometheus()).collect()
     }
 
     /// Readiness of each frontend.

@@ -5,10 +5,14 @@
 //! `git`) is a factory in [`registry`]; a section of one it left out is "not
 //! compiled in". Embedders that register their own frontends pass their
 //! section names as `extra`, so those sections are left for them to check.
+//!
+//! Frontends register their metrics when they are constructed, with the
+//! `metrics` recorder current then: [`build_parts`] builds them under a new
+//! server's [`Metrics`] recorder, which [`Built::into_options`] hands to
+//! [`run`](crate::run), so `/metrics` shows theirs beside the daemon's.
 
 #[cfg(feature = "git")]
 use std::path::PathBuf;
-#[cfg(feature = "git")]
 use std::sync::Arc;
 
 use youops_core::config::{Config, ConfigIssue};
@@ -22,6 +26,7 @@ use youops_core::frontend::Frontends;
 use youops_frontend_git::GitFactory;
 
 use crate::gitops::GitHandle;
+use crate::http::metrics::Metrics;
 
 /// The git frontend's section name (`youops_frontend_git::NAME`, which a
 /// build without it cannot name).
@@ -87,9 +92,11 @@ fn render(issues: Vec<ConfigIssue>) -> Vec<String> {
     issues.iter().map(ToString::to_string).collect()
 }
 
-/// Build the built-in frontends the config enables.
+/// Build the built-in frontends the config enables. Their metrics go to the
+/// recorder current now (see [`Metrics::with_recorder`]); [`build_parts`]
+/// gives them a server's own.
 pub fn build(cfg: &Config, extra: &[&str]) -> Result<Frontends, Vec<String>> {
-    build_parts(cfg, extra).map(|b| b.frontends)
+    build_here(cfg, extra).map(|b| b.frontends)
 }
 
 /// The built-in frontends the config enables, with a handle on the git
@@ -102,6 +109,8 @@ pub struct Built {
     pub frontends: Frontends,
     /// The git frontend, also in `frontends` (the same instance).
     pub git: Option<GitHandle>,
+    /// The server metrics whose recorder `frontends` record into.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for Built {
@@ -114,15 +123,26 @@ impl std::fmt::Debug for Built {
 }
 
 impl Built {
-    /// Put these frontends into `opts` (and the git handle beside them).
+    /// Put these frontends into `opts` (and the git handle and the metrics
+    /// they record into beside them).
     pub fn into_options(self, opts: &mut crate::RunOptions) {
         opts.frontends = self.frontends;
         opts.git = self.git;
+        opts.metrics = self.metrics;
     }
 }
 
-/// Like [`build`], keeping a handle on the git frontend.
+/// Like [`build`], keeping a handle on the git frontend, and recording into a
+/// new server's [`Metrics`] (in [`Built::metrics`]).
 pub fn build_parts(cfg: &Config, extra: &[&str]) -> Result<Built, Vec<String>> {
+    let metrics = Arc::new(Metrics::new());
+    let mut built = metrics.with_recorder(|| build_here(cfg, extra))?;
+    built.metrics = Some(metrics);
+    Ok(built)
+}
+
+/// The frontends, recording into the current recorder.
+fn build_here(cfg: &Config, extra: &[&str]) -> Result<Built, Vec<String>> {
     let problems = check(cfg, extra);
     if !problems.is_empty() {
         return Err(problems);

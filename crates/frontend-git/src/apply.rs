@@ -7,7 +7,6 @@ use youops_core::{Actor, DedupKey, Executor, Origin, RequestId, RequestRecord, S
 
 use crate::engine::{now_ms, settled, Engine, NAME};
 use crate::error::GitError;
-use crate::metrics::bump;
 use crate::plan::{Action, Plan, PlanEntry};
 use crate::repo;
 use crate::state::{Applied, Persisted, Retry};
@@ -200,7 +199,7 @@ impl Engine {
             match exec.submit(sub).await {
                 Ok(t) => {
                     if !t.duplicate {
-                        bump(&self.counters.change_requests, 1);
+                        self.metrics.change_requests.increment(1);
                     }
                     pending.push((idx, t.record.request.id, attempt));
                 }
@@ -263,7 +262,7 @@ impl Engine {
         };
         match rec.state {
             State::Succeeded => {
-                bump(&self.counters.changes_applied, 1);
+                self.metrics.changes_applied.increment(1);
                 st.retries.remove(&id);
                 st.drifted.remove(&id);
                 remember_applied(st, &id, e, head);
@@ -275,7 +274,7 @@ impl Engine {
                 st.retries.insert(id.clone(), retry);
             }
             State::Failed | State::TimedOut | State::Interrupted => {
-                bump(&self.counters.changes_failed, 1);
+                self.metrics.changes_failed.increment(1);
                 retry.attempt = attempt + 1;
                 let delay = self.backoff(retry.attempt);
                 retry.next_at_ms = Some(now + delay.as_millis() as i64);
@@ -288,7 +287,7 @@ impl Engine {
                 st.retries.insert(id.clone(), retry);
             }
             _ => {
-                bump(&self.counters.changes_failed, 1);
+                self.metrics.changes_failed.increment(1);
                 retry.gave_up = true;
                 e.remark = Some(format!("{}: {reason}", rec.state));
                 st.retries.insert(id.clone(), retry);

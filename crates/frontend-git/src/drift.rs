@@ -3,7 +3,6 @@
 //! it where `self_heal` says so.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use git2::Oid;
@@ -12,7 +11,6 @@ use youops_core::{Executor, RequestId, State};
 use crate::apply::remember_applied;
 use crate::engine::{settled, short, Engine, NAME};
 use crate::error::GitError;
-use crate::metrics::bump;
 use crate::plan::{diff, Actual, PlanEntry};
 use crate::state::Persisted;
 
@@ -105,9 +103,7 @@ impl Engine {
             .collect();
         let new = ids.difference(&st.drifted).cloned().collect();
         st.drifted = ids.union(&previous).cloned().collect();
-        self.counters
-            .drifted_now
-            .store(st.drifted.len() as u64, Ordering::Relaxed);
+        self.metrics.drifted_now.set(st.drifted.len() as f64);
         new
     }
 
@@ -120,7 +116,7 @@ impl Engine {
         drifted: &[PlanEntry],
         target: &str,
     ) -> Result<(), GitError> {
-        bump(&self.counters.drift_detected, new.len() as u64);
+        self.metrics.drift_detected.increment(new.len() as u64);
         let details: Vec<serde_json::Value> = drifted
             .iter()
             .filter(|e| new.contains(&e.id()))
@@ -192,7 +188,7 @@ impl Engine {
             let rec = rec?;
             let id = e.id();
             if rec.state == State::Succeeded {
-                bump(&self.counters.drift_corrected, 1);
+                self.metrics.drift_corrected.increment(1);
                 st.drifted.remove(&id);
                 remember_applied(st, &id, e, target);
             }
@@ -204,9 +200,7 @@ impl Engine {
             );
             healed.push((id, rid, rec.state));
         }
-        self.counters
-            .drifted_now
-            .store(st.drifted.len() as u64, Ordering::Relaxed);
+        self.metrics.drifted_now.set(st.drifted.len() as f64);
         Ok(healed)
     }
 }

@@ -1,9 +1,9 @@
 //! The engine at the bottom of the frontend: its config, kinds and persisted
-//! state, the counters, and the git and audit chores every layer above shares
+//! state, the metric handles, and the git and audit chores every layer above shares
 //! (blocking git work, signatures, notes, state saves, refusals).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::config::{GitConfig, Kinds};
 use crate::desired::{DesiredError, DesiredState};
 use crate::error::GitError;
 use crate::load::{self, Parsed};
-use crate::metrics::{bump, Counters};
+use crate::metrics::Metrics;
 use crate::repo;
 use crate::signing;
 use crate::state::Persisted;
@@ -37,7 +37,7 @@ pub(crate) struct Engine {
     pub(crate) trigger: Notify,
     pub(crate) ready: AtomicBool,
     pub(crate) dirty: AtomicBool,
-    pub(crate) counters: Counters,
+    pub(crate) metrics: Metrics,
     /// Kinds whose observer is failing, with the error last put on the audit
     /// record (so a lasting failure is recorded once, not on every check).
     pub(crate) observe_failing: std::sync::Mutex<HashMap<String, String>>,
@@ -74,8 +74,9 @@ pub(crate) async fn settled(exec: &Executor, id: RequestId) -> Result<RequestRec
 }
 
 impl Engine {
-    /// An engine from checked parts, with nothing loaded yet.
-    pub(crate) fn new(cfg: GitConfig, kinds: Kinds) -> Engine {
+    /// An engine from checked parts, with nothing loaded yet, recording into
+    /// `metrics`.
+    pub(crate) fn new(cfg: GitConfig, kinds: Kinds, metrics: Metrics) -> Engine {
         Engine {
             cfg,
             kinds,
@@ -83,7 +84,7 @@ impl Engine {
             trigger: Notify::new(),
             ready: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
-            counters: Counters::default(),
+            metrics,
             observe_failing: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -104,10 +105,9 @@ impl Engine {
     }
 
     pub(crate) fn save(&self, st: &Persisted) -> Result<(), GitError> {
-        self.counters.retries_pending.store(
-            st.retries.values().filter(|r| !r.gave_up).count() as u64,
-            Ordering::Relaxed,
-        );
+        self.metrics
+            .retries_pending
+            .set(st.retries.values().filter(|r| !r.gave_up).count() as f64);
         st.save(&self.cfg.state_dir).map_err(GitError::State)
     }
 
@@ -214,7 +214,7 @@ impl Engine {
         if !st.report_once(format!("refused:{}", info.id)) {
             return Ok(());
         }
-        bump(&self.counters.refused_commits, 1);
+        self.metrics.refused_commits.increment(1);
         exec.notice(
             None,
             NAME,
@@ -252,7 +252,7 @@ impl Engine {
         if !st.report_once(format!("invalid:{commit}")) {
             return Ok(());
         }
-        bump(&self.counters.invalid_commits, 1);
+        self.metrics.invalid_commits.increment(1);
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         exec.notice(
             None,
@@ -283,7 +283,7 @@ mod tests {
             toml::from_str(&format!("repo = \"/nonexistent\"\n{extra}")).unwrap();
         let cfg = GitConfig::parse(&section, std::path::Path::new("/")).unwrap();
         let kinds = Kinds::parse(&[], std::path::Path::new("/")).unwrap();
-        Engine::new(cfg, kinds)
+        Engine::new(cfg, kinds, Metrics::register())
     }
 
     #[test]

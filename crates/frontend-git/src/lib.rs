@@ -74,7 +74,6 @@ pub use desired::{DesiredError, DesiredState, Resource};
 pub use drift::DriftReport;
 pub use engine::NAME;
 pub use error::GitError;
-pub use metrics::GitMetrics;
 pub use plan::{Action, FieldChange, Plan, PlanEntry};
 pub use repo::{NOTES_REF, TRAILER_KEY};
 pub use webhook::WEBHOOK_PATH;
@@ -119,18 +118,27 @@ impl GitFrontend {
     }
 
     /// A frontend from checked parts.
+    ///
+    /// Its metrics (`youops_git_*`, see `docs/frontends/git.md`) are
+    /// registered here, with the `metrics` recorder current now: the global
+    /// one, or one installed with `metrics::with_local_recorder` around this
+    /// call (how the daemon gives each server its own).
     pub fn new(cfg: GitConfig, kinds: Kinds) -> GitFrontend {
         GitFrontend {
-            engine: Arc::new(Engine::new(cfg, kinds)),
+            engine: Arc::new(Engine::new(cfg, kinds, crate::metrics::Metrics::register())),
         }
     }
 
     /// Keep state (and, unless `checkout_dir` is set, the clone) under `dir`
-    /// (the daemon passes `<store dir>/git`).
+    /// (the daemon passes `<store dir>/git`). The metrics stay with the
+    /// recorder of the construction.
     pub fn with_state_dir(self, dir: impl Into<PathBuf>) -> GitFrontend {
         let mut cfg = self.engine.cfg.clone();
         cfg.set_state_dir(dir.into());
-        Self::new(cfg, self.engine.kinds.clone())
+        let metrics = self.engine.metrics.clone();
+        GitFrontend {
+            engine: Arc::new(Engine::new(cfg, self.engine.kinds.clone(), metrics)),
+        }
     }
 
     /// The checked config.
@@ -146,11 +154,6 @@ impl GitFrontend {
     /// Ask the running frontend for a pass now (what the webhook does).
     pub fn trigger(&self) {
         self.engine.trigger.notify_one();
-    }
-
-    /// Counters for `/metrics`.
-    pub fn metrics(&self) -> GitMetrics {
-        self.engine.counters.snapshot()
     }
 
     /// The YouOps note of `commit` in the repository (the clone, for remotes).
@@ -241,10 +244,6 @@ pub async fn check_drift(exec: &Executor, frontend: &GitFrontend) -> Result<Drif
 impl Frontend for GitFrontend {
     fn name(&self) -> &str {
         NAME
-    }
-
-    fn prometheus(&self) -> String {
-        self.metrics().prometheus()
     }
 
     async fn run(&self, ctx: FrontendContext) -> Result<(), FrontendError> {

@@ -10,7 +10,6 @@ use youops_core::Executor;
 use crate::desired::DesiredState;
 use crate::engine::{blocking, now_ms, Engine, Work};
 use crate::error::GitError;
-use crate::metrics::bump;
 use crate::observe::Current;
 use crate::plan::{self, Plan};
 use crate::repo;
@@ -28,7 +27,7 @@ impl Engine {
         let mut guard = self.work.lock().await;
         let work = &mut *guard;
         self.load(work)?;
-        bump(&self.counters.passes, 1);
+        self.metrics.passes.increment(1);
         let head = self.fetch_head().await?;
         let mut plan = Plan {
             branch: self.cfg.branch.clone(),
@@ -49,7 +48,7 @@ impl Engine {
             self.history(exec, work, head).await?;
         }
         if !full && self.reconciled(work.state.as_ref().expect("loaded"), &head_s) {
-            bump(&self.counters.noop_passes, 1);
+            self.metrics.noop_passes.increment(1);
             plan.unchanged_head = true;
             return Ok(plan);
         }

@@ -10,7 +10,6 @@ use youops_core::{Actor, DedupKey, Executor, Inbound, Origin, Reply};
 
 use crate::engine::{blocking, settled, short, Engine, Work, NAME};
 use crate::error::GitError;
-use crate::metrics::bump;
 use crate::repo;
 use crate::state::Persisted;
 
@@ -43,7 +42,7 @@ impl Engine {
         })
         .await?;
         if let Some(fp) = &scan.force_push {
-            bump(&self.counters.force_pushes, 1);
+            self.metrics.force_pushes.increment(1);
             let msg = format!(
                 "branch {} of {} was rewritten (force-push): {} is no longer in its history, head is now {}; {} seen commit(s) dropped{}; nothing is re-run because of it",
                 self.cfg.branch,
@@ -191,7 +190,7 @@ impl Engine {
         match exec.handle(inbound).await {
             Ok(Reply::Submitted(t)) => {
                 if !t.duplicate {
-                    bump(&self.counters.trailer_commands, 1);
+                    self.metrics.trailer_commands.increment(1);
                 }
                 let rec = settled(exec, t.record.request.id).await?;
                 st.note(&c.id, &self.cfg.branch).set_request(

@@ -5,7 +5,6 @@ use youops_core::frontend::webhook::{bearer_matches, verify_sha256};
 use youops_core::frontend::{json_response, simple_response, HttpRequest, HttpResponse};
 
 use crate::engine::Engine;
-use crate::metrics::bump;
 
 /// The webhook route.
 pub const WEBHOOK_PATH: &str = "/git/webhook";
@@ -26,7 +25,7 @@ impl Engine {
             _ => false,
         };
         if !authorized {
-            bump(&self.counters.webhooks_rejected, 1);
+            self.metrics.webhooks_rejected.increment(1);
             return json_response(
                 http::StatusCode::UNAUTHORIZED,
                 &serde_json::json!({ "error": "unauthorized", "message": "a valid X-Hub-Signature-256 or bearer token is required" }),
@@ -67,7 +66,7 @@ impl Engine {
                 }
             }
         }
-        bump(&self.counters.webhooks_accepted, 1);
+        self.metrics.webhooks_accepted.increment(1);
         self.trigger.notify_one();
         json_response(
             http::StatusCode::ACCEPTED,
@@ -80,14 +79,20 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::config::{GitConfig, Kinds};
+    use crate::metrics::Metrics;
     use bytes::Bytes;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
     use std::path::Path;
 
-    fn frontend(extra: &str) -> Engine {
+    /// An engine recording into a debugging recorder of its own.
+    fn frontend(extra: &str) -> (Engine, Snapshotter) {
         let section: toml::Table =
             toml::from_str(&format!("repo = \"/nonexistent\"\n{extra}")).unwrap();
         let cfg = GitConfig::parse(&section, Path::new("/")).unwrap();
-        Engine::new(cfg, Kinds::parse(&[], Path::new("/")).unwrap())
+        let kinds = Kinds::parse(&[], Path::new("/")).unwrap();
+        let recorder = DebuggingRecorder::new();
+        let metrics = metrics::with_local_recorder(&recorder, Metrics::register);
+        (Engine::new(cfg, kinds, metrics), recorder.snapshotter())
     }
 
     fn post(headers: &[(&str, &str)], body: &str) -> HttpRequest {
@@ -104,7 +109,8 @@ mod tests {
 
     #[test]
     fn webhook_table() {
-        let f = frontend("webhook_secret = \"s3cret-s3cret\"\nwebhook_token = \"t0ken-t0ken\"");
+        let (f, snapshotter) =
+            frontend("webhook_secret = \"s3cret-s3cret\"\nwebhook_token = \"t0ken-t0ken\"");
         let push = r#"{"ref":"refs/heads/main","after":"abc"}"#;
         let other = r#"{"ref":"refs/heads/dev"}"#;
         type Case<'a> = (Vec<(&'a str, String)>, &'a str, u16);
@@ -175,11 +181,20 @@ mod tests {
             let r = f.webhook(&post(&h, body));
             assert_eq!(r.status().as_u16(), status, "case {i}: {:?}", r.body());
         }
-        let m = f.counters.snapshot();
-        assert_eq!(m.webhooks_accepted, 2);
-        assert_eq!(m.webhooks_rejected, 5);
-        assert!(m
-            .prometheus()
-            .contains("youops_git_webhooks_rejected_total 5\n"));
+        let counters: std::collections::HashMap<String, u64> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(k, _, _, v)| match v {
+                DebugValue::Counter(n) => Some((k.key().name().to_string(), n)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counters["youops_git_webhooks_accepted_total"], 2);
+        assert_eq!(counters["youops_git_webhooks_rejected_total"], 5);
+        assert_eq!(
+            counters["youops_git_passes_total"], 0,
+            "registered at construction"
+        );
     }
 }

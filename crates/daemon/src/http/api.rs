@@ -131,10 +131,7 @@ fn bad_json(r: JsonRejection) -> ApiError {
 /// The principal a request's bearer token maps to.
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        state
-            .metrics()
-            .auth_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state.metrics().auth_failed();
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -159,10 +156,7 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<String> 
             .map(String::from)
     });
     principal.ok_or_else(|| {
-        state
-            .metrics()
-            .auth_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state.metrics().auth_failed();
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

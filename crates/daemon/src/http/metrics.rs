@@ -1,157 +1,155 @@
-//! Prometheus metrics, fed by lifecycle events and an instrumented audit store.
+//! Prometheus metrics through the `metrics` facade, fed by lifecycle events
+//! and an instrumented audit store, and the frontends' own.
+//!
+//! Each server has its own [`Metrics`]: a Prometheus recorder that is never the
+//! process-global one (several servers in one process, as in the tests, keep
+//! their counts apart). The daemon's metrics are registered on it, and the
+//! built-in frontends are constructed with it as the local recorder
+//! ([`Metrics::with_recorder`]), so their handles land there too; `/metrics`
+//! renders it.
 //!
 //! Labels stay low-cardinality: `frontend` and `outcome` come from small fixed
 //! sets, and `op` is the op name only when it is in the catalog (`unknown`
 //! otherwise, so typos cannot grow the label space).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use youops_core::audit::{AppendOptions, ArchiveReport, AuditStore, StoreError, VerifyReport};
 use youops_core::{AuditEvent, NewEvent, RequestFilter, RequestId, RequestRecord};
 
+/// The buckets of both histograms (request duration, audit append), in seconds.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0,
 ];
 
-/// A Prometheus histogram.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
+/// How often [`Metrics::upkeep`] should run: it folds histogram samples
+/// recorded since into the rendered histograms (a scrape does it too).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-impl Histogram {
-    /// Record one observation in seconds.
-    pub fn observe(&self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.counts[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
-    }
+const REQUESTS: &str = "youops_requests_total";
+const REQUEST_DURATION: &str = "youops_request_duration_seconds";
+const AUDIT_APPEND: &str = "youops_audit_append_seconds";
+const DRAINING_REFUSALS: &str = "youops_http_draining_refusals_total";
+const AUTH_FAILURES: &str = "youops_http_auth_failures_total";
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
-                self.counts[i].load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        // No label set is written bare: `name_sum{}` is outside the text format's grammar.
-        let set = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(
-            out,
-            "{name}_sum{set} {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{set} {count}");
-    }
-}
-
-/// All daemon metrics.
-#[derive(Debug, Default)]
+/// The metrics of one server: its own Prometheus recorder, with the daemon's
+/// metrics registered on it.
+#[derive(Clone)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, String), u64>>,
-    durations: Mutex<BTreeMap<String, Arc<Histogram>>>,
-    /// Audit append latency.
-    pub audit_append: Histogram,
-    /// HTTP requests refused while draining.
-    pub drained_refusals: AtomicU64,
-    /// Webhook signature failures.
-    pub auth_failures: AtomicU64,
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+    audit_append: Histogram,
+    drained_refusals: Counter,
+    auth_failures: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
+    /// A new recorder (not installed globally), with the daemon's metrics
+    /// described and registered.
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let recorder = Arc::new(recorder);
+        metrics::with_local_recorder(&*recorder, || {
+            describe_counter!(REQUESTS, "Requests that reached an end state.");
+            describe_histogram!(REQUEST_DURATION, "Time from receipt to end state.");
+            describe_histogram!(
+                AUDIT_APPEND,
+                "Latency of audit appends (durable ones include the group fsync)."
+            );
+            describe_counter!(
+                DRAINING_REFUSALS,
+                "Requests refused with 503 while shutting down."
+            );
+            describe_counter!(
+                AUTH_FAILURES,
+                "Requests refused for a missing or bad token or signature."
+            );
+            Metrics {
+                audit_append: histogram!(AUDIT_APPEND),
+                drained_refusals: counter!(DRAINING_REFUSALS),
+                auth_failures: counter!(AUTH_FAILURES),
+                handle,
+                recorder: recorder.clone(),
+            }
+        })
+    }
+
+    /// Run `f` with this server's recorder as the local one: metrics handles
+    /// registered in `f` (by a frontend's constructor) record here.
+    pub fn with_recorder<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&*self.recorder, f)
+    }
+
     /// Count a finished request.
     pub fn finished(&self, frontend: &str, op: &str, outcome: &str, secs: f64) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((frontend.to_string(), op.to_string(), outcome.to_string()))
-            .or_default() += 1;
-        let h = self
-            .durations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(frontend.to_string())
-            .or_default()
-            .clone();
-        h.observe(secs);
+        self.with_recorder(|| {
+            counter!(
+                REQUESTS,
+                "frontend" => frontend.to_string(),
+                "op" => op.to_string(),
+                "outcome" => outcome.to_string()
+            )
+            .increment(1);
+            histogram!(REQUEST_DURATION, "frontend" => frontend.to_string()).record(secs);
+        });
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP youops_requests_total Requests that reached an end state.\n# TYPE youops_requests_total counter\n");
-        for ((f, op, outcome), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "youops_requests_total{{frontend=\"{}\",op=\"{}\",outcome=\"{}\"}} {n}",
-                esc(f),
-                esc(op),
-                esc(outcome)
-            );
-        }
-        out.push_str("# HELP youops_request_duration_seconds Time from receipt to end state.\n# TYPE youops_request_duration_seconds histogram\n");
-        for (f, h) in self
-            .durations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            h.render(
-                &mut out,
-                "youops_request_duration_seconds",
-                &format!("frontend=\"{}\"", esc(f)),
-            );
-        }
-        out.push_str("# HELP youops_audit_append_seconds Latency of audit appends (durable ones include the group fsync).\n# TYPE youops_audit_append_seconds histogram\n");
-        self.audit_append
-            .render(&mut out, "youops_audit_append_seconds", "");
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP youops_http_draining_refusals_total Requests refused with 503 while shutting down.\n# TYPE youops_http_draining_refusals_total counter\nyouops_http_draining_refusals_total {}",
-            self.drained_refusals.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP youops_http_auth_failures_total Requests refused for a missing or bad token or signature.\n# TYPE youops_http_auth_failures_total counter\nyouops_http_auth_failures_total {}",
-            self.auth_failures.load(Ordering::Relaxed)
-        );
-        out
+    /// Record one audit append's latency.
+    pub fn audit_appended(&self, secs: f64) {
+        self.audit_append.record(secs);
     }
-}
 
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    /// Count an HTTP request refused while draining.
+    pub fn refused_draining(&self) {
+        self.drained_refusals.increment(1);
+    }
+
+    /// Count a request refused for a missing or bad token or signature.
+    pub fn auth_failed(&self) {
+        self.auth_failures.increment(1);
+    }
+
+    /// Fold the histogram samples recorded since the last upkeep or scrape
+    /// into the histograms (run every [`UPKEEP_INTERVAL`], so samples do not
+    /// pile up between scrapes).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Prometheus text exposition of everything recorded here, with `gauges`
+    /// (name, help, value) set to their value at this scrape first.
+    pub fn render(&self, gauges: &[(&'static str, &'static str, f64)]) -> String {
+        self.with_recorder(|| {
+            for (name, help, v) in gauges {
+                describe_gauge!(*name, *help);
+                gauge!(*name).set(*v);
+            }
+        });
+        self.handle.render()
+    }
 }
 
 /// An [`AuditStore`] wrapper that times appends.
@@ -177,7 +175,7 @@ impl AuditStore for InstrumentedStore {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let t = Instant::now();
         let r = self.inner.append(events, opts).await;
-        self.metrics.audit_append.observe(t.elapsed().as_secs_f64());
+        self.metrics.audit_appended(t.elapsed().as_secs_f64());
         r
     }
     async fn flush(&self) -> Result<(), StoreError> {
@@ -226,35 +224,4 @@ impl AuditStore for InstrumentedStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_prometheus_text() {
-        let m = Metrics::default();
-        m.finished("api", "deploy", "succeeded", 0.02);
-        m.finished("api", "deploy", "succeeded", 0.2);
-        let text = m.render(&[(
-            "youops_pending_approvals",
-            "Requests waiting for approval.",
-            3.0,
-        )]);
-        assert!(
-            text.contains(
-                "youops_requests_total{frontend=\"api\",op=\"deploy\",outcome=\"succeeded\"} 2"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "youops_request_duration_seconds_bucket{frontend=\"api\",le=\"0.025\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("youops_request_duration_seconds_count{frontend=\"api\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains("youops_pending_approvals 3"), "{text}");
-    }
-}
+mod tests;

@@ -2,7 +2,6 @@
 //! endpoints, the API, the dashboard and the frontends' webhook routes, behind
 //! the drain guard, timeouts, the body limit, request ids and tracing.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -107,9 +106,7 @@ async fn frontend_http(st: AppState, index: usize, req: Request) -> Response {
 
 async fn drain_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if st.draining() && req.method() != axum::http::Method::GET {
-        st.metrics()
-            .drained_refusals
-            .fetch_add(1, Ordering::Relaxed);
+        st.metrics().refused_draining();
         let mut resp = (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": { "code": "shutting_down", "message": "YouOps is shutting down and takes no new requests" } })),
@@ -178,7 +175,7 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
             "Seconds since start.",
             st.uptime().as_secs_f64(),
         ),
-    ]) + &st.host().prometheus();
+    ]);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -37,9 +37,14 @@ pub struct RunOptions {
     pub listener: Option<TcpListener>,
     /// Frontends to run (the built-ins the config enables, plus any an embedder adds).
     pub frontends: Frontends,
+    /// The server's metrics, whose recorder `frontends` were built under so
+    /// that `/metrics` shows theirs ([`crate::frontends::build_parts`] makes
+    /// one; an embedder builds its own frontends inside
+    /// [`Metrics::with_recorder`]). `run` makes a new one when unset.
+    pub metrics: Option<Arc<Metrics>>,
     /// The git frontend among `frontends`, if one runs: the API computes
     /// reconcile plans on it (`POST /api/v1/reconcile/plan`).
-    /// [`crate::frontends::Built::into_options`] sets both.
+    /// [`crate::frontends::Built::into_options`] sets both (and `metrics`).
     pub git: Option<GitHandle>,
     /// Extra builtin runners.
     pub builtins: Vec<(String, Arc<dyn youops_core::runner::Builtin>)>,
@@ -78,7 +83,7 @@ pub async fn run(
             }
         )
     })?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = opts.metrics.unwrap_or_default();
     let (exec, store, builtin_names) = start_executor(&cfg, opts.builtins, &metrics).await?;
 
     let stop = CancellationToken::new();
@@ -100,6 +105,7 @@ pub async fn run(
             metrics.clone(),
             stop.clone(),
         )),
+        Some(tasks::spawn_metrics_upkeep(metrics.clone(), stop.clone())),
         Some(tasks::spawn_heap_release(stop.clone())),
         tasks::spawn_retention(
             &store,

@@ -1,5 +1,5 @@
 //! The daemon's background tasks besides the listener: metrics from lifecycle
-//! events, giving freed heap back to the OS, audit retention, and config reload
+//! events and their upkeep, giving freed heap back to the OS, audit retention, and config reload
 //! on SIGHUP. Each ends when the daemon's stop token is cancelled.
 
 use std::path::PathBuf;
@@ -55,6 +55,23 @@ pub(crate) fn spawn_lifecycle_metrics(
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+}
+
+/// Histogram samples folded into the server's histograms every
+/// [`UPKEEP_INTERVAL`](super::metrics::UPKEEP_INTERVAL), so they do not pile up
+/// between scrapes.
+pub(crate) fn spawn_metrics_upkeep(
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(super::metrics::UPKEEP_INTERVAL) => metrics.upkeep(),
+                _ = stop.cancelled() => break,
             }
         }
     })

@@ -47,8 +47,8 @@ async fn drift_is_detected_audited_and_self_healed() {
     let n = h.notices("drift").await;
     assert_eq!(n.len(), 1);
     assert!(n[0].0.contains("user/alice"), "{}", n[0].0);
-    assert_eq!(h.git.metrics().drift_detected, 1);
-    assert_eq!(h.git.metrics().drifted_now, 1);
+    assert_eq!(h.metrics.counter("youops_git_drift_detected_total"), 1);
+    assert_eq!(h.metrics.gauge("youops_git_drifted_resources"), 1.0);
     assert!(h.git_note(c1).contains("drift ~ user/alice"));
     // Still drifted: reported once, not on every check.
     let r = check_drift(&h.exec, &h.git).await.unwrap();
@@ -61,12 +61,13 @@ async fn drift_is_detected_audited_and_self_healed() {
         "repo = \"repo\"\npath = \"state\"\nstate_dir = \"gitstate\"\nself_heal = true",
     )
     .unwrap();
-    let healer = GitFrontend::from_config(&section, &h.cfg.kinds, h.dir.path()).unwrap();
+    let (healer, healed) =
+        Recorded::build(|| GitFrontend::from_config(&section, &h.cfg.kinds, h.dir.path()).unwrap());
     let r = check_drift(&h.exec, &healer).await.unwrap();
     assert_eq!(r.healed.len(), 1);
     assert_eq!(r.healed[0].2, State::Succeeded);
     assert_eq!(h.world.user("alice").unwrap()["email"], "a@x.example");
-    assert_eq!(healer.metrics().drift_corrected, 1);
+    assert_eq!(healed.counter("youops_git_drift_corrected_total"), 1);
     let heal = h.exec.get(r.healed[0].1).await.unwrap();
     assert_eq!(heal.request.provenance["reason"], "self-heal");
     assert_eq!(heal.request.provenance["commit"], c1.to_string());
@@ -143,7 +144,7 @@ apply = "flaky.apply"
     let cfg = Config::parse(&text, dir.path(), "test", &|_| None).unwrap();
     let world = World::new(dir.path());
     let exec = executor(&cfg, &dir.path().join("store"), &world).await;
-    let git = frontend(&cfg);
+    let (git, _metrics) = frontend(&cfg);
     let repo = Repository::open(&repo_dir).unwrap();
     let flaky = |n: usize| -> String {
         (0..=n)

@@ -188,7 +188,7 @@ async fn one_file_changes_across_a_broken_commit_and_poll_once_does_no_work() {
     // An unchanged head: no plan, no request.
     let p = poll_once(&h.exec, &h.git).await.unwrap();
     assert!(p.unchanged_head && p.entries.is_empty(), "{p}");
-    assert_eq!(h.git.metrics().noop_passes, 1);
+    assert_eq!(h.metrics.counter("youops_git_noop_passes_total"), 1);
 
     let broken = commit(
         &repo,
@@ -335,7 +335,7 @@ async fn broken_commit_changes_nothing_and_names_file_and_line() {
     // Seeing it again does not re-report it.
     assert!(reconcile_once(&h.exec, &h.git, false).await.is_err());
     assert_eq!(h.notices("desired_state_invalid").await.len(), 1);
-    assert_eq!(h.git.metrics().invalid_commits, 1);
+    assert_eq!(h.metrics.counter("youops_git_invalid_commits_total"), 1);
 
     // The fix applies.
     commit(
@@ -387,7 +387,7 @@ async fn failing_resource_retries_with_backoff_while_others_apply() {
         Some(State::Succeeded)
     );
     assert!(h.world.user("alice").is_some());
-    assert_eq!(h.git.metrics().retries_pending, 1);
+    assert_eq!(h.metrics.gauge("youops_git_retries_pending"), 1.0);
 
     // The running frontend retries on its own, with growing delays, until it works.
     let shutdown = CancellationToken::new();
@@ -443,7 +443,7 @@ async fn failing_resource_retries_with_backoff_while_others_apply() {
         "the user was not re-applied"
     );
     eventually("no retries pending", 5, || async {
-        (h.git.metrics().retries_pending == 0).then_some(())
+        (h.metrics.gauge("youops_git_retries_pending") == 0.0).then_some(())
     })
     .await;
     shutdown.cancel();
@@ -503,5 +503,5 @@ async fn a_new_commit_supersedes_a_retry() {
         Some(format!("git:{c2}:flaky/f1:create:0").as_str())
     );
     assert_eq!(reqs[1].request.args["size"].as_text(), "2");
-    assert_eq!(h.git.metrics().retries_pending, 0);
+    assert_eq!(h.metrics.gauge("youops_git_retries_pending"), 0.0);
 }

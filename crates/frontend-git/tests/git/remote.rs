@@ -140,7 +140,7 @@ async fn force_push_is_detected_and_audited_and_notes_are_pushed() {
     assert_eq!(dropped.len(), 2);
     assert!(dropped.contains(&a) && dropped.contains(&b));
     assert_eq!(n[0].1["rewritten_not_rerun"], serde_json::json!([a2]));
-    assert_eq!(h.git.metrics().force_pushes, 1);
+    assert_eq!(h.metrics.counter("youops_git_force_pushes_total"), 1);
     assert!(h.exec.store().verify().await.unwrap().ok());
 }
 
@@ -241,9 +241,9 @@ async fn interval_picks_up_commits_pushed_to_a_remote() {
             .then_some(())
     })
     .await;
-    let noop_before = h.git.metrics().noop_passes;
+    let noop_before = h.metrics.counter("youops_git_noop_passes_total");
     eventually("an unchanged head to make no-op passes", 10, || async {
-        (h.git.metrics().noop_passes > noop_before).then_some(())
+        (h.metrics.counter("youops_git_noop_passes_total") > noop_before).then_some(())
     })
     .await;
     assert_eq!(h.requests("user.apply").await.len(), 1);

@@ -121,5 +121,5 @@ async fn require_signed_accepts_allowed_ssh_signatures_and_refuses_others() {
     reconcile_once(&h.exec, &h.git, false).await.unwrap();
     assert!(h.world.user("bob").is_some());
     assert!(h.world.user("eve").is_none() && h.world.user("mallory").is_none());
-    assert_eq!(h.git.metrics().refused_commits, 2);
+    assert_eq!(h.metrics.counter("youops_git_refused_commits_total"), 2);
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use git2::{Oid, Repository, RepositoryInitOptions, Signature};
+use metrics::{Key, Level, Metadata, Recorder};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use youops_core::config::Config;
 use youops_core::runner::BuiltinCall;
 use youops_core::{EventBody, Executor, RequestFilter, RequestRecord};
@@ -270,6 +272,8 @@ pub(crate) struct H {
     pub(crate) cfg: Config,
     pub(crate) exec: Executor,
     pub(crate) git: GitFrontend,
+    /// What `git` records.
+    pub(crate) metrics: Recorded,
 }
 
 pub(crate) fn kinds_toml(observe: bool) -> String {
@@ -298,8 +302,68 @@ pub(crate) fn config(dir: &Path, section: &str, observe: bool) -> Config {
     Config::parse(&text, dir, "test", &|_| None).unwrap()
 }
 
-pub(crate) fn frontend(cfg: &Config) -> GitFrontend {
-    GitFrontend::from_config(cfg.frontend("git").unwrap(), &cfg.kinds, &cfg.base_dir).unwrap()
+/// The frontend of `cfg`, recording into a recorder of its own.
+pub(crate) fn frontend(cfg: &Config) -> (GitFrontend, Recorded) {
+    Recorded::build(|| {
+        GitFrontend::from_config(cfg.frontend("git").unwrap(), &cfg.kinds, &cfg.base_dir).unwrap()
+    })
+}
+
+// ---------------------------------------------------------------- metrics
+
+/// The metrics of one frontend: a [`DebuggingRecorder`] that was the local
+/// recorder while the frontend was built (the frontend registers its handles
+/// then), so tests never share a process-global recorder.
+pub(crate) struct Recorded {
+    recorder: DebuggingRecorder,
+}
+
+impl Recorded {
+    /// Run `build` (that constructs a frontend) with a new recorder as the
+    /// local one.
+    pub(crate) fn build<T>(build: impl FnOnce() -> T) -> (T, Recorded) {
+        let recorder = DebuggingRecorder::new();
+        let built = metrics::with_local_recorder(&recorder, build);
+        (built, Recorded { recorder })
+    }
+
+    /// The counter `name` (0 when never registered).
+    pub(crate) fn counter(&self, name: &str) -> u64 {
+        match self.value(name) {
+            Some(DebugValue::Counter(n)) => n,
+            None => 0,
+            Some(v) => panic!("{name} is not a counter: {v:?}"),
+        }
+    }
+
+    /// The gauge `name` (0 when never registered).
+    pub(crate) fn gauge(&self, name: &str) -> f64 {
+        match self.value(name) {
+            Some(DebugValue::Gauge(v)) => v.into_inner(),
+            None => 0.0,
+            Some(v) => panic!("{name} is not a gauge: {v:?}"),
+        }
+    }
+
+    fn value(&self, name: &str) -> Option<DebugValue> {
+        let snapshot = self.recorder.snapshotter().snapshot().into_vec();
+        // Taking a snapshot resets the counters and gauges it reads to 0:
+        // put every value back, so that reading is not a side effect.
+        let md = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+        let mut found = None;
+        for (key, _, _, value) in snapshot {
+            let key: &Key = key.key();
+            match &value {
+                DebugValue::Counter(n) => self.recorder.register_counter(key, &md).increment(*n),
+                DebugValue::Gauge(v) => self.recorder.register_gauge(key, &md).set(v.into_inner()),
+                DebugValue::Histogram(_) => {}
+            }
+            if key.name() == name {
+                found = Some(value);
+            }
+        }
+        found
+    }
 }
 
 impl H {
@@ -327,7 +391,7 @@ impl H {
         let world = World::new(dir.path());
         let cfg = config(dir.path(), section, observe);
         let exec = executor(&cfg, &dir.path().join("store"), &world).await;
-        let git = frontend(&cfg);
+        let (git, metrics) = frontend(&cfg);
         H {
             dir,
             repo_dir,
@@ -335,6 +399,7 @@ impl H {
             cfg,
             exec,
             git,
+            metrics,
         }
     }
 
@@ -361,7 +426,7 @@ impl H {
         });
         drop(old);
         self.exec = executor(&self.cfg, &store, &self.world).await;
-        self.git = frontend(&self.cfg);
+        (self.git, self.metrics) = frontend(&self.cfg);
     }
 
     pub(crate) async fn notices(&self, kind: &str) -> Vec<(String, serde_json::Value)> {

@@ -106,7 +106,7 @@ async fn webhook_triggers_reconcile_and_bad_signature_is_401() {
         .await;
     assert_eq!(r.status(), 401);
     assert!(h.world.user("bob").is_none());
-    assert_eq!(h.git.metrics().webhooks_rejected, 4);
+    assert_eq!(h.metrics.counter("youops_git_webhooks_rejected_total"), 4);
 
     // A signed push event triggers an immediate pass.
     let r = host

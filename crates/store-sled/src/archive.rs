@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use youops_core::audit::{
-    archive_file_name, archives_to_recover, AppendOptions, ArchiveReport, AuditStore,
-    ChainVerifier, StoreError,
+    archive_file_name, archives_to_recover, last_event_in_archive, AppendOptions, ArchiveReport,
+    AuditStore, ChainVerifier, StoreError,
 };
-use youops_core::model::{AuditEvent, EventBody, NewEvent, RequestId};
+use youops_core::model::{EventBody, NewEvent, RequestId};
 
 use crate::disk::Disk;
 use crate::encoding::{bkey, decode, decode_line, idkey, io, lines, seq_of_bkey};
@@ -115,7 +115,7 @@ impl SledStore {
             // The file must end with the store's own event, or it is not this
             // store's archive (say, a new store beside an old archive directory):
             // it is never removed, nor written over.
-            let file_last = last_event_in(&path)?;
+            let file_last = last_event_in_archive(&path)?;
             let stored = self.events(through - 1, 1).await?;
             match (file_last, stored.first()) {
                 (Some(a), Some(b)) if a.seq == through && b.seq == through && a.hash == b.hash => {}
@@ -263,18 +263,6 @@ pub(crate) enum ArchiveStep {
     Checkpoint,
     /// 3. Remove the archived events and records.
     Remove,
-}
-
-/// The last event of a JSON-lines archive file (`None`: empty or unreadable last
-/// line).
-fn last_event_in(path: &Path) -> Result<Option<AuditEvent>, StoreError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?;
-    Ok(text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str(l).ok()))
 }
 
 /// The requests with an event in `first..=through`.

@@ -60,11 +60,7 @@ impl AuditStore for SledStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let bodies = events
-            .iter()
-            .map(|e| serde_json::to_vec(&e.body))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Io(format!("cannot encode an audit event: {e}")))?;
+        let bodies = youops_core::audit::encode_bodies(&events)?;
         let (reply, rx) = oneshot::channel();
         self.send(Msg::Append(Job {
             events,

@@ -475,11 +475,7 @@ impl AuditStore for LogStore {
             return Ok(Vec::new());
         }
         self.inner.shared.poisoned()?;
-        let bodies = events
-            .iter()
-            .map(|e| serde_json::to_vec(&e.body))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Io(format!("cannot encode an audit event: {e}")))?;
+        let bodies = youops_core::audit::encode_bodies(&events)?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.send(Msg::Append(Job {
             events,

@@ -16,16 +16,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{
-    archive_file_name, archives_to_recover, canonical_bytes_encoded, chain_hash, event_json,
-    AppendOptions, ArchiveReport, AuditStore, ChainVerifier, StoreError, VerifyReport,
-    GENESIS_HASH,
+    archives_to_recover, canonical_bytes_encoded, chain_hash, event_json, last_event_in_archive,
+    write_archive_file, AppendOptions, ArchiveReport, AuditStore, ChainVerifier, StoreError,
+    VerifyReport, GENESIS_HASH,
 };
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
@@ -337,7 +337,7 @@ impl MemoryStore {
             if first != live_start {
                 return Err(disagree(format!("the store starts at #{live_start}")));
             }
-            let file_last = last_event_in(&path)?;
+            let file_last = last_event_in_archive(&path)?;
             match (file_last, stored) {
                 (Some(a), Some(hash)) if a.seq == through && a.hash == hash => {}
                 (_, Some(hash)) => {
@@ -373,67 +373,6 @@ impl MemoryStore {
     }
 }
 
-/// The last event of a JSON-lines archive file (`None`: empty or unreadable last
-/// line).
-fn last_event_in(path: &Path) -> Result<Option<AuditEvent>, StoreError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| StoreError::Io(format!("cannot read {}: {e}", path.display())))?;
-    Ok(text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str(l).ok()))
-}
-
-/// Write `events` (`first..=through`, in order) to a new archive file in `dir`,
-/// one JSON line each: through a temporary file, fsynced, renamed, directory
-/// fsynced. Returns the file and the bytes written.
-fn write_archive(
-    dir: &Path,
-    first: u64,
-    through: u64,
-    events: &[AuditEvent],
-) -> Result<(PathBuf, u64), StoreError> {
-    use std::io::Write as _;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
-    let path = dir.join(archive_file_name(first, through));
-    let tmp = path.with_extension("jsonl.tmp");
-    let write = || -> Result<u64, StoreError> {
-        let f = std::fs::File::create(&tmp)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", tmp.display())))?;
-        let mut out = std::io::BufWriter::new(f);
-        let mut bytes = 0u64;
-        for ev in events {
-            let line = serde_json::to_vec(ev)
-                .map_err(|e| StoreError::Io(format!("cannot encode event #{}: {e}", ev.seq)))?;
-            out.write_all(&line)
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(|e| StoreError::Io(format!("writing {}: {e}", tmp.display())))?;
-            bytes += line.len() as u64 + 1;
-        }
-        let f = out
-            .into_inner()
-            .map_err(|e| StoreError::Io(format!("writing {}: {e}", tmp.display())))?;
-        f.sync_all()
-            .map_err(|e| StoreError::Io(format!("fsync {}: {e}", tmp.display())))?;
-        Ok(bytes)
-    };
-    let bytes = match write() {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| StoreError::Io(format!("rename to {}: {e}", path.display())))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok((path, bytes))
-}
-
 #[async_trait]
 impl AuditStore for MemoryStore {
     async fn append(
@@ -446,11 +385,7 @@ impl AuditStore for MemoryStore {
         }
         // Encoded before taking the lock, as the sled store encodes them before
         // handing them to its writer.
-        let bodies = events
-            .iter()
-            .map(|e| serde_json::to_vec(&e.body))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Io(format!("cannot encode an audit event: {e}")))?;
+        let bodies = super::encode_bodies(&events)?;
         self.state().append(events, bodies, &opts)
     }
 
@@ -581,10 +516,11 @@ impl AuditStore for MemoryStore {
         let touched: BTreeSet<RequestId> = events.iter().filter_map(|e| e.request_id).collect();
         // 1. The archive file, written whole and fsynced before anything changes.
         let dir_owned = dir.to_path_buf();
-        let (file, bytes) =
-            tokio::task::spawn_blocking(move || write_archive(&dir_owned, start, through, &events))
-                .await
-                .map_err(|e| StoreError::Io(e.to_string()))??;
+        let (file, bytes) = tokio::task::spawn_blocking(move || {
+            write_archive_file(&dir_owned, start, through, &events)
+        })
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))??;
         // 2. The checkpoint, in the chain.
         let name = file
             .file_name()

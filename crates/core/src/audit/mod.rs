@@ -12,6 +12,7 @@
 //! [`RequestRecord::apply`](crate::model::RequestRecord::apply)) and the dedup index.
 //! With the `test-util` feature, `conformance` is the suite every backend runs.
 
+mod archive;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 mod memory;
@@ -24,6 +25,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use archive::{
+    archive_file_name, archive_files, archives_to_recover, last_event_in_archive,
+    parse_archive_file_name, write_archive_file,
+};
 pub use memory::MemoryStore;
 pub use view::StoreView;
 
@@ -195,85 +200,6 @@ pub struct ArchiveReport {
     pub records_removed: u64,
 }
 
-/// The name of the archive file of events `first..=through`: they sort in chain order.
-pub fn archive_file_name(first: u64, through: u64) -> String {
-    format!("audit-{first:012}-{through:012}.jsonl")
-}
-
-/// The range `(first, through)` an archive file's name says it holds.
-pub fn parse_archive_file_name(name: &str) -> Option<(u64, u64)> {
-    let (first, through) = name
-        .strip_prefix("audit-")?
-        .strip_suffix(".jsonl")?
-        .split_once('-')?;
-    // `{:012}`: at least 12 digits, only digits.
-    let seq = |s: &str| -> Option<u64> {
-        (s.len() >= 12 && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    Some((seq(first)?, seq(through)?))
-}
-
-/// The archive files in `dir`, in chain order (by first sequence number).
-pub fn archive_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut files = Vec::new();
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for e in entries {
-                let path = e?.path();
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name.starts_with("audit-") && name.ends_with(".jsonl") {
-                    files.push(path);
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// The first step of recovering an archive directory after a crash, as the
-/// stores that archive into files share it: remove half-written archive files
-/// (`audit-*.jsonl.tmp`), then list the complete ones as `(path, file name,
-/// first seq, last seq)` in chain order. Nothing when `dir` does not exist.
-pub fn archives_to_recover(
-    dir: &std::path::Path,
-) -> Result<Vec<(std::path::PathBuf, String, u64, u64)>, StoreError> {
-    let listed = |e: std::io::Error| {
-        StoreError::Io(format!("cannot list archives in {}: {e}", dir.display()))
-    };
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for e in entries {
-                let path = e.map_err(listed)?.path();
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if name.starts_with("audit-") && name.ends_with(".jsonl.tmp") {
-                    std::fs::remove_file(&path).map_err(|e| {
-                        StoreError::Io(format!("cannot remove {}: {e}", path.display()))
-                    })?;
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(listed(e)),
-    }
-    let mut out = Vec::new();
-    for path in archive_files(dir).map_err(listed)? {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        if let Some((first, through)) = parse_archive_file_name(&name) {
-            out.push((path, name, first, through));
-        }
-    }
-    Ok(out)
-}
-
 #[derive(Serialize)]
 struct Canonical<'a> {
     seq: u64,
@@ -281,6 +207,17 @@ struct Canonical<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: &'a Option<RequestId>,
     body: &'a EventBody,
+}
+
+/// The JSON of each event's body, encoded by the caller of an append before
+/// its events reach a store's writer (which then only splices them into
+/// canonical bytes: [`canonical_bytes_encoded`]).
+pub fn encode_bodies(events: &[NewEvent]) -> Result<Vec<Vec<u8>>, StoreError> {
+    events
+        .iter()
+        .map(|e| serde_json::to_vec(&e.body))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Io(format!("cannot encode an audit event: {e}")))
 }
 
 /// The canonical bytes of an event (everything but its hashes).

@@ -1,7 +1,11 @@
-//! GitOps plans against a running daemon.
+//! GitOps against a running daemon: plans, and the git frontend's metrics
+//! beside the daemon's at `/metrics`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
 
 use crate::stdout;
 use crate::support::*;
@@ -123,4 +127,163 @@ apply = "user.apply"
     let local = youops_async(&["--config", c, "reconcile", "--once", "--dry-run"], &[]).await;
     assert_eq!(local.status.code(), Some(0), "{}", describe(&local));
     assert_eq!(stdout(&local), remote_text);
+}
+
+/// A repository with one commit declaring `user/ada`, and the ops and
+/// `[frontends.git]` section that reconcile it.
+fn git_setup(dir: &Path) -> String {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join("state")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo.join("state/users.toml"),
+        "[[resource]]\nkind = \"user\"\nname = \"ada\"\nemail = \"ada@example.com\"\n",
+    )
+    .unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "ada"]);
+    format!(
+        r#"[[ops]]
+name = "user.apply"
+runner = {{ type = "builtin", name = "echo" }}
+[[ops.params]]
+name = "name"
+type = "string"
+[[ops.params]]
+name = "email"
+type = "email"
+
+[frontends.git]
+repo = "{}"
+branch = "main"
+path = "state"
+interval = "1h"
+
+[[kinds]]
+name = "user"
+apply = "user.apply"
+"#,
+        repo.display()
+    )
+}
+
+/// The value of the series line `series` (full name with labels).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Every metric name `/metrics` had before the `metrics` facade, with its type.
+const EXPOSED: &[(&str, &str)] = &[
+    ("youops_requests_total", "counter"),
+    ("youops_request_duration_seconds", "histogram"),
+    ("youops_audit_append_seconds", "histogram"),
+    ("youops_pending_approvals", "gauge"),
+    ("youops_running_requests", "gauge"),
+    ("youops_audit_store_bytes", "gauge"),
+    ("youops_audit_verified_seq", "gauge"),
+    ("youops_audit_chain_intact", "gauge"),
+    ("youops_uptime_seconds", "gauge"),
+    ("youops_http_draining_refusals_total", "counter"),
+    ("youops_http_auth_failures_total", "counter"),
+    ("youops_git_passes_total", "counter"),
+    ("youops_git_noop_passes_total", "counter"),
+    ("youops_git_change_requests_total", "counter"),
+    ("youops_git_changes_applied_total", "counter"),
+    ("youops_git_changes_failed_total", "counter"),
+    ("youops_git_trailer_commands_total", "counter"),
+    ("youops_git_drift_detected_total", "counter"),
+    ("youops_git_drift_corrected_total", "counter"),
+    ("youops_git_force_pushes_total", "counter"),
+    ("youops_git_refused_commits_total", "counter"),
+    ("youops_git_invalid_commits_total", "counter"),
+    ("youops_git_webhooks_accepted_total", "counter"),
+    ("youops_git_webhooks_rejected_total", "counter"),
+    ("youops_git_drifted_resources", "gauge"),
+    ("youops_git_retries_pending", "gauge"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_daemon_and_its_frontends_apart_from_other_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = git_setup(dir.path());
+    let d = Daemon::start_with_frontends(&config("", &ops)).await;
+    // A second server in the same process: its counts are its own.
+    let other = Daemon::start(&config("", "")).await;
+
+    let (st, v) = d
+        .api
+        .submit(ALICE, "hello", json!({ "name": "metrics" }), Some("10s"))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = d.api.get("/api/v1/requests", Some("not-a-token")).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+
+    let hello = r#"youops_requests_total{frontend="api",op="hello",outcome="succeeded"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (st, text) = d.api.get_text("/metrics", None).await;
+        assert_eq!(st, StatusCode::OK);
+        let passes = value(&text, "youops_git_passes_total").unwrap_or(0.0);
+        if value(&text, hello) == Some(1.0) && passes >= 1.0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {hello} 1 or git pass in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (name, kind) in EXPOSED {
+        let ty = format!("# TYPE {name} {kind}\n");
+        assert!(text.contains(&ty), "no `{ty}` in:\n{text}");
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP of {name}:\n{text}"
+        );
+    }
+    for series in [
+        r#"youops_request_duration_seconds_bucket{frontend="api",le="0.025"}"#,
+        r#"youops_request_duration_seconds_bucket{frontend="api",le="+Inf"}"#,
+        "youops_audit_append_seconds_bucket{le=\"0.025\"}",
+        "youops_audit_append_seconds_sum",
+    ] {
+        assert!(value(&text, series).is_some(), "no {series} in:\n{text}");
+    }
+    assert_eq!(
+        value(
+            &text,
+            r#"youops_request_duration_seconds_count{frontend="api"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "youops_http_auth_failures_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "youops_audit_chain_intact"),
+        Some(1.0),
+        "{text}"
+    );
+
+    let (st, text) = other.api.get_text("/metrics", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(!text.contains("youops_git_"), "{text}");
+    assert!(!text.contains(r#"op="hello""#), "{text}");
+    assert_eq!(
+        value(&text, "youops_http_auth_failures_total"),
+        Some(0.0),
+        "{text}"
+    );
+
+    other.stop().await.expect("clean stop");
+    d.stop().await.expect("clean stop");
 }

@@ -175,6 +175,23 @@ impl FrontendContext {
             .insert(id);
     }
 
+    /// Run `task` while this node leads its cluster, until shutdown: for
+    /// work that must happen once per cluster (polling a source,
+    /// reconciling, holding Slack's Socket Mode connection). A node alone
+    /// always leads, so the task runs once, until shutdown. In a cluster it
+    /// starts on every term this node wins and gets a token cancelled when
+    /// the term ends; see [`Leadership::run_while_leader`](crate::cluster::Leadership::run_while_leader).
+    pub async fn while_leader<F, Fut>(&self, task: F)
+    where
+        F: FnMut(crate::cluster::Term, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.executor
+            .leadership()
+            .run_while_leader(&self.shutdown, task)
+            .await
+    }
+
     /// A dashboard link for a request, if the public URL is known.
     pub fn request_url(&self, id: RequestId) -> Option<String> {
         self.public_url

@@ -324,6 +324,9 @@ pub struct Request {
     /// If this is a retry, the request it retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<RequestId>,
+    /// The node that received it, in a cluster (absent on a single node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::cluster::NodeId>,
 }
 
 /// Lifecycle states: `received`, then validation, policy and approvals, then a
@@ -506,6 +509,10 @@ pub struct Transition {
     /// The run result (terminal states after running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RunOutcome>,
+    /// The node that took the request on with this transition (the one
+    /// that runs it), in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::cluster::NodeId>,
 }
 
 impl Transition {
@@ -518,7 +525,14 @@ impl Transition {
             approvals_needed: None,
             expires_at: None,
             outcome: None,
+            node: None,
         }
+    }
+
+    /// Set the node that takes the request on.
+    pub fn node(mut self, node: Option<crate::cluster::NodeId>) -> Self {
+        self.node = node;
+        self
     }
 
     /// Set who caused it.
@@ -700,12 +714,17 @@ pub struct RequestRecord {
     pub last_hash: String,
     /// Sequence number of the last audit event of this request.
     pub last_seq: u64,
+    /// The node the request is with, in a cluster: the one that received
+    /// it, then the one that runs it. A node recovers only its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::cluster::NodeId>,
 }
 
 impl RequestRecord {
     /// The record right after `received`.
     pub fn new(request: Arc<Request>, event: &AuditEvent) -> Self {
         RequestRecord {
+            node: request.node.clone(),
             request,
             state: State::Received,
             updated_at: event.time,
@@ -741,6 +760,9 @@ impl RequestRecord {
                 }
                 if t.outcome.is_some() {
                     self.outcome.clone_from(&t.outcome);
+                }
+                if t.node.is_some() {
+                    self.node.clone_from(&t.node);
                 }
             }
             EventBody::Approval(a) => {

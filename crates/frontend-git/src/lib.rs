@@ -247,7 +247,22 @@ impl Frontend for GitFrontend {
     }
 
     async fn run(&self, ctx: FrontendContext) -> Result<(), FrontendError> {
-        self.engine.serve(ctx).await
+        // Reconciling (and updating notes as requests end) happens once per
+        // cluster: on the leader.
+        let failed = std::sync::Mutex::new(None);
+        ctx.while_leader(|_, lost| {
+            let mut term = ctx.clone();
+            term.shutdown = lost;
+            let (engine, failed) = (self.engine.clone(), &failed);
+            async move {
+                if let Err(e) = engine.serve(term).await {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+        })
+        .await;
+        let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+        failed.map_or(Ok(()), Err)
     }
 
     fn is_ready(&self) -> bool {

@@ -126,8 +126,18 @@ impl Frontend for GithubFrontend {
 
     async fn run(&self, ctx: FrontendContext) -> Result<(), FrontendError> {
         let shared = self.shared.clone();
-        let poller = (!self.shared.cfg.poll_interval.is_zero())
-            .then(|| tokio::spawn(shared.clone().poll_loop(ctx.clone())));
+        // Polling happens once per cluster: on the leader.
+        let poller = (!self.shared.cfg.poll_interval.is_zero()).then(|| {
+            let (shared, ctx) = (shared.clone(), ctx.clone());
+            tokio::spawn(async move {
+                ctx.while_leader(|_, lost| {
+                    let mut term = ctx.clone();
+                    term.shutdown = lost;
+                    shared.clone().poll_loop(term)
+                })
+                .await
+            })
+        });
         shared.feedback_loop(&ctx).await;
         self.shared.ready.store(false, Ordering::SeqCst);
         if let Some(p) = poller {

@@ -572,6 +572,7 @@ mod tests {
             created_at: Utc::now(),
             digest: "ab".repeat(32),
             retry_of: None,
+            node: None,
         }
     }
 

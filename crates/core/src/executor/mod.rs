@@ -13,6 +13,7 @@ mod rate;
 mod recover;
 mod run;
 mod submit;
+mod tail;
 
 pub use handle::Inbound;
 
@@ -32,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AppendOptions, AuditStore};
 use crate::catalog::{Catalog, OpSpec};
+use crate::cluster::{Leadership, NodeId};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -151,6 +153,17 @@ struct Inner {
     /// The approval-expiry sweeper, awaited by `shutdown` so that the store
     /// is released when it returns.
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// This node's id in a cluster; `None` alone.
+    node: Option<NodeId>,
+    /// Whether this node does the work that happens once per cluster.
+    leadership: Leadership,
+    /// Which events other nodes appended have been published here.
+    tail: Mutex<tail::Cursor>,
+    /// How often the store is read for other nodes' events (`None`: alone).
+    follow_every: Option<Duration>,
+    /// Appends hold it shared until their events are published; reading
+    /// other nodes' events holds it alone.
+    tail_gate: tokio::sync::RwLock<()>,
 }
 
 /// The executor handle. Cheap to clone.
@@ -176,6 +189,9 @@ pub struct ExecutorBuilder {
     builtins: Builtins,
     http: Option<reqwest::Client>,
     sweep_every: Duration,
+    node: Option<NodeId>,
+    leadership: Leadership,
+    follow_every: Option<Duration>,
 }
 
 impl ExecutorBuilder {
@@ -204,8 +220,32 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Start the executor: requests a crash left in flight are marked
-    /// `interrupted`, and pending approvals are picked up again.
+    /// Run as node `node` of a cluster sharing one store: the requests it
+    /// receives and runs carry its id, and on start it recovers only its own.
+    pub fn node(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// Leadership of the work that happens once per cluster (the
+    /// approval-expiry sweeper among it; frontends get it through their
+    /// context). Default: [`Leadership::solo`], a node alone.
+    pub fn leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// Follow the store for events other nodes append to it, reading it
+    /// every `every` (and whenever [`Executor::catch_up`] is called), and
+    /// publish them as lifecycle events here. For nodes of a cluster; a node
+    /// alone publishes every event as it commits it.
+    pub fn follow_store(mut self, every: Duration) -> Self {
+        self.follow_every = Some(every);
+        self
+    }
+
+    /// Start the executor: requests a crash left in flight on this node are
+    /// marked `interrupted`, and pending approvals are picked up again.
     pub async fn build(self) -> Result<Executor> {
         let mut key = [0u8; 32];
         key[..16].copy_from_slice(&ulid::Ulid::new().to_bytes());
@@ -233,14 +273,21 @@ impl ExecutorBuilder {
             stop: CancellationToken::new(),
             buckets: Mutex::new(HashMap::new()),
             sweeper: Mutex::new(None),
+            node: self.node,
+            leadership: self.leadership.clone(),
+            tail: Mutex::new(tail::Cursor::default()),
+            follow_every: self.follow_every,
+            tail_gate: tokio::sync::RwLock::new(()),
         });
         let exec = Executor { inner };
+        exec.start_tail().await?;
         exec.recover().await?;
         // The sweeper holds the executor weakly: dropping every handle (without
         // `shutdown`) ends it too, and with it its hold on the store.
         let weak = Arc::downgrade(&exec.inner);
         let stop = exec.inner.stop.clone();
         let every = self.sweep_every;
+        let leadership = self.leadership;
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -248,6 +295,10 @@ impl ExecutorBuilder {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => break,
+                }
+                // Expiry happens once per cluster: on the leader.
+                if !leadership.is_leader() {
+                    continue;
                 }
                 let Some(inner) = weak.upgrade() else { break };
                 if let Err(e) = (Executor { inner }).expire_due().await {
@@ -273,6 +324,9 @@ impl Executor {
             builtins: Builtins::default(),
             http: None,
             sweep_every: Duration::from_secs(1),
+            node: None,
+            leadership: Leadership::solo(),
+            follow_every: None,
         }
     }
 
@@ -338,7 +392,18 @@ impl Executor {
             .map(String::from)
     }
 
+    /// This node's id in a cluster (`None` alone).
+    pub fn node(&self) -> Option<&NodeId> {
+        self.inner.node.as_ref()
+    }
+
+    /// This node's leadership of the work that happens once per cluster.
+    pub fn leadership(&self) -> &Leadership {
+        &self.inner.leadership
+    }
+
     fn publish(&self, event: AuditEvent, record: &RequestRecord) {
+        lock(&self.inner.tail).published_here(event.seq);
         if let Some(w) = lock(&self.inner.watchers).get(&record.request.id) {
             w.send_replace(Some(record.clone()));
         }
@@ -389,6 +454,7 @@ impl Executor {
         events: Vec<NewEvent>,
         opts: AppendOptions,
     ) -> Result<()> {
+        let _published = self.append_guard().await;
         let stored = self.inner.store.append(events, opts).await?;
         for e in stored {
             record.apply(&e);
@@ -428,6 +494,7 @@ impl Executor {
                     .ok_or_else(|| Error::Internal("notice vanished".into()))
             }
             None => {
+                let _published = self.append_guard().await;
                 let mut v = self
                     .inner
                     .store

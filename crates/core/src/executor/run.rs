@@ -119,7 +119,10 @@ impl Executor {
         }
         self.commit(
             &mut record,
-            vec![NewEvent::transition(id, Transition::to(State::Running))],
+            vec![NewEvent::transition(
+                id,
+                Transition::to(State::Running).node(self.inner.node.clone()),
+            )],
             false,
         )
         .await?;

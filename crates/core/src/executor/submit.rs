@@ -110,6 +110,7 @@ impl Executor {
             dedup_key: sub.dedup_key.clone(),
             dedup_expires: sub.dedup_key.is_some() && sub.dedup_expires,
         };
+        let _published = self.append_guard().await;
         let stored = match store.append(events, opts).await {
             Ok(s) => s,
             Err(StoreError::Duplicate(existing)) => return self.duplicate(existing).await,
@@ -198,6 +199,7 @@ impl Executor {
             provenance: sub.provenance.clone(),
             created_at: Utc::now(),
             retry_of,
+            node: self.inner.node.clone(),
         }
     }
 

@@ -5,6 +5,7 @@
 mod support;
 
 mod approvals;
+mod cluster;
 mod exec_runner;
 mod http_runner;
 mod lifecycle;

@@ -109,6 +109,7 @@ pub async fn run(
         Some(tasks::spawn_heap_release(stop.clone())),
         tasks::spawn_retention(
             &store,
+            exec.leadership(),
             cfg.store.retain_events,
             cfg.archive_dir(),
             stop.clone(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use youops_core::audit::AuditStore;
+use youops_core::cluster::Leadership;
 use youops_core::Executor;
 
 use super::metrics::Metrics;
@@ -92,26 +93,35 @@ pub(crate) fn spawn_heap_release(stop: CancellationToken) -> JoinHandle<()> {
 }
 
 /// Retention: archive old events once the store holds enough more than
-/// `[store] retain_events` (checked at start, then every minute). `None` when
-/// `keep` is 0 (retention off).
+/// `[store] retain_events` (checked at start, then every minute), on the
+/// leader only: it happens once per cluster. `None` when `keep` is 0
+/// (retention off).
 pub(crate) fn spawn_retention(
     store: &Arc<dyn AuditStore>,
+    leadership: &Leadership,
     keep: u64,
     dir: PathBuf,
     stop: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     (keep > 0).then(|| {
-        let store = store.clone();
+        let (store, leadership) = (store.clone(), leadership.clone());
         tokio::spawn(async move {
-            loop {
-                if let Err(e) = retain(store.as_ref(), keep, &dir).await {
-                    tracing::warn!(error = %e, "audit retention");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                    _ = stop.cancelled() => break,
-                }
-            }
+            leadership
+                .run_while_leader(&stop, |_, lost| {
+                    let (store, dir) = (store.clone(), dir.clone());
+                    async move {
+                        loop {
+                            if let Err(e) = retain(store.as_ref(), keep, &dir).await {
+                                tracing::warn!(error = %e, "audit retention");
+                            }
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                                _ = lost.cancelled() => break,
+                            }
+                        }
+                    }
+                })
+                .await
         })
     })
 }

@@ -151,12 +151,27 @@ impl Frontend for SlackFrontend {
             }
             Transport::Socket => {
                 let r = tokio::spawn(renderer);
+                // One Socket Mode connection per cluster: Slack hands each
+                // event to one connection of the app, and it must be the
+                // leader's.
                 self.ready.store(true, Ordering::SeqCst);
-                let res = self.run_socket_mode(&ctx).await;
+                let failed = std::sync::Mutex::new(None);
+                ctx.while_leader(|_, lost| {
+                    let mut term = ctx.clone();
+                    term.shutdown = lost;
+                    let failed = &failed;
+                    async move {
+                        if let Err(e) = self.run_socket_mode(&term).await {
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        }
+                    }
+                })
+                .await;
                 self.ready.store(false, Ordering::SeqCst);
                 ctx.shutdown.cancelled().await;
                 let _ = r.await;
-                res
+                let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+                failed.map_or(Ok(()), Err)
             }
         }
     }

@@ -123,6 +123,7 @@ pub(super) fn request(op: &str, frontend: &str) -> Request {
         created_at: Utc::now(),
         digest: "ab".repeat(32),
         retry_of: None,
+        node: None,
     }
 }
 

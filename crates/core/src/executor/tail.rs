@@ -1,0 +1,154 @@
+//! Lifecycle events from the store: in a cluster, other nodes append to the
+//! same chain, and this node reads it after the last seq it has seen and
+//! publishes every event it did not append itself, with the request's record
+//! as of that event. Waiters, renderers and the dashboard of every node then
+//! see every request, wherever it was received or run.
+//!
+//! A node alone does not follow the store: every event is its own, and is
+//! published as it is committed.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::{lock, Executor};
+use crate::error::Result;
+use crate::model::{AuditEvent, EventBody, RequestId, RequestRecord};
+
+/// How many events one read of the chain takes.
+const PAGE: usize = 512;
+
+/// What has been published of the chain.
+#[derive(Debug, Default)]
+pub(super) struct Cursor {
+    /// Whether this executor follows the store at all.
+    following: bool,
+    /// Every event up to this seq has been published here.
+    after: u64,
+    /// Events after `after` that this node appended and published already.
+    local: BTreeSet<u64>,
+}
+
+impl Cursor {
+    /// Note an event this node has just published.
+    pub(super) fn published_here(&mut self, seq: u64) {
+        if self.following && seq > self.after {
+            self.local.insert(seq);
+        }
+    }
+}
+
+/// While held, no event of this node is between its append and its
+/// publication (see [`Executor::catch_up`]); `None` when not following.
+pub(super) type AppendGuard<'a> = Option<tokio::sync::RwLockReadGuard<'a, ()>>;
+
+impl Executor {
+    /// Hold across an append and the publication of its events.
+    pub(super) async fn append_guard(&self) -> AppendGuard<'_> {
+        match self.inner.follow_every {
+            Some(_) => Some(self.inner.tail_gate.read().await),
+            None => None,
+        }
+    }
+
+    /// Start following the store, if this executor was built to.
+    pub(super) async fn start_tail(&self) -> Result<()> {
+        let Some(every) = self.inner.follow_every else {
+            return Ok(());
+        };
+        let (head, _) = self.inner.store.head().await?;
+        {
+            let mut c = lock(&self.inner.tail);
+            c.following = true;
+            c.after = head;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let stop = self.inner.stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                let exec = Executor { inner };
+                loop {
+                    match exec.catch_up().await {
+                        Ok(n) if n == PAGE => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading other nodes' events failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Publish the events other nodes appended since the last call (one page
+    /// of the chain at most); returns how many events were read. A store
+    /// that can notify (PostgreSQL's `LISTEN`) calls this when woken; the
+    /// executor also calls it on its follow interval.
+    pub async fn catch_up(&self) -> Result<usize> {
+        let (read, remote) = {
+            // With the gate held, every event this node appended so far is
+            // in `local` (appends hold it shared from the append until
+            // their events are published).
+            let _gate = self.inner.tail_gate.write().await;
+            let after = lock(&self.inner.tail).after;
+            let events = self.inner.store.events(after, PAGE).await?;
+            let mut c = lock(&self.inner.tail);
+            let mut remote = Vec::new();
+            for e in &events {
+                c.after = c.after.max(e.seq);
+                if !c.local.remove(&e.seq) {
+                    remote.push(e.clone());
+                }
+            }
+            let after = c.after;
+            c.local.retain(|s| *s > after);
+            (events.len(), remote)
+        };
+        self.publish_remote(remote).await?;
+        Ok(read)
+    }
+
+    /// Publish events of other nodes, each with its request's record as of
+    /// that event. Events of no request (global notices, checkpoints) have
+    /// no record to go with and are not lifecycle events.
+    async fn publish_remote(&self, events: Vec<AuditEvent>) -> Result<()> {
+        let mut histories: HashMap<RequestId, Vec<AuditEvent>> = HashMap::new();
+        for e in events {
+            let Some(id) = e.request_id else { continue };
+            let history = match histories.entry(id) {
+                Entry::Occupied(h) => h.into_mut(),
+                Entry::Vacant(v) => v.insert(self.inner.store.request_events(id).await?),
+            };
+            let Some(record) = fold_through(history, e.seq) else {
+                continue;
+            };
+            self.publish(e, &record);
+            if record.state.is_terminal() {
+                lock(&self.inner.watchers).remove(&id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The record folded from a request's events up to and including `seq`.
+fn fold_through(history: &[AuditEvent], seq: u64) -> Option<RequestRecord> {
+    let (first, rest) = history.split_first()?;
+    let EventBody::Received { request } = &first.body else {
+        return None;
+    };
+    let mut record = RequestRecord::new(Arc::clone(request), first);
+    for e in rest.iter().take_while(|e| e.seq <= seq) {
+        record.apply(e);
+    }
+    Some(record)
+}

@@ -21,6 +21,9 @@ use crate::policy::{GrantSpec, Policy, PrincipalSpec};
 use crate::units::{ByteSize, HumanDuration};
 
 mod lines;
+mod url;
+
+pub use url::StoreUrl;
 
 /// `[store]`: where the audit log lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +32,12 @@ mod lines;
 pub struct StoreConfig {
     /// Directory of the audit store (relative to the config file).
     pub path: PathBuf,
+    /// Another store instead of the embedded one at `path`, by URL
+    /// (`postgres://…` for a cluster's shared store). The daemon's store
+    /// factory picks the backend from its scheme; `YOUOPS_STORE_URL`
+    /// overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<StoreUrl>,
     /// Retention: keep about this many events in the store; the daemon moves
     /// older ones to JSON-lines archives in `archive_dir` (0: keep everything).
     /// The embedded store moves whole segments, so it keeps up to a segment more.
@@ -48,6 +57,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("youops-data"),
+            url: None,
             retain_events: 0,
             archive_dir: PathBuf::from("youops-archive"),
             dedup_ttl: HumanDuration(std::time::Duration::from_secs(7 * 86_400)),

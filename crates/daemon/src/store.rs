@@ -1,12 +1,36 @@
-//! The daemon's audit store: the embedded log store (`youops-store`) at
-//! `[store] path`, with its options from `[store]`. `youops serve` and the
-//! local CLI open it the same way.
-
+//! The daemon's store factory: `[store]` picks the backend, and `youops
+//! serve`, the local CLI and `youops store` open it the same way.
+//!
+//! The store is `YOUOPS_STORE_URL` when that is set, else `[store] url`, else
+//! the embedded log store (`youops-store`) in `[store] path`, with its options
+//! from `[store]`. A relative path resolves against the config's directory.
+//!
+//! # STORE
+//!
+//! `[store] url`, `YOUOPS_STORE_URL` and every command that names a store
+//! take one of these ([`StoreLocation`]):
+//!
+//! | STORE | the store |
+//! |---|---|
+//! | `PATH`, or `log:PATH` | the log store (`youops-store`) in directory `PATH`: what `[store] path` names |
+//! | `sled:PATH` | a sled store in directory `PATH` (stores of YouOps before the log store); only in a build with `--features sled` |
+//! | `postgres://…`, `postgresql://…` | a PostgreSQL store: not supported by this build |
+//!
+//! A plain path is always a log store directory, even when it contains a `:`
+//! (`log:` forces it for a path that starts with `sled:`). Any other
+//! `scheme://` is refused.
+//!
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use youops_core::audit::{AuditStore, StoreError};
 use youops_core::config::Config;
 use youops_store::{LogOptions, LogStore};
+
+/// The environment variable that names the store, over `[store] url`.
+pub const STORE_URL_ENV: &str = "YOUOPS_STORE_URL";
 
 /// redb's page cache of the store's indexes. Requests are read mostly while
 /// they are recent (and then from memory), so a small cache serves a daemon;
@@ -17,6 +41,69 @@ const INDEX_CACHE_BYTES: usize = 16 << 20;
 /// a busy daemon wants the default).
 pub const MIN_SEGMENT_BYTES: u64 = 4 << 10;
 
+/// Where a store is (the STORE syntax: see the [module](self) documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreLocation {
+    /// The log store in this directory.
+    Log(PathBuf),
+    /// A sled store in this directory (only usable with the `sled` feature).
+    Sled(PathBuf),
+}
+
+impl FromStr for StoreLocation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let path = |p: &str, what: &str| {
+            if p.is_empty() {
+                Err(format!("`{s}` names no {what} directory"))
+            } else {
+                Ok(PathBuf::from(p))
+            }
+        };
+        if let Some(p) = s.strip_prefix("log:") {
+            return path(p, "log store").map(StoreLocation::Log);
+        }
+        if let Some(p) = s.strip_prefix("sled:") {
+            if !cfg!(feature = "sled") {
+                return Err(format!(
+                    "`{s}` is a sled store, and this youops was built without sled: build it \
+                     with `cargo build --release -p youops --features sled`"
+                ));
+            }
+            return path(p, "sled store").map(StoreLocation::Sled);
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            {
+                return Err(match scheme {
+                    "postgres" | "postgresql" => {
+                        format!("`{scheme}://…`: PostgreSQL stores are not supported by this build")
+                    }
+                    _ => format!(
+                        "`{scheme}://…` is no store this youops knows: a STORE is a log store \
+                         directory (PATH or log:PATH) or sled:PATH"
+                    ),
+                });
+            }
+        }
+        path(s, "log store").map(StoreLocation::Log)
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Log(p) => write!(f, "{}", p.display()),
+            StoreLocation::Sled(p) => write!(f, "sled:{}", p.display()),
+        }
+    }
+}
+
 /// The log store's options from `[store]`.
 pub fn options(cfg: &Config) -> LogOptions {
     let mut o = LogOptions::default();
@@ -26,9 +113,35 @@ pub fn options(cfg: &Config) -> LogOptions {
     o
 }
 
+/// Where the store of `cfg` is: `YOUOPS_STORE_URL`, else `[store] url`, else
+/// the log store at `[store] path`.
+pub fn location(cfg: &Config) -> Result<StoreLocation, String> {
+    let from_env = std::env::var(STORE_URL_ENV).ok().filter(|u| !u.is_empty());
+    let (named, source) = match (&from_env, &cfg.store.url) {
+        (Some(u), _) => (u.as_str(), STORE_URL_ENV),
+        (None, Some(u)) => (u.expose(), "store.url"),
+        (None, None) => return Ok(StoreLocation::Log(cfg.store_path())),
+    };
+    let resolve = |p: PathBuf| {
+        if p.is_relative() {
+            cfg.base_dir.join(p)
+        } else {
+            p
+        }
+    };
+    match named.parse::<StoreLocation>() {
+        Ok(StoreLocation::Log(p)) => Ok(StoreLocation::Log(resolve(p))),
+        Ok(StoreLocation::Sled(p)) => Ok(StoreLocation::Sled(resolve(p))),
+        Err(e) => Err(format!("{source}: {e}")),
+    }
+}
+
 /// Problems with `[store]` that the config's types do not catch.
 pub fn check(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if let Err(e) = location(cfg) {
+        out.push(e);
+    }
     if cfg.store.segment_size.0 < MIN_SEGMENT_BYTES {
         out.push(format!(
             "store.segment_size: {} bytes is below the smallest segment, 4KiB",
@@ -44,12 +157,83 @@ pub fn check(cfg: &Config) -> Vec<String> {
     out
 }
 
-/// Open the store of `cfg`, creating its directory.
-pub fn open(cfg: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
-    let path = cfg.store_path();
+/// Open the store of `cfg` (see the [module](self) documentation), creating
+/// the log store's directory.
+pub async fn open(cfg: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
+    match location(cfg).map_err(StoreError::Io)? {
+        StoreLocation::Log(path) => open_log(&path, options(cfg)),
+        StoreLocation::Sled(path) => Err(StoreError::Io(format!(
+            "sled:{}: the daemon keeps its chain in a log store; copy this one into a new \
+             log store with `youops store copy --from sled:{} --to NEW_DIR` and name that",
+            path.display(),
+            path.display()
+        ))),
+    }
+}
+
+/// Open (or create) the log store in `path`.
+fn open_log(path: &Path, opts: LogOptions) -> Result<Arc<dyn AuditStore>, StoreError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| StoreError::Io(format!("creating {}: {e}", parent.display())))?;
     }
-    Ok(Arc::new(LogStore::open(&path, options(cfg))?))
+    Ok(Arc::new(LogStore::open(path, opts)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_syntax() {
+        let log = |p: &str| Ok(StoreLocation::Log(PathBuf::from(p)));
+        assert_eq!(
+            "/var/lib/youops/store".parse(),
+            log("/var/lib/youops/store")
+        );
+        assert_eq!("data/st:ore".parse(), log("data/st:ore"));
+        assert_eq!("log:sled:odd".parse(), log("sled:odd"));
+        let sled = "sled:/var/lib/youops/store".parse::<StoreLocation>();
+        if cfg!(feature = "sled") {
+            assert_eq!(
+                sled,
+                Ok(StoreLocation::Sled(PathBuf::from("/var/lib/youops/store")))
+            );
+            assert_eq!(sled.unwrap().to_string(), "sled:/var/lib/youops/store");
+        } else {
+            let e = sled.unwrap_err();
+            assert!(e.contains("--features sled"), "{e}");
+        }
+        let pg = "postgres://db.example/youops"
+            .parse::<StoreLocation>()
+            .unwrap_err();
+        assert!(pg.contains("not supported by this build"), "{pg}");
+        assert!("postgresql://x".parse::<StoreLocation>().is_err());
+        assert!("s3://bucket/x".parse::<StoreLocation>().is_err());
+        assert!("".parse::<StoreLocation>().is_err());
+        assert!("log:".parse::<StoreLocation>().is_err());
+    }
+
+    #[test]
+    fn the_config_names_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |store: &str| {
+            let text = format!("[store]\n{store}\n");
+            Config::parse(&text, dir.path(), "test", &|_| None).unwrap()
+        };
+        assert_eq!(
+            location(&load("path = \"data\"")),
+            Ok(StoreLocation::Log(dir.path().join("data")))
+        );
+        assert_eq!(
+            location(&load("path = \"data\"\nurl = \"log:other\"")),
+            Ok(StoreLocation::Log(dir.path().join("other")))
+        );
+        let e = location(&load("url = \"s3://bucket/x\"")).unwrap_err();
+        assert!(e.starts_with("store.url: "), "{e}");
+        let cfg = load("url = \"postgres://app:s3cret@db/youops\"");
+        let problems = check(&cfg).join("\n");
+        assert!(problems.contains("store.url"), "{problems}");
+        assert!(!problems.contains("s3cret"), "{problems}");
+    }
 }

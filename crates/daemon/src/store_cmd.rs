@@ -1,19 +1,7 @@
 //! `youops store copy --from STORE --to STORE`: copy a verified audit chain
 //! into a new log store.
 //!
-//! # STORE
-//!
-//! Every command that names a store takes one of these ([`StoreLocation`]):
-//!
-//! | STORE | the store |
-//! |---|---|
-//! | `PATH`, or `log:PATH` | the log store (`youops-store`) in directory `PATH`: what `[store] path` names |
-//! | `sled:PATH` | a sled store in directory `PATH` (stores of YouOps before the log store); only in a build with `--features sled` |
-//! | `postgres://…`, `postgresql://…` | a PostgreSQL store: not supported by this build |
-//!
-//! A plain path is always a log store directory, even when it contains a `:`
-//! (`log:` forces it for a path that starts with `sled:`). Any other
-//! `scheme://` is refused.
+//! Both stores are named in the STORE syntax of [`crate::store`].
 //!
 //! # Copying
 //!
@@ -40,8 +28,7 @@
 
 use std::fmt;
 use std::io::{IsTerminal as _, Write};
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::Path;
 use std::sync::Arc;
 
 use clap::Subcommand;
@@ -51,6 +38,7 @@ use youops_core::RequestId;
 use youops_store::{LogOptions, LogStore};
 
 use crate::cli::failure::{exit, Failure};
+pub use crate::store::StoreLocation;
 
 /// `youops store ...`
 #[derive(Debug, Subcommand)]
@@ -69,69 +57,6 @@ pub enum StoreCmd {
         #[arg(long, value_name = "STORE")]
         to: StoreLocation,
     },
-}
-
-/// Where a store is (the STORE syntax: see the [module](self) documentation).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StoreLocation {
-    /// The log store in this directory.
-    Log(PathBuf),
-    /// A sled store in this directory (only usable with the `sled` feature).
-    Sled(PathBuf),
-}
-
-impl FromStr for StoreLocation {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let path = |p: &str, what: &str| {
-            if p.is_empty() {
-                Err(format!("`{s}` names no {what} directory"))
-            } else {
-                Ok(PathBuf::from(p))
-            }
-        };
-        if let Some(p) = s.strip_prefix("log:") {
-            return path(p, "log store").map(StoreLocation::Log);
-        }
-        if let Some(p) = s.strip_prefix("sled:") {
-            if !cfg!(feature = "sled") {
-                return Err(format!(
-                    "`{s}` is a sled store, and this youops was built without sled: build it \
-                     with `cargo build --release -p youops --features sled`"
-                ));
-            }
-            return path(p, "sled store").map(StoreLocation::Sled);
-        }
-        if let Some((scheme, _)) = s.split_once("://") {
-            if !scheme.is_empty()
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-            {
-                return Err(match scheme {
-                    "postgres" | "postgresql" => {
-                        format!("`{scheme}://…`: PostgreSQL stores are not supported by this build")
-                    }
-                    _ => format!(
-                        "`{scheme}://…` is no store this youops knows: a STORE is a log store \
-                         directory (PATH or log:PATH) or sled:PATH"
-                    ),
-                });
-            }
-        }
-        path(s, "log store").map(StoreLocation::Log)
-    }
-}
-
-impl fmt::Display for StoreLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreLocation::Log(p) => write!(f, "{}", p.display()),
-            StoreLocation::Sled(p) => write!(f, "sled:{}", p.display()),
-        }
-    }
 }
 
 /// `youops store ...`.
@@ -549,36 +474,6 @@ async fn check_copy(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_store_syntax() {
-        let log = |p: &str| Ok(StoreLocation::Log(PathBuf::from(p)));
-        assert_eq!(
-            "/var/lib/youops/store".parse(),
-            log("/var/lib/youops/store")
-        );
-        assert_eq!("data/st:ore".parse(), log("data/st:ore"));
-        assert_eq!("log:sled:odd".parse(), log("sled:odd"));
-        let sled = "sled:/var/lib/youops/store".parse::<StoreLocation>();
-        if cfg!(feature = "sled") {
-            assert_eq!(
-                sled,
-                Ok(StoreLocation::Sled(PathBuf::from("/var/lib/youops/store")))
-            );
-            assert_eq!(sled.unwrap().to_string(), "sled:/var/lib/youops/store");
-        } else {
-            let e = sled.unwrap_err();
-            assert!(e.contains("--features sled"), "{e}");
-        }
-        let pg = "postgres://db.example/youops"
-            .parse::<StoreLocation>()
-            .unwrap_err();
-        assert!(pg.contains("not supported by this build"), "{pg}");
-        assert!("postgresql://x".parse::<StoreLocation>().is_err());
-        assert!("s3://bucket/x".parse::<StoreLocation>().is_err());
-        assert!("".parse::<StoreLocation>().is_err());
-        assert!("log:".parse::<StoreLocation>().is_err());
-    }
 
     #[test]
     fn progress_on_a_terminal_rewrites_one_line_and_elsewhere_prints_tenths() {

@@ -127,7 +127,7 @@ pub(crate) struct Local {
 impl Local {
     async fn open(cli: &Cli) -> Result<Local, Failure> {
         let cfg = load_config(&cli.config)?;
-        let store = crate::store::open(&cfg).map_err(|e| match e {
+        let store = crate::store::open(&cfg).await.map_err(|e| match e {
             StoreError::Locked(p) => Failure::new(
                 exit::UNAVAILABLE,
                 format!("the audit store at {p} is locked by another process — probably `youops serve`. Talk to it instead: youops --server http://ADDR --token TOKEN ..."),

@@ -177,7 +177,9 @@ async fn start_executor(
     extra: Vec<(String, Arc<dyn youops_core::runner::Builtin>)>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Executor, Arc<dyn AuditStore>, Vec<String>)> {
-    let opened = crate::store::open(cfg).context("opening the audit store")?;
+    let opened = crate::store::open(cfg)
+        .await
+        .context("opening the audit store")?;
     let store: Arc<dyn AuditStore> = Arc::new(InstrumentedStore::new(opened, metrics.clone()));
     let mut builder = standard_builtins(Executor::builder(cfg, store.clone()));
     for (name, b) in extra {

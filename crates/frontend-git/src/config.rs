@@ -314,9 +314,7 @@ impl GitConfig {
     /// to [`Kinds::from_section`].
     pub fn from_section(s: &FrontendSection<'_>) -> Result<GitConfig, Vec<ConfigIssue>> {
         let base_dir = s.config().base_dir.as_path();
-        let raw: RawSection = toml::Value::Table(s.table().clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| vec![s.serde_issue(&e)])?;
+        let raw: RawSection = s.parse().map_err(|e| vec![e])?;
         let errs = &mut Issues {
             s,
             list: Vec::new(),

@@ -160,9 +160,7 @@ impl GithubConfig {
 
     /// Parse and check the section; every problem at once, on its line.
     pub fn from_section(s: &FrontendSection<'_>) -> Result<Self, Vec<ConfigIssue>> {
-        let raw: Raw = toml::Value::Table(s.table().clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| vec![s.serde_issue(&e)])?;
+        let raw: Raw = s.parse().map_err(|e| vec![e])?;
         let errors = &mut Issues {
             s,
             list: Vec::new(),

@@ -107,16 +107,34 @@ impl<'a> FrontendSection<'a> {
         self.issue_at(key, key, message)
     }
 
-    /// A `serde` error of reading the whole section, on the line of the
-    /// field it names (`unknown field `x``), else of the section.
-    pub fn serde_issue(&self, e: &toml::de::Error) -> ConfigIssue {
+    /// Read the whole section into `T`. A problem is reported on the key it
+    /// is about (`frontends.slack.bot_token: invalid type: integer `1`,
+    /// expected a string`, on that key's line); an unknown field on the
+    /// line of that field.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigIssue> {
+        let value = toml::Value::Table(self.table.clone());
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = match e.path().to_string() {
+                p if p == "." => String::new(),
+                p => p,
+            };
+            self.serde_issue(&key, e.inner())
+        })
+    }
+
+    /// A `serde` error of reading `key` (empty: the whole section), on the
+    /// line of the field it names (`unknown field `x``), else of `key`.
+    pub fn serde_issue(&self, key: &str, e: &toml::de::Error) -> ConfigIssue {
         let message = e.message().trim();
         let field = ["unknown field `", "duplicate field `"]
             .iter()
             .find_map(|p| message.split_once(p))
-            .and_then(|(_, rest)| rest.split('`').next())
-            .unwrap_or("");
-        self.issue_at("", field, message)
+            .and_then(|(_, rest)| rest.split('`').next());
+        match field {
+            Some(f) if key.is_empty() => self.issue_at(key, f, message),
+            Some(f) => self.issue_at(key, &format!("{key}.{f}"), message),
+            None => self.issue(key, message),
+        }
     }
 
     /// A problem reported on the section (`path_key`) but placed on the line

@@ -76,18 +76,12 @@ fn wrapped_errors_keep_their_texts() {
 }
 
 #[test]
-fn config_issues_convert_with_their_texts() {
-    let section: toml::Table = "bot_token = 1".parse().unwrap();
-    let issues =
-        crate::SlackConfig::from_section(&youops_core::frontend::factory::FrontendSection::new(
-            "slack",
-            &section,
-            &youops_core::config::Config::default(),
-        ))
-        .unwrap_err();
-    let texts: Vec<String> = issues.iter().map(ToString::to_string).collect();
-    match ChatFrontendError::from(issues) {
-        ChatFrontendError::Config(got) => assert_eq!(got, texts),
-        other => panic!("{other:?}"),
-    }
+fn a_bad_section_is_one_config_error_naming_each_key() {
+    let section: toml::Table = "bot_token = 1\nsigning_secret = 2".parse().unwrap();
+    let cfg = youops_core::config::Config::default();
+    let slack = youops_core::frontend::factory::FrontendSection::new("slack", &section, &cfg);
+    let err = ChatFrontendError::from(crate::SlackConfig::from_section(&slack).unwrap_err());
+    assert_eq!(err.code(), "config_invalid");
+    let text = err.to_string();
+    assert!(text.contains("frontends.slack.bot_token"), "{text}");
 }

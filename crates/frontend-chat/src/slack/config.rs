@@ -123,9 +123,9 @@ impl SlackConfig {
 
     /// Parse and validate the section; every problem at once, on its line.
     pub fn from_section(s: &FrontendSection<'_>) -> Result<SlackConfig, Vec<ConfigIssue>> {
-        let raw: Raw = match toml::Value::Table(s.table().clone()).try_into() {
+        let raw: Raw = match s.parse() {
             Ok(r) => r,
-            Err(e) => return Err(vec![s.serde_issue(&e)]),
+            Err(e) => return Err(vec![e]),
         };
         let errs = &mut Issues {
             s,

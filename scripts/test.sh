@@ -21,4 +21,6 @@ fi
 
 cargo test --workspace "$@"
 # The optional sled backend: copying a store of earlier versions to the log store.
-cargo test -p youops --features sled --test store_copy "$@"
+cargo test -p youops --features sled --test daemon "$@" -- store_copy
+# A build without the built-in frontends: their sections are "not compiled in".
+cargo test -p youops --no-default-features --test daemon "$@" -- features

@@ -2,10 +2,13 @@
 //! stores in temp dirs, the real `youops` binary for lifecycle and CLI, and a
 //! real headless Chromium for the dashboard.
 //!
-//! The sections follow issue 3: health/metrics, API, CLI against a daemon,
-//! dashboard, lifecycle; one module each.
+//! One module per promise: health and metrics, the API, the CLI against a
+//! daemon, the dashboard, lifecycle, durability, retention, GitOps, faults
+//! (the daemon killed under load; needs the `github` feature, whose webhook
+//! feeds it), `store copy` (sled sources with the `sled` feature) and the
+//! config checks of builds without some frontends (`features`: run with
+//! `--no-default-features` for the "not compiled in" cases).
 
-#[path = "../support/mod.rs"]
 mod support;
 
 mod api;
@@ -13,11 +16,15 @@ mod audit;
 mod cli;
 mod dashboard;
 mod durability;
+#[cfg(feature = "github")]
+mod faults;
+mod features;
 #[cfg(feature = "git")]
 mod gitops;
 mod health;
 mod lifecycle;
 mod retention;
+mod store_copy;
 
 /// A command's stdout, as text.
 fn stdout(o: &std::process::Output) -> String {

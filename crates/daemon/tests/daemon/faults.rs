@@ -1,4 +1,4 @@
-//! Proof under faults (issue 7, points 1 and 2): the real `youops` binary killed
+//! Proof under faults: the real `youops` binary killed
 //! with SIGKILL at random moments while the API and GitHub webhooks feed it, and
 //! the outside world misbehaving (GitHub answering 500 / 429 / hanging / dropping
 //! connections; runners that hang, flood output or die by a signal).
@@ -6,16 +6,14 @@
 //! Everything listens on 127.0.0.1; every test is bounded (seconds).
 //! `FAULTS_SEED=N` replays the crash test's random schedule.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::*;
 use youops_core::model::{AuditEvent, EventBody, State};
 
 /// xorshift64*: a small seeded RNG (no dependency).

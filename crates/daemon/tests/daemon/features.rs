@@ -2,8 +2,6 @@
 //! `--no-default-features` (or `--features git` beside it) for the "not
 //! compiled in" cases.
 
-mod support;
-
 fn check(text: &str) -> Result<Vec<String>, Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("youops.toml");
@@ -96,12 +94,12 @@ fn top_level_kinds_still_work_with_a_warning() {
 #[cfg(not(feature = "git"))]
 #[tokio::test]
 async fn a_build_without_git_answers_reconcile_plans_as_not_compiled_in() {
-    let d = support::Daemon::start(&support::config("", "")).await;
+    let d = crate::support::Daemon::start(&crate::support::config("", "")).await;
     let (status, v) = d
         .api
         .post(
             "/api/v1/reconcile/plan",
-            Some(support::ALICE),
+            Some(crate::support::ALICE),
             &serde_json::json!({}),
         )
         .await;
@@ -118,18 +116,18 @@ async fn a_build_without_git_answers_reconcile_plans_as_not_compiled_in() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("youops.toml");
-    std::fs::write(&path, support::config("", "")).unwrap();
+    std::fs::write(&path, crate::support::config("", "")).unwrap();
     let c = path.to_str().unwrap();
-    let local = support::youops(&["--config", c, "reconcile", "--once", "--dry-run"], &[]);
+    let local = crate::support::youops(&["--config", c, "reconcile", "--once", "--dry-run"], &[]);
     assert_eq!(
         local.status.code(),
         Some(69),
         "{}",
-        support::describe(&local)
+        crate::support::describe(&local)
     );
     assert!(
         String::from_utf8_lossy(&local.stderr).contains("not compiled in"),
         "{}",
-        support::describe(&local)
+        crate::support::describe(&local)
     );
 }

@@ -5,7 +5,8 @@
 //! GitHub REST API ([`github`]) on 127.0.0.1 that record every call and
 //! misbehave on demand ([`fault`]), serving a `FrontendHost` the way the daemon
 //! does ([`host`]), waiting loops ([`wait`]), request signing ([`sign`]) and
-//! the benches' open-loop load generator ([`loadgen`]).
+//! the benches' open-loop load generator ([`loadgen`]), and a throw-away
+//! PostgreSQL cluster reached through a Unix socket ([`pg`]).
 //!
 //! The frontend conformance suites stay in `youops-core`'s `test-util`
 //! feature, so that this crate depends on core and never the other way round.
@@ -14,6 +15,7 @@ pub mod fault;
 pub mod github;
 pub mod host;
 pub mod loadgen;
+pub mod pg;
 pub mod sign;
 pub mod slack;
 pub mod wait;

@@ -1,0 +1,271 @@
+//! Retention: `archive(through, dir)` writes the oldest events to a JSON-lines
+//! archive file in `dir` (the log store's names and lines), appends a
+//! checkpoint, then moves the events into the `archive` table (where every
+//! node reads and verifies them) and drops the records of finished requests
+//! archived whole. Events of requests in flight are never archived.
+//!
+//! One archive at a time in the cluster: a session advisory lock, held on a
+//! connection of its own for the whole archive (closing it releases the lock).
+//! An archive cut short (a crash between the file and the move) is finished
+//! or undone by the next, with the memory store's rules: the file is kept and
+//! its events moved if its checkpoint is in the chain, removed if not.
+
+use std::path::{Path, PathBuf};
+
+use youops_core::audit::{
+    archive_file_name, archives_to_recover, last_event_in_archive, write_archive_file,
+    AppendOptions, ArchiveReport, AuditStore, StoreError,
+};
+use youops_core::model::{EventBody, NewEvent};
+
+use crate::codec::{self, col, seq_of, seq_sql, EVENT_COLUMNS};
+use crate::conn::Pool;
+use crate::reads;
+use crate::PgStore;
+
+/// The advisory lock key of archiving ("youopsar").
+const ARCHIVE_LOCK: i64 = 0x796f_756f_7073_6172;
+
+pub(crate) async fn archive(
+    store: &PgStore,
+    through_seq: u64,
+    dir: &Path,
+) -> Result<Option<ArchiveReport>, StoreError> {
+    let _one_here = store.inner.archiving.lock().await;
+    let lock = store.inner.connector.connect().await?;
+    lock.client
+        .execute("SELECT pg_advisory_lock($1)", &[&ARCHIVE_LOCK])
+        .await
+        .map_err(|e| store.redact().io("taking the archive lock", &e))?;
+    let result = archive_locked(store, through_seq, dir).await;
+    // Closing the session releases the lock.
+    drop(lock);
+    result
+}
+
+async fn archive_locked(
+    store: &PgStore,
+    through_seq: u64,
+    dir: &Path,
+) -> Result<Option<ArchiveReport>, StoreError> {
+    let pool = &store.inner.pool;
+    recover(pool, dir).await?;
+    let start = live_start(pool).await?;
+    let (tip, _) = reads::head(pool).await?;
+    // Keep every event of requests still in flight, and the tip.
+    let mut through = through_seq.min(tip.saturating_sub(1));
+    let row = pool
+        .query_one(
+            "finding the requests in flight",
+            "SELECT min(first_seq) FROM requests WHERE NOT terminal",
+            &[],
+        )
+        .await?;
+    if let Some(first) = col::<Option<i64>>(&row, 0, "requests.first_seq")? {
+        through = through.min(seq_of(first, "requests.first_seq")?.saturating_sub(1));
+    }
+    if through < start {
+        return Ok(None);
+    }
+    let rows = pool
+        .query(
+            "reading the events to archive",
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq >= $1 AND seq <= $2 ORDER BY seq"
+            ),
+            &[&seq_sql(start)?, &seq_sql(through)?],
+        )
+        .await?;
+    let events = codec::events(&rows)?;
+    let whole = events.len() as u64 == through - start + 1
+        && events.last().is_some_and(|e| e.seq == through);
+    let last_hash = match events.last() {
+        Some(last) if whole => last.hash.clone(),
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "events {start}..={through} are not all in the store"
+            )))
+        }
+    };
+    // 1. The archive file, written whole and fsynced before anything changes.
+    let dir_owned = dir.to_path_buf();
+    let (file, bytes) = tokio::task::spawn_blocking(move || {
+        write_archive_file(&dir_owned, start, through, &events)
+    })
+    .await
+    .map_err(|e| StoreError::Io(format!("writing the archive: {e}")))??;
+    let name = archive_file_name(start, through);
+    // 2. The checkpoint, in the chain.
+    let checkpoint = store
+        .append(
+            vec![NewEvent::global(EventBody::Checkpoint {
+                archived_through_seq: through,
+                archived_last_hash: last_hash.clone(),
+                archive: name.clone(),
+            })],
+            AppendOptions::durable(),
+        )
+        .await?;
+    // 3. The events into the archive table, and the records archived whole.
+    let records_removed = move_through(pool, through, &name).await?;
+    report(
+        file,
+        start,
+        through,
+        last_hash,
+        checkpoint.first().map_or(0, |e| e.seq),
+        bytes,
+        records_removed,
+    )
+}
+
+/// An [`ArchiveReport`] (it is `#[non_exhaustive]`: built through serde).
+fn report(
+    file: PathBuf,
+    first_seq: u64,
+    through_seq: u64,
+    last_hash: String,
+    checkpoint_seq: u64,
+    bytes: u64,
+    records_removed: u64,
+) -> Result<Option<ArchiveReport>, StoreError> {
+    serde_json::from_value(serde_json::json!({
+        "file": file, "first_seq": first_seq, "through_seq": through_seq,
+        "last_hash": last_hash, "checkpoint_seq": checkpoint_seq, "bytes": bytes,
+        "records_removed": records_removed,
+    }))
+    .map(Some)
+    .map_err(|e| StoreError::Io(format!("cannot build the archive report: {e}")))
+}
+
+/// The first live seq: one past the archive table's last.
+async fn live_start(pool: &Pool) -> Result<u64, StoreError> {
+    let row = pool
+        .query_one(
+            "reading the archive table",
+            "SELECT coalesce(max(seq), 0) + 1 FROM archive",
+            &[],
+        )
+        .await?;
+    seq_of(col(&row, 0, "archive.seq")?, "archive.seq")
+}
+
+/// Move events `..=through` into the archive table (file `file`) and delete
+/// the records of finished requests whose last event is among them, in one
+/// transaction. How many records went.
+async fn move_through(pool: &Pool, through: u64, file: &str) -> Result<u64, StoreError> {
+    let through = seq_sql(through)?;
+    let mut conn = pool.get().await?;
+    let redact = pool.redact().clone();
+    let err = |what: &str, e: tokio_postgres::Error| redact.io(what, &e);
+    let client = conn.client()?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| err("archiving: BEGIN", e))?;
+    tx.execute(
+        "INSERT INTO archive (seq, request_id, kind, canonical, prev_hash, hash, file)
+         SELECT seq, request_id, kind, canonical, prev_hash, hash, $2 FROM events
+         WHERE seq <= $1 ON CONFLICT (seq) DO NOTHING",
+        &[&through, &file],
+    )
+    .await
+    .map_err(|e| err("archiving: copying events into the archive table", e))?;
+    tx.execute("DELETE FROM events WHERE seq <= $1", &[&through])
+        .await
+        .map_err(|e| err("archiving: deleting archived events", e))?;
+    let removed = tx
+        .execute(
+            "DELETE FROM requests WHERE terminal AND last_seq <= $1",
+            &[&through],
+        )
+        .await
+        .map_err(|e| err("archiving: deleting finished records", e))?;
+    tx.commit().await.map_err(|e| err("archiving: COMMIT", e))?;
+    Ok(removed)
+}
+
+/// Finish or undo an archive cut short, and refuse an archive directory that
+/// does not agree with this store (the memory store's rules). An archive
+/// file whose events are still live must start at the live start and end
+/// with this store's own event (or it is another store's, and nothing is
+/// touched); with its checkpoint in the chain the move is finished, without
+/// it the file is removed.
+async fn recover(pool: &Pool, dir: &Path) -> Result<(), StoreError> {
+    let owned = dir.to_path_buf();
+    let files = tokio::task::spawn_blocking(move || archives_to_recover(&owned))
+        .await
+        .map_err(|e| StoreError::Io(format!("listing archives: {e}")))??;
+    for (path, name, first, through) in files {
+        let live_start = live_start(pool).await?;
+        if through < live_start {
+            continue;
+        }
+        let disagree = |why: String| {
+            StoreError::Corrupt(format!(
+                "{} holds events #{first}..=#{through} but {why}: not archiving until the \
+                 archive directory and the store agree (nothing was changed)",
+                path.display()
+            ))
+        };
+        if first != live_start {
+            return Err(disagree(format!("the store starts at #{live_start}")));
+        }
+        let stored = pool
+            .query_opt(
+                "reading an event",
+                "SELECT hash FROM events WHERE seq = $1",
+                &[&seq_sql(through)?],
+            )
+            .await?
+            .map(|row| col::<String>(&row, 0, "events.hash"))
+            .transpose()?;
+        match (last_event_in_archive(&path)?, stored) {
+            (Some(a), Some(hash)) if a.seq == through && a.hash == hash => {}
+            (_, Some(hash)) => {
+                return Err(disagree(format!(
+                    "its last record is not the store's #{through} (hash {})",
+                    hash.get(..12).unwrap_or(&hash)
+                )))
+            }
+            (_, None) => return Err(disagree(format!("the store has no record #{through}"))),
+        }
+        if checkpointed(pool, through, &name).await? {
+            let removed = move_through(pool, through, &name).await?;
+            tracing::warn!(
+                file = %path.display(),
+                through,
+                records_removed = removed,
+                "audit retention: finished an archive cut short (its checkpoint is in the chain)"
+            );
+        } else {
+            tokio::fs::remove_file(&path)
+                .await
+                .map_err(|e| StoreError::Io(format!("cannot remove {}: {e}", path.display())))?;
+            tracing::warn!(
+                file = %path.display(),
+                "audit retention: removed an archive cut short before its checkpoint \
+                 (its events are still in the store)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether a live checkpoint says events `..=through` went to `name`.
+async fn checkpointed(pool: &Pool, through: u64, name: &str) -> Result<bool, StoreError> {
+    let rows = pool
+        .query(
+            "reading checkpoints",
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'checkpoint' ORDER BY seq"),
+            &[],
+        )
+        .await?;
+    Ok(codec::events(&rows)?.iter().any(|e| {
+        matches!(
+            &e.body,
+            EventBody::Checkpoint { archived_through_seq, archive, .. }
+                if *archived_through_seq == through && archive == name
+        )
+    }))
+}

@@ -1,0 +1,359 @@
+//! Connections: TLS or not as the URL says, errors described without the
+//! password, and a small pool for reads (the writer keeps its own
+//! connection, so reads never queue behind its transaction).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
+use youops_core::audit::StoreError;
+
+use crate::url::{PgUrl, SslMode};
+
+/// Removes the password from whatever is shown (errors, logs).
+#[derive(Clone, Default)]
+pub(crate) struct Redactor {
+    secret: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redactor")
+    }
+}
+
+impl Redactor {
+    pub(crate) fn new(password: Option<String>) -> Self {
+        Redactor {
+            // A password of one or two characters cannot be told from the
+            // text around it; it is not searched for.
+            secret: password.filter(|p| p.len() >= 3).map(Arc::from),
+        }
+    }
+
+    pub(crate) fn clean(&self, text: String) -> String {
+        match &self.secret {
+            Some(s) if text.contains(&**s) => text.replace(&**s, "***"),
+            _ => text,
+        }
+    }
+
+    /// `what: <the error, its causes>`, as a [`StoreError::Io`].
+    pub(crate) fn io(&self, what: &str, e: &tokio_postgres::Error) -> StoreError {
+        StoreError::Io(self.clean(format!("{what}: {}", describe(e))))
+    }
+}
+
+/// The error and its causes: tokio-postgres says only `db error` for an
+/// error the server sent, and keeps the server's message in its source.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; {d}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
+}
+
+/// Whether the error means the connection is gone (or the server is not
+/// accepting yet): a new connection may succeed where this one failed.
+pub(crate) fn is_connection(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                ]
+                .contains(code)
+        }
+        // No SQLSTATE: an I/O error, a closed socket, a TLS failure.
+        None => true,
+    }
+}
+
+/// Makes connections: the URL's settings, the store's session name, TLS if
+/// the URL asks for it.
+pub(crate) struct Connector {
+    config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+    pub(crate) redact: Redactor,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection and its server process id.
+pub(crate) struct Conn {
+    pub(crate) client: Client,
+    pub(crate) pid: i32,
+}
+
+impl Connector {
+    pub(crate) fn new(url: &PgUrl, session: &str) -> Result<Connector, StoreError> {
+        let mut config = url.config().clone();
+        config.application_name(session);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        let tls = match (url.uses_tls(), url.ssl_mode()) {
+            (false, _) => None,
+            (true, SslMode::Prefer) => match tls_config() {
+                Ok(c) => Some(MakeRustlsConnect::new(c)),
+                Err(e) => {
+                    // `prefer` may go without TLS; the stricter modes may not.
+                    tracing::warn!(error = %e, "PostgreSQL: sslmode=prefer, connecting without TLS");
+                    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                    None
+                }
+            },
+            (true, _) => Some(MakeRustlsConnect::new(tls_config()?)),
+        };
+        Ok(Connector {
+            config,
+            tls,
+            redact: Redactor::new(url.password()),
+        })
+    }
+
+    /// A new connection; its driver runs on a task of its own until the
+    /// client is dropped or the connection breaks.
+    pub(crate) async fn connect(&self) -> Result<Conn, StoreError> {
+        let failed = |e: tokio_postgres::Error| self.redact.io("cannot connect to PostgreSQL", &e);
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) =
+                    self.config.connect(tls.clone()).await.map_err(failed)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(failed)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+        };
+        // A transaction whose client vanished without a word (COMMIT never
+        // sent) must not hold the chain tip for long.
+        let row = client
+            .query_one(
+                "SELECT pg_backend_pid(), set_config('idle_in_transaction_session_timeout', '60s', false)",
+                &[],
+            )
+            .await
+            .map_err(failed)?;
+        let pid = row
+            .try_get::<_, i32>(0)
+            .map_err(|e| StoreError::Corrupt(format!("pg_backend_pid(): {e}")))?;
+        Ok(Conn { client, pid })
+    }
+}
+
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        // The client sees the same error (or `closed`) on its next call.
+        tracing::debug!(error = %describe(&e), "PostgreSQL connection ended");
+    }
+}
+
+fn tls_config() -> Result<rustls::ClientConfig, StoreError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        // A certificate rustls cannot use is skipped, as the system's other
+        // TLS clients skip it.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(StoreError::Io(format!(
+            "TLS to PostgreSQL needs root certificates, and none were found on this system{}",
+            found
+                .errors
+                .first()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Io(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// A few connections for reads, made on demand and kept while healthy.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    connector: Arc<Connector>,
+    idle: Mutex<Vec<Conn>>,
+    permits: Semaphore,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn(pid {})", self.pid)
+    }
+}
+
+/// A connection taken from the [`Pool`]; back into it when dropped, unless
+/// it broke.
+pub(crate) struct Pooled<'a> {
+    conn: Option<Conn>,
+    pool: &'a Pool,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Pooled<'_> {
+    /// The connection's client (until the connection is thrown away).
+    pub(crate) fn client(&mut self) -> Result<&mut Client, StoreError> {
+        self.conn
+            .as_mut()
+            .map(|c| &mut c.client)
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Do not put the connection back into the pool.
+    pub(crate) fn discard(&mut self) {
+        drop(self.conn.take());
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if !c.client.is_closed() {
+                lock(&self.pool.idle).push(c);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pool {
+    pub(crate) fn new(connector: Arc<Connector>, size: usize) -> Pool {
+        Pool {
+            connector,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size.max(1)),
+        }
+    }
+
+    pub(crate) fn redact(&self) -> &Redactor {
+        &self.connector.redact
+    }
+
+    /// A connection: an idle one that is still open, or a new one.
+    pub(crate) async fn get(&self) -> Result<Pooled<'_>, StoreError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let idle = loop {
+            let c = lock(&self.idle).pop();
+            match c {
+                Some(c) if c.client.is_closed() => continue,
+                other => break other,
+            }
+        };
+        let conn = match idle {
+            Some(c) => c,
+            None => self.connector.connect().await?,
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            pool: self,
+            _permit: permit,
+        })
+    }
+
+    /// Run a read query; once more on a new connection if the connection
+    /// broke (a restarted server leaves every idle connection broken).
+    pub(crate) async fn query(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut c = self.get().await?;
+            match c.client()?.query(sql, params).await {
+                Ok(rows) => return Ok(rows),
+                Err(e) if tries < 3 && is_connection(&e) => {
+                    // Not back into the pool.
+                    c.discard();
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                Err(e) => return Err(self.redact().io(what, &e)),
+            }
+        }
+    }
+
+    /// [`query`](Self::query) expecting at most one row.
+    pub(crate) async fn query_opt(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let mut rows = self.query(what, sql, params).await?;
+        if rows.len() > 1 {
+            return Err(StoreError::Corrupt(format!(
+                "{what}: {} rows where at most one was expected",
+                rows.len()
+            )));
+        }
+        Ok(rows.pop())
+    }
+
+    /// [`query`](Self::query) expecting exactly one row.
+    pub(crate) async fn query_one(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StoreError> {
+        self.query_opt(what, sql, params)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("{what}: no row")))
+    }
+}

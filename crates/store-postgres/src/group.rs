@@ -1,0 +1,511 @@
+//! One local group of appends as one transaction:
+//!
+//! 1. lock the chain tip (`SELECT … FROM tip WHERE id = 1 FOR UPDATE`): one
+//!    writer at a time in the whole cluster, which makes the chain one;
+//! 2. read the time from the database clock (never earlier than the tip's
+//!    last time, so times stay monotonic across the nodes' clocks), the
+//!    group's dedup claims (expired ones deleted first) and the records of
+//!    its requests;
+//! 3. decide each append in order, in memory: a claimed key is a
+//!    [`StoreError::Duplicate`], an event that does not fold refuses its
+//!    append; the others get seqs and hashes (core's chain functions);
+//! 4. claim the winners' keys (`INSERT … ON CONFLICT DO NOTHING RETURNING`:
+//!    under the tip lock nobody else claims, so every one must come back, or
+//!    the group runs again), insert the events, upsert the records, move the
+//!    tip, record the batch id, COMMIT.
+//!
+//! The tip is always locked before any claim, or two nodes could deadlock.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Transaction;
+use youops_core::audit::{canonical_bytes_encoded, chain_hash, AppendOptions, StoreError};
+use youops_core::model::{AuditEvent, NewEvent, RequestId};
+
+use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
+use crate::conn::{is_connection, Conn, Connector, Redactor};
+use crate::faults::Faults;
+
+/// One caller's append, its bodies encoded already.
+#[derive(Debug)]
+pub(crate) struct AppendReq {
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) bodies: Vec<Vec<u8>>,
+    pub(crate) opts: AppendOptions,
+}
+
+/// What one caller is answered.
+pub(crate) type Answer = Result<Vec<AuditEvent>, StoreError>;
+
+/// Why a group did not (knowingly) commit.
+#[derive(Debug)]
+pub(crate) enum GroupError {
+    /// Nothing was committed. `retry`: running the group again may succeed
+    /// (the connection broke before COMMIT, a claim race).
+    NotCommitted { error: StoreError, retry: bool },
+    /// COMMIT was sent and its answer lost: `batch` tells whether it
+    /// committed, and then `answers` are right.
+    Unknown {
+        batch: String,
+        answers: Vec<Answer>,
+        error: StoreError,
+    },
+}
+
+/// What a group runs with.
+#[derive(Debug)]
+pub(crate) struct GroupCx<'a> {
+    pub(crate) connector: &'a Connector,
+    pub(crate) dedup_ttl: chrono::Duration,
+    pub(crate) faults: &'a Faults,
+}
+
+/// An event as inserted.
+#[derive(Debug)]
+struct Stored {
+    seq: u64,
+    request_id: Option<String>,
+    kind: &'static str,
+    canonical: Vec<u8>,
+    prev_hash: String,
+    hash: String,
+}
+
+/// The decisions of step 3.
+#[derive(Debug, Default)]
+struct Plan {
+    answers: Vec<Answer>,
+    events: Vec<Stored>,
+    /// Records changed, with their entries.
+    records: Vec<Entry>,
+    /// `(key, request id, expires)`.
+    claims: Vec<(String, String, bool)>,
+    tip: (u64, String),
+}
+
+fn sql_err(redact: &Redactor, what: &str, e: &tokio_postgres::Error) -> GroupError {
+    GroupError::NotCommitted {
+        retry: is_connection(e),
+        error: redact.io(what, e),
+    }
+}
+
+fn data_err(error: StoreError) -> GroupError {
+    GroupError::NotCommitted {
+        error,
+        retry: false,
+    }
+}
+
+/// Run `group` as one transaction on `conn` (see the module docs).
+pub(crate) async fn commit_group(
+    conn: &mut Conn,
+    group: &[&AppendReq],
+    cx: &GroupCx<'_>,
+) -> Result<Vec<Answer>, GroupError> {
+    let redact = &cx.connector.redact;
+    let pid = conn.pid;
+    let tx = conn
+        .client
+        .transaction()
+        .await
+        .map_err(|e| sql_err(redact, "BEGIN", &e))?;
+    let (tip, now, time) = lock_tip(&tx, redact).await?;
+    let owners = read_claims(&tx, group, now, redact).await?;
+    let known = read_records(&tx, group, redact).await?;
+    let plan = plan(group, tip, time, &owners, known);
+    if plan.events.is_empty() {
+        // Every append refused: nothing to write.
+        let _ = tx.rollback().await;
+        return Ok(plan.answers);
+    }
+    let expires = now + cx.dedup_ttl;
+    write_claims(&tx, &plan.claims, expires, redact).await?;
+    write_events(&tx, &plan.events, redact).await?;
+    write_records(&tx, &plan.records, redact).await?;
+    let batch = ulid::Ulid::new().to_string();
+    let last = seq_sql(plan.tip.0).map_err(data_err)?;
+    tx.execute(
+        "UPDATE tip SET seq = $1, hash = $2, time = $3 WHERE id = 1",
+        &[&last, &plan.tip.1, &time],
+    )
+    .await
+    .map_err(|e| sql_err(redact, "moving the chain tip", &e))?;
+    tx.execute(
+        "INSERT INTO batches (id, last_seq, committed_at) VALUES ($1, $2, $3)",
+        &[&batch, &last, &time],
+    )
+    .await
+    .map_err(|e| sql_err(redact, "recording the batch", &e))?;
+    if cx.faults.take_kill_before_commit() {
+        cx.faults.kill_session(cx.connector, pid).await;
+    }
+    match tx.commit().await {
+        Ok(()) if cx.faults.take_lose_commit_ack() => Err(GroupError::Unknown {
+            batch,
+            answers: plan.answers,
+            error: StoreError::Io("the answer to COMMIT was lost (an injected fault)".into()),
+        }),
+        Ok(()) => Ok(plan.answers),
+        // The server answered COMMIT with an error: it rolled back.
+        Err(e) if !is_connection(&e) => Err(data_err(redact.io("COMMIT", &e))),
+        Err(e) => Err(GroupError::Unknown {
+            batch,
+            answers: plan.answers,
+            error: redact.io("COMMIT", &e),
+        }),
+    }
+}
+
+/// Step 1: the locked tip `(seq, hash)`, the database's clock, and the
+/// group's time (that clock, or the tip's time if later).
+async fn lock_tip(
+    tx: &Transaction<'_>,
+    redact: &Redactor,
+) -> Result<((u64, String), DateTime<Utc>, DateTime<Utc>), GroupError> {
+    let row = tx
+        .query_one(
+            "SELECT seq, hash, time FROM tip WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(|e| sql_err(redact, "locking the chain tip", &e))?;
+    let seq = seq_of(col(&row, 0, "tip.seq").map_err(data_err)?, "tip.seq").map_err(data_err)?;
+    let hash: String = col(&row, 1, "tip.hash").map_err(data_err)?;
+    let last: Option<DateTime<Utc>> = col(&row, 2, "tip.time").map_err(data_err)?;
+    // Read after the lock is held: a time before the previous group's is
+    // impossible even across nodes whose clocks differ.
+    let row = tx
+        .query_one("SELECT clock_timestamp()", &[])
+        .await
+        .map_err(|e| sql_err(redact, "reading the clock", &e))?;
+    let now: DateTime<Utc> = col(&row, 0, "clock_timestamp()").map_err(data_err)?;
+    let time = last.map_or(now, |l| l.max(now));
+    Ok(((seq, hash), now, time))
+}
+
+/// Step 2: who holds the group's keys (expired claims deleted first).
+async fn read_claims(
+    tx: &Transaction<'_>,
+    group: &[&AppendReq],
+    now: DateTime<Utc>,
+    redact: &Redactor,
+) -> Result<HashMap<String, RequestId>, GroupError> {
+    let keys: Vec<&str> = group
+        .iter()
+        .filter_map(|r| r.opts.dedup_key.as_deref())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut owners = HashMap::new();
+    if keys.is_empty() {
+        return Ok(owners);
+    }
+    tx.execute(
+        "DELETE FROM claims WHERE key = ANY($1) AND expires_at <= $2",
+        &[&keys, &now],
+    )
+    .await
+    .map_err(|e| sql_err(redact, "removing expired dedup claims", &e))?;
+    let rows = tx
+        .query(
+            "SELECT key, request_id FROM claims WHERE key = ANY($1)",
+            &[&keys],
+        )
+        .await
+        .map_err(|e| sql_err(redact, "reading dedup claims", &e))?;
+    for row in &rows {
+        let key: String = col(row, 0, "claims.key").map_err(data_err)?;
+        let id: String = col(row, 1, "claims.request_id").map_err(data_err)?;
+        let id = codec::request_id(&id, "claims.request_id").map_err(data_err)?;
+        owners.insert(key, id);
+    }
+    Ok(owners)
+}
+
+/// Step 2: the records of the group's requests.
+async fn read_records(
+    tx: &Transaction<'_>,
+    group: &[&AppendReq],
+    redact: &Redactor,
+) -> Result<HashMap<RequestId, Entry>, GroupError> {
+    let ids: Vec<String> = group
+        .iter()
+        .flat_map(|r| r.events.iter().filter_map(|e| e.request_id))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|id| id.to_string())
+        .collect();
+    let mut known = HashMap::new();
+    if ids.is_empty() {
+        return Ok(known);
+    }
+    let rows = tx
+        .query(
+            "SELECT id, record, first_seq FROM requests WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(|e| sql_err(redact, "reading request records", &e))?;
+    for row in &rows {
+        let id: String = col(row, 0, "requests.id").map_err(data_err)?;
+        let text: String = col(row, 1, "requests.record").map_err(data_err)?;
+        let first: i64 = col(row, 2, "requests.first_seq").map_err(data_err)?;
+        let what = format!("the record of request {id}");
+        let entry = Entry {
+            record: codec::record(&text, &what).map_err(data_err)?,
+            first_seq: seq_of(first, &what).map_err(data_err)?,
+        };
+        known.insert(
+            codec::request_id(&id, "requests.id").map_err(data_err)?,
+            entry,
+        );
+    }
+    Ok(known)
+}
+
+/// Step 3: each append in order; a refused one leaves no trace.
+fn plan(
+    group: &[&AppendReq],
+    tip: (u64, String),
+    time: DateTime<Utc>,
+    owners: &HashMap<String, RequestId>,
+    mut known: HashMap<RequestId, Entry>,
+) -> Plan {
+    let mut p = Plan {
+        tip,
+        ..Plan::default()
+    };
+    let mut claimed: HashMap<String, RequestId> = HashMap::new();
+    let mut changed: BTreeSet<RequestId> = BTreeSet::new();
+    for req in group {
+        if let Some(key) = &req.opts.dedup_key {
+            if let Some(owner) = claimed.get(key).or_else(|| owners.get(key)) {
+                p.answers.push(Err(StoreError::Duplicate(*owner)));
+                continue;
+            }
+        }
+        match hash_and_fold(req, &p.tip, time, &known) {
+            Ok((out, stored, local)) => {
+                if let Some(last) = out.last() {
+                    p.tip = (last.seq, last.hash.clone());
+                }
+                changed.extend(local.keys().copied());
+                known.extend(local);
+                if let (Some(key), Some(id)) =
+                    (&req.opts.dedup_key, out.first().and_then(|e| e.request_id))
+                {
+                    claimed.insert(key.clone(), id);
+                    p.claims
+                        .push((key.clone(), id.to_string(), req.opts.dedup_expires));
+                }
+                p.events.extend(stored);
+                p.answers.push(Ok(out));
+            }
+            Err(e) => p.answers.push(Err(e)),
+        }
+    }
+    p.records = changed
+        .iter()
+        .filter_map(|id| known.get(id).cloned())
+        .collect();
+    p
+}
+
+type Hashed = (Vec<AuditEvent>, Vec<Stored>, HashMap<RequestId, Entry>);
+
+/// One append's events numbered after `tip`, hashed, and folded into the
+/// records (`known`, not changed: the changes are returned).
+fn hash_and_fold(
+    req: &AppendReq,
+    tip: &(u64, String),
+    time: DateTime<Utc>,
+    known: &HashMap<RequestId, Entry>,
+) -> Result<Hashed, StoreError> {
+    let mut local: HashMap<RequestId, Entry> = HashMap::new();
+    let (mut seq, mut prev) = tip.clone();
+    let mut out = Vec::with_capacity(req.events.len());
+    let mut stored = Vec::with_capacity(req.events.len());
+    for (ne, body) in req.events.iter().zip(&req.bodies) {
+        seq += 1;
+        let canonical = canonical_bytes_encoded(seq, &time, &ne.request_id, body);
+        let hash = chain_hash(&prev, &canonical);
+        let ev = AuditEvent::from_parts(
+            seq,
+            time,
+            ne.request_id,
+            ne.body.clone(),
+            prev.clone(),
+            hash.clone(),
+        );
+        if let Some(id) = ev.request_id {
+            let current = local.remove(&id).or_else(|| known.get(&id).cloned());
+            local.insert(id, fold(current, &ev)?);
+        }
+        stored.push(Stored {
+            seq,
+            request_id: ne.request_id.map(|i| i.to_string()),
+            kind: codec::kind(&ne.body),
+            canonical,
+            prev_hash: std::mem::replace(&mut prev, hash),
+            hash: ev.hash.clone(),
+        });
+        out.push(ev);
+    }
+    Ok((out, stored, local))
+}
+
+/// Step 4: the winners' claims; every one must be new.
+async fn write_claims(
+    tx: &Transaction<'_>,
+    claims: &[(String, String, bool)],
+    expires: DateTime<Utc>,
+    redact: &Redactor,
+) -> Result<(), GroupError> {
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = claims.iter().map(|c| c.0.as_str()).collect();
+    let ids: Vec<&str> = claims.iter().map(|c| c.1.as_str()).collect();
+    let expiring: Vec<bool> = claims.iter().map(|c| c.2).collect();
+    let rows = tx
+        .query(
+            "INSERT INTO claims (key, request_id, expires_at)
+             SELECT k, r, CASE WHEN e THEN $4::timestamptz END
+             FROM unnest($1::text[], $2::text[], $3::bool[]) AS c(k, r, e)
+             ON CONFLICT DO NOTHING RETURNING key",
+            &[&keys, &ids, &expiring, &expires],
+        )
+        .await
+        .map_err(|e| sql_err(redact, "claiming dedup keys", &e))?;
+    if rows.len() != claims.len() {
+        // Someone claimed without holding the tip: decide again.
+        return Err(GroupError::NotCommitted {
+            error: StoreError::Io(
+                "a dedup key was claimed by a writer that does not lock the chain tip".into(),
+            ),
+            retry: true,
+        });
+    }
+    Ok(())
+}
+
+/// Step 4: the events.
+async fn write_events(
+    tx: &Transaction<'_>,
+    events: &[Stored],
+    redact: &Redactor,
+) -> Result<(), GroupError> {
+    let seqs = events
+        .iter()
+        .map(|e| seq_sql(e.seq))
+        .collect::<Result<Vec<i64>, _>>()
+        .map_err(data_err)?;
+    let ids: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let canonical: Vec<&[u8]> = events.iter().map(|e| e.canonical.as_slice()).collect();
+    let prev: Vec<&str> = events.iter().map(|e| e.prev_hash.as_str()).collect();
+    let hash: Vec<&str> = events.iter().map(|e| e.hash.as_str()).collect();
+    tx.execute(
+        "INSERT INTO events (seq, request_id, kind, canonical, prev_hash, hash)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])",
+        &[&seqs, &ids, &kinds, &canonical, &prev, &hash],
+    )
+    .await
+    .map_err(|e| sql_err(redact, "inserting events", &e))?;
+    Ok(())
+}
+
+/// Step 4: the records the group changed.
+async fn write_records(
+    tx: &Transaction<'_>,
+    records: &[Entry],
+    redact: &Redactor,
+) -> Result<(), GroupError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut cols = RecordColumns::default();
+    for e in records {
+        cols.push(e).map_err(data_err)?;
+    }
+    let c = &cols;
+    tx.execute(
+        "INSERT INTO requests (id, state, terminal, op, principal, frontend, created_ns,
+                               first_seq, last_seq, record)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[],
+                              $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, terminal = excluded.terminal,
+             last_seq = excluded.last_seq, record = excluded.record",
+        &[
+            &c.id,
+            &c.state,
+            &c.terminal,
+            &c.op,
+            &c.principal,
+            &c.frontend,
+            &c.created,
+            &c.first,
+            &c.last,
+            &c.record,
+        ],
+    )
+    .await
+    .map_err(|e| sql_err(redact, "writing request records", &e))?;
+    Ok(())
+}
+
+/// The `requests` columns, one array each.
+#[derive(Debug, Default)]
+struct RecordColumns {
+    id: Vec<String>,
+    state: Vec<&'static str>,
+    terminal: Vec<bool>,
+    op: Vec<String>,
+    principal: Vec<Option<String>>,
+    frontend: Vec<String>,
+    created: Vec<i64>,
+    first: Vec<i64>,
+    last: Vec<i64>,
+    record: Vec<String>,
+}
+
+impl RecordColumns {
+    fn push(&mut self, e: &Entry) -> Result<(), StoreError> {
+        let r = &e.record;
+        self.id.push(r.request.id.to_string());
+        self.state.push(r.state.as_str());
+        self.terminal.push(r.state.is_terminal());
+        self.op.push(r.request.op.clone());
+        self.principal.push(r.request.actor.principal.clone());
+        self.frontend.push(r.request.actor.frontend.clone());
+        self.created.push(codec::nanos(&r.request.created_at));
+        self.first.push(seq_sql(e.first_seq)?);
+        self.last.push(seq_sql(r.last_seq)?);
+        self.record.push(codec::record_text(r)?);
+        Ok(())
+    }
+}
+
+/// Whether batch `batch` committed. Takes the tip lock first: a transaction
+/// whose COMMIT is still being processed holds it, so once it is ours the
+/// lost transaction is over, one way or the other.
+pub(crate) async fn batch_committed(
+    conn: &mut Conn,
+    batch: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let tx = conn.client.transaction().await?;
+    tx.query_one("SELECT seq FROM tip WHERE id = 1 FOR UPDATE", &[])
+        .await?;
+    let found = tx
+        .query_opt("SELECT last_seq FROM batches WHERE id = $1", &[&batch])
+        .await?
+        .is_some();
+    tx.rollback().await?;
+    Ok(found)
+}
+
+#[cfg(test)]
+#[path = "group_tests.rs"]
+mod tests;

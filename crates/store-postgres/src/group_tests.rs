@@ -1,0 +1,103 @@
+//! Step 3 of a group, without a database: who wins a key, what a refused
+//! append leaves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use youops_core::audit::{expected_hash, AppendOptions, StoreError, GENESIS_HASH};
+use youops_core::model::{EventBody, NewEvent, Request, RequestId, State, Transition};
+
+use super::{plan, AppendReq};
+
+fn request() -> Request {
+    serde_json::from_value(serde_json::json!({
+        "id": RequestId::new(), "op": "ops.t", "args": {},
+        "actor": {"frontend": "cli", "external_id": "t"}, "origin": {"frontend": "cli"},
+        "created_at": Utc::now(), "digest": "ab".repeat(32),
+    }))
+    .unwrap()
+}
+
+fn req(events: Vec<NewEvent>, key: Option<&str>) -> AppendReq {
+    let bodies = events
+        .iter()
+        .map(|e| serde_json::to_vec(&e.body).unwrap())
+        .collect();
+    let mut opts = AppendOptions::durable();
+    opts.dedup_key = key.map(str::to_string);
+    AppendReq {
+        events,
+        bodies,
+        opts,
+    }
+}
+
+fn received(r: &Request) -> NewEvent {
+    NewEvent::request(
+        r.id,
+        EventBody::Received {
+            request: Arc::new(r.clone()),
+        },
+    )
+}
+
+#[test]
+fn a_refused_claimant_leaves_its_key_to_the_next_in_the_group() {
+    let (a, b, c) = (request(), request(), request());
+    let ghost = RequestId::new();
+    let group = [
+        // Refused (an event of an unknown request): claims nothing.
+        req(
+            vec![
+                received(&a),
+                NewEvent::transition(ghost, Transition::to(State::Running)),
+            ],
+            Some("k"),
+        ),
+        req(vec![received(&b)], Some("k")),
+        req(vec![received(&c)], Some("k")),
+        req(vec![received(&b)], None),
+    ];
+    let refs: Vec<&AppendReq> = group.iter().collect();
+    let p = plan(
+        &refs,
+        (0, GENESIS_HASH.to_string()),
+        Utc::now(),
+        &HashMap::new(),
+        HashMap::new(),
+    );
+    assert!(
+        matches!(&p.answers[0], Err(StoreError::Io(_))),
+        "{:?}",
+        p.answers[0]
+    );
+    let won = p.answers[1].as_ref().unwrap();
+    assert_eq!((won[0].seq, won[0].prev_hash.as_str()), (1, GENESIS_HASH));
+    assert_eq!(won[0].hash, expected_hash(&won[0]));
+    assert!(matches!(p.answers[2], Err(StoreError::Duplicate(w)) if w == b.id));
+    // `b` was received by the group's second append.
+    assert!(matches!(&p.answers[3], Err(StoreError::Io(m)) if m.contains("already received")));
+    assert_eq!(p.events.len(), 1);
+    assert_eq!(p.claims, [("k".to_string(), b.id.to_string(), false)]);
+    assert_eq!(p.tip, (1, won[0].hash.clone()));
+    assert_eq!(p.records.len(), 1);
+}
+
+#[test]
+fn a_key_claimed_in_the_database_refuses() {
+    let (a, owner) = (request(), RequestId::new());
+    let group = [req(vec![received(&a)], Some("k"))];
+    let refs: Vec<&AppendReq> = group.iter().collect();
+    let owners = HashMap::from([("k".to_string(), owner)]);
+    let p = plan(
+        &refs,
+        (7, "ff".repeat(32)),
+        Utc::now(),
+        &owners,
+        HashMap::new(),
+    );
+    assert!(matches!(p.answers[0], Err(StoreError::Duplicate(w)) if w == owner));
+    assert!(p.events.is_empty() && p.claims.is_empty());
+    assert_eq!(p.tip.0, 7);
+}

@@ -1,0 +1,14 @@
+//! The PostgreSQL store against throw-away PostgreSQL clusters
+//! (`youops_testkit::pg`, reached through a Unix socket): the core's store
+//! conformance suite, several nodes on one database, lost COMMIT answers, a
+//! server restart under appends, migrations, secrets and retention across
+//! nodes. Each test has a cluster of its own, each case a database of its own.
+
+mod commit;
+mod conformance;
+mod migrations;
+mod nodes;
+mod restart;
+mod retention;
+mod secrets;
+mod support;

@@ -1,0 +1,120 @@
+//! What the tests share: a cluster, an admin connection, killing a store's
+//! sessions, events to append.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_postgres::NoTls;
+use youops_core::audit::{AppendOptions, AuditStore};
+use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_store_postgres::{PgOptions, PgStore, PgUrl};
+use youops_testkit::pg::PgCluster;
+
+/// A new cluster; fails (never skips) when PostgreSQL is missing.
+pub(crate) fn cluster() -> PgCluster {
+    PgCluster::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL for the tests: {e}"))
+}
+
+/// A plain connection to `url` (a socket URL of the test cluster).
+pub(crate) async fn admin(url: &str) -> tokio_postgres::Client {
+    let config = PgUrl::parse(url).expect("a test URL").config().clone();
+    let (client, connection) = config.connect(NoTls).await.expect("admin connection");
+    tokio::spawn(connection);
+    client
+}
+
+/// Terminate every session of the store named `session` (its
+/// `application_name`), and wait until they are gone.
+pub(crate) async fn kill_sessions(url: &str, session: &str) -> Result<(), String> {
+    let c = admin(url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = c
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&session],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("sessions of {session} still alive"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub(crate) async fn open(url: &str) -> Arc<PgStore> {
+    Arc::new(
+        PgStore::open(url, PgOptions::default())
+            .await
+            .expect("open the store"),
+    )
+}
+
+pub(crate) fn request(op: &str) -> Request {
+    serde_json::from_value(serde_json::json!({
+        "id": RequestId::new(),
+        "op": op,
+        "args": {},
+        "actor": {"frontend": "cli", "external_id": "tester"},
+        "origin": {"frontend": "cli"},
+        "created_at": Utc::now(),
+        "digest": "ab".repeat(32),
+    }))
+    .expect("a request decodes")
+}
+
+/// Durable, claiming `key` (for good, or until the store's TTL).
+pub(crate) fn claiming(key: &str, expires: bool) -> AppendOptions {
+    let mut o = AppendOptions::durable();
+    o.dedup_key = Some(key.to_string());
+    o.dedup_expires = expires;
+    o
+}
+
+pub(crate) fn received(r: &Request) -> NewEvent {
+    NewEvent::request(
+        r.id,
+        EventBody::Received {
+            request: Arc::new(r.clone()),
+        },
+    )
+}
+
+pub(crate) fn to(id: RequestId, state: State) -> NewEvent {
+    NewEvent::transition(id, Transition::to(state))
+}
+
+pub(crate) fn notice(message: impl Into<String>) -> NewEvent {
+    NewEvent::global(EventBody::Notice {
+        source: "test".into(),
+        kind: "note".into(),
+        message: message.into(),
+        data: serde_json::Value::Null,
+    })
+}
+
+/// The message of a notice.
+pub(crate) fn message(e: &AuditEvent) -> Option<&str> {
+    match &e.body {
+        EventBody::Notice { message, .. } => Some(message),
+        _ => None,
+    }
+}
+
+/// Every live event.
+pub(crate) async fn all_events(store: &dyn AuditStore) -> Vec<AuditEvent> {
+    let mut out: Vec<AuditEvent> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e| e.seq);
+        let page = store.events(after, 500).await.expect("events");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}

@@ -99,22 +99,7 @@ pub async fn run(
         server.request_timeout.0,
         opts.git,
     );
-    let background = [
-        Some(tasks::spawn_lifecycle_metrics(
-            &exec,
-            metrics.clone(),
-            stop.clone(),
-        )),
-        Some(tasks::spawn_metrics_upkeep(metrics.clone(), stop.clone())),
-        Some(tasks::spawn_heap_release(stop.clone())),
-        tasks::spawn_retention(
-            &store,
-            exec.leadership(),
-            cfg.store.retain_events,
-            cfg.archive_dir(),
-            stop.clone(),
-        ),
-    ];
+    let background = spawn_background(&cfg, &exec, &store, &metrics, &stop);
 
     let frontend_tasks = host.spawn();
     let app = router(state.clone(), &cfg);
@@ -161,12 +146,42 @@ pub async fn run(
         Ok(Err(e)) => tracing::warn!(error = %e, "http server task"),
         _ => {}
     }
-    for t in background.into_iter().flatten() {
+    for t in background {
         let _ = t.await;
     }
     store.flush().await.context("flushing the audit store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The daemon's background tasks (see [`tasks`]); each ends when `stop` is
+/// cancelled.
+fn spawn_background(
+    cfg: &Config,
+    exec: &Executor,
+    store: &Arc<dyn AuditStore>,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    [
+        Some(tasks::spawn_lifecycle_metrics(
+            exec,
+            metrics.clone(),
+            stop.clone(),
+        )),
+        Some(tasks::spawn_metrics_upkeep(metrics.clone(), stop.clone())),
+        Some(tasks::spawn_heap_release(stop.clone())),
+        tasks::spawn_retention(
+            store,
+            exec.leadership(),
+            cfg.store.retain_events,
+            cfg.archive_dir(),
+            stop.clone(),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Open the store (instrumented for `metrics`) and start an executor with the

@@ -191,7 +191,7 @@ fn a_killed_process_keeps_every_acknowledged_append() {
         let mut proc = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "a_killed_process_keeps_every_acknowledged_append",
+                "files::a_killed_process_keeps_every_acknowledged_append",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -302,7 +302,7 @@ fn every_acknowledged_append_is_fdatasynced_under_strace() {
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "every_acknowledged_append_is_fdatasynced_under_strace",
+            "files::every_acknowledged_append_is_fdatasynced_under_strace",
             "--nocapture",
             "--test-threads=1",
         ])

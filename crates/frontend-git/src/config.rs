@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use youops_core::catalog::Catalog;
 use youops_core::config::{Config, ConfigIssue};
-use youops_core::frontend::factory::FrontendSection;
+use youops_core::frontend::factory::{FrontendSection, SectionIssues};
 use youops_core::units::HumanDuration;
 
 /// Default fetch interval.
@@ -71,18 +71,6 @@ struct RawSection {
     #[serde(default)]
     #[allow(dead_code)]
     kinds: Option<toml::Value>,
-}
-
-/// The problems of a section, each on its key's line.
-struct Issues<'s, 'a> {
-    s: &'s FrontendSection<'a>,
-    list: Vec<ConfigIssue>,
-}
-
-impl Issues<'_, '_> {
-    fn push(&mut self, key: &str, message: impl Into<String>) {
-        self.list.push(self.s.issue(key, message));
-    }
 }
 
 /// Where the desired state comes from.
@@ -204,7 +192,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 }
 
 /// Where `repo` says the repository is: a URL or a path resolved against `base_dir`.
-fn parse_source(repo: &str, base_dir: &Path, errs: &mut Issues<'_, '_>) -> Source {
+fn parse_source(repo: &str, base_dir: &Path, errs: &mut SectionIssues<'_, '_>) -> Source {
     if repo.trim().is_empty() {
         errs.push("repo", "must not be empty");
         Source::Local(PathBuf::new())
@@ -228,7 +216,7 @@ fn parse_source(repo: &str, base_dir: &Path, errs: &mut Issues<'_, '_>) -> Sourc
     }
 }
 
-fn check_branch(branch: &str, errs: &mut Issues<'_, '_>) {
+fn check_branch(branch: &str, errs: &mut SectionIssues<'_, '_>) {
     if branch.is_empty()
         || branch.starts_with('-')
         || branch.contains("..")
@@ -241,7 +229,7 @@ fn check_branch(branch: &str, errs: &mut Issues<'_, '_>) {
 }
 
 /// The fetch and drift-check intervals.
-fn intervals(raw: &RawSection, errs: &mut Issues<'_, '_>) -> (Duration, Duration) {
+fn intervals(raw: &RawSection, errs: &mut SectionIssues<'_, '_>) -> (Duration, Duration) {
     let interval = raw.interval.map(|d| d.0).unwrap_or(DEFAULT_INTERVAL);
     if interval < Duration::from_millis(100) {
         errs.push("interval", "must be at least 100ms");
@@ -257,7 +245,7 @@ fn intervals(raw: &RawSection, errs: &mut Issues<'_, '_>) -> (Duration, Duration
 }
 
 /// The allowed-signers file, checked with `require_signed`.
-fn signers(raw: &RawSection, base_dir: &Path, errs: &mut Issues<'_, '_>) -> Option<PathBuf> {
+fn signers(raw: &RawSection, base_dir: &Path, errs: &mut SectionIssues<'_, '_>) -> Option<PathBuf> {
     let allowed_signers = raw.allowed_signers.as_ref().map(|p| resolve(base_dir, p));
     if raw.require_signed && allowed_signers.is_none() && raw.gpg_program.is_none() {
         errs.push(
@@ -271,13 +259,13 @@ fn signers(raw: &RawSection, base_dir: &Path, errs: &mut Issues<'_, '_>) -> Opti
     allowed_signers
 }
 
-fn check_file(key: &str, p: &Path, errs: &mut Issues<'_, '_>) {
+fn check_file(key: &str, p: &Path, errs: &mut SectionIssues<'_, '_>) {
     if !p.is_file() {
         errs.push(key, format!("`{}` is not a file", p.display()));
     }
 }
 
-fn check_secrets(raw: &RawSection, errs: &mut Issues<'_, '_>) {
+fn check_secrets(raw: &RawSection, errs: &mut SectionIssues<'_, '_>) {
     for (k, v) in [
         ("webhook_secret", &raw.webhook_secret),
         ("webhook_token", &raw.webhook_token),
@@ -290,7 +278,7 @@ fn check_secrets(raw: &RawSection, errs: &mut Issues<'_, '_>) {
 }
 
 /// The first and the longest retry delay.
-fn retry_delays(raw: &RawSection, errs: &mut Issues<'_, '_>) -> (Duration, Duration) {
+fn retry_delays(raw: &RawSection, errs: &mut SectionIssues<'_, '_>) -> (Duration, Duration) {
     let retry_base = raw.retry_base.map(|d| d.0).unwrap_or(DEFAULT_RETRY_BASE);
     let retry_max = raw.retry_max.map(|d| d.0).unwrap_or(DEFAULT_RETRY_MAX);
     if retry_base.is_zero() || retry_max < retry_base {
@@ -315,10 +303,7 @@ impl GitConfig {
     pub fn from_section(s: &FrontendSection<'_>) -> Result<GitConfig, Vec<ConfigIssue>> {
         let base_dir = s.config().base_dir.as_path();
         let raw: RawSection = s.parse().map_err(|e| vec![e])?;
-        let errs = &mut Issues {
-            s,
-            list: Vec::new(),
-        };
+        let errs = &mut SectionIssues::new(s);
         let source = parse_source(&raw.repo, base_dir, errs);
         let branch = raw.branch.clone().unwrap_or_else(|| "main".into());
         check_branch(&branch, errs);
@@ -357,9 +342,7 @@ impl GitConfig {
             Source::Local(p) => p.display().to_string(),
             Source::Remote(u) => strip_credentials(u),
         });
-        if !errs.list.is_empty() {
-            return Err(std::mem::take(&mut errs.list));
-        }
+        errs.check()?;
         Ok(GitConfig {
             source,
             branch,

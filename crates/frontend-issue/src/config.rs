@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use youops_core::config::{Config, ConfigIssue};
-use youops_core::frontend::factory::FrontendSection;
+use youops_core::frontend::factory::{FrontendSection, SectionIssues};
 use youops_core::units::HumanDuration;
 
 /// The default GitHub REST API base URL.
@@ -161,10 +161,7 @@ impl GithubConfig {
     /// Parse and check the section; every problem at once, on its line.
     pub fn from_section(s: &FrontendSection<'_>) -> Result<Self, Vec<ConfigIssue>> {
         let raw: Raw = s.parse().map_err(|e| vec![e])?;
-        let errors = &mut Issues {
-            s,
-            list: Vec::new(),
-        };
+        let errors = &mut SectionIssues::new(s);
         let webhook_secret = webhook_secret(raw.webhook_secret, errors);
         let auth = auth(
             raw.token,
@@ -205,9 +202,7 @@ impl GithubConfig {
                 "must be at most 60000 (a GitHub comment holds 65536 characters)",
             );
         }
-        if !errors.list.is_empty() {
-            return Err(std::mem::take(&mut errors.list));
-        }
+        errors.check()?;
         Ok(GithubConfig {
             webhook_secret,
             auth: auth.expect("checked above"),
@@ -233,27 +228,8 @@ impl GithubConfig {
     }
 }
 
-/// The problems of a section, each on its key's line.
-struct Issues<'s, 'a> {
-    s: &'s FrontendSection<'a>,
-    list: Vec<ConfigIssue>,
-}
-
-impl Issues<'_, '_> {
-    fn push(&mut self, key: &str, message: impl Into<String>) {
-        self.list.push(self.s.issue(key, message));
-    }
-
-    /// A problem with `key`, said as a sentence about it
-    /// (`frontends.github.KEY is empty`).
-    fn say(&mut self, key: &str, rest: impl std::fmt::Display) {
-        let message = format!("{} {rest}", self.s.path(key));
-        self.list.push(self.s.issue(key, message));
-    }
-}
-
 /// `webhook_secret`: required and not empty.
-fn webhook_secret(secret: Option<String>, errors: &mut Issues<'_, '_>) -> String {
+fn webhook_secret(secret: Option<String>, errors: &mut SectionIssues<'_, '_>) -> String {
     match secret {
         Some(s) if !s.is_empty() => s,
         Some(_) => {
@@ -288,7 +264,7 @@ impl AppKeys {
 }
 
 /// The credentials: a `token`, or the GitHub App keys, never both.
-fn auth(token: Option<String>, app: AppKeys, errors: &mut Issues<'_, '_>) -> Option<Auth> {
+fn auth(token: Option<String>, app: AppKeys, errors: &mut SectionIssues<'_, '_>) -> Option<Auth> {
     match (token, app.any()) {
         (Some(_), true) => {
             errors.push("", "give either `token` or the GitHub App keys (`app_id`, `private_key_path`, `installation_id`), not both");
@@ -308,7 +284,7 @@ fn auth(token: Option<String>, app: AppKeys, errors: &mut Issues<'_, '_>) -> Opt
 }
 
 /// A GitHub App's credentials: every key, and a readable RSA private key.
-fn app_auth(app: AppKeys, errors: &mut Issues<'_, '_>) -> Option<Auth> {
+fn app_auth(app: AppKeys, errors: &mut SectionIssues<'_, '_>) -> Option<Auth> {
     let pem = match (app.private_key_path, app.private_key) {
         (Some(_), Some(_)) => {
             errors.push("", "give `private_key_path` or `private_key`, not both");
@@ -355,7 +331,7 @@ fn app_auth(app: AppKeys, errors: &mut Issues<'_, '_>) -> Option<Auth> {
 }
 
 /// `api_base_url`, without a trailing `/`; an http(s) URL.
-fn api_base_url(url: Option<String>, errors: &mut Issues<'_, '_>) -> String {
+fn api_base_url(url: Option<String>, errors: &mut SectionIssues<'_, '_>) -> String {
     let api_base_url = url
         .unwrap_or_else(|| DEFAULT_API_BASE_URL.to_string())
         .trim_end_matches('/')
@@ -372,7 +348,7 @@ fn api_base_url(url: Option<String>, errors: &mut Issues<'_, '_>) -> String {
 }
 
 /// `repos`: at least one, each `owner/repo`, none twice.
-fn repos(names: &[String], errors: &mut Issues<'_, '_>) -> BTreeMap<String, RepoName> {
+fn repos(names: &[String], errors: &mut SectionIssues<'_, '_>) -> BTreeMap<String, RepoName> {
     let mut repos = BTreeMap::new();
     if names.is_empty() {
         errors.say(

@@ -316,3 +316,17 @@ async fn check_shutdown<E: std::fmt::Display>(
         .await
         .map_err(|e| e.to_string())
 }
+
+/// Check the codes of a frontend's error type (`code()`): distinct, and
+/// `snake_case` ASCII, since logs, metrics and JSON error bodies carry them
+/// and users match on them.
+pub fn assert_stable_codes(codes: &[&str]) {
+    let distinct: std::collections::HashSet<&&str> = codes.iter().collect();
+    assert_eq!(distinct.len(), codes.len(), "codes repeat: {codes:?}");
+    for c in codes {
+        assert!(
+            !c.is_empty() && c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+            "error code {c:?} is not snake_case"
+        );
+    }
+}

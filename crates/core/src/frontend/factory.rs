@@ -153,6 +153,51 @@ impl<'a> FrontendSection<'a> {
     }
 }
 
+/// The problems found in one section, each on its key's line: a factory
+/// collects every problem before it answers.
+#[derive(Debug)]
+pub struct SectionIssues<'s, 'a> {
+    section: &'s FrontendSection<'a>,
+    list: Vec<ConfigIssue>,
+}
+
+impl<'s, 'a> SectionIssues<'s, 'a> {
+    /// No problems yet, in `section`.
+    pub fn new(section: &'s FrontendSection<'a>) -> Self {
+        SectionIssues {
+            section,
+            list: Vec::new(),
+        }
+    }
+
+    /// A problem with `key` (empty: the whole section).
+    pub fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.list.push(self.section.issue(key, message));
+    }
+
+    /// A problem with `key`, said as a sentence about it: `rest` follows
+    /// the key's path (`frontends.github.token is empty`).
+    pub fn say(&mut self, key: &str, rest: impl fmt::Display) {
+        let message = format!("{} {rest}", self.section.path(key));
+        self.push(key, message);
+    }
+
+    /// Whether none were found.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// `Err` with every problem found so far (which are then handed over),
+    /// or `Ok` when there is none: `issues.check()?` before building.
+    pub fn check(&mut self) -> Result<(), Vec<ConfigIssue>> {
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            Err(std::mem::take(&mut self.list))
+        }
+    }
+}
+
 /// Parses one frontend's section and builds the frontend. Both report every
 /// problem at once.
 pub trait FrontendFactory: Send + Sync {

@@ -1,4 +1,3 @@
-use std::collections::HashSet;
 use std::time::Duration;
 
 use super::*;
@@ -37,13 +36,7 @@ fn every_variant_has_a_distinct_stable_code() {
             "socket_mode_failed",
         ]
     );
-    assert_eq!(codes.iter().collect::<HashSet<_>>().len(), codes.len());
-    for c in codes {
-        assert!(
-            c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
-            "{c}"
-        );
-    }
+    youops_core::frontend::conformance::assert_stable_codes(&codes);
 }
 
 #[test]

@@ -1,5 +1,3 @@
-use std::collections::HashSet;
-
 use super::*;
 
 /// One of every variant.
@@ -28,13 +26,7 @@ fn every_variant_has_a_distinct_stable_code() {
             "form_unreadable",
         ]
     );
-    assert_eq!(codes.iter().collect::<HashSet<_>>().len(), codes.len());
-    for c in codes {
-        assert!(
-            c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
-            "{c}"
-        );
-    }
+    youops_core::frontend::conformance::assert_stable_codes(&codes);
 }
 
 #[test]

@@ -14,6 +14,11 @@ use crate::model::{
     Submission, Transition,
 };
 
+/// The notice kind of a request to cancel a run: the node running it
+/// cancels it, when it reads the notice from the store if another node
+/// recorded it.
+pub(super) const CANCEL_REQUESTED: &str = "cancel_requested";
+
 impl Executor {
     /// Approve a pending request. `digest`, when given (e.g. carried by a chat
     /// button), must match the request's: an approval is bound to exactly what was
@@ -112,6 +117,17 @@ impl Executor {
             if run {
                 match pending {
                     Some(p) => self.spawn_run(rec.clone(), op, p.args),
+                    // Arguments with no secret are on the record: any node
+                    // that records the approval runs the request.
+                    None if rec.request.secret_args.is_empty() => {
+                        let args = rec.request.args.clone();
+                        self.spawn_run(rec.clone(), op, args);
+                    }
+                    // The secret is in the memory of the node that received
+                    // the request: that node runs it when it reads this
+                    // approval from the store (or, if it died, the leader
+                    // marks the request interrupted).
+                    None if rec.node.is_some() && rec.node != self.inner.node => {}
                     None => {
                         let t = Transition::to(State::Interrupted)
                             .reason("its arguments were not kept across a restart (secret values are never stored); submit it again");
@@ -138,11 +154,20 @@ impl Executor {
     /// Expire pending requests whose approval window has passed.
     pub async fn expire_due(&self) -> Result<usize> {
         let now = Utc::now();
-        let due: Vec<RequestId> = lock(&self.inner.pending)
+        let mut due: std::collections::BTreeSet<RequestId> = lock(&self.inner.pending)
             .iter()
             .filter(|(_, p)| p.expires_at <= now)
             .map(|(id, _)| *id)
             .collect();
+        // In a cluster the leader expires every node's requests, including
+        // those it never held (received elsewhere, or with a secret).
+        if self.inner.follow_every.is_some() {
+            for r in self.inner.store.active_requests().await? {
+                if r.state == State::PendingApproval && r.expires_at.is_some_and(|e| e <= now) {
+                    due.insert(r.request.id);
+                }
+            }
+        }
         let mut n = 0;
         for id in due {
             let _g = self.inner.actions.lock().await;
@@ -197,12 +222,19 @@ impl Executor {
             )));
         }
         let token = lock(&self.inner.runs).get(&id).cloned();
-        if let Some(token) = token {
+        // A request another node has taken on (received and started, or
+        // approved) is that node's to stop: it reads the request to cancel
+        // from the store.
+        let elsewhere = token.is_none()
+            && rec.node.is_some()
+            && rec.node != self.inner.node
+            && rec.state != State::PendingApproval;
+        if token.is_some() || elsewhere {
             let asked = NewEvent::request(
                 id,
                 EventBody::Notice {
                     source: "executor".into(),
-                    kind: "cancel_requested".into(),
+                    kind: CANCEL_REQUESTED.into(),
                     message: format!("cancel requested by {principal}"),
                     data: serde_json::Value::Null,
                 },
@@ -212,7 +244,9 @@ impl Executor {
                     self.claimed(dedup).await?.unwrap_or(rec),
                 ));
             }
-            token.cancel();
+            if let Some(token) = token {
+                token.cancel();
+            }
             drop(_g);
             return self.wait(id).await.map(Decided::Done);
         }

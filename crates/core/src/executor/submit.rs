@@ -105,11 +105,9 @@ impl Executor {
             },
         )];
         let next = self.gate(&loaded, &sub, &request.actor, id, &v, &mut events);
-        let opts = AppendOptions {
-            durable: true,
-            dedup_key: sub.dedup_key.clone(),
-            dedup_expires: sub.dedup_key.is_some() && sub.dedup_expires,
-        };
+        let mut opts = AppendOptions::durable();
+        opts.dedup_key = sub.dedup_key.clone();
+        opts.dedup_expires = sub.dedup_key.is_some() && sub.dedup_expires;
         let _published = self.append_guard().await;
         let stored = match store.append(events, opts).await {
             Ok(s) => s,

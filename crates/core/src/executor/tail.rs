@@ -11,9 +11,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::decide::CANCEL_REQUESTED;
 use super::{lock, Executor};
 use crate::error::Result;
-use crate::model::{AuditEvent, EventBody, RequestId, RequestRecord};
+use crate::model::{AuditEvent, EventBody, RequestId, RequestRecord, State};
 
 /// How many events one read of the chain takes.
 const PAGE: usize = 512;
@@ -131,12 +132,49 @@ impl Executor {
             let Some(record) = fold_through(history, e.seq) else {
                 continue;
             };
+            self.react(&e, &record);
             self.publish(e, &record);
             if record.state.is_terminal() {
                 lock(&self.inner.watchers).remove(&id);
             }
         }
         Ok(())
+    }
+}
+
+impl Executor {
+    /// What this node does about another node's event: stop a run of its
+    /// own that someone asked to cancel; run a request whose secret it
+    /// holds once another node recorded its approval; forget a pending
+    /// request another node decided.
+    fn react(&self, e: &AuditEvent, record: &RequestRecord) {
+        let id = record.request.id;
+        match &e.body {
+            EventBody::Notice { kind, .. } if kind == CANCEL_REQUESTED => {
+                if let Some(token) = lock(&self.inner.runs).get(&id) {
+                    token.cancel();
+                }
+            }
+            EventBody::Transition(t) if t.to == State::Approved => {
+                let Some(pending) = lock(&self.inner.pending).remove(&id) else {
+                    return;
+                };
+                // Without a secret, the approving node runs it.
+                if record.request.secret_args.is_empty() {
+                    return;
+                }
+                match self.loaded().op(&record.request.op) {
+                    Some(op) => self.spawn_run(record.clone(), op, pending.args),
+                    None => {
+                        tracing::warn!(request = %id, op = %record.request.op, "approved elsewhere, but its op is gone from the catalog; not run")
+                    }
+                }
+            }
+            EventBody::Transition(t) if t.to.is_terminal() => {
+                lock(&self.inner.pending).remove(&id);
+            }
+            _ => {}
+        }
     }
 }
 

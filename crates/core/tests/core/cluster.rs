@@ -162,3 +162,176 @@ async fn only_the_leader_expires_approvals() {
         .unwrap();
     assert_eq!(r.state, State::Expired, "{r:#?}");
 }
+
+const DECIDED: &str = r#"
+[[ops]]
+name = "deploy"
+roles = ["ops"]
+approvals = 1
+runner = { type = "builtin", name = "work" }
+
+[[ops]]
+name = "vault.rotate"
+roles = ["ops"]
+approvals = 1
+approval_ttl = "1s"
+runner = { type = "builtin", name = "work" }
+[[ops.params]]
+name = "token"
+type = "secret"
+
+[[ops]]
+name = "hold"
+roles = ["ops"]
+runner = { type = "builtin", name = "hold" }
+"#;
+
+/// A builtin that records what it saw: (op, the `token` argument).
+fn recording(
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) -> impl youops_core::runner::Builtin {
+    move |call: youops_core::runner::BuiltinCall| {
+        let seen = seen.clone();
+        async move {
+            let token = call
+                .args
+                .get("token")
+                .map(|v| v.as_text())
+                .unwrap_or_default();
+            seen.lock().unwrap().push((call.op.clone(), token));
+            Ok("done".to_string())
+        }
+    }
+}
+
+type Seen = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// Nodes a and b on one store, each with its own record of what it ran.
+async fn two_nodes(probe: &Probe, leader_b: bool) -> (Harness, Seen, Executor, Seen) {
+    let (seen_a, seen_b): (Seen, Seen) = Default::default();
+    // With `leader_b`, a never leads (its lease signal is dropped unused).
+    let (_, follower) = Leadership::channel();
+    let h = start(DECIDED, |b| {
+        b.builtin("work", recording(seen_a.clone()))
+            .builtin("hold", probe.builtin())
+            .node(node("a"))
+            .follow_store(Duration::from_millis(20))
+            .expiry_sweep(Duration::from_millis(50))
+            .leadership(if leader_b {
+                follower
+            } else {
+                Leadership::solo()
+            })
+    })
+    .await;
+    let b = Executor::builder(&config(DECIDED), h.store.clone())
+        .builtin("work", recording(seen_b.clone()))
+        .builtin("hold", probe.builtin())
+        .node(node("b"))
+        .follow_store(Duration::from_millis(20))
+        .expiry_sweep(Duration::from_millis(50))
+        .leadership(Leadership::solo())
+        .build()
+        .await
+        .unwrap();
+    (h, seen_a, b, seen_b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_on_another_node_runs_the_request_once_where_it_can() {
+    let (probe, _started) = Probe::new();
+    let (h, seen_a, b, seen_b) = two_nodes(&probe, false).await;
+
+    // No secret: the node that records the approval runs it.
+    let id = h
+        .exec
+        .submit(sub("deploy", "alice"))
+        .await
+        .unwrap()
+        .record
+        .request
+        .id;
+    within(
+        10,
+        "b to see it",
+        b.wait_for(id, |r| r.state == State::PendingApproval),
+    )
+    .await
+    .unwrap();
+    b.approve(id, &who("bob"), None).await.unwrap();
+    let r = within(10, "the run", h.exec.wait(id)).await.unwrap();
+    assert_eq!(r.state, State::Succeeded, "{r:#?}");
+
+    // A secret: it is only in a's memory, so a runs it when it reads b's approval.
+    let sub = sub("vault.rotate", "alice").arg("token", "s3cr3t");
+    let id2 = h.exec.submit(sub).await.unwrap().record.request.id;
+    within(
+        10,
+        "b to see it",
+        b.wait_for(id2, |r| r.state == State::PendingApproval),
+    )
+    .await
+    .unwrap();
+    b.approve(id2, &who("bob"), None).await.unwrap();
+    let r = within(10, "the run on a", b.wait(id2)).await.unwrap();
+    assert_eq!(r.state, State::Succeeded, "{r:#?}");
+    assert_eq!(
+        r.node,
+        Some(node("a")),
+        "the node holding the secret ran it"
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        *seen_a.lock().unwrap(),
+        vec![("vault.rotate".to_string(), "s3cr3t".to_string())]
+    );
+    assert_eq!(
+        *seen_b.lock().unwrap(),
+        vec![("deploy".to_string(), String::new())]
+    );
+    assert_chain_ok(&h.store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_another_node_stops_the_run_where_it_runs() {
+    let (probe, mut started) = Probe::new();
+    let (h, _, b, _) = two_nodes(&probe, false).await;
+    let id = h
+        .exec
+        .submit(sub("hold", "alice"))
+        .await
+        .unwrap()
+        .record
+        .request
+        .id;
+    within(10, "the run to start", started.recv())
+        .await
+        .unwrap();
+    within(
+        10,
+        "b to see it run",
+        b.wait_for(id, |r| r.state == State::Running),
+    )
+    .await
+    .unwrap();
+    let r = within(10, "the cancel", b.cancel(id, &who("alice")))
+        .await
+        .unwrap();
+    assert_eq!(r.state, State::Cancelled, "{r:#?}");
+    assert_eq!(r.node, Some(node("a")));
+    let on_a = h.exec.get(id).await.unwrap();
+    assert_eq!(on_a.state, State::Cancelled);
+    assert_eq!(probe.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_expires_approvals_received_on_other_nodes() {
+    let (probe, _started) = Probe::new();
+    let (h, _, _b, _) = two_nodes(&probe, true).await;
+    // Received on a (never the leader), with a secret b never holds.
+    let sub = sub("vault.rotate", "alice").arg("token", "s3cr3t");
+    let id = h.exec.submit(sub).await.unwrap().record.request.id;
+    let r = within(10, "expiry by b", h.exec.wait(id)).await.unwrap();
+    assert_eq!(r.state, State::Expired, "{r:#?}");
+}

@@ -329,7 +329,9 @@ impl Writer {
         self.shared.indexed(id)
     }
 
-    /// Order one append into the group; nothing of it on error.
+    /// Order one append into the group; nothing of it on error: a duplicate
+    /// key, a stale condition ([`AppendOptions::expect_last_seq`]), an event
+    /// that does not fold.
     fn stage(
         &mut self,
         events: Vec<NewEvent>,
@@ -347,6 +349,19 @@ impl Writer {
                 return Err(StoreError::Duplicate(owner.id));
             }
         }
+        // The condition of a conditional append, after the key (a duplicate
+        // is a duplicate whatever it expected) and before anything is claimed
+        // or ordered: against the record as this group leaves it, so that of
+        // two appends in one group expecting the same seq only the first goes.
+        opts.check_expected(&events, |id| {
+            let received = matches!(
+                events.first().map(|e| &e.body),
+                Some(EventBody::Received { .. })
+            );
+            Ok(self
+                .current(id, group, received)?
+                .map_or(0, |s| s.record.last_seq))
+        })?;
         if bodies.len() != events.len() {
             return Err(StoreError::Io("event bodies were not encoded".into()));
         }

@@ -5,7 +5,8 @@
 //! runs start to finish under the one lock), atomic (each call is built off to
 //! the side and committed only if every event folds), hashed exactly as
 //! the durable stores hash them, and a dedup claim is checked and
-//! taken under the same lock as the append it belongs to. Retention writes the
+//! taken under the same lock as the append it belongs to, as is the condition
+//! of a conditional append ([`AppendOptions::expect_last_seq`]). Retention writes the
 //! same JSON-lines archive files as the sled store and keeps the same rules
 //! (see [`AuditStore::archive`]).
 //!
@@ -181,7 +182,9 @@ impl State {
     }
 
     /// Append `events` (their bodies already encoded) as one atomic step: built
-    /// first, committed only if every event folds and the dedup key is free.
+    /// first, committed only if the dedup key is free, the request is where
+    /// the append expects it ([`AppendOptions::expect_last_seq`], checked
+    /// after the key) and every event folds.
     fn append(
         &mut self,
         events: Vec<NewEvent>,
@@ -193,6 +196,9 @@ impl State {
                 return Err(StoreError::Duplicate(*owner));
             }
         }
+        opts.check_expected(&events, |id| {
+            Ok(self.records.get(&id).map_or(0, |e| e.record.last_seq))
+        })?;
         let mut out = Vec::with_capacity(events.len());
         let mut sizes = Vec::with_capacity(events.len());
         let mut local: HashMap<RequestId, Entry> = HashMap::new();
@@ -632,6 +638,7 @@ mod tests {
             durable: false,
             dedup_key: Some("k".into()),
             dedup_expires: false,
+            expect_last_seq: None,
         };
         store
             .append(vec![received(&r), to(r.id, State::Succeeded)], opts)

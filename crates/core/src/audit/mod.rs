@@ -56,6 +56,15 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the audit store is closed")]
     Closed,
+    /// A conditional append ([`AppendOptions::expect_last_seq`]) found its
+    /// request changed since it was read: nothing was appended or claimed.
+    #[error("request {request} changed (it is now at event #{last_seq}); read it again and retry")]
+    Stale {
+        /// The request of the append's first event.
+        request: RequestId,
+        /// Its last event now ([`RequestRecord::last_seq`]; `0`: it has no record).
+        last_seq: u64,
+    },
 }
 
 /// How an append is acknowledged.
@@ -70,21 +79,91 @@ pub struct AppendOptions {
     /// The claim expires after the store's dedup TTL (a delivery id); otherwise
     /// it holds for good. Stores that do not expire claims keep every claim.
     pub dedup_expires: bool,
+    /// Append only if the request of the first event still ends at this seq
+    /// (its record's [`last_seq`](RequestRecord::last_seq)); otherwise nothing
+    /// is appended and the append fails with [`StoreError::Stale`], which
+    /// carries the request's last seq now. A compare-and-set for a decision
+    /// that reads a record and then appends to it (an approval racing another
+    /// approval or a cancel, possibly on another node): of several such
+    /// appends that read the same record, exactly one succeeds.
+    ///
+    /// A request with no record (never received, or removed by retention once
+    /// terminal and archived) ends at seq `0`: `Some(0)` appends only if the
+    /// request does not exist yet (its first event must then be its
+    /// `received`), and any other seq is `Stale` with `last_seq: 0`. The
+    /// first event must belong to a request: a global first event is refused
+    /// ([`StoreError::Io`]). An append of no events appends nothing and checks
+    /// nothing.
+    ///
+    /// The store checks it where it orders the append, atomically with it,
+    /// after the [`dedup_key`](Self::dedup_key): an append whose key is taken
+    /// fails with [`StoreError::Duplicate`] whatever it expected, and a stale
+    /// append claims no key (its key stays free for a later append).
+    pub expect_last_seq: Option<u64>,
 }
 
 impl AppendOptions {
-    /// Durable, no dedup key.
+    /// Durable, no dedup key, unconditional.
     pub fn durable() -> Self {
         AppendOptions {
             durable: true,
             dedup_key: None,
             dedup_expires: false,
+            expect_last_seq: None,
         }
     }
 
-    /// Acknowledged once ordered in the chain; flushed with the next group commit.
+    /// Acknowledged once ordered in the chain; flushed with the next group
+    /// commit. No dedup key, unconditional.
     pub fn buffered() -> Self {
         AppendOptions::default()
+    }
+
+    /// Append only if the request of the first event still ends at `seq`
+    /// (see [`expect_last_seq`](Self#structfield.expect_last_seq)).
+    ///
+    /// ```
+    /// use youops_core::audit::AppendOptions;
+    ///
+    /// let opts = AppendOptions::durable().expect_last_seq(7);
+    /// assert_eq!(opts.expect_last_seq, Some(7));
+    /// assert!(opts.durable);
+    /// ```
+    #[must_use]
+    pub fn expect_last_seq(mut self, seq: u64) -> Self {
+        self.expect_last_seq = Some(seq);
+        self
+    }
+
+    /// [`StoreError::Stale`] unless the request of the first of `events`
+    /// ends at the expected seq; `last_seq` is where it ends now, `0` if it
+    /// has no record (see [`expect_last_seq`](Self#structfield.expect_last_seq)).
+    /// `Ok` for an unconditional append. For a store's writer, which calls it
+    /// where it orders the append; `last_seq` is only called for a
+    /// conditional append.
+    pub fn check_expected(
+        &self,
+        events: &[NewEvent],
+        last_seq: impl FnOnce(RequestId) -> Result<u64, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some(want) = self.expect_last_seq else {
+            return Ok(());
+        };
+        let Some(request) = events.first().and_then(|e| e.request_id) else {
+            return Err(StoreError::Io(
+                "a conditional append (expect_last_seq) must start with an event of a request"
+                    .into(),
+            ));
+        };
+        let now = last_seq(request)?;
+        if now == want {
+            Ok(())
+        } else {
+            Err(StoreError::Stale {
+                request,
+                last_seq: now,
+            })
+        }
     }
 }
 
@@ -576,163 +655,4 @@ pub fn verify_events<I: IntoIterator<Item = AuditEvent>>(events: I) -> VerifyRep
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{EventBody, NewEvent};
-    use chrono::Timelike;
-
-    fn chain(n: u64) -> Vec<AuditEvent> {
-        let mut prev = GENESIS_HASH.to_string();
-        (1..=n)
-            .map(|seq| {
-                let ev = NewEvent::global(EventBody::Notice {
-                    source: "test".into(),
-                    kind: "k".into(),
-                    message: format!("m{seq}"),
-                    data: serde_json::Value::Null,
-                });
-                let time = Utc::now();
-                let hash = chain_hash(
-                    &prev,
-                    &canonical_bytes(seq, &time, &ev.request_id, &ev.body),
-                );
-                let e = AuditEvent {
-                    seq,
-                    time,
-                    request_id: None,
-                    body: ev.body,
-                    prev_hash: prev.clone(),
-                    hash: hash.clone(),
-                };
-                prev = hash;
-                e
-            })
-            .collect()
-    }
-
-    #[test]
-    fn spliced_encodings_match_serde() {
-        let id = RequestId::new();
-        let actor = crate::model::Actor::new("cli", "al\"ice");
-        let request = crate::model::Request {
-            id,
-            op: "user.create".into(),
-            args: [(
-                "name".to_string(),
-                crate::model::Value::Str("é \\ \n".into()),
-            )]
-            .into(),
-            raw_args: Vec::new(),
-            secret_args: vec!["token".into()],
-            actor: actor.clone(),
-            origin: crate::model::Origin::new("slack").with_location("#ops"),
-            dedup_key: Some("k1".into()),
-            dedup_expires: false,
-            dry_run: false,
-            provenance: Default::default(),
-            created_at: Utc::now(),
-            digest: "ab".repeat(32),
-            retry_of: None,
-            node: None,
-        };
-        let bodies = [
-            (
-                Some(id),
-                EventBody::Received {
-                    request: std::sync::Arc::new(request),
-                },
-            ),
-            (
-                Some(id),
-                EventBody::Transition(
-                    crate::model::Transition::to(crate::model::State::Failed)
-                        .by(actor)
-                        .reason("exit 1"),
-                ),
-            ),
-            (
-                None,
-                EventBody::Notice {
-                    source: "system".into(),
-                    kind: "k".into(),
-                    message: "\u{1F600} \"quoted\"".into(),
-                    data: serde_json::json!({"z": 1, "a": [true, null]}),
-                },
-            ),
-        ];
-        // Every precision chrono prints (none, ms, µs, ns), and a large seq.
-        let now = Utc::now();
-        let times = [
-            now,
-            now.with_nanosecond(0).unwrap(),
-            now.with_nanosecond(123_000_000).unwrap(),
-            now.with_nanosecond(123_456_000).unwrap(),
-            now.with_nanosecond(1).unwrap(),
-        ];
-        let cases = bodies
-            .iter()
-            .cloned()
-            .flat_map(|b| times.iter().map(move |t| (b.clone(), *t)));
-        for (seq, ((request_id, body), time)) in cases.enumerate() {
-            let seq = seq as u64 * 1_000_000_007 + 7;
-            let body_json = serde_json::to_vec(&body).unwrap();
-            let canonical = canonical_bytes_encoded(seq, &time, &request_id, &body_json);
-            assert_eq!(canonical, canonical_bytes(seq, &time, &request_id, &body));
-            let prev = "0f".repeat(32);
-            let hash = chain_hash(&prev, &canonical);
-            let ev = AuditEvent {
-                seq,
-                time,
-                request_id,
-                body,
-                prev_hash: prev.clone(),
-                hash: hash.clone(),
-            };
-            assert_eq!(
-                event_json(canonical, &prev, &hash),
-                serde_json::to_vec(&ev).unwrap()
-            );
-            assert_eq!(expected_hash(&ev), hash);
-        }
-    }
-
-    #[test]
-    fn intact_chain_verifies() {
-        let r = verify_events(chain(5));
-        assert!(r.ok(), "{r:?}");
-        assert_eq!(r.checked, 5);
-        assert_eq!(r.head_seq, 5);
-    }
-
-    #[test]
-    fn json_lines_skip_blank_lines_and_name_a_line_that_is_not_an_event() {
-        let lines: Vec<String> = chain(3)
-            .iter()
-            .map(|e| serde_json::to_string(e).unwrap())
-            .collect();
-        let mut v = ChainVerifier::new();
-        let text = format!("{}\n\n{}\r\n", lines[0], lines[1]);
-        assert_eq!(v.check_json_lines(&text), Ok(()));
-        let b = v
-            .check_json_lines(&format!("{{\"seq\": 3\n{}\n", lines[2]))
-            .unwrap_err();
-        assert_eq!(b.seq, 3, "{b}");
-        assert!(b.reason.starts_with("line 1 is not an audit event"), "{b}");
-        assert_eq!(v.report(None).checked, 2);
-    }
-
-    #[test]
-    fn names_the_first_broken_record() {
-        let mut c = chain(5);
-        if let EventBody::Notice { message, .. } = &mut c[2].body {
-            *message = "tampered".into();
-        }
-        let r = verify_events(c.clone());
-        assert_eq!(r.broken.as_ref().unwrap().seq, 3, "{r:?}");
-        assert_eq!(r.checked, 2);
-
-        let mut gap = chain(5);
-        gap.remove(1);
-        assert_eq!(verify_events(gap).broken.unwrap().seq, 3);
-    }
-}
+mod tests;

@@ -43,7 +43,12 @@ async fn the_memory_store_passes_the_store_conformance_suite() {
         report.skipped(),
         [Case::CrashReopen, Case::TornTail, Case::ClaimExpiry]
     );
-    for case in [Case::GroupAppends, Case::DedupRace, Case::RetentionVerify] {
+    for case in [
+        Case::GroupAppends,
+        Case::DedupRace,
+        Case::RetentionVerify,
+        Case::ConditionalAppend,
+    ] {
         let c = report.cases.iter().find(|c| c.case == case).unwrap();
         assert_eq!(c.notes.len(), 1, "{case}: {:?}", c.notes);
         assert!(c.notes[0].contains("crash_reopen"), "{:?}", c.notes);
@@ -76,6 +81,10 @@ enum Fault {
     OldestFirst,
     /// Archives the request in flight too.
     ArchivesInFlight,
+    /// Reads the record, compares its last seq, then appends: not atomically
+    /// (as a database store that checks the condition and writes in
+    /// separate statements).
+    RacyCondition,
 }
 
 #[async_trait]
@@ -85,6 +94,29 @@ impl AuditStore for Faulty {
         events: Vec<NewEvent>,
         mut opts: AppendOptions,
     ) -> Result<Vec<AuditEvent>, StoreError> {
+        if self.fault == Fault::RacyCondition {
+            if let (Some(want), Some(id)) = (
+                opts.expect_last_seq,
+                events.first().and_then(|e| e.request_id),
+            ) {
+                if let Some(key) = &opts.dedup_key {
+                    if let Some(owner) = self.inner.find_dedup(key).await? {
+                        return Err(StoreError::Duplicate(owner));
+                    }
+                }
+                let now = self.inner.request(id).await?.map_or(0, |r| r.last_seq);
+                if now != want {
+                    return Err(StoreError::Stale {
+                        request: id,
+                        last_seq: now,
+                    });
+                }
+                // The round trip between the check and the write.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                opts.expect_last_seq = None;
+            }
+            return self.inner.append(events, opts).await;
+        }
         if self.fault != Fault::RacyDedup {
             return self.inner.append(events, opts).await;
         }
@@ -203,6 +235,7 @@ async fn the_store_conformance_suite_fails_a_faulty_store() {
             vec![Case::ReadsAndRecords, Case::RetentionVerify],
         ),
         (Fault::ArchivesInFlight, vec![Case::RetentionVerify]),
+        (Fault::RacyCondition, vec![Case::ConditionalAppend]),
     ] {
         let report = conformance::run_all(&FaultyHarness(fault)).await;
         println!("{report}");
@@ -215,6 +248,7 @@ async fn the_store_conformance_suite_fails_a_faulty_store() {
             Fault::RacyDedup => "racers whose append with dedup key",
             Fault::OldestFirst => "list_requests, no filter (newest id first)",
             Fault::ArchivesInFlight => "archive report",
+            Fault::RacyCondition => "racers whose conditional append",
         };
         assert!(why.contains(expected), "{fault:?}: {why}");
         assert!(

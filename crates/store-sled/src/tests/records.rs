@@ -355,3 +355,40 @@ fn a_store_of_the_earlier_format_is_refused_plainly() {
     let err = SledStore::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains("store format 1"), "{err}");
 }
+
+#[tokio::test]
+async fn conditional_appends_check_the_record_in_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    released(dir.path());
+    let store = SledStore::open_with(dir.path(), lazy()).unwrap();
+    let r = request("op");
+    append(&store, vec![received(&r), to(r.id, State::Succeeded)]).await;
+    store.flush().await.unwrap();
+    // The record is only in the tree now.
+    assert!(lock(&store.inner.shared.records).is_empty());
+    let head = store.head().await.unwrap();
+    let mut stale = AppendOptions::durable().expect_last_seq(1);
+    stale.dedup_key = Some("k".into());
+    let res = store
+        .append(vec![to(r.id, State::Cancelled)], stale.clone())
+        .await;
+    assert!(
+        matches!(res, Err(StoreError::Stale { request, last_seq: 2 }) if request == r.id),
+        "{res:?}"
+    );
+    assert_eq!(store.head().await.unwrap(), head);
+    assert_eq!(store.find_dedup("k").await.unwrap(), None);
+    let right = stale.expect_last_seq(2);
+    let got = store
+        .append(vec![to(r.id, State::Cancelled)], right.clone())
+        .await
+        .unwrap();
+    assert_eq!(got[0].seq, 3);
+    assert_eq!(store.find_dedup("k").await.unwrap(), Some(r.id));
+    // The key is checked first: a duplicate is a duplicate whatever it expected.
+    let res = store.append(vec![to(r.id, State::Failed)], right).await;
+    assert!(
+        matches!(res, Err(StoreError::Duplicate(id)) if id == r.id),
+        "{res:?}"
+    );
+}

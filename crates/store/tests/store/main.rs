@@ -2,6 +2,7 @@
 //! a power cut, a failed sync or a full disk is needed, on the file-layer
 //! doubles (`SimFs`, `FaultFs`); and the core's store conformance suite.
 
+mod conditional;
 mod conformance;
 mod dedup;
 mod durability;

@@ -8,7 +8,9 @@
 //! dedup claims that exactly one of many concurrent duplicates wins, the reads'
 //! filters, paging and ordering, durability across a crash, retention that
 //! verifies together with its archives, recovery from a torn tail, and dedup
-//! claims that expire.
+//! claims that expire, and conditional appends
+//! ([`expect_last_seq`](super::AppendOptions::expect_last_seq)) of which
+//! exactly one of many concurrent decisions on a request wins.
 //!
 //! # The harness
 //!
@@ -24,6 +26,7 @@
 //! | case | needs | without it |
 //! |---|---|---|
 //! | [`ReadsAndRecords`](Case::ReadsAndRecords), [`RejectedAppends`](Case::RejectedAppends) | nothing | — |
+//! | [`ConditionalAppend`](Case::ConditionalAppend) | nothing (every backend supports conditional appends); its crash part `durable` + `crash_reopen` | the crash part is skipped (a note) |
 //! | [`GroupAppends`](Case::GroupAppends), [`DedupRace`](Case::DedupRace) | nothing; their crash part `durable` + `crash_reopen` | the crash part is skipped (a note) |
 //! | [`CrashReopen`](Case::CrashReopen) | `durable` + `crash_reopen` | skipped |
 //! | [`RetentionVerify`](Case::RetentionVerify) | `archive`; its crash part `durable` + `crash_reopen` | skipped (the crash part: a note) |
@@ -101,6 +104,7 @@
 //! ```
 
 mod appends;
+mod conditional;
 mod crash;
 mod dedup;
 mod reads;
@@ -132,6 +136,13 @@ pub const DEDUP_RACERS: usize = 32;
 /// request, as the executor's are, or only in
 /// [`AppendOptions::dedup_key`](super::AppendOptions::dedup_key)).
 pub const DEDUP_ROUNDS: usize = 4;
+
+/// Concurrent conditional appends in each race of [`Case::ConditionalAppend`],
+/// all expecting the same last seq of the same request.
+pub const CAS_RACERS: usize = 32;
+
+/// Races of [`Case::ConditionalAppend`], one after the other on one request.
+pub const CAS_ROUNDS: usize = 4;
 
 /// What a backend's harness can be asked to do. The suite skips, and reports as
 /// skipped with the missing capability, what it cannot.
@@ -313,11 +324,21 @@ pub enum Case {
     /// An expiring dedup claim stops blocking once its TTL has passed, and its
     /// key can be claimed again; a claim that does not expire still blocks.
     ClaimExpiry,
+    /// Conditional appends
+    /// ([`AppendOptions::expect_last_seq`](super::AppendOptions::expect_last_seq)):
+    /// one expecting the request's last seq goes; a stale one (or one
+    /// expecting a request that has no record) fails with
+    /// [`StoreError::Stale`](super::StoreError::Stale) carrying the actual
+    /// last seq, appends nothing and claims no dedup key; a taken key is
+    /// `Duplicate` whatever the append expected; of many concurrent ones
+    /// expecting the same seq exactly one goes; with `durable`, the store
+    /// still knows where the request ends after a crash.
+    ConditionalAppend,
 }
 
 impl Case {
     /// Every case, in the order [`run_all`] runs them.
-    pub const ALL: [Case; 8] = [
+    pub const ALL: [Case; 9] = [
         Case::ReadsAndRecords,
         Case::RejectedAppends,
         Case::GroupAppends,
@@ -326,6 +347,7 @@ impl Case {
         Case::RetentionVerify,
         Case::TornTail,
         Case::ClaimExpiry,
+        Case::ConditionalAppend,
     ];
 
     /// The case's name, snake_case.
@@ -339,6 +361,7 @@ impl Case {
             Case::RetentionVerify => "retention_verify",
             Case::TornTail => "torn_tail",
             Case::ClaimExpiry => "claim_expiry",
+            Case::ConditionalAppend => "conditional_append",
         }
     }
 }
@@ -509,6 +532,7 @@ async fn run_steps(cx: &mut Cx<'_>, case: Case) -> Step {
         Case::RetentionVerify => retention::retention_verify(cx).await,
         Case::TornTail => crash::torn_tail(cx).await,
         Case::ClaimExpiry => dedup::claim_expiry(cx).await,
+        Case::ConditionalAppend => conditional::conditional_append(cx).await,
     }
 }
 

@@ -7,6 +7,7 @@ use chrono::Utc;
 use super::handle::Decided;
 use super::help::approvers_text;
 use super::{lock, Executor, Loaded, Ticket};
+use crate::audit::StoreError;
 use crate::catalog::OpSpec;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -46,8 +47,22 @@ impl Executor {
             .map(Decided::into_record)
     }
 
-    /// Approve or deny, claiming `dedup` with the approval event.
+    /// Approve or deny, claiming `dedup` with the approval event; made again
+    /// from a fresh read if another node changed the request meanwhile.
     pub(super) async fn decide(
+        &self,
+        id: RequestId,
+        approver: &Actor,
+        digest: Option<&str>,
+        approve: bool,
+        reason: Option<String>,
+        dedup: Option<&DedupKey>,
+    ) -> Result<Decided> {
+        self.decided(|| self.decide_once(id, approver, digest, approve, reason.clone(), dedup))
+            .await
+    }
+
+    async fn decide_once(
         &self,
         id: RequestId,
         approver: &Actor,
@@ -107,7 +122,7 @@ impl Executor {
             ));
             run = true;
         }
-        if !self.commit_claiming(&mut rec, events, dedup).await? {
+        if !self.commit_decision(&mut rec, events, dedup).await? {
             return Ok(Decided::Duplicate(
                 self.claimed(dedup).await?.unwrap_or(rec),
             ));
@@ -147,8 +162,9 @@ impl Executor {
             "approvals did not arrive before {}",
             rec.expires_at.map(|e| e.to_rfc3339()).unwrap_or_default()
         ));
-        self.commit(rec, vec![NewEvent::transition(id, t)], true)
+        self.commit_decision(rec, vec![NewEvent::transition(id, t)], None)
             .await
+            .map(|_| ())
     }
 
     /// Expire pending requests whose approval window has passed.
@@ -173,8 +189,12 @@ impl Executor {
             let _g = self.inner.actions.lock().await;
             let mut rec = self.get(id).await?;
             if rec.state == State::PendingApproval {
-                self.expire(&mut rec).await?;
-                n += 1;
+                match self.expire(&mut rec).await {
+                    Ok(()) => n += 1,
+                    // Decided elsewhere meanwhile: the next sweep reads it again.
+                    Err(Error::Store(StoreError::Stale { .. })) => {}
+                    Err(e) => return Err(e),
+                }
             } else {
                 lock(&self.inner.pending).remove(&id);
             }
@@ -190,8 +210,18 @@ impl Executor {
             .map(Decided::into_record)
     }
 
-    /// Cancel, claiming `dedup` with the first event.
+    /// Cancel, claiming `dedup` with the first event; made again from a
+    /// fresh read if another node changed the request meanwhile.
     pub(super) async fn cancel_claiming(
+        &self,
+        id: RequestId,
+        actor: &Actor,
+        dedup: Option<&DedupKey>,
+    ) -> Result<Decided> {
+        self.decided(|| self.cancel_once(id, actor, dedup)).await
+    }
+
+    async fn cancel_once(
         &self,
         id: RequestId,
         actor: &Actor,
@@ -239,7 +269,7 @@ impl Executor {
                     data: serde_json::Value::Null,
                 },
             );
-            if !self.commit_claiming(&mut rec, vec![asked], dedup).await? {
+            if !self.commit_decision(&mut rec, vec![asked], dedup).await? {
                 return Ok(Decided::Duplicate(
                     self.claimed(dedup).await?.unwrap_or(rec),
                 ));
@@ -255,7 +285,7 @@ impl Executor {
             .by(by)
             .reason(format!("cancelled by {principal}"));
         if !self
-            .commit_claiming(&mut rec, vec![NewEvent::transition(id, t)], dedup)
+            .commit_decision(&mut rec, vec![NewEvent::transition(id, t)], dedup)
             .await?
         {
             return Ok(Decided::Duplicate(
@@ -279,6 +309,15 @@ impl Executor {
         by: Option<&Actor>,
         reason: &str,
     ) -> Result<RequestRecord> {
+        self.decided(|| self.void_once(id, by, reason)).await
+    }
+
+    async fn void_once(
+        &self,
+        id: RequestId,
+        by: Option<&Actor>,
+        reason: &str,
+    ) -> Result<RequestRecord> {
         let _g = self.inner.actions.lock().await;
         let mut rec = self.get(id).await?;
         if rec.state != State::PendingApproval {
@@ -290,7 +329,7 @@ impl Executor {
         lock(&self.inner.pending).remove(&id);
         let mut t = Transition::to(State::Cancelled).reason(format!("voided: {reason}"));
         t.by = by.cloned();
-        self.commit(&mut rec, vec![NewEvent::transition(id, t)], true)
+        self.commit_decision(&mut rec, vec![NewEvent::transition(id, t)], None)
             .await?;
         Ok(rec)
     }

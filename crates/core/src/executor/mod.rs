@@ -311,6 +311,10 @@ impl ExecutorBuilder {
     }
 }
 
+/// How many times a decision that another node's change made stale is read
+/// and made again before its error is returned.
+const DECISION_RETRIES: usize = 8;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -446,6 +450,45 @@ impl Executor {
             Err(Error::Store(crate::audit::StoreError::Duplicate(_))) => Ok(false),
             other => other.map(|()| true),
         }
+    }
+
+    /// [`commit_claiming`](Self::commit_claiming) for a decision on
+    /// `record` as read: appended only if no one (on any node) changed the
+    /// request since; otherwise `Err(Store(Stale))`, and the caller reads it
+    /// again and decides again ([`Executor::decided`]).
+    async fn commit_decision(
+        &self,
+        record: &mut RequestRecord,
+        events: Vec<NewEvent>,
+        dedup: Option<&DedupKey>,
+    ) -> Result<bool> {
+        let mut opts = AppendOptions::durable().expect_last_seq(record.last_seq);
+        if let Some(key) = dedup {
+            opts.dedup_key = Some(key.key.clone());
+            opts.dedup_expires = key.expires;
+        }
+        match self.commit_with(record, events, opts).await {
+            Err(Error::Store(crate::audit::StoreError::Duplicate(_))) => Ok(false),
+            other => other.map(|()| true),
+        }
+    }
+
+    /// Run a decision, again from a fresh read while another node's change
+    /// to the request made it stale (a few times; then the last answer).
+    async fn decided<T, F, Fut>(&self, mut decide: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        for _ in 0..DECISION_RETRIES {
+            match decide().await {
+                Err(Error::Store(crate::audit::StoreError::Stale { .. })) => {
+                    tokio::task::yield_now().await
+                }
+                other => return other,
+            }
+        }
+        decide().await
     }
 
     async fn commit_with(

@@ -335,3 +335,41 @@ async fn the_leader_expires_approvals_received_on_other_nodes() {
     let r = within(10, "expiry by b", h.exec.wait(id)).await.unwrap();
     assert_eq!(r.state, State::Expired, "{r:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_racing_on_two_nodes_run_each_request_once() {
+    let (probe, _started) = Probe::new();
+    let (h, seen_a, b, seen_b) = two_nodes(&probe, false).await;
+    const N: usize = 20;
+    for i in 0..N {
+        let id = h
+            .exec
+            .submit(sub("deploy", "alice"))
+            .await
+            .unwrap()
+            .record
+            .request
+            .id;
+        within(
+            10,
+            "b to see it",
+            b.wait_for(id, |r| r.state == State::PendingApproval),
+        )
+        .await
+        .unwrap();
+        let (bob, carol) = (who("bob"), who("carol"));
+        let (on_a, on_b) =
+            tokio::join!(h.exec.approve(id, &bob, None), b.approve(id, &carol, None));
+        assert!(
+            on_a.is_ok() != on_b.is_ok(),
+            "round {i}: exactly one approval wins: {on_a:?} / {on_b:?}"
+        );
+        let r = within(10, "the run", h.exec.wait(id)).await.unwrap();
+        assert_eq!(r.state, State::Succeeded, "{r:#?}");
+        assert_eq!(r.approvals.len(), 1, "{r:#?}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let runs = seen_a.lock().unwrap().len() + seen_b.lock().unwrap().len();
+    assert_eq!(runs, N, "each request ran once");
+    assert_chain_ok(&h.store).await;
+}

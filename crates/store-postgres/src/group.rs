@@ -1,7 +1,11 @@
 //! One local group of appends as one transaction:
 //!
 //! 1. lock the chain tip (`SELECT … FROM tip WHERE id = 1 FOR UPDATE`): one
-//!    writer at a time in the whole cluster, which makes the chain one;
+//!    writer at a time in the whole cluster, which makes the chain one; when
+//!    the store is bound to a cluster node ([`crate::PgStore::bind_node`]),
+//!    check that its incarnation is current and not fenced (`nodes`, `FOR
+//!    SHARE`: a concurrent fence waits for this transaction, or this one sees
+//!    it), or refuse the whole group;
 //! 2. read the time from the database clock (never earlier than the tip's
 //!    last time, so times stay monotonic across the nodes' clocks), the
 //!    group's dedup claims (expired ones deleted first) and the records of
@@ -21,6 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Transaction;
 use youops_core::audit::{canonical_bytes_encoded, chain_hash, AppendOptions, StoreError};
+use youops_core::cluster::NodeId;
 use youops_core::model::{AuditEvent, NewEvent, RequestId};
 
 use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
@@ -59,6 +64,15 @@ pub(crate) struct GroupCx<'a> {
     pub(crate) connector: &'a Connector,
     pub(crate) dedup_ttl: chrono::Duration,
     pub(crate) faults: &'a Faults,
+    /// The cluster node whose incarnation must be current, if bound.
+    pub(crate) node: Option<&'a NodeBinding>,
+}
+
+/// The cluster node a store writes as ([`crate::PgStore::bind_node`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeBinding {
+    pub(crate) node: NodeId,
+    pub(crate) incarnation: u64,
 }
 
 /// An event as inserted.
@@ -112,6 +126,9 @@ pub(crate) async fn commit_group(
         .await
         .map_err(|e| sql_err(redact, "BEGIN", &e))?;
     let (tip, now, time) = lock_tip(&tx, redact).await?;
+    if let Some(node) = cx.node {
+        check_node(&tx, node, redact).await?;
+    }
     let owners = read_claims(&tx, group, now, redact).await?;
     let known = read_records(&tx, group, redact).await?;
     let plan = plan(group, tip, time, &owners, known);
@@ -183,6 +200,36 @@ async fn lock_tip(
     let now: DateTime<Utc> = col(&row, 0, "clock_timestamp()").map_err(data_err)?;
     let time = last.map_or(now, |l| l.max(now));
     Ok(((seq, hash), now, time))
+}
+
+/// Step 1: the bound node's incarnation is current and not fenced, or the
+/// group is refused (not retried). The row is locked `FOR SHARE`, so a fence
+/// (an `UPDATE` of the row) either committed before, and is seen here, or
+/// waits until this transaction is over.
+async fn check_node(
+    tx: &Transaction<'_>,
+    node: &NodeBinding,
+    redact: &Redactor,
+) -> Result<(), GroupError> {
+    let row = tx
+        .query_opt(
+            "SELECT incarnation, fenced FROM nodes WHERE id = $1 FOR SHARE",
+            &[&node.node.as_str()],
+        )
+        .await
+        .map_err(|e| sql_err(redact, "checking this node's incarnation", &e))?;
+    let state = match row {
+        None => None,
+        Some(row) => {
+            let current: i64 = col(&row, 0, "nodes.incarnation").map_err(data_err)?;
+            let fenced: Option<i64> = col(&row, 1, "nodes.fenced").map_err(data_err)?;
+            Some((current, fenced))
+        }
+    };
+    match crate::coord::refusal(&node.node, node.incarnation, state) {
+        None => Ok(()),
+        Some(error) => Err(data_err(error)),
+    }
 }
 
 /// Step 2: who holds the group's keys (expired claims deleted first).
@@ -285,6 +332,15 @@ fn plan(
                 p.answers.push(Err(StoreError::Duplicate(*owner)));
                 continue;
             }
+        }
+        // A conditional append (`expect_last_seq`) is checked against the
+        // records read under the tip lock and the group's earlier appends:
+        // a stale one claims and appends nothing.
+        if let Err(e) = req.opts.check_expected(&req.events, |id| {
+            Ok(known.get(&id).map_or(0, |e| e.record.last_seq))
+        }) {
+            p.answers.push(Err(e));
+            continue;
         }
         match hash_and_fold(req, &p.tip, time, &known) {
             Ok((out, stored, local)) => {

@@ -63,7 +63,20 @@
 //! events, the same columns and the file), `requests` (one row per request:
 //! the columns `RequestFilter` filters on, indexed, and the record as JSON
 //! text), `claims` (key, request id, `expires_at` for claims that expire),
-//! `batches` (committed batch ids, kept a day) and `schema_migrations`.
+//! `batches` (committed batch ids, kept a day) and `schema_migrations`;
+//! since version 2, for cluster coordination, `nodes` (incarnations,
+//! heartbeats, fencing), `leases` (the `leader` lease and its epoch) and
+//! `locks` (op locks as leases). What a rolling upgrade with nodes of both
+//! versions may do: see [`SCHEMA_VERSION`].
+//!
+//! ## Cluster coordination
+//!
+//! [`coord::Coordinator`] makes a store a cluster node: it joins under a new
+//! incarnation, heartbeats, campaigns for the leader lease (demoting itself
+//! on its own monotonic deadline when it cannot renew), fences leader writes
+//! by epoch and dead nodes' incarnations (a bound store's group commit
+//! checks its incarnation in the same transaction, see
+//! [`PgStore::bind_node`]), and holds op locks as leases.
 //!
 //! ## Dedup claims
 //!
@@ -90,6 +103,7 @@
 mod archive;
 mod codec;
 mod conn;
+pub mod coord;
 mod faults;
 mod group;
 mod reads;
@@ -105,6 +119,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use youops_core::audit::{AppendOptions, ArchiveReport, AuditStore, StoreError, VerifyReport};
+use youops_core::cluster::NodeId;
 use youops_core::model::{AuditEvent, NewEvent, RequestFilter, RequestId, RequestRecord};
 
 pub use faults::Faults;
@@ -112,7 +127,7 @@ pub use schema::SCHEMA_VERSION;
 pub use url::{PgUrl, SslMode};
 
 use conn::{Connector, Pool, Redactor};
-use group::AppendReq;
+use group::{AppendReq, NodeBinding};
 use writer::{Msg, Writer};
 
 /// How a [`PgStore`] is opened.
@@ -157,6 +172,7 @@ struct Inner {
     archiving: tokio::sync::Mutex<()>,
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     faults: Arc<Faults>,
+    node: Arc<std::sync::Mutex<Option<NodeBinding>>>,
 }
 
 impl fmt::Debug for PgStore {
@@ -198,6 +214,7 @@ impl PgStore {
             .map_err(|_| StoreError::Io(format!("dedup TTL {:?} is too long", opts.dedup_ttl)))?;
         let (tx, rx) = mpsc::channel(opts.max_group.max(1) * 4);
         let faults = Arc::new(Faults::default());
+        let node = Arc::new(std::sync::Mutex::new(None));
         let writer = Writer {
             rx,
             connector: Arc::clone(&connector),
@@ -207,6 +224,7 @@ impl PgStore {
             max_group: opts.max_group.max(1),
             faults: Arc::clone(&faults),
             last_sweep: None,
+            node: Arc::clone(&node),
         };
         tokio::spawn(writer.run());
         Ok(PgStore {
@@ -218,6 +236,7 @@ impl PgStore {
                 connector,
                 archiving: tokio::sync::Mutex::new(()),
                 faults,
+                node,
             }),
         })
     }
@@ -241,6 +260,30 @@ impl PgStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         reads::archived_events(&self.inner.pool, after, limit).await
+    }
+
+    /// Bind the store to cluster node `node`, incarnation `incarnation`
+    /// (what [`coord::Coordinator::join`] does, with the incarnation it
+    /// took): from the next group commit on, every group transaction checks,
+    /// right after locking the chain tip, that this is the node's current
+    /// incarnation and that the leader has not fenced it
+    /// ([`coord::Coordinator::fence_node`]). A refused group answers every
+    /// caller with [`StoreError::Io`] starting `fenced:` (see
+    /// [`coord::is_fenced`]) and writes nothing. A store never bound writes
+    /// unchecked, as a single node does.
+    pub fn bind_node(&self, node: NodeId, incarnation: u64) {
+        *self.node_slot() = Some(NodeBinding { node, incarnation });
+    }
+
+    /// The cluster node and incarnation the store is bound to, if any.
+    pub fn bound_node(&self) -> Option<(NodeId, u64)> {
+        self.node_slot()
+            .as_ref()
+            .map(|b| (b.node.clone(), b.incarnation))
+    }
+
+    fn node_slot(&self) -> std::sync::MutexGuard<'_, Option<NodeBinding>> {
+        self.inner.node.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Fault injection for tests.

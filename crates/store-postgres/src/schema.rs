@@ -4,6 +4,9 @@
 //!
 //! Canonical bytes are stored as `bytea`, never `jsonb` (which reorders keys
 //! and would break the hashes); request records as JSON text.
+//!
+//! Migrations are append-only: a released version's SQL never changes, a new
+//! version only adds to it.
 
 use tokio_postgres::Client;
 use youops_core::audit::{StoreError, GENESIS_HASH};
@@ -15,7 +18,29 @@ use crate::conn::Redactor;
 const MIGRATION_LOCK: i64 = 0x796f_756f_7073_6d67;
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION: i32 = 1;
+///
+/// # Rolling upgrades (version 1 to 2)
+///
+/// Version 2 only ADDS tables (`nodes`, `leases`, `locks`, see
+/// [`crate::coord`]); it changes no table, column, index or row of version 1.
+/// While nodes of both versions share a database:
+///
+/// - a node whose code knows only version 1 refuses to START against a
+///   database at version 2 (its `open` fails with "schema is version 2, newer
+///   than this youops knows"), so the upgrade is one way: roll back by
+///   restoring the database, not by starting old code;
+/// - version-1 nodes started before the migration keep working: their
+///   appends, reads, dedup claims and archives use only version-1 tables,
+///   whose shape is unchanged, and the chain stays one (every writer, old or
+///   new, locks the same `tip` row);
+/// - but they take no part in coordination: they do not register in
+///   `nodes`, never heartbeat, never hold or respect the `leader` lease or
+///   the `locks` rows, and their appends are not checked against fencing.
+///   Until the last of them is stopped, leader-only work and op locks are
+///   exclusive among the version-2 nodes only; an old node may run them at
+///   the same time (as it did before version 2, when nothing coordinated).
+///   Stop the old nodes before relying on cluster-wide exclusivity.
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Version 1: the chain tip, the live events and the archived ones, request
 /// records, dedup claims and committed batches.
@@ -89,9 +114,54 @@ CREATE TABLE batches (
 CREATE INDEX batches_by_time ON batches (committed_at);
 ";
 
+/// Version 2: cluster coordination ([`crate::coord`]). Only new tables.
+///
+/// - `nodes`: one row per node id; `incarnation` grows by one each time the
+///   node joins; `heartbeat_at` and `started_at` by the database clock;
+///   `fenced` is the highest incarnation the leader declared dead (`NULL`:
+///   none), so incarnation `i` may write while `incarnation = i` and
+///   `fenced < i`.
+/// - `leases`: named leases (the row `leader` is made here): the holder and
+///   its incarnation, the epoch (one per term, only grows) and `expires_at`
+///   by the database clock.
+/// - `locks`: op lock keys as leases: the request holding the key, the
+///   holding node and incarnation, `expires_at` by the database clock.
+const V2: &str = r"
+CREATE TABLE nodes (
+    id text PRIMARY KEY,
+    incarnation bigint NOT NULL CHECK (incarnation > 0),
+    started_at timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL,
+    fenced bigint
+);
+
+CREATE TABLE leases (
+    name text PRIMARY KEY,
+    holder text,
+    holder_incarnation bigint,
+    epoch bigint NOT NULL CHECK (epoch >= 0),
+    expires_at timestamptz NOT NULL
+);
+INSERT INTO leases (name, holder, holder_incarnation, epoch, expires_at)
+VALUES ('leader', NULL, NULL, 0, '-infinity');
+
+CREATE TABLE locks (
+    key text PRIMARY KEY,
+    request_id text NOT NULL,
+    holder text NOT NULL,
+    holder_incarnation bigint NOT NULL,
+    acquired_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX locks_by_holder ON locks (holder, holder_incarnation);
+";
+
 /// Every migration, oldest first: `(version, SQL)`.
 fn migrations() -> Vec<(i32, String)> {
-    vec![(1, V1.replace("{GENESIS}", GENESIS_HASH))]
+    vec![
+        (1, V1.replace("{GENESIS}", GENESIS_HASH)),
+        (2, V2.to_string()),
+    ]
 }
 
 /// The tables of the store (for `size_on_disk`).
@@ -103,6 +173,9 @@ pub(crate) const TABLES: &[&str] = &[
     "claims",
     "batches",
     "schema_migrations",
+    "nodes",
+    "leases",
+    "locks",
 ];
 
 /// Bring the schema up to [`SCHEMA_VERSION`], in one transaction under the

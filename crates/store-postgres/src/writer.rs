@@ -17,7 +17,9 @@ use youops_core::audit::StoreError;
 
 use crate::conn::{describe, is_connection, Conn, Connector};
 use crate::faults::Faults;
-use crate::group::{batch_committed, commit_group, Answer, AppendReq, GroupCx, GroupError};
+use crate::group::{
+    batch_committed, commit_group, Answer, AppendReq, GroupCx, GroupError, NodeBinding,
+};
 
 /// What the writer is asked.
 #[derive(Debug)]
@@ -44,6 +46,8 @@ pub(crate) struct Writer {
     pub(crate) max_group: usize,
     pub(crate) faults: Arc<Faults>,
     pub(crate) last_sweep: Option<Instant>,
+    /// The cluster node this store writes as, once bound.
+    pub(crate) node: Arc<std::sync::Mutex<Option<NodeBinding>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -111,10 +115,12 @@ impl Writer {
         loop {
             let faults = Arc::clone(&self.faults);
             let connector = Arc::clone(&self.connector);
+            let node = self.node.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let cx = GroupCx {
                 connector: &connector,
                 dedup_ttl: self.dedup_ttl,
                 faults: &faults,
+                node: node.as_ref(),
             };
             let result = match self.conn().await {
                 Ok(conn) => commit_group(conn, group, &cx).await,

@@ -18,6 +18,7 @@ pub mod loadgen;
 pub mod pg;
 pub mod sign;
 pub mod slack;
+pub mod sockproxy;
 pub mod wait;
 
 pub use fault::Fault;

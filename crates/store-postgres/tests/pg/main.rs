@@ -2,12 +2,17 @@
 //! (`youops_testkit::pg`, reached through a Unix socket): the core's store
 //! conformance suite, several nodes on one database, lost COMMIT answers, a
 //! server restart under appends, migrations, secrets and retention across
-//! nodes. Each test has a cluster of its own, each case a database of its own.
+//! nodes, cluster coordination (nodes, fencing, leader election, op locks,
+//! a node cut off the database). Each test has a cluster of its own, each case a database of its own.
 
 mod commit;
 mod conformance;
+mod coord;
+mod election;
+mod locks;
 mod migrations;
 mod nodes;
+mod partition;
 mod restart;
 mod retention;
 mod secrets;

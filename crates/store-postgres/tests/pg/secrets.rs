@@ -51,6 +51,14 @@ async fn the_password_is_never_shown() {
     let shown = format!("{store:?} {} {:?}", store.url(), store.url());
     assert_hidden(right, &shown);
     assert!(shown.contains("pw_tester:***@"), "{shown}");
+    let coord = youops_store_postgres::coord::Coordinator::join(
+        &store,
+        youops_core::cluster::NodeId::new("n1").unwrap(),
+        Default::default(),
+    )
+    .await
+    .expect("join with a password");
+    assert_hidden(right, &format!("{coord:?}"));
 
     // Unreachable hosts, with and without TLS.
     for url in [

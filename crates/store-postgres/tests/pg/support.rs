@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio_postgres::NoTls;
 use youops_core::audit::{AppendOptions, AuditStore};
+use youops_core::cluster::{Leadership, NodeId};
 use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_store_postgres::coord::{CoordOptions, Coordinator};
 use youops_store_postgres::{PgOptions, PgStore, PgUrl};
 use youops_testkit::pg::PgCluster;
 
@@ -117,4 +119,40 @@ pub(crate) async fn all_events(store: &dyn AuditStore) -> Vec<AuditEvent> {
         }
         out.extend(page);
     }
+}
+
+/// The database name of a test URL (`postgresql://postgres@/<db>?…`).
+pub(crate) fn db_name(url: &str) -> String {
+    let rest = url.split_once("@/").expect("a socket URL").1;
+    rest.split('?').next().expect("a database").to_string()
+}
+
+pub(crate) fn node(name: &str) -> NodeId {
+    NodeId::new(name).expect("a node id")
+}
+
+/// Coordination with quick heartbeats.
+pub(crate) fn coord_opts() -> CoordOptions {
+    let mut o = CoordOptions::default();
+    o.heartbeat_every = Duration::from_millis(100);
+    o.query_timeout = Duration::from_secs(5);
+    o.lock_margin = Duration::from_secs(1);
+    o
+}
+
+/// `store` joins the cluster as `name`.
+pub(crate) async fn join(store: &PgStore, name: &str) -> Coordinator {
+    Coordinator::join(store, node(name), coord_opts())
+        .await
+        .expect("join the cluster")
+}
+
+/// Wait (at most `secs`) until `leadership` leads; its epoch.
+pub(crate) async fn leads_within(leadership: &Leadership, secs: u64) -> u64 {
+    let mut l = leadership.clone();
+    tokio::time::timeout(Duration::from_secs(secs), l.acquired())
+        .await
+        .unwrap_or_else(|_| panic!("no leadership within {secs}s"))
+        .expect("the campaign is running")
+        .epoch
 }

@@ -5,12 +5,18 @@
 //! to account for, or the leader's when that node is dead. Pending approvals
 //! without secrets are picked up by every node, so that an approval given on
 //! any node can start the run.
+//!
+//! When a node dies, the leader calls [`Executor::recover_node`] for it
+//! (after fencing it, so that nothing it still does is recorded): its
+//! requests in flight are marked `interrupted` the same way, never re-run.
 
 use chrono::Utc;
 
 use super::{lock, Executor, PendingRun};
-use crate::error::Result;
-use crate::model::{NewEvent, State, Transition};
+use crate::audit::StoreError;
+use crate::cluster::NodeId;
+use crate::error::{Error, Result};
+use crate::model::{NewEvent, RequestRecord, State, Transition};
 
 impl Executor {
     pub(super) async fn recover(&self) -> Result<()> {
@@ -43,5 +49,52 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// Mark the requests a dead node `node` had in flight `interrupted`:
+    /// those it ran or was about to run, and those waiting for approval
+    /// with a secret only it held. Its pending approvals without secrets
+    /// stay pending (any node can run them). For the cluster's leader, once
+    /// `node` is fenced. Returns how many were interrupted.
+    pub async fn recover_node(&self, node: &NodeId) -> Result<usize> {
+        let mut n = 0;
+        for rec in self.inner.store.active_requests().await? {
+            if rec.node.as_ref() != Some(node) {
+                continue;
+            }
+            if rec.state == State::PendingApproval && rec.request.secret_args.is_empty() {
+                continue;
+            }
+            if self.interrupt_for(rec, node).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Interrupt `rec` of the dead `node`, unless someone changed it
+    /// meanwhile (then it is read again).
+    async fn interrupt_for(&self, mut rec: RequestRecord, node: &NodeId) -> Result<bool> {
+        let id = rec.request.id;
+        loop {
+            if rec.state.is_terminal() || rec.node.as_ref() != Some(node) {
+                return Ok(false);
+            }
+            let t = Transition::to(State::Interrupted).reason(format!(
+                "node {node} stopped while this request was {} there; it was not re-run (check the target, then `retry {id}` if needed)",
+                rec.state
+            ));
+            match self
+                .commit_decision(&mut rec, vec![NewEvent::transition(id, t)], None)
+                .await
+            {
+                Ok(_) => {
+                    lock(&self.inner.pending).remove(&id);
+                    return Ok(true);
+                }
+                Err(Error::Store(StoreError::Stale { .. })) => rec = self.get(id).await?,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }

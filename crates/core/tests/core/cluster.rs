@@ -373,3 +373,44 @@ async fn approvals_racing_on_two_nodes_run_each_request_once() {
     assert_eq!(runs, N, "each request ran once");
     assert_chain_ok(&h.store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_interrupts_what_a_dead_node_had_in_flight() {
+    let (probe, mut started) = Probe::new();
+    let (h, _, b, _) = two_nodes(&probe, false).await;
+    let running = h
+        .exec
+        .submit(sub("hold", "alice"))
+        .await
+        .unwrap()
+        .record
+        .request
+        .id;
+    within(10, "the run to start", started.recv())
+        .await
+        .unwrap();
+    let open = h
+        .exec
+        .submit(sub("deploy", "alice"))
+        .await
+        .unwrap()
+        .record
+        .request
+        .id;
+    let secret = sub("vault.rotate", "alice").arg("token", "s3cr3t");
+    let secret = h.exec.submit(secret).await.unwrap().record.request.id;
+
+    // Node a is dead (and fenced, in a real cluster): b, the leader, takes stock.
+    assert_eq!(b.recover_node(&node("a")).await.unwrap(), 2);
+    let r = b.get(running).await.unwrap();
+    assert_eq!(r.state, State::Interrupted, "{r:#?}");
+    assert!(r.reason.unwrap().contains("node a stopped"));
+    assert_eq!(b.get(secret).await.unwrap().state, State::Interrupted);
+    assert_eq!(
+        b.get(open).await.unwrap().state,
+        State::PendingApproval,
+        "any node can still run it"
+    );
+    assert_eq!(b.recover_node(&node("a")).await.unwrap(), 0, "done once");
+    assert_eq!(b.recover_node(&node("b")).await.unwrap(), 0);
+}

@@ -21,6 +21,8 @@ pub mod builtins;
 pub mod check;
 pub mod cli;
 pub mod client;
+#[cfg(feature = "postgres")]
+pub mod cluster;
 pub mod frontends;
 pub mod gitops;
 pub mod http;

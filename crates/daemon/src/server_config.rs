@@ -24,6 +24,17 @@ pub struct ServerConfig {
     pub shutdown_grace: HumanDuration,
     /// Emit logs as JSON.
     pub log_json: bool,
+    /// This daemon's stable name in a cluster (several daemons on one
+    /// PostgreSQL store): recorded on the requests it receives and runs,
+    /// the owner of its locks and heartbeats. Required with a shared store;
+    /// keep it across restarts and upgrades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<youops_core::cluster::NodeId>,
+    /// In a cluster, how long the leader lease holds without a renewal: a
+    /// new leader takes over within about this long after the leader
+    /// stops, and a node whose heartbeats stop for this long is declared
+    /// dead.
+    pub lease_ttl: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +46,8 @@ impl Default for ServerConfig {
             request_timeout: HumanDuration(std::time::Duration::from_secs(30)),
             shutdown_grace: HumanDuration(std::time::Duration::from_secs(30)),
             log_json: false,
+            node_id: None,
+            lease_ttl: HumanDuration(std::time::Duration::from_secs(10)),
         }
     }
 }
@@ -58,6 +71,13 @@ impl ServerConfig {
                 line: None,
                 path: "server.listen".into(),
                 message: format!("`{}` is not an address like 127.0.0.1:8080", server.listen),
+            }]);
+        }
+        if server.lease_ttl.0 < std::time::Duration::from_secs(1) {
+            return Err(vec![ConfigIssue {
+                line: cfg.line_of("server.lease_ttl"),
+                path: "server.lease_ttl".into(),
+                message: format!("{} is under a second", server.lease_ttl),
             }]);
         }
         Ok(server)

@@ -14,7 +14,7 @@
 //! |---|---|
 //! | `PATH`, or `log:PATH` | the log store (`youops-store`) in directory `PATH`: what `[store] path` names |
 //! | `sled:PATH` | a sled store in directory `PATH` (stores of YouOps before the log store); only in a build with `--features sled` |
-//! | `postgres://…`, `postgresql://…` | a PostgreSQL store: not supported by this build |
+//! | `postgres://…`, `postgresql://…` | the PostgreSQL store of a cluster (`youops-store-postgres`; `?host=/dir` for a Unix socket, `sslmode=require` for TLS); only in a build with the `postgres` feature (a default) |
 //!
 //! A plain path is always a log store directory, even when it contains a `:`
 //! (`log:` forces it for a path that starts with `sled:`). Any other
@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use youops_core::audit::{AuditStore, StoreError};
-use youops_core::config::Config;
+use youops_core::config::{Config, StoreUrl};
 use youops_store::{LogOptions, LogStore};
 
 /// The environment variable that names the store, over `[store] url`.
@@ -49,6 +49,9 @@ pub enum StoreLocation {
     Log(PathBuf),
     /// A sled store in this directory (only usable with the `sled` feature).
     Sled(PathBuf),
+    /// A PostgreSQL store (only usable with the `postgres` feature); shown
+    /// with its password masked.
+    Postgres(StoreUrl),
 }
 
 impl FromStr for StoreLocation {
@@ -80,19 +83,35 @@ impl FromStr for StoreLocation {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
             {
-                return Err(match scheme {
-                    "postgres" | "postgresql" => {
-                        format!("`{scheme}://…`: PostgreSQL stores are not supported by this build")
-                    }
-                    _ => format!(
+                return match scheme {
+                    "postgres" | "postgresql" => postgres(s),
+                    _ => Err(format!(
                         "`{scheme}://…` is no store this youops knows: a STORE is a log store \
-                         directory (PATH or log:PATH) or sled:PATH"
-                    ),
-                });
+                         directory (PATH or log:PATH), sled:PATH or postgres://…"
+                    )),
+                };
             }
         }
         path(s, "log store").map(StoreLocation::Log)
     }
+}
+
+/// A `postgres://` STORE, checked (the error never repeats the URL, which
+/// may hold a password).
+#[cfg(feature = "postgres")]
+fn postgres(s: &str) -> Result<StoreLocation, String> {
+    youops_store_postgres::PgUrl::parse(s)
+        .map(|_| StoreLocation::Postgres(StoreUrl::new(s)))
+        .map_err(|e| format!("a PostgreSQL URL that does not parse: {e}"))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres(_: &str) -> Result<StoreLocation, String> {
+    Err(
+        "`postgres://…` is a PostgreSQL store, and this youops was built without it (not \
+         compiled in): build it with the default features or `--features postgres`"
+            .into(),
+    )
 }
 
 impl fmt::Display for StoreLocation {
@@ -100,6 +119,7 @@ impl fmt::Display for StoreLocation {
         match self {
             StoreLocation::Log(p) => write!(f, "{}", p.display()),
             StoreLocation::Sled(p) => write!(f, "sled:{}", p.display()),
+            StoreLocation::Postgres(u) => write!(f, "{u}"),
         }
     }
 }
@@ -132,6 +152,7 @@ pub fn location(cfg: &Config) -> Result<StoreLocation, String> {
     match named.parse::<StoreLocation>() {
         Ok(StoreLocation::Log(p)) => Ok(StoreLocation::Log(resolve(p))),
         Ok(StoreLocation::Sled(p)) => Ok(StoreLocation::Sled(resolve(p))),
+        Ok(pg) => Ok(pg),
         Err(e) => Err(format!("{source}: {e}")),
     }
 }
@@ -139,8 +160,20 @@ pub fn location(cfg: &Config) -> Result<StoreLocation, String> {
 /// Problems with `[store]` that the config's types do not catch.
 pub fn check(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if let Err(e) = location(cfg) {
-        out.push(e);
+    match location(cfg) {
+        Err(e) => out.push(e),
+        Ok(StoreLocation::Postgres(_))
+            if crate::server_config::ServerConfig::of_checked(cfg)
+                .node_id
+                .is_none() =>
+        {
+            out.push(
+                "server.node_id: a daemon on a shared PostgreSQL store is a node of a cluster \
+                 and needs a stable node id (`node_id = \"node-1\"`)"
+                    .into(),
+            )
+        }
+        Ok(_) => {}
     }
     if cfg.store.segment_size.0 < MIN_SEGMENT_BYTES {
         out.push(format!(
@@ -162,6 +195,7 @@ pub fn check(cfg: &Config) -> Vec<String> {
 pub async fn open(cfg: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
     match location(cfg).map_err(StoreError::Io)? {
         StoreLocation::Log(path) => open_log(&path, options(cfg)),
+        StoreLocation::Postgres(url) => open_postgres(&url, cfg).await,
         StoreLocation::Sled(path) => Err(StoreError::Io(format!(
             "sled:{}: the daemon keeps its chain in a log store; copy this one into a new \
              log store with `youops store copy --from sled:{} --to NEW_DIR` and name that",
@@ -169,6 +203,26 @@ pub async fn open(cfg: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
             path.display()
         ))),
     }
+}
+
+/// Open the PostgreSQL store at `url` (its schema is migrated on open).
+#[cfg(feature = "postgres")]
+pub async fn open_postgres(
+    url: &StoreUrl,
+    cfg: &Config,
+) -> Result<Arc<dyn AuditStore>, StoreError> {
+    let mut opts = youops_store_postgres::PgOptions::default();
+    opts.dedup_ttl = cfg.store.dedup_ttl.0;
+    let store = youops_store_postgres::PgStore::open(url.expose(), opts).await?;
+    Ok(Arc::new(store))
+}
+
+/// A PostgreSQL store needs the `postgres` feature.
+#[cfg(not(feature = "postgres"))]
+pub async fn open_postgres(url: &StoreUrl, _: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
+    Err(StoreError::Io(format!(
+        "{url}: this youops was built without the `postgres` feature"
+    )))
 }
 
 /// Open (or create) the log store in `path`.
@@ -204,11 +258,21 @@ mod tests {
             let e = sled.unwrap_err();
             assert!(e.contains("--features sled"), "{e}");
         }
-        let pg = "postgres://db.example/youops"
-            .parse::<StoreLocation>()
-            .unwrap_err();
-        assert!(pg.contains("not supported by this build"), "{pg}");
-        assert!("postgresql://x".parse::<StoreLocation>().is_err());
+        let pg = "postgres://app:s3cret@db.example/youops".parse::<StoreLocation>();
+        if cfg!(feature = "postgres") {
+            let pg = pg.unwrap();
+            assert!(matches!(pg, StoreLocation::Postgres(_)), "{pg:?}");
+            assert_eq!(pg.to_string(), "postgres://app:***@db.example/youops");
+            assert!(!format!("{pg:?}").contains("s3cret"));
+            let bad = "postgresql://x:1:2/".parse::<StoreLocation>().unwrap_err();
+            assert!(bad.contains("does not parse"), "{bad}");
+        } else {
+            let e = pg.unwrap_err();
+            assert!(
+                e.contains("not compiled in") && !e.contains("s3cret"),
+                "{e}"
+            );
+        }
         assert!("s3://bucket/x".parse::<StoreLocation>().is_err());
         assert!("".parse::<StoreLocation>().is_err());
         assert!("log:".parse::<StoreLocation>().is_err());
@@ -233,7 +297,12 @@ mod tests {
         assert!(e.starts_with("store.url: "), "{e}");
         let cfg = load("url = \"postgres://app:s3cret@db/youops\"");
         let problems = check(&cfg).join("\n");
-        assert!(problems.contains("store.url"), "{problems}");
+        let expected = if cfg!(feature = "postgres") {
+            "server.node_id"
+        } else {
+            "store.url"
+        };
+        assert!(problems.contains(expected), "{problems}");
         assert!(!problems.contains("s3cret"), "{problems}");
     }
 }

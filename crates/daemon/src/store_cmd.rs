@@ -226,23 +226,31 @@ fn store_failure(what: &str, at: &StoreLocation, e: StoreError) -> Failure {
 
 /// Open an existing store to copy from.
 async fn open_source(at: &StoreLocation) -> Result<Arc<dyn AuditStore>, Failure> {
-    let (path, marker) = match at {
-        StoreLocation::Log(p) => (p, "log"),
-        StoreLocation::Sled(p) => (p, "db"),
+    let opened = match at {
+        StoreLocation::Postgres(url) => {
+            crate::store::open_postgres(url, &youops_core::config::Config::default()).await
+        }
+        StoreLocation::Log(p) => {
+            existing(at, p, "log", "log")?;
+            LogStore::open(p, LogOptions::default()).map(|s| Arc::new(s) as Arc<dyn AuditStore>)
+        }
+        StoreLocation::Sled(p) => {
+            existing(at, p, "db", "sled")?;
+            open_sled(p)
+        }
     };
-    if !path.join(marker).exists() {
-        return Err(refused(format!(
-            "{at}: no {} store there (no {})",
-            if marker == "db" { "sled" } else { "log" },
-            path.join(marker).display()
-        )));
+    opened.map_err(|e| store_failure("cannot open", at, e))
+}
+
+/// Refuse a store directory without its `marker` file: nothing to copy.
+fn existing(at: &StoreLocation, path: &Path, marker: &str, kind: &str) -> Result<(), Failure> {
+    if path.join(marker).exists() {
+        return Ok(());
     }
-    match at {
-        StoreLocation::Log(p) => LogStore::open(p, LogOptions::default())
-            .map(|s| Arc::new(s) as Arc<dyn AuditStore>)
-            .map_err(|e| store_failure("cannot open", at, e)),
-        StoreLocation::Sled(p) => open_sled(p).map_err(|e| store_failure("cannot open", at, e)),
-    }
+    Err(refused(format!(
+        "{at}: no {kind} store there (no {})",
+        path.join(marker).display()
+    )))
 }
 
 #[cfg(feature = "sled")]
@@ -291,9 +299,15 @@ fn open_destination(at: &StoreLocation) -> Result<LogStore, Failure> {
 /// Whether two locations are the same directory.
 fn same_place(a: &StoreLocation, b: &StoreLocation) -> bool {
     let path = |l: &StoreLocation| match l {
-        StoreLocation::Log(p) | StoreLocation::Sled(p) => p.clone(),
+        StoreLocation::Log(p) | StoreLocation::Sled(p) => Some(p.clone()),
+        StoreLocation::Postgres(_) => None,
     };
-    let (a, b) = (path(a), path(b));
+    if let (StoreLocation::Postgres(x), StoreLocation::Postgres(y)) = (a, b) {
+        return x.expose() == y.expose();
+    }
+    let (Some(a), Some(b)) = (path(a), path(b)) else {
+        return false;
+    };
     a == b
         || matches!(
             (std::fs::canonicalize(&a), std::fs::canonicalize(&b)),

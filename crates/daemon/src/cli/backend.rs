@@ -134,9 +134,20 @@ impl Local {
             ),
             other => Failure::from(other),
         })?;
-        let exec = crate::builtins::standard_builtins(Executor::builder(&cfg, store.clone()))
-            .build()
-            .await?;
+        let mut builder =
+            crate::builtins::standard_builtins(Executor::builder(&cfg, store.clone()));
+        if matches!(
+            crate::store::location(&cfg),
+            Ok(crate::store::StoreLocation::Postgres(_))
+        ) {
+            // A command run beside a cluster's daemons is no node: it never
+            // does the leader's work (expiring approvals), and recovers no
+            // one's requests (it has no node id, and every cluster request
+            // names its node).
+            let (_, never) = youops_core::cluster::Leadership::channel();
+            builder = builder.leadership(never);
+        }
+        let exec = builder.build().await?;
         Ok(Local {
             exec,
             store,

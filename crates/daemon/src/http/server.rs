@@ -84,7 +84,8 @@ pub async fn run(
         )
     })?;
     let metrics = opts.metrics.unwrap_or_default();
-    let (exec, store, builtin_names) = start_executor(&cfg, opts.builtins, &metrics).await?;
+    let (exec, store, builtin_names, cluster) =
+        start_executor(&cfg, &server, opts.builtins, &metrics).await?;
 
     let stop = CancellationToken::new();
     let public_url = server.public_url.clone();
@@ -99,7 +100,8 @@ pub async fn run(
         server.request_timeout.0,
         opts.git,
     );
-    let background = spawn_background(&cfg, &exec, &store, &metrics, &stop);
+    let mut background = spawn_background(&cfg, &exec, &store, &metrics, &stop);
+    background.extend(cluster_tasks(cluster.as_ref(), &exec, &stop));
 
     let frontend_tasks = host.spawn();
     let app = router(state.clone(), &cfg);
@@ -150,6 +152,7 @@ pub async fn run(
         let _ = t.await;
     }
     store.flush().await.context("flushing the audit store")?;
+    leave(cluster).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -189,14 +192,21 @@ fn spawn_background(
 /// handle (the executor hands out only reads) and the names of its builtins.
 async fn start_executor(
     cfg: &Config,
+    server: &ServerConfig,
     extra: Vec<(String, Arc<dyn youops_core::runner::Builtin>)>,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Executor, Arc<dyn AuditStore>, Vec<String>)> {
-    let opened = crate::store::open(cfg)
-        .await
-        .context("opening the audit store")?;
+) -> anyhow::Result<(
+    Executor,
+    Arc<dyn AuditStore>,
+    Vec<String>,
+    Option<ClusterNode>,
+)> {
+    let (opened, cluster) = open_store(cfg, server).await?;
     let store: Arc<dyn AuditStore> = Arc::new(InstrumentedStore::new(opened, metrics.clone()));
     let mut builder = standard_builtins(Executor::builder(cfg, store.clone()));
+    if let Some(c) = &cluster {
+        builder = as_node(c, builder);
+    }
     for (name, b) in extra {
         builder = builder.builtin(name, ArcBuiltin(b));
     }
@@ -208,7 +218,76 @@ async fn start_executor(
         anyhow::bail!("bad config: {}", unknown.join("; "));
     }
     let exec = builder.build().await.context("starting the executor")?;
-    Ok((exec, store, builtin_names))
+    Ok((exec, store, builtin_names, cluster))
+}
+
+#[cfg(feature = "postgres")]
+use crate::cluster::ClusterNode;
+
+/// Without the `postgres` feature there is no shared store, and no cluster.
+#[cfg(not(feature = "postgres"))]
+#[derive(Debug)]
+enum ClusterNode {}
+
+/// Open the store; with a shared one, join its cluster.
+#[cfg(feature = "postgres")]
+async fn open_store(
+    cfg: &Config,
+    server: &ServerConfig,
+) -> anyhow::Result<(Arc<dyn AuditStore>, Option<ClusterNode>)> {
+    crate::cluster::open(cfg, server).await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_store(
+    cfg: &Config,
+    _: &ServerConfig,
+) -> anyhow::Result<(Arc<dyn AuditStore>, Option<ClusterNode>)> {
+    let store = crate::store::open(cfg)
+        .await
+        .context("opening the audit store")?;
+    Ok((store, None))
+}
+
+#[cfg(feature = "postgres")]
+fn as_node(c: &ClusterNode, builder: youops_core::ExecutorBuilder) -> youops_core::ExecutorBuilder {
+    c.executor(builder)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn as_node(c: &ClusterNode, _: youops_core::ExecutorBuilder) -> youops_core::ExecutorBuilder {
+    match *c {}
+}
+
+/// The cluster's own background work (the leader's dead-node sweep).
+#[cfg(feature = "postgres")]
+fn cluster_tasks(
+    c: Option<&ClusterNode>,
+    exec: &Executor,
+    stop: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    c.map(|c| c.spawn_dead_node_sweep(exec.clone(), stop.clone()))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn cluster_tasks(
+    c: Option<&ClusterNode>,
+    _: &Executor,
+    _: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    c.map(|c| match *c {})
+}
+
+/// Leave the cluster, if this daemon is a node of one.
+async fn leave(c: Option<ClusterNode>) {
+    #[cfg(feature = "postgres")]
+    if let Some(c) = c {
+        c.leave().await;
+    }
+    #[cfg(not(feature = "postgres"))]
+    if let Some(c) = c {
+        match c {}
+    }
 }
 
 /// Serve `app` on `listener` until `stop` is cancelled (then gracefully).

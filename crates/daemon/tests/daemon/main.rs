@@ -14,6 +14,8 @@ mod support;
 mod api;
 mod audit;
 mod cli;
+#[cfg(feature = "postgres")]
+mod cluster;
 mod dashboard;
 mod durability;
 #[cfg(feature = "github")]

@@ -1,0 +1,171 @@
+//! A daemon as a node of a cluster: several daemons on one PostgreSQL store
+//! (`[store] url = "postgres://…"`, `[server] node_id`).
+//!
+//! On start the node joins (a new incarnation of its node id, heartbeats)
+//! and runs for the leader lease; its executor records the node on the
+//! requests it receives and runs, recovers only its own on start, and reads
+//! the events other nodes append. The leader alone runs what must happen
+//! once: the approval-expiry sweeper, retention, the frontends' pollers,
+//! reconcilers and Socket Mode, and the dead-node sweep here: a node whose
+//! heartbeats stopped for a lease TTL is fenced (its late writes are
+//! refused), its requests in flight are marked `interrupted`, and its op
+//! locks are freed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use youops_core::audit::AuditStore;
+use youops_core::cluster::{Leadership, NodeId};
+use youops_core::config::StoreUrl;
+use youops_core::{Executor, ExecutorBuilder};
+use youops_store_postgres::coord::{Campaign, CoordOptions, Coordinator};
+use youops_store_postgres::{PgOptions, PgStore};
+
+/// How often a node reads the events other nodes appended.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// One daemon's membership of its cluster.
+#[derive(Debug)]
+pub struct ClusterNode {
+    coordinator: Coordinator,
+    campaign: Campaign,
+    lease_ttl: Duration,
+}
+
+impl ClusterNode {
+    /// Open the PostgreSQL store at `url` and join its cluster as `node`,
+    /// running for the leader lease of `lease_ttl`.
+    pub async fn join(
+        url: &StoreUrl,
+        dedup_ttl: Duration,
+        node: NodeId,
+        lease_ttl: Duration,
+    ) -> anyhow::Result<(Arc<PgStore>, ClusterNode)> {
+        let mut opts = PgOptions::default();
+        opts.dedup_ttl = dedup_ttl;
+        let store = PgStore::open(url.expose(), opts)
+            .await
+            .with_context(|| format!("opening the PostgreSQL store {url}"))?;
+        let coordinator = Coordinator::join(&store, node.clone(), CoordOptions::default())
+            .await
+            .with_context(|| format!("joining the cluster as node {node}"))?;
+        // The margin covers the two clocks' rates and the time a demoted
+        // leader takes to stop: a fifth of the TTL.
+        let campaign = coordinator
+            .campaign(lease_ttl, lease_ttl / 5)
+            .context("running for the leader lease")?;
+        tracing::info!(
+            node = %node,
+            incarnation = coordinator.incarnation(),
+            "joined the cluster"
+        );
+        Ok((
+            Arc::new(store),
+            ClusterNode {
+                coordinator,
+                campaign,
+                lease_ttl,
+            },
+        ))
+    }
+
+    /// This node's leadership of the work that happens once per cluster.
+    pub fn leadership(&self) -> Leadership {
+        self.campaign.leadership()
+    }
+
+    /// An executor builder made a node of this cluster.
+    pub fn executor(&self, builder: ExecutorBuilder) -> ExecutorBuilder {
+        builder
+            .node(self.coordinator.node().clone())
+            .leadership(self.leadership())
+            .follow_store(FOLLOW_EVERY)
+    }
+
+    /// The leader's sweep of dead nodes, every heartbeat, until `stop`.
+    pub fn spawn_dead_node_sweep(&self, exec: Executor, stop: CancellationToken) -> JoinHandle<()> {
+        let (coord, ttl, leadership) =
+            (self.coordinator.clone(), self.lease_ttl, self.leadership());
+        tokio::spawn(async move {
+            leadership
+                .run_while_leader(&stop, |term, lost| {
+                    let (coord, exec) = (coord.clone(), exec.clone());
+                    async move {
+                        tracing::info!(
+                            node = %coord.node(),
+                            epoch = term.epoch,
+                            "this node leads the cluster"
+                        );
+                        loop {
+                            if let Err(e) = sweep(&coord, &exec, term.epoch, ttl).await {
+                                tracing::warn!(error = %e, "dead-node sweep");
+                            }
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = lost.cancelled() => break,
+                            }
+                        }
+                    }
+                })
+                .await
+        })
+    }
+
+    /// Leave the cluster: give the lease up at once (another node takes
+    /// over without waiting for it to expire) and stop heartbeating.
+    pub async fn leave(self) {
+        if let Err(e) = self.campaign.resign().await {
+            tracing::warn!(error = %e, "resigning the leader lease");
+        }
+        self.coordinator.shutdown();
+    }
+}
+
+/// One sweep: fence each node dead for `ttl`, interrupt what it had in
+/// flight, free its locks. Each fencing write checks `epoch`.
+async fn sweep(
+    coord: &Coordinator,
+    exec: &Executor,
+    epoch: u64,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    for (node, incarnation) in coord.dead_nodes(ttl).await? {
+        if !coord.fence_node(epoch, &node, incarnation).await? {
+            continue;
+        }
+        let interrupted = exec.recover_node(&node).await?;
+        let freed = coord.free_locks_of(epoch, &node, incarnation).await?;
+        tracing::warn!(
+            node = %node,
+            incarnation,
+            interrupted,
+            locks_freed = freed,
+            "a node stopped heartbeating: fenced, its requests in flight interrupted"
+        );
+    }
+    Ok(())
+}
+
+/// Open the store of `cfg`: with a PostgreSQL store, as node
+/// `[server] node_id` of its cluster.
+pub async fn open(
+    cfg: &youops_core::config::Config,
+    server: &crate::server_config::ServerConfig,
+) -> anyhow::Result<(Arc<dyn AuditStore>, Option<ClusterNode>)> {
+    let location = crate::store::location(cfg).map_err(anyhow::Error::msg)?;
+    let crate::store::StoreLocation::Postgres(url) = location else {
+        let store = crate::store::open(cfg)
+            .await
+            .context("opening the audit store")?;
+        return Ok((store, None));
+    };
+    let node = server.node_id.clone().context(
+        "server.node_id: a daemon on a shared PostgreSQL store is a node of a cluster and needs a stable node id",
+    )?;
+    let (store, cluster) =
+        ClusterNode::join(&url, cfg.store.dedup_ttl.0, node, server.lease_ttl.0).await?;
+    Ok((store, Some(cluster)))
+}

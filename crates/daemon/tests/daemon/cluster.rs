@@ -1,0 +1,147 @@
+//! Several daemons on one PostgreSQL store (a throw-away cluster started by
+//! the test, reached over a Unix socket): one chain, approvals and
+//! idempotency keys across nodes, and a node killed with SIGKILL whose
+//! running request the leader marks interrupted.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use youops_testkit::pg::PgCluster;
+
+use crate::support::*;
+
+/// The test config with its store on `url`, as node `node`.
+fn node_config(url: &str, node: &str, lease_ttl: &str) -> String {
+    config(
+        &format!("node_id = \"{node}\"\nlease_ttl = \"{lease_ttl}\""),
+        "",
+    )
+    .replace("path = \"store\"", &format!("url = \"{url}\""))
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("youops.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The events of request `id` whose label is `label`, as `node` reads them.
+async fn count_events(api: &Api, id: &str, label: &str) -> usize {
+    let (st, v) = api
+        .get(&format!("/api/v1/requests/{id}"), Some(ALICE))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events in {v:#}"))
+        .iter()
+        .filter(|e| e["body"]["type"] == "transition" && e["body"]["to"] == label)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_one_chain_and_decide_across_nodes() {
+    let pg = PgCluster::start().unwrap();
+    let url = pg.create_database();
+    let a = Daemon::start(&node_config(&url, "a", "3s")).await;
+    let b = Daemon::start(&node_config(&url, "b", "3s")).await;
+
+    // Received on a, approved on b (bob leads `deploy`), run once.
+    let (st, v) = a
+        .api
+        .submit(
+            ALICE,
+            "deploy",
+            json!({"service": "api", "version": "v1.2.3"}),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let id = id_of(&v);
+    b.api.wait_state(BOB, &id, "pending_approval").await;
+    let approve = format!("/api/v1/requests/{id}/approve");
+    let (st, v) = b.api.post(&approve, Some(BOB), &json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    a.api.wait_state(ALICE, &id, "succeeded").await;
+    assert_eq!(count_events(&a.api, &id, "running").await, 1);
+
+    // One idempotency key, sent to both nodes: one request, run once.
+    let mut ids = Vec::new();
+    for d in [&a, &b] {
+        let resp = d
+            .api
+            .http
+            .post(d.api.url("/api/v1/requests?wait=5s"))
+            .bearer_auth(ALICE)
+            .header("Idempotency-Key", "deploy-once-2026")
+            .json(&json!({"op": "hello", "args": {"name": "cluster"}}))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = resp.json().await.unwrap();
+        ids.push(id_of(&v));
+    }
+    assert_eq!(
+        ids[0], ids[1],
+        "the second node answered with the first request"
+    );
+    b.api.wait_state(ALICE, &ids[0], "succeeded").await;
+    assert_eq!(count_events(&b.api, &ids[0], "running").await, 1);
+
+    // Both nodes verify the one chain.
+    for d in [&a, &b] {
+        let (st, v) = d.api.get("/api/v1/audit/verify", Some(ALICE)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["ok"], true, "{v:#}");
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
+    let pg = PgCluster::start().unwrap();
+    let url = pg.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let ca = write_config(&da, &node_config(&url, "a", "2s"));
+    let cb = write_config(&db, &node_config(&url, "b", "2s"));
+    let mut a = Served::spawn(&ca, da.join("log")).await;
+    a.wait_log("this node leads the cluster").await;
+    let b = Served::spawn(&cb, db.join("log")).await;
+
+    // A long run on a, the leader.
+    let (st, v) = a
+        .api
+        .submit(ALICE, "nap", json!({"seconds": 120}), None)
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let id = id_of(&v);
+    b.api.wait_state(ALICE, &id, "running").await;
+
+    let killed = Instant::now();
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    a.wait_exit(Duration::from_secs(10)).await;
+
+    // b takes the lease once a's expires, then fences a and interrupts its run.
+    b.wait_log("this node leads the cluster").await;
+    let r = b.api.wait_state(ALICE, &id, "interrupted").await;
+    let reason = r["request"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("node a stopped"), "{r:#}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        count_events(&b.api, &id, "running").await,
+        1,
+        "never re-run"
+    );
+    let (_, v) = b.api.get("/api/v1/audit/verify", Some(ALICE)).await;
+    assert_eq!(v["ok"], true, "{v:#}");
+}

@@ -17,9 +17,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use youops_core::audit::AuditStore;
-use youops_core::cluster::{Leadership, NodeId};
+use youops_core::audit::{AuditStore, StoreError};
+use youops_core::cluster::{Leadership, NodeId, SharedLocks};
 use youops_core::config::StoreUrl;
+use youops_core::RequestId;
 use youops_core::{Executor, ExecutorBuilder};
 use youops_store_postgres::coord::{Campaign, CoordOptions, Coordinator};
 use youops_store_postgres::{PgOptions, PgStore};
@@ -79,10 +80,15 @@ impl ClusterNode {
 
     /// An executor builder made a node of this cluster.
     pub fn executor(&self, builder: ExecutorBuilder) -> ExecutorBuilder {
+        let locks = LockLeases {
+            coordinator: self.coordinator.clone(),
+            ttl: self.lease_ttl,
+        };
         builder
             .node(self.coordinator.node().clone())
             .leadership(self.leadership())
             .follow_store(FOLLOW_EVERY)
+            .shared_locks(Arc::new(locks))
     }
 
     /// The leader's sweep of dead nodes, every heartbeat, until `stop`.
@@ -121,6 +127,40 @@ impl ClusterNode {
             tracing::warn!(error = %e, "resigning the leader lease");
         }
         self.coordinator.shutdown();
+    }
+}
+
+/// Op lock keys as lease rows in the database, held for the lease TTL and
+/// renewed by the coordinator while the run goes on.
+#[derive(Debug)]
+struct LockLeases {
+    coordinator: Coordinator,
+    ttl: Duration,
+}
+
+#[async_trait::async_trait]
+impl SharedLocks for LockLeases {
+    async fn try_take(&self, key: &str, id: RequestId) -> Result<Option<String>, StoreError> {
+        if self.coordinator.try_lock(key, id, self.ttl).await? {
+            return Ok(None);
+        }
+        let holder = self
+            .coordinator
+            .locks()
+            .await?
+            .into_iter()
+            .find(|l| l.key == key && !l.expired)
+            .map(|l| format!("{} (node {})", l.request_id, l.holder))
+            .unwrap_or_else(|| "of another node".into());
+        Ok(Some(holder))
+    }
+
+    fn lost(&self, key: &str) -> Option<CancellationToken> {
+        self.coordinator.lock_lost(key)
+    }
+
+    async fn release(&self, key: &str, id: RequestId) -> Result<(), StoreError> {
+        self.coordinator.unlock(key, id).await.map(|_| ())
     }
 }
 

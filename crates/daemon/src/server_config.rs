@@ -73,11 +73,13 @@ impl ServerConfig {
                 message: format!("`{}` is not an address like 127.0.0.1:8080", server.listen),
             }]);
         }
-        if server.lease_ttl.0 < std::time::Duration::from_secs(1) {
+        // Op lock leases renew a second before they expire: a shorter TTL
+        // leaves them no time.
+        if server.lease_ttl.0 < std::time::Duration::from_secs(2) {
             return Err(vec![ConfigIssue {
                 line: cfg.line_of("server.lease_ttl"),
                 path: "server.lease_ttl".into(),
-                message: format!("{} is under a second", server.lease_ttl),
+                message: format!("{} is under two seconds", server.lease_ttl),
             }]);
         }
         Ok(server)

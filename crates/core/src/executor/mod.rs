@@ -9,6 +9,7 @@ mod command;
 mod decide;
 mod handle;
 mod help;
+mod locks;
 mod rate;
 mod recover;
 mod run;
@@ -33,7 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AppendOptions, AuditStore};
 use crate::catalog::{Catalog, OpSpec};
-use crate::cluster::{Leadership, NodeId};
+use crate::cluster::{Leadership, NodeId, SharedLocks};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -164,6 +165,9 @@ struct Inner {
     /// Appends hold it shared until their events are published; reading
     /// other nodes' events holds it alone.
     tail_gate: tokio::sync::RwLock<()>,
+    /// Op lock keys held across the cluster (`None`: alone, the node's own
+    /// locks are all there is).
+    shared_locks: Option<Arc<dyn SharedLocks>>,
 }
 
 /// The executor handle. Cheap to clone.
@@ -192,6 +196,7 @@ pub struct ExecutorBuilder {
     node: Option<NodeId>,
     leadership: Leadership,
     follow_every: Option<Duration>,
+    shared_locks: Option<Arc<dyn SharedLocks>>,
 }
 
 impl ExecutorBuilder {
@@ -244,6 +249,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Hold op lock keys across the cluster too (a node of a cluster; see
+    /// [`SharedLocks`]).
+    pub fn shared_locks(mut self, locks: Arc<dyn SharedLocks>) -> Self {
+        self.shared_locks = Some(locks);
+        self
+    }
+
     /// Start the executor: requests a crash left in flight on this node are
     /// marked `interrupted`, and pending approvals are picked up again.
     pub async fn build(self) -> Result<Executor> {
@@ -278,6 +290,7 @@ impl ExecutorBuilder {
             tail: Mutex::new(tail::Cursor::default()),
             follow_every: self.follow_every,
             tail_gate: tokio::sync::RwLock::new(()),
+            shared_locks: self.shared_locks,
         });
         let exec = Executor { inner };
         exec.start_tail().await?;
@@ -331,6 +344,7 @@ impl Executor {
             node: None,
             leadership: Leadership::solo(),
             follow_every: None,
+            shared_locks: None,
         }
     }
 

@@ -4,22 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
-use super::{lock, Executor, Loaded, LockEntry};
-use crate::catalog::{render_template, LockMode, OpSpec};
+use super::locks::Locked;
+use super::{lock, Executor, Loaded};
+use crate::catalog::{render_template, OpSpec};
 use crate::error::{Error, Result};
-use crate::model::{EventBody, NewEvent, RequestId, RequestRecord, State, Transition, Value};
+use crate::model::{NewEvent, RequestId, RequestRecord, State, Transition, Value};
 use crate::runner::{self, RunContext, RunEnd};
-
-/// How waiting for a request's lock ended.
-enum Locked {
-    /// The lock is held (or the op has none): go on.
-    Go(Option<OwnedMutexGuard<()>>),
-    /// The request ended (refused, or cancelled while queued); its end is recorded.
-    Ended,
-}
 
 impl Executor {
     pub(super) fn run_context(
@@ -65,7 +57,7 @@ impl Executor {
         });
     }
 
-    fn end_cancelled(&self, reason: &str) -> (State, String) {
+    pub(super) fn end_cancelled(&self, reason: &str) -> (State, String) {
         if self.inner.interrupting.load(Ordering::SeqCst) {
             (
                 State::Interrupted,
@@ -106,8 +98,16 @@ impl Executor {
             Locked::Go(guard) => guard,
             Locked::Ended => return Ok(()),
         };
+        if let Some(k) = key.as_deref() {
+            if let Locked::Ended = self.take_shared(&mut record, &op, k, &cancel).await? {
+                self.release(key.as_deref(), id);
+                return Ok(());
+            }
+        }
+        let watch = self.watch_shared(key.as_deref(), id, &cancel);
         if cancel.is_cancelled() {
             let (st, why) = self.end_cancelled("cancelled before it started");
+            self.release_shared(key.as_deref(), id, watch).await;
             self.release(key.as_deref(), id);
             return self
                 .commit(
@@ -136,75 +136,11 @@ impl Executor {
         );
         let end = runner::run(&ctx, &self.inner.builtins, &self.inner.http).await;
         let t = self.end_transition(end);
+        self.release_shared(key.as_deref(), id, watch).await;
         drop(_guard);
         self.release(key.as_deref(), id);
         self.commit(&mut record, vec![NewEvent::transition(id, t)], true)
             .await
-    }
-
-    /// Take the op's lock `key` (if any): at once, or queued behind its holder
-    /// (`lock_mode = "queue"`), or refused (`"refuse"`).
-    async fn take_lock(
-        &self,
-        record: &mut RequestRecord,
-        op: &OpSpec,
-        key: Option<&str>,
-        cancel: &CancellationToken,
-    ) -> Result<Locked> {
-        let Some(key) = key else {
-            return Ok(Locked::Go(None));
-        };
-        let id = record.request.id;
-        let (mutex, holder) = {
-            let mut locks = lock(&self.inner.locks);
-            let entry = locks.entry(key.to_string()).or_insert_with(|| LockEntry {
-                mutex: Arc::new(tokio::sync::Mutex::new(())),
-                holder: None,
-            });
-            (entry.mutex.clone(), entry.holder)
-        };
-        let guard = match mutex.clone().try_lock_owned() {
-            Ok(g) => g,
-            Err(_) => {
-                let holder = holder
-                    .map(|h| h.to_string())
-                    .unwrap_or_else(|| "another request".into());
-                if op.lock_mode == LockMode::Refuse {
-                    let t = Transition::to(State::Failed).reason(format!(
-                        "lock `{key}` is held by request {holder}; refused (lock_mode = \"refuse\")"
-                    ));
-                    self.commit(record, vec![NewEvent::transition(id, t)], true)
-                        .await?;
-                    return Ok(Locked::Ended);
-                }
-                self.commit(
-                    record,
-                    vec![NewEvent::request(
-                        id,
-                        EventBody::Notice {
-                            source: "executor".into(),
-                            kind: "lock_wait".into(),
-                            message: format!("queued: lock `{key}` is held by request {holder}"),
-                            data: serde_json::json!({ "lock": key, "holder": holder }),
-                        },
-                    )],
-                    false,
-                )
-                .await?;
-                tokio::select! {
-                    g = mutex.clone().lock_owned() => g,
-                    _ = cancel.cancelled() => {
-                        let (st, why) = self.end_cancelled("cancelled while queued for its lock");
-                        self.commit(record, vec![NewEvent::transition(id, Transition::to(st).reason(why))], true).await?;
-                        return Ok(Locked::Ended);
-                    }
-                }
-            }
-        };
-        if let Some(e) = lock(&self.inner.locks).get_mut(key) {
-            e.holder = Some(id);
-        }
-        Ok(Locked::Go(Some(guard)))
     }
 
     /// The transition a runner's end makes.
@@ -223,19 +159,6 @@ impl Executor {
                 let (st, why) =
                     self.end_cancelled("cancelled while running; its processes were stopped");
                 Transition::to(st).reason(why).outcome(o)
-            }
-        }
-    }
-
-    fn release(&self, key: Option<&str>, id: RequestId) {
-        let Some(key) = key else { return };
-        let mut locks = lock(&self.inner.locks);
-        if let Some(e) = locks.get_mut(key) {
-            if e.holder == Some(id) {
-                e.holder = None;
-            }
-            if Arc::strong_count(&e.mutex) == 1 {
-                locks.remove(key);
             }
         }
     }

@@ -12,11 +12,24 @@ use youops_testkit::pg::PgCluster;
 
 use crate::support::*;
 
+/// An op that holds lock `db` while it sleeps.
+const LOCKED_OP: &str = r#"
+[[ops]]
+name = "migrate"
+description = "Migrate the database (one at a time)"
+runner = { type = "builtin", name = "sleep" }
+lock = "db"
+[[ops.params]]
+name = "seconds"
+type = "int"
+default = 1
+"#;
+
 /// The test config with its store on `url`, as node `node`.
 fn node_config(url: &str, node: &str, lease_ttl: &str) -> String {
     config(
         &format!("node_id = \"{node}\"\nlease_ttl = \"{lease_ttl}\""),
-        "",
+        LOCKED_OP,
     )
     .replace("path = \"store\"", &format!("url = \"{url}\""))
 }
@@ -144,4 +157,61 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     );
     let (_, v) = b.api.get("/api/v1/audit/verify", Some(ALICE)).await;
     assert_eq!(v["ok"], true, "{v:#}");
+}
+
+/// The time of the first transition of `id` to `to`.
+async fn transition_time(api: &Api, id: &str, to: &str) -> chrono::DateTime<chrono::Utc> {
+    let (_, v) = api
+        .get(&format!("/api/v1/requests/{id}"), Some(ALICE))
+        .await;
+    let e = v["events"]
+        .as_array()
+        .and_then(|es| {
+            es.iter()
+                .find(|e| e["body"]["type"] == "transition" && e["body"]["to"] == to)
+        })
+        .unwrap_or_else(|| panic!("no {to} in {v:#}"));
+    serde_json::from_value(e["time"].clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_op_lock_is_held_across_the_cluster() {
+    let pg = PgCluster::start().unwrap();
+    let url = pg.create_database();
+    let a = Daemon::start(&node_config(&url, "a", "3s")).await;
+    let b = Daemon::start(&node_config(&url, "b", "3s")).await;
+    let (_, v) = a
+        .api
+        .submit(ALICE, "migrate", json!({"seconds": 2}), None)
+        .await;
+    let first = id_of(&v);
+    a.api.wait_state(ALICE, &first, "running").await;
+    let (_, v) = b
+        .api
+        .submit(ALICE, "migrate", json!({"seconds": 1}), None)
+        .await;
+    let second = id_of(&v);
+    b.api.wait_state(ALICE, &first, "succeeded").await;
+    b.api.wait_state(ALICE, &second, "succeeded").await;
+
+    let first_end = transition_time(&b.api, &first, "succeeded").await;
+    let second_start = transition_time(&b.api, &second, "running").await;
+    assert!(
+        second_start >= first_end,
+        "the second ran at {second_start} while the first held the lock until {first_end}"
+    );
+    let (_, v) = b
+        .api
+        .get(&format!("/api/v1/requests/{second}"), Some(ALICE))
+        .await;
+    let waited = v["events"].as_array().unwrap().iter().any(|e| {
+        e["body"]["kind"] == "lock_wait"
+            && e["body"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("another node")
+    });
+    assert!(waited, "the second queued for the other node's lock: {v:#}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }

@@ -152,6 +152,7 @@ impl FrontendContext {
         LifecycleStream {
             rx: self.executor.subscribe(),
             name: self.name.clone(),
+            node: self.executor.node().cloned(),
             watched: self.watched.clone(),
             all: false,
         }
@@ -200,11 +201,14 @@ impl FrontendContext {
     }
 }
 
-/// A filtered view of the executor's lifecycle events.
+/// A filtered view of the executor's lifecycle events. In a cluster, every
+/// node sees every request's events, and each request's are rendered once:
+/// by the node that received it (or by whichever node watches it).
 #[derive(Debug)]
 pub struct LifecycleStream {
     rx: broadcast::Receiver<Lifecycle>,
     name: String,
+    node: Option<crate::cluster::NodeId>,
     watched: Arc<Mutex<HashSet<RequestId>>>,
     all: bool,
 }
@@ -225,7 +229,9 @@ impl LifecycleStream {
         loop {
             match self.rx.recv().await {
                 Ok(ev) => {
-                    if self.all || ev.record.request.origin.frontend == self.name || {
+                    let mine = ev.record.request.node == self.node
+                        && (self.all || ev.record.request.origin.frontend == self.name);
+                    if mine || {
                         let w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
                         w.contains(&ev.record.request.id)
                     } {

@@ -414,3 +414,51 @@ async fn the_leader_interrupts_what_a_dead_node_had_in_flight() {
     assert_eq!(b.recover_node(&node("a")).await.unwrap(), 0, "done once");
     assert_eq!(b.recover_node(&node("b")).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_is_rendered_by_the_node_that_received_it() {
+    use youops_core::frontend::FrontendContext;
+    let (probe, _started) = Probe::new();
+    let (h, _, b, _) = two_nodes(&probe, false).await;
+    let ctx = |exec: &Executor| {
+        FrontendContext::new(
+            "cli",
+            exec.clone(),
+            Default::default(),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+        )
+    };
+    let (on_a, on_b) = (ctx(&h.exec), ctx(&b));
+    let (mut stream_a, mut stream_b) = (on_a.lifecycle(), on_b.lifecycle());
+    let id = h
+        .exec
+        .submit(sub("deploy", "alice"))
+        .await
+        .unwrap()
+        .record
+        .request
+        .id;
+    within(
+        10,
+        "b to see it",
+        b.wait_for(id, |r| r.state == State::PendingApproval),
+    )
+    .await
+    .unwrap();
+    let ev = within(5, "a's frontend", stream_a.recv()).await.unwrap();
+    assert_eq!(ev.record.request.id, id);
+    let none = tokio::time::timeout(Duration::from_millis(300), stream_b.recv()).await;
+    assert!(
+        none.is_err(),
+        "b's frontend renders nothing of a's request: {none:?}"
+    );
+
+    // Unless b's frontend watches it (an approval given there, say).
+    on_b.watch(id);
+    b.approve(id, &who("bob"), None).await.unwrap();
+    let ev = within(5, "b's watched request", stream_b.recv())
+        .await
+        .unwrap();
+    assert_eq!(ev.record.request.id, id);
+}

@@ -32,9 +32,11 @@ pub(crate) fn spawn_lifecycle_metrics(
                 _ = stop.cancelled() => break,
             };
             match next {
+                // In a cluster, each node counts the requests it received.
                 Ok(ev)
                     if ev.record.state.is_terminal()
-                        && matches!(ev.event.body, youops_core::EventBody::Transition(_)) =>
+                        && matches!(ev.event.body, youops_core::EventBody::Transition(_))
+                        && ev.record.request.node.as_ref() == known_ops.node() =>
                 {
                     let r = &ev.record;
                     let op = if known_ops.loaded().catalog.get(&r.request.op).is_some() {

@@ -118,16 +118,24 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     let pg = PgCluster::start().unwrap();
     let url = pg.create_database();
     let dir = tempfile::tempdir().unwrap();
-    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&da).unwrap();
-    std::fs::create_dir_all(&db).unwrap();
-    let ca = write_config(&da, &node_config(&url, "a", "2s"));
-    let cb = write_config(&db, &node_config(&url, "b", "2s"));
-    let mut a = Served::spawn(&ca, da.join("log")).await;
-    a.wait_log("this node leads the cluster").await;
-    let b = Served::spawn(&cb, db.join("log")).await;
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let config = write_config(&d, &node_config(&url, name, "2s"));
+        let node = Served::spawn(&config, d.join("log")).await;
+        if name == "a" {
+            // a starts first and leads.
+            node.wait_log("this node leads the cluster").await;
+        }
+        nodes.push(node);
+    }
+    let [mut a, b, c] = <[Served; 3]>::try_from(nodes).ok().unwrap();
 
-    // A long run on a, the leader.
+    // Load through every node, and a long run on a, the leader.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let apis = [&a, &b, &c].map(|n| Api::new(n.api.base.clone())).to_vec();
+    let load = spawn_load(apis, stop.clone());
     let (st, v) = a
         .api
         .submit(ALICE, "nap", json!({"seconds": 120}), None)
@@ -135,13 +143,18 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
     let id = id_of(&v);
     b.api.wait_state(ALICE, &id, "running").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let killed = Instant::now();
     a.signal(nix::sys::signal::Signal::SIGKILL);
     a.wait_exit(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let acked = load.await.unwrap();
+    assert!(acked.len() > 20, "only {} acknowledged", acked.len());
 
-    // b takes the lease once a's expires, then fences a and interrupts its run.
-    b.wait_log("this node leads the cluster").await;
+    // b or c takes the lease once a's expires, then fences a and interrupts
+    // its run, never re-running it.
     let r = b.api.wait_state(ALICE, &id, "interrupted").await;
     let reason = r["request"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("node a stopped"), "{r:#}");
@@ -150,12 +163,17 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
         "took {:?}",
         killed.elapsed()
     );
+    let leads = |n: &Served| n.log_text().contains("this node leads the cluster");
+    assert!(leads(&b) || leads(&c), "another node leads");
     assert_eq!(
         count_events(&b.api, &id, "running").await,
         1,
         "never re-run"
     );
-    let (_, v) = b.api.get("/api/v1/audit/verify", Some(ALICE)).await;
+
+    // Every acknowledged request is there, and ran at most once.
+    check_acked(&c.api, &acked).await;
+    let (_, v) = c.api.get("/api/v1/audit/verify", Some(ALICE)).await;
     assert_eq!(v["ok"], true, "{v:#}");
 }
 
@@ -212,6 +230,94 @@ async fn an_op_lock_is_held_across_the_cluster() {
                 .contains("another node")
     });
     assert!(waited, "the second queued for the other node's lock: {v:#}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+/// Submits `hello` round-robin to `nodes` until `stop`, each with an
+/// idempotency key of its own; the ids of the acknowledged (202) requests.
+fn spawn_load(
+    nodes: Vec<Api>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0usize;
+        while !stop.is_cancelled() {
+            let api = &nodes[i % nodes.len()];
+            let sent = api
+                .http
+                .post(api.url("/api/v1/requests"))
+                .bearer_auth(ALICE)
+                .header("Idempotency-Key", format!("load-{i}"))
+                .json(&json!({"op": "hello", "args": {"name": format!("n{i}")}}))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            if let Ok(resp) = sent {
+                if resp.status() == StatusCode::ACCEPTED {
+                    if let Ok(v) = resp.json::<Value>().await {
+                        acked.push(id_of(&v));
+                    }
+                }
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        acked
+    })
+}
+
+/// Every acknowledged request is in the chain, ran at most once, and ended.
+async fn check_acked(api: &Api, acked: &[String]) {
+    for id in acked {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (st, v) = api
+                .get(&format!("/api/v1/requests/{id}"), Some(ALICE))
+                .await;
+            assert_eq!(
+                st,
+                StatusCode::OK,
+                "acknowledged request {id} is missing: {v}"
+            );
+            let state = state_of(&v).to_string();
+            if ["succeeded", "interrupted"].contains(&state.as_str()) {
+                assert!(count_events(api, id, "running").await <= 1, "{v:#}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never ended: {v:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_under_load_loses_nothing_acknowledged() {
+    let mut pg = PgCluster::start().unwrap();
+    let url = pg.create_database();
+    let a = Daemon::start(&node_config(&url, "a", "3s")).await;
+    let b = Daemon::start(&node_config(&url, "b", "3s")).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = spawn_load(
+        vec![Api::new(a.api.base.clone()), Api::new(b.api.base.clone())],
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    pg.restart().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let acked = load.await.unwrap();
+    assert!(acked.len() > 20, "only {} acknowledged", acked.len());
+    check_acked(&a.api, &acked).await;
+
+    // Both nodes take new requests again.
+    for d in [&a, &b] {
+        let (st, v) = d.api.submit(ALICE, "hello", json!({}), Some("5s")).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let (_, v) = b.api.get("/api/v1/audit/verify", Some(ALICE)).await;
+    assert_eq!(v["ok"], true, "{v:#}");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }

@@ -372,6 +372,7 @@ fn repos(names: &[String], errors: &mut SectionIssues<'_, '_>) -> BTreeMap<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use youops_core::frontend::conformance::section_problems;
 
     fn table(text: &str) -> toml::Table {
         text.parse().unwrap()
@@ -448,13 +449,7 @@ repos = ["a/b"]"#,
     #[test]
     fn problems_in_a_config_file_carry_their_lines() {
         let text = "[frontends.github]\ntoken = \"t\"\nrepos = [\"nope\"]\nack_timeout = \"30s\"\n";
-        let cfg = Config::parse(text, ".".as_ref(), "y.toml", &|_| None).unwrap();
-        let s = FrontendSection::of(&cfg, "github").unwrap();
-        let errs: Vec<String> = GithubConfig::from_section(&s)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errs = section_problems(text, "github", GithubConfig::from_section);
         assert!(
             errs[0].starts_with("line 1: frontends.github.webhook_secret is missing"),
             "{errs:#?}"

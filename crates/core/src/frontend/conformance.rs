@@ -7,6 +7,7 @@
 //! with the right actor and origin, its lifecycle reaches the origin, a
 //! redelivery runs nothing twice, and shutdown is prompt.
 
+use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -328,5 +329,25 @@ pub fn assert_stable_codes(codes: &[&str]) {
             !c.is_empty() && c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
             "error code {c:?} is not snake_case"
         );
+    }
+}
+
+/// The problems `parse` (a frontend's section parser) reports for
+/// `[frontends.NAME]` of the config `text`, as their lines of text
+/// (`line 4: frontends.slack.bot_token …`): how a frontend tests that its
+/// section's problems carry their lines. Panics if the config does not load
+/// or has no such section, or if `parse` reports nothing.
+pub fn section_problems<T: fmt::Debug>(
+    text: &str,
+    name: &str,
+    parse: impl Fn(&super::factory::FrontendSection<'_>) -> Result<T, Vec<crate::config::ConfigIssue>>,
+) -> Vec<String> {
+    let cfg = Config::parse(text, Path::new("/"), "youops.toml", &|_| None)
+        .unwrap_or_else(|e| panic!("the test config does not load:\n{e}"));
+    let section = super::factory::FrontendSection::of(&cfg, name)
+        .unwrap_or_else(|| panic!("the test config has no [frontends.{name}]"));
+    match parse(&section) {
+        Ok(v) => panic!("[frontends.{name}] was accepted: {v:?}"),
+        Err(issues) => issues.iter().map(ToString::to_string).collect(),
     }
 }

@@ -302,6 +302,7 @@ impl Timings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use youops_core::frontend::conformance::section_problems;
 
     fn table(s: &str) -> toml::Table {
         s.parse().unwrap()
@@ -358,13 +359,7 @@ mod tests {
     #[test]
     fn problems_in_a_config_file_carry_their_lines() {
         let text = "[server]\n\n[frontends.slack]\nbot_token = \"\"\ncommand = \"ops\"\n";
-        let cfg = Config::parse(text, ".".as_ref(), "y.toml", &|_| None).unwrap();
-        let s = FrontendSection::of(&cfg, "slack").unwrap();
-        let errs: Vec<String> = SlackConfig::from_section(&s)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errs = section_problems(text, "slack", SlackConfig::from_section);
         assert_eq!(
             errs[..2],
             [
@@ -376,9 +371,7 @@ mod tests {
         assert!(errs[2].starts_with("line 5: frontends.slack.command `ops` must look like"));
         let text =
             "[frontends.slack]\nsigning_secret = \"s\"\nbot_token = \"b\"\nchanel = \"C1\"\n";
-        let cfg = Config::parse(text, ".".as_ref(), "y.toml", &|_| None).unwrap();
-        let errs =
-            SlackConfig::from_section(&FrontendSection::of(&cfg, "slack").unwrap()).unwrap_err();
-        assert_eq!(errs[0].line, Some(4), "{errs:?}");
+        let errs = section_problems(text, "slack", SlackConfig::from_section);
+        assert!(errs[0].starts_with("line 4: "), "{errs:?}");
     }
 }

@@ -14,40 +14,16 @@ name = "app.deploy"
 description = "Deploy a version"
 runner = { type = "builtin", name = "x" }
 approvals = 1
-[[params]]
-name = "env"
-type = "enum"
-values = ["staging", "prod"]
-default = "staging"
-[[params]]
-name = "version"
-type = "string"
-description = "Version to deploy"
-[[params]]
-name = "replicas"
-type = "int"
-min = 1
-required = false
-[[params]]
-name = "notify"
-type = "bool"
-default = false
-[[params]]
-name = "verify"
-type = "bool"
-default = true
-[[params]]
-name = "owner"
-type = "email"
-required = false
-[[params]]
-name = "note"
-type = "string"
-required = false
-[[params]]
-name = "api_key"
-type = "secret"
-required = false
+params = [
+  { name = "env", type = "enum", values = ["staging", "prod"], default = "staging" },
+  { name = "version", type = "string", description = "Version to deploy" },
+  { name = "replicas", type = "int", min = 1, required = false },
+  { name = "notify", type = "bool", default = false },
+  { name = "verify", type = "bool", default = true },
+  { name = "owner", type = "email", required = false },
+  { name = "note", type = "string", required = false },
+  { name = "api_key", type = "secret", required = false },
+]
 "#)
 }
 

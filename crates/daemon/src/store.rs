@@ -264,7 +264,9 @@ mod tests {
             assert!(matches!(pg, StoreLocation::Postgres(_)), "{pg:?}");
             assert_eq!(pg.to_string(), "postgres://app:***@db.example/youops");
             assert!(!format!("{pg:?}").contains("s3cret"));
-            let bad = "postgresql://x:1:2/".parse::<StoreLocation>().unwrap_err();
+            let bad = "postgresql://app@db/youops?sslmode=sometimes"
+                .parse::<StoreLocation>()
+                .unwrap_err();
             assert!(bad.contains("does not parse"), "{bad}");
         } else {
             let e = pg.unwrap_err();

@@ -1,5 +1,6 @@
 //! `youops store copy --from STORE --to STORE`: copy a verified audit chain
-//! into a new log store.
+//! into a new log store, or into an empty PostgreSQL database (moving from
+//! one machine to a cluster).
 //!
 //! Both stores are named in the STORE syntax of [`crate::store`].
 //!
@@ -11,20 +12,25 @@
 //! sequence number and its link to the one before. A source whose beginning
 //! was archived (retention) starts after the archived records; it is accepted
 //! when a checkpoint in it accounts for them, as `youops audit verify` accepts
-//! it. The events go into the destination through
-//! [`LogStore::import`], which keeps their sequence numbers, times and hashes
-//! (an append would number and hash them anew) and fdatasyncs each page; the
+//! it. The events go into the destination through [`LogStore::import`]
+//! (which fdatasyncs each page) or `PgStore::import` (one transaction per
+//! page, under the chain tip's lock), which keep their sequence numbers,
+//! times and hashes (an append would number and hash them anew); the
 //! destination derives request records and dedup claims from them as a
-//! replay of its log does. So claims and records of requests whose `received`
+//! replay of its log does (a claim that expires holds until its event's time
+//! plus the destination's dedup TTL, the default 7 days; one already expired
+//! is not copied). So claims and records of requests whose `received`
 //! event is in the copied chain come along; those whose `received` event was
 //! archived in the source do not (the archive files stay where they are and
 //! still verify in front of the copy: `youops audit verify` with `[store]
 //! archive_dir`).
 //!
 //! The destination must be new: a path that does not exist, or an empty
-//! directory. Both stores are opened (and locked), so the daemon that uses
-//! the source must be stopped. At the end the destination is verified (its
-//! whole chain) and its head must be the source's.
+//! directory; or a PostgreSQL database holding no events, live or archived
+//! (its schema is created on open). Both stores are opened (the log stores
+//! locked), so the daemon that uses the source must be stopped. At the end
+//! the destination is verified (its whole chain) and its head must be the
+//! source's.
 
 use std::fmt;
 use std::io::{IsTerminal as _, Write};
@@ -32,8 +38,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::Subcommand;
-use youops_core::audit::{AuditStore, ChainVerifier, StoreError};
-use youops_core::model::EventBody;
+use youops_core::audit::{AuditStore, ChainVerifier, StoreError, VerifyReport};
+use youops_core::model::{AuditEvent, EventBody};
 use youops_core::RequestId;
 use youops_store::{LogOptions, LogStore};
 
@@ -43,17 +49,20 @@ pub use crate::store::StoreLocation;
 /// `youops store ...`
 #[derive(Debug, Subcommand)]
 pub enum StoreCmd {
-    /// Copy a store's verified audit chain into a new log store.
+    /// Copy a store's verified audit chain into a new log store or an empty
+    /// PostgreSQL database.
     ///
     /// Every event keeps its seq, time and hash; the copy is verified at the
     /// end. Stop the daemon that uses the source first. STORE is a log store
-    /// directory (`PATH` or `log:PATH`) or `sled:PATH` (builds with
-    /// `--features sled`).
+    /// directory (`PATH` or `log:PATH`), `sled:PATH` (builds with
+    /// `--features sled`) or `postgres://…` (builds with the `postgres`
+    /// feature, a default).
     Copy {
         /// The store to copy.
         #[arg(long, value_name = "STORE")]
         from: StoreLocation,
-        /// The new log store: a directory that does not exist or is empty.
+        /// The new store: a log store directory that does not exist or is
+        /// empty, or `postgres://…`, a database that holds no events.
         #[arg(long, value_name = "STORE")]
         to: StoreLocation,
     },
@@ -106,7 +115,7 @@ impl fmt::Display for CopySummary {
         if self.events == 0 {
             return write!(
                 f,
-                "{} holds no events: {} is an empty log store",
+                "{} holds no events: {} is an empty store",
                 self.from, self.to
             );
         }
@@ -266,13 +275,68 @@ fn open_sled(path: &Path) -> Result<Arc<dyn AuditStore>, StoreError> {
     )))
 }
 
-/// The destination: a new log store (a path that does not exist, or an empty directory).
-fn open_destination(at: &StoreLocation) -> Result<LogStore, Failure> {
-    let StoreLocation::Log(path) = at else {
-        return Err(refused(format!(
-            "{at}: a copy goes into a new log store (a directory path), not a sled store"
-        )));
-    };
+/// Where the copy goes: the store and how it takes a page of events.
+enum Destination {
+    /// A new log store.
+    Log(LogStore),
+    /// An empty PostgreSQL store.
+    #[cfg(feature = "postgres")]
+    Postgres(youops_store_postgres::PgStore),
+}
+
+impl Destination {
+    fn store(&self) -> &dyn AuditStore {
+        match self {
+            Destination::Log(s) => s,
+            #[cfg(feature = "postgres")]
+            Destination::Postgres(s) => s,
+        }
+    }
+
+    /// Write a page of the chain, keeping seqs, times and hashes.
+    async fn import(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        match self {
+            Destination::Log(s) => s.import(events).await,
+            #[cfg(feature = "postgres")]
+            Destination::Postgres(s) => s.import(events).await,
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.store().flush().await
+    }
+
+    async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.store().verify().await
+    }
+
+    async fn head(&self) -> Result<(u64, String), StoreError> {
+        self.store().head().await
+    }
+}
+
+/// What to do with an incomplete copy at `to` before trying again.
+fn clean_up_hint(to: &StoreLocation) -> &'static str {
+    match to {
+        StoreLocation::Postgres(_) => "drop the database and create it again",
+        _ => "remove it",
+    }
+}
+
+/// The destination: a new log store (a path that does not exist, or an
+/// empty directory), or a PostgreSQL store that holds no events.
+async fn open_destination(at: &StoreLocation) -> Result<Destination, Failure> {
+    match at {
+        StoreLocation::Log(path) => open_log_destination(at, path).map(Destination::Log),
+        StoreLocation::Postgres(url) => open_postgres_destination(at, url).await,
+        StoreLocation::Sled(_) => Err(refused(format!(
+            "{at}: a copy goes into a new log store (a directory path) or a PostgreSQL store \
+             (postgres://…), not a sled store"
+        ))),
+    }
+}
+
+fn open_log_destination(at: &StoreLocation, path: &Path) -> Result<LogStore, Failure> {
     match std::fs::read_dir(path) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -296,6 +360,40 @@ fn open_destination(at: &StoreLocation) -> Result<LogStore, Failure> {
     LogStore::open(path, LogOptions::default()).map_err(|e| store_failure("cannot create", at, e))
 }
 
+/// Open the PostgreSQL store at `url` (creating its schema) and refuse it
+/// unless it holds no events, live or archived.
+#[cfg(feature = "postgres")]
+async fn open_postgres_destination(
+    at: &StoreLocation,
+    url: &youops_core::config::StoreUrl,
+) -> Result<Destination, Failure> {
+    use youops_store_postgres::{PgOptions, PgStore};
+    let store = PgStore::open(url.expose(), PgOptions::default())
+        .await
+        .map_err(|e| store_failure("cannot open", at, e))?;
+    let read = |e| store_failure("cannot read", at, e);
+    let (tip, _) = store.head().await.map_err(read)?;
+    let live = store.events(0, 1).await.map_err(read)?;
+    let archived = store.archived_events(0, 1).await.map_err(read)?;
+    if tip > 0 || !live.is_empty() || !archived.is_empty() {
+        return Err(refused(format!(
+            "{at}: not empty (its chain ends at #{tip}); the destination must be a new store: a \
+             PostgreSQL database that holds no events"
+        )));
+    }
+    Ok(Destination::Postgres(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres_destination(
+    at: &StoreLocation,
+    _: &youops_core::config::StoreUrl,
+) -> Result<Destination, Failure> {
+    Err(failed(format!(
+        "{at}: this youops was built without the `postgres` feature"
+    )))
+}
+
 /// Whether two locations are the same directory.
 fn same_place(a: &StoreLocation, b: &StoreLocation) -> bool {
     let path = |l: &StoreLocation| match l {
@@ -315,7 +413,7 @@ fn same_place(a: &StoreLocation, b: &StoreLocation) -> bool {
         )
 }
 
-/// Copy the verified chain of `from` into the new log store `to` (see the
+/// Copy the verified chain of `from` into the new store `to` (see the
 /// [module](self) documentation), reporting progress to `progress`.
 pub async fn copy<W: Write>(
     from: &StoreLocation,
@@ -328,10 +426,11 @@ pub async fn copy<W: Write>(
         )));
     }
     let source = open_source(from).await?;
-    let dest = open_destination(to)?;
+    let dest = open_destination(to).await?;
     let incomplete = |why: String| {
         failed(format!(
-            "{why}\nthe copy in {to} is incomplete: remove it before trying again"
+            "{why}\nthe copy in {to} is incomplete: {} before trying again",
+            clean_up_hint(to)
         ))
     };
     let (tip, tip_hash) = source
@@ -409,7 +508,7 @@ struct Tally {
 /// `dest`; `incomplete` words a failure once something may have been written.
 async fn copy_pages<W: Write>(
     source: &dyn AuditStore,
-    dest: &LogStore,
+    dest: &Destination,
     from: &StoreLocation,
     to: &StoreLocation,
     total: u64,
@@ -455,7 +554,7 @@ async fn copy_pages<W: Write>(
 /// Flush the copy in `dest` and check it holds the source's chain: `copied`
 /// events up to the source's head `(tip, tip_hash)`.
 async fn check_copy(
-    dest: &LogStore,
+    dest: &Destination,
     to: &StoreLocation,
     (tip, tip_hash): (u64, &str),
     copied: u64,

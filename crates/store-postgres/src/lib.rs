@@ -106,6 +106,7 @@ mod conn;
 pub mod coord;
 mod faults;
 mod group;
+mod import;
 mod reads;
 mod schema;
 mod url;
@@ -170,6 +171,9 @@ struct Inner {
     connector: Arc<Connector>,
     pool: Pool,
     archiving: tokio::sync::Mutex<()>,
+    /// How long an expiring dedup claim holds ([`PgOptions::dedup_ttl`]), for
+    /// [`PgStore::import`] (the writer has its own copy).
+    dedup_ttl: chrono::Duration,
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     faults: Arc<Faults>,
     node: Arc<std::sync::Mutex<Option<NodeBinding>>>,
@@ -235,6 +239,7 @@ impl PgStore {
                 pool: Pool::new(Arc::clone(&connector), opts.pool_size),
                 connector,
                 archiving: tokio::sync::Mutex::new(()),
+                dedup_ttl,
                 faults,
                 node,
             }),
@@ -260,6 +265,25 @@ impl PgStore {
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         reads::archived_events(&self.inner.pool, after, limit).await
+    }
+
+    /// Write events copied from another store's chain (`youops store
+    /// copy`), keeping their seqs, times, `prev_hash` and hash
+    /// ([`append`](AuditStore::append) would number and hash them anew).
+    ///
+    /// The events are the next part of a chain: the first must follow the
+    /// tip exactly (seq and `prev_hash`), or start an empty store: at #1, or
+    /// later, after records the source archived (its checkpoint must then
+    /// follow, or [`verify`](AuditStore::verify) reports the start). Every
+    /// event is checked first (its seq, its link to the one before, its
+    /// hash over its own content); a refusal names the record. Then one
+    /// transaction, holding the tip lock as a group commit does, inserts
+    /// them and derives what a replay would: the request records (events
+    /// whose `received` event is not in the store derive none) and the dedup
+    /// claims their `received` events carry (expiring ones until the event's
+    /// time plus [`PgOptions::dedup_ttl`], left out once expired).
+    pub async fn import(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        import::import(self, events).await
     }
 
     /// Bind the store to cluster node `node`, incarnation `incarnation`

@@ -1,7 +1,7 @@
 //! `youops store copy`: a verified chain from a log store (and, with the
-//! `sled` feature, from a sled store) into a new log store, whole or after
-//! archived records, with the records and dedup claims its `received` events
-//! carry.
+//! `sled` feature, from a sled store) into a new log store or an empty
+//! PostgreSQL database, whole or after archived records, with the records and
+//! dedup claims its `received` events carry.
 
 use std::path::Path;
 use std::process::Command;
@@ -94,6 +94,17 @@ async fn open_released(path: &Path) -> LogStore {
 /// Open the copy and check it against what the source said.
 async fn check_copy(to: &Path, head: &(u64, String), reqs: &[Request], copied_from: usize) {
     let dest = open_released(to).await;
+    check_store(&dest, head, reqs, copied_from).await;
+}
+
+/// Check a copy against what the source said: its head, that it verifies,
+/// the records and claims of the requests received from `copied_from` on.
+async fn check_store(
+    dest: &dyn AuditStore,
+    head: &(u64, String),
+    reqs: &[Request],
+    copied_from: usize,
+) {
     assert_eq!(&dest.head().await.unwrap(), head);
     let v = dest.verify().await.unwrap();
     assert!(v.ok(), "{v:?}");
@@ -246,13 +257,147 @@ fn the_cli_copies_and_prints_a_summary() {
     } else {
         assert!(err.contains("--features sled"), "{err}");
     }
+    // postgres:// is taken (here a server that is not there), or says it
+    // is not compiled in; a sled destination is refused.
     let pg = Command::new(env!("CARGO_BIN_EXE_youops"))
-        .args(["store", "copy", "--from", "postgres://db/youops", "--to"])
+        .args([
+            "store",
+            "copy",
+            "--from",
+            "postgres://nowhere.invalid/youops",
+            "--to",
+        ])
         .arg(dir.path().join("p"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&pg.stderr);
-    assert!(err.contains("not supported by this build"), "{err}");
+    if cfg!(feature = "postgres") {
+        assert!(
+            err.contains("cannot open postgres://nowhere.invalid"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("not compiled in"), "{err}");
+    }
+    let to_sled = Command::new(env!("CARGO_BIN_EXE_youops"))
+        .args(["store", "copy", "--from"])
+        .arg(&from)
+        .arg("--to")
+        .arg(format!("sled:{}", dir.path().join("s").display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&to_sled.stderr);
+    assert_ne!(to_sled.status.code(), Some(0), "{err}");
+    assert!(!dir.path().join("s").exists());
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use youops_core::model::{RequestFilter, RequestRecord};
+    use youops_store_postgres::{PgOptions, PgStore};
+    use youops_testkit::pg::PgCluster;
+
+    fn cluster() -> PgCluster {
+        PgCluster::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
+    }
+
+    /// Every record, newest first.
+    async fn all_records(store: &dyn AuditStore) -> Vec<RequestRecord> {
+        let mut out: Vec<RequestRecord> = Vec::new();
+        loop {
+            let before = out.last().map(|r| r.request.id);
+            let page = store
+                .list_requests(&RequestFilter::default(), before, 300)
+                .await
+                .unwrap();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_store_copies_into_an_empty_postgres_database() {
+        let cluster = cluster();
+        let url = cluster.create_database();
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        let (reqs, head) = {
+            let src = LogStore::open(&from, LogOptions::default()).unwrap();
+            let reqs = fill(&src, 400).await;
+            (reqs, src.head().await.unwrap())
+        };
+        let to: StoreLocation = url.parse().unwrap();
+        let mut progress = Progress::new(Vec::new(), false);
+        let summary = copy(&log(&from), &to, &mut progress).await.unwrap();
+        assert_eq!((summary.events, summary.first_seq), (1202, 1));
+        assert_eq!((summary.head_seq, &summary.head_hash), (head.0, &head.1));
+        assert_eq!((summary.requests, summary.claims), (401, 401));
+        let text = String::from_utf8(progress.into_inner()).unwrap();
+        assert_eq!(
+            text.lines().last(),
+            Some("copied 1202 of 1202 events (100%)")
+        );
+
+        let dest = PgStore::open(&url, PgOptions::default()).await.unwrap();
+        check_store(&dest, &head, &reqs, 0).await;
+        assert_eq!(dest.verify().await.unwrap().checked, 1202);
+        let src = open_released(&from).await;
+        let records = all_records(&dest).await;
+        assert_eq!(records.len(), 401);
+        assert_eq!(records, all_records(&src).await);
+        for r in &reqs {
+            assert_eq!(
+                dest.request(r.id).await.unwrap(),
+                src.request(r.id).await.unwrap()
+            );
+        }
+        drop(src);
+
+        // A second copy into the database, which now holds events: refused,
+        // and the database is untouched.
+        let mut sink = Progress::new(Vec::new(), false);
+        let e = copy(&log(&from), &to, &mut sink).await.unwrap_err();
+        assert_eq!(e.code, 2, "{}", e.message);
+        assert!(e.message.contains("not empty"), "{}", e.message);
+        assert_eq!(dest.head().await.unwrap(), head);
+        assert!(dest.verify().await.unwrap().ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_store_that_archived_its_beginning_copies_into_postgres() {
+        let cluster = cluster();
+        let url = cluster.create_database();
+        let dir = tempfile::tempdir().unwrap();
+        let (from, archive) = (dir.path().join("from"), dir.path().join("archive"));
+        let (reqs, head, live_start) = {
+            let mut o = LogOptions::default();
+            o.segment_bytes = 8 << 10;
+            let src = LogStore::open(&from, o).unwrap();
+            let reqs = fill(&src, 60).await;
+            let report = src.archive(90, &archive).await.unwrap().expect("archived");
+            (reqs, src.head().await.unwrap(), report.through_seq + 1)
+        };
+        let to: StoreLocation = url.parse().unwrap();
+        let mut progress = Progress::new(Vec::new(), false);
+        let summary = copy(&log(&from), &to, &mut progress).await.unwrap();
+        assert_eq!(summary.starts_at_checkpoint, Some(live_start));
+        assert_eq!(summary.events, head.0 - live_start + 1);
+        let dest = PgStore::open(&url, PgOptions::default()).await.unwrap();
+        let copied_from = usize::try_from((live_start - 1).div_ceil(3)).unwrap();
+        check_store(&dest, &head, &reqs, copied_from).await;
+        let v = dest.verify().await.unwrap();
+        assert_eq!(v.starts_at_checkpoint, Some(live_start));
+        // The archive verifies in front of the copy.
+        let files = youops_core::audit::archive_files(&archive).unwrap();
+        let all = youops_core::audit::verify_with_archives(&dest, &files)
+            .await
+            .unwrap();
+        assert!(all.report.ok(), "{all:?}");
+        assert_eq!(all.report.checked, head.0);
+    }
 }
 
 #[cfg(feature = "sled")]

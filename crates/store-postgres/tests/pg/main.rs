@@ -9,6 +9,7 @@ mod commit;
 mod conformance;
 mod coord;
 mod election;
+mod import;
 mod locks;
 mod migrations;
 mod nodes;

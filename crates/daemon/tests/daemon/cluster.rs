@@ -321,3 +321,63 @@ async fn a_postgresql_restart_under_load_loses_nothing_acknowledged() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_redelivered_to_another_node_runs_nothing_and_is_rendered_once() {
+    let pg = PgCluster::start().unwrap();
+    let url = pg.create_database();
+    let fake = FakeGithub::start().await;
+    let with_github = |node: &str| {
+        config(
+            &format!("node_id = \"{node}\"\nlease_ttl = \"3s\""),
+            &github_section(&fake.base, "ack_timeout = \"3s\""),
+        )
+        .replace("path = \"store\"", &format!("url = \"{url}\""))
+    };
+    let a = Daemon::start_with_frontends(&with_github("a")).await;
+    let b = Daemon::start_with_frontends(&with_github("b")).await;
+
+    let payload = issue_comment_payload(5001, 12, GH_LOGIN, "/ops hello name=webhook");
+    for d in [&a, &b, &a] {
+        let st = deliver(&d.api, "issue_comment", "delivery-5001", &payload).await;
+        assert!(st.is_some_and(|s| s.is_success()), "{st:?}");
+    }
+    // The same comment under a new delivery id (as polling would see it).
+    let st = deliver(&b.api, "issue_comment", "delivery-5001-again", &payload).await;
+    assert!(st.is_some_and(|s| s.is_success()), "{st:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let (_, v) = b
+            .api
+            .get("/api/v1/requests?frontend=github", Some(ALICE))
+            .await;
+        let found: Vec<Value> = v["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["request"]["dedup_key"] == gh_comment_key(5001))
+            .collect();
+        if found.iter().any(|r| r["state"] == "succeeded") || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(found.len(), 1, "one request for one comment: {found:#?}");
+    assert_eq!(found[0]["state"], "succeeded", "{found:#?}");
+
+    // One node renders it: it looks for its status comment once, posts it
+    // once (a second renderer would look again, and edit it again).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = fake.calls();
+    let count = |method: &str| {
+        calls
+            .iter()
+            .filter(|(m, p)| m == method && p.ends_with("/issues/12/comments"))
+            .count()
+    };
+    assert_eq!((count("GET"), count("POST")), (1, 1), "{calls:#?}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

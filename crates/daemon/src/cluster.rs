@@ -25,6 +25,10 @@ use youops_core::{Executor, ExecutorBuilder};
 use youops_store_postgres::coord::{Campaign, CoordOptions, Coordinator};
 use youops_store_postgres::{PgOptions, PgStore};
 
+use crate::http::state::{
+    ClusterLeader, ClusterLock, ClusterNodeStatus, ClusterStatus, ClusterStatusSource,
+};
+
 /// How often a node reads the events other nodes appended.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
@@ -76,6 +80,15 @@ impl ClusterNode {
     /// This node's leadership of the work that happens once per cluster.
     pub fn leadership(&self) -> Leadership {
         self.campaign.leadership()
+    }
+
+    /// What the dashboard and the API show of the cluster, read from this
+    /// node's coordinator.
+    pub fn status_source(&self) -> Arc<dyn ClusterStatusSource> {
+        Arc::new(StatusSource {
+            coordinator: self.coordinator.clone(),
+            leadership: self.leadership(),
+        })
     }
 
     /// An executor builder made a node of this cluster.
@@ -161,6 +174,56 @@ impl SharedLocks for LockLeases {
 
     async fn release(&self, key: &str, id: RequestId) -> Result<(), StoreError> {
         self.coordinator.unlock(key, id).await.map(|_| ())
+    }
+}
+
+/// Reads the cluster's status for the HTTP side.
+struct StatusSource {
+    coordinator: Coordinator,
+    leadership: Leadership,
+}
+
+#[async_trait::async_trait]
+impl ClusterStatusSource for StatusSource {
+    async fn status(&self) -> anyhow::Result<ClusterStatus> {
+        let c = &self.coordinator;
+        let (leader, nodes, locks) = tokio::try_join!(c.leader(), c.nodes(), c.locks())
+            .context("reading the cluster's status")?;
+        Ok(ClusterStatus {
+            node: c.node().to_string(),
+            incarnation: c.incarnation(),
+            leading: self.leadership.current().map(|t| t.epoch),
+            leader: leader.map(|l| ClusterLeader {
+                holder: l.holder.to_string(),
+                holder_incarnation: l.holder_incarnation,
+                epoch: l.epoch,
+                expires_at: l.expires_at,
+                expired: l.expired,
+            }),
+            nodes: nodes
+                .into_iter()
+                .map(|n| ClusterNodeStatus {
+                    node: n.node.to_string(),
+                    incarnation: n.incarnation,
+                    started_at: n.started_at,
+                    heartbeat_at: n.heartbeat_at,
+                    fenced: n.fenced,
+                })
+                .collect(),
+            locks: locks
+                .into_iter()
+                .map(|l| ClusterLock {
+                    key: l.key,
+                    request_id: l.request_id.to_string(),
+                    holder: l.holder.to_string(),
+                    holder_incarnation: l.holder_incarnation,
+                    acquired_at: l.acquired_at,
+                    expires_at: l.expires_at,
+                    expired: l.expired,
+                })
+                .collect(),
+            checked_at: chrono::Utc::now(),
+        })
     }
 }
 

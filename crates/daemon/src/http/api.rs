@@ -20,6 +20,7 @@ use youops_core::{Actor, Error, Origin, RequestFilter, RequestId, State as ReqSt
 
 use super::state::AppState;
 
+mod cluster;
 mod reconcile;
 pub use reconcile::PlanView;
 
@@ -40,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/audit/export", get(audit_export))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/cluster", get(cluster::status))
 }
 
 /// An API error: status + `{"error": {"code", "message"}}`.

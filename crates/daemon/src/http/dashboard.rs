@@ -76,11 +76,12 @@ dt { color:var(--muted); } dd { margin:0; word-break:break-word; }
 .hash { color:var(--muted); }
 "#;
 
-fn page(title: &str, body: &str) -> Html<String> {
+/// A whole dashboard page: the header (every page's links) and `body`.
+pub(crate) fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{t} · YouOps</title><style>{CSS}</style></head><body>\
-<header><span class=\"brand\">YouOps</span><a href=\"/\">Requests</a><a href=\"/?state=pending_approval\">Approvals</a><a href=\"/audit\">Audit log</a><a href=\"/metrics\">Metrics</a></header>\
+<header><span class=\"brand\">YouOps</span><a href=\"/\">Requests</a><a href=\"/?state=pending_approval\">Approvals</a><a href=\"/audit\">Audit log</a><a href=\"/cluster\">Cluster</a><a href=\"/metrics\">Metrics</a></header>\
 <main>{body}</main></body></html>",
         t = esc(title)
     ))

@@ -1,11 +1,14 @@
 //! The daemon's HTTP side: [`server::run`] (the lifecycle), the [`router`] with
-//! the [`api`], the [`dashboard`] and the [`metrics`] endpoint, the
-//! [`state`] the handlers share, and the background [`tasks`].
+//! the [`api`], the [`dashboard`] (and its [`cluster_page`]) and the
+//! [`metrics`] endpoint, the [`state`] the handlers share, and the background
+//! [`tasks`].
 //!
 //! Layers: `server` builds on `router` and `tasks`; `router` on `api`,
-//! `dashboard` and `state`; those on `state` and `metrics` only.
+//! `dashboard`, `cluster_page` and `state`; `cluster_page` on `dashboard`'s
+//! layout; those on `state` and `metrics` only.
 
 pub mod api;
+pub mod cluster_page;
 pub mod dashboard;
 pub mod metrics;
 pub mod router;

@@ -29,7 +29,8 @@ pub fn router(state: AppState, cfg: &Config) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(super::api::router())
-        .merge(super::dashboard::router());
+        .merge(super::dashboard::router())
+        .merge(super::cluster_page::router());
     for (route, index) in state.host().routes() {
         let filter = MethodFilter::try_from(route.method.clone()).unwrap_or(MethodFilter::POST);
         app = app.route(

@@ -21,7 +21,7 @@ use youops_core::Executor;
 
 use super::metrics::{InstrumentedStore, Metrics};
 use super::router::router;
-use super::state::AppState;
+use super::state::{AppState, ClusterStatusSource};
 use super::tasks;
 use crate::builtins::{standard_builtins, ArcBuiltin};
 use crate::gitops::GitHandle;
@@ -99,6 +99,7 @@ pub async fn run(
         public_url,
         server.request_timeout.0,
         opts.git,
+        cluster.as_ref().map(status_source),
     );
     let mut background = spawn_background(&cfg, &exec, &store, &metrics, &stop);
     background.extend(cluster_tasks(cluster.as_ref(), &exec, &stop));
@@ -256,6 +257,17 @@ fn as_node(c: &ClusterNode, builder: youops_core::ExecutorBuilder) -> youops_cor
 
 #[cfg(not(feature = "postgres"))]
 fn as_node(c: &ClusterNode, _: youops_core::ExecutorBuilder) -> youops_core::ExecutorBuilder {
+    match *c {}
+}
+
+/// What the dashboard and the API show of the cluster.
+#[cfg(feature = "postgres")]
+fn status_source(c: &ClusterNode) -> Arc<dyn ClusterStatusSource> {
+    c.status_source()
+}
+
+#[cfg(not(feature = "postgres"))]
+fn status_source(c: &ClusterNode) -> Arc<dyn ClusterStatusSource> {
     match *c {}
 }
 

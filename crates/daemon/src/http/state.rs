@@ -1,11 +1,15 @@
 //! [`AppState`], what the HTTP handlers share (the API, the dashboard, the
-//! health and metrics endpoints), and [`ChainStatus`], the incremental check of
-//! the audit chain they show.
+//! health and metrics endpoints), [`ChainStatus`], the incremental check of
+//! the audit chain they show, and [`ClusterStatus`], what they show of the
+//! cluster when the daemon is a node of one (read through a
+//! [`ClusterStatusSource`], so that this side knows no store crate).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use youops_core::audit::{ChainVerifier, VerifyReport};
 use youops_core::frontend::FrontendHost;
 use youops_core::Executor;
@@ -35,6 +39,92 @@ struct AppInner {
     git: Option<GitHandle>,
     chain: Mutex<ChainStatus>,
     started: Instant,
+    cluster: Option<Arc<dyn ClusterStatusSource>>,
+}
+
+/// What the dashboard (`/cluster`) and the API (`/api/v1/cluster`) show of
+/// the cluster this daemon is a node of. Times are the database's.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub node: String,
+    /// This node's incarnation.
+    pub incarnation: u64,
+    /// The epoch under which this node leads now (`None`: it follows).
+    pub leading: Option<u64>,
+    /// The `leader` lease (`None`: no node ever held it).
+    pub leader: Option<ClusterLeader>,
+    /// Every node, by id.
+    pub nodes: Vec<ClusterNodeStatus>,
+    /// Every op lock lease, by key.
+    pub locks: Vec<ClusterLock>,
+    /// When this status was read (this daemon's clock): ages and
+    /// remaining times are counted from it.
+    pub checked_at: DateTime<Utc>,
+}
+
+/// The `leader` lease: its holder (or last holder, once expired).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterLeader {
+    /// The node holding it.
+    pub holder: String,
+    /// That node's incarnation.
+    pub holder_incarnation: u64,
+    /// The term's epoch.
+    pub epoch: u64,
+    /// When it expires unless renewed.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it expired by the database clock (nobody leads).
+    pub expired: bool,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterNodeStatus {
+    /// Its id.
+    pub node: String,
+    /// Its latest incarnation.
+    pub incarnation: u64,
+    /// When that incarnation joined.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// The highest incarnation the leader declared dead, if any.
+    pub fenced: Option<u64>,
+}
+
+impl ClusterNodeStatus {
+    /// Whether its latest incarnation is fenced (declared dead).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.is_some_and(|f| f >= self.incarnation)
+    }
+}
+
+/// One op lock lease.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterLock {
+    /// The op lock key.
+    pub key: String,
+    /// The request holding it.
+    pub request_id: String,
+    /// The node holding it.
+    pub holder: String,
+    /// That node's incarnation.
+    pub holder_incarnation: u64,
+    /// When the request took it.
+    pub acquired_at: DateTime<Utc>,
+    /// When its lease expires unless renewed.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it expired by the database clock (any request may take it).
+    pub expired: bool,
+}
+
+/// Reads the [`ClusterStatus`] (the cluster module implements it on the
+/// node's coordinator).
+#[async_trait::async_trait]
+pub trait ClusterStatusSource: Send + Sync {
+    /// The cluster as it is now.
+    async fn status(&self) -> anyhow::Result<ClusterStatus>;
 }
 
 /// What the dashboard shows about the audit chain.
@@ -50,7 +140,8 @@ pub struct ChainStatus {
 }
 
 impl AppState {
-    /// The state of a daemon that starts now, with nothing of the chain checked.
+    /// The state of a daemon that starts now, with nothing of the chain
+    /// checked; `cluster` when it is a node of a cluster.
     pub(crate) fn new(
         exec: Executor,
         host: FrontendHost,
@@ -58,6 +149,7 @@ impl AppState {
         public_url: Option<String>,
         request_timeout: Duration,
         git: Option<GitHandle>,
+        cluster: Option<Arc<dyn ClusterStatusSource>>,
     ) -> Self {
         AppState {
             inner: Arc::new(AppInner {
@@ -75,6 +167,7 @@ impl AppState {
                     checked_at: None,
                 }),
                 started: Instant::now(),
+                cluster,
             }),
         }
     }
@@ -97,6 +190,11 @@ impl AppState {
     /// The running git frontend, if any.
     pub fn git(&self) -> Option<&GitHandle> {
         self.inner.git.as_ref()
+    }
+
+    /// The cluster's status source, when this daemon is a node of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterStatusSource>> {
+        self.inner.cluster.as_ref()
     }
 
     /// Public base URL.

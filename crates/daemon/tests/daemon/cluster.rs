@@ -234,6 +234,87 @@ async fn an_op_lock_is_held_across_the_cluster() {
     b.stop().await.unwrap();
 }
 
+/// The leader's node id, once a node leads (by `api`'s `/api/v1/cluster`).
+async fn leader_of(api: &Api) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = api.get("/api/v1/cluster", Some(ALICE)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        if v["leader"]["expired"] == false {
+            return v["leader"]["holder"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no leader: {v:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_page_shows_the_nodes_the_leader_and_the_op_locks() {
+    let pg = PgCluster::start().unwrap();
+    let url = pg.create_database();
+    let a = Daemon::start(&node_config(&url, "a", "3s")).await;
+    let b = Daemon::start(&node_config(&url, "b", "3s")).await;
+    let leader = leader_of(&b.api).await;
+    let (_, v) = a
+        .api
+        .submit(ALICE, "migrate", json!({"seconds": 3}), None)
+        .await;
+    let id = id_of(&v);
+    a.api.wait_state(ALICE, &id, "running").await;
+
+    // The page, as the other node shows it.
+    let (st, html) = b.api.get_text("/cluster", None).await;
+    assert_eq!(st, StatusCode::OK, "{html}");
+    assert!(html.contains("data-node=\"self\">b<"), "this node: {html}");
+    assert!(
+        html.contains(&format!("data-leader=\"{leader}\"")),
+        "the leader {leader}: {html}"
+    );
+    for node in ["a", "b"] {
+        assert!(
+            html.contains(&format!("<td class=\"mono\">{node}</td>")),
+            "node {node}: {html}"
+        );
+    }
+    let locks = &html[html.find("<h2>Op locks</h2>").expect("op locks")..];
+    assert!(locks.contains("<td class=\"mono\">db</td>"), "{locks}");
+    assert!(
+        locks.contains(&format!("href=\"/requests/{id}\"")),
+        "the holding request: {locks}"
+    );
+    assert!(locks.contains("a <span"), "held by node a: {locks}");
+    assert!(html.contains("href=\"/cluster\""), "the header links it");
+
+    // The same as JSON, with a token only.
+    let (st, _) = b.api.get("/api/v1/cluster", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, v) = b.api.get("/api/v1/cluster", Some(ALICE)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["node"], "b", "{v:#}");
+    assert_eq!(v["leader"]["holder"], leader.as_str(), "{v:#}");
+    assert_eq!(v["leading"].is_u64(), leader == "b", "{v:#}");
+    let nodes: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["a", "b"], "{v:#}");
+    let lock = v["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["key"] == "db")
+        .unwrap_or_else(|| panic!("no lock db: {v:#}"));
+    assert_eq!(lock["request_id"], id.as_str(), "{v:#}");
+    assert_eq!(lock["holder"], "a", "{v:#}");
+    assert_eq!(lock["expired"], false, "{v:#}");
+
+    a.api.wait_state(ALICE, &id, "succeeded").await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
 /// Submits `hello` round-robin to `nodes` until `stop`, each with an
 /// idempotency key of its own; the ids of the acknowledged (202) requests.
 fn spawn_load(

@@ -171,3 +171,16 @@ async fn dashboard_in_headless_chromium() {
     .await;
     d.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_cluster_page_says_a_lone_daemon_runs_alone() {
+    let d = Daemon::start(&config("", "")).await;
+    let (st, html) = d.api.get_text("/cluster", None).await;
+    assert_eq!(st, StatusCode::OK, "{html}");
+    assert!(html.contains("data-cluster=\"alone\""), "{html}");
+    assert!(html.contains("runs alone"), "{html}");
+    let (st, v) = d.api.get("/api/v1/cluster", Some(ALICE)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "not_a_cluster", "{v}");
+    d.stop().await.expect("clean stop");
+}

@@ -17,12 +17,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::Transaction;
 use tokio_util::sync::CancellationToken;
 use youops_core::audit::StoreError;
-use youops_core::cluster::{Leadership, LeaseSignal};
+use youops_core::cluster::{Leadership, LeaseSignal, NodeId};
 
 use super::{counter, counter_sql, secs, until, Coordinator, Shared};
 use crate::codec::col;
@@ -80,7 +81,62 @@ impl Drop for Campaign {
     }
 }
 
+/// The `leader` row of `leases` (for dashboards): who holds or last held
+/// the lease, under which epoch, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaderRow {
+    /// The node holding the lease, or that held it last.
+    pub holder: NodeId,
+    /// The incarnation of that node.
+    pub holder_incarnation: u64,
+    /// The term's epoch (one per term, only grows).
+    pub epoch: u64,
+    /// When the lease expires unless renewed (database clock).
+    pub expires_at: DateTime<Utc>,
+    /// Whether it expired already by the database clock (nobody leads
+    /// until a node takes it).
+    pub expired: bool,
+}
+
 impl Coordinator {
+    /// The `leader` row of `leases`: `None` when no node ever held the
+    /// lease. An expired row still names its last holder (see
+    /// [`LeaderRow::expired`]).
+    pub async fn leader(&self) -> Result<Option<LeaderRow>, StoreError> {
+        let s = &self.inner.shared;
+        let what = "reading the leader lease";
+        let row = s
+            .lane
+            .run(what, async |c| {
+                c.query_opt(
+                    "SELECT holder, holder_incarnation, epoch, expires_at,
+                            expires_at <= clock_timestamp()
+                     FROM leases WHERE name = 'leader' AND holder IS NOT NULL",
+                    &[],
+                )
+                .await
+                .map_err(|e| s.lane.redact().io(what, &e))
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let holder: String = col(&row, 0, "leases.holder")?;
+        let inc: Option<i64> = col(&row, 1, "leases.holder_incarnation")?;
+        let inc = inc.ok_or_else(|| {
+            StoreError::Corrupt("leases.holder_incarnation: NULL with a holder".into())
+        })?;
+        Ok(Some(LeaderRow {
+            holder: NodeId::new(holder)
+                .map_err(|e| StoreError::Corrupt(format!("leases.holder: {e}")))?,
+            holder_incarnation: counter(inc, "leases.holder_incarnation")?,
+            epoch: counter(col(&row, 2, "leases.epoch")?, "leases.epoch")?,
+            expires_at: col(&row, 3, "leases.expires_at")?,
+            expired: col(&row, 4, "leases.expires_at")?,
+        }))
+    }
+
     /// Campaign for the `leader` lease with `ttl` (by the database clock) and
     /// `margin`: take it when it is free or expired, renew it every `ttl / 3`
     /// while held (the same epoch), and feed the returned campaign's

@@ -89,7 +89,7 @@ use crate::PgStore;
 use lane::Lane;
 use locks::Held;
 
-pub use leader::Campaign;
+pub use leader::{Campaign, LeaderRow};
 pub use locks::{LockRenewal, LockRow, LostLock, LostReason};
 
 /// How a [`Coordinator`] runs.

@@ -194,3 +194,27 @@ async fn a_shut_down_coordinator_stops_leading_and_its_leadership_ends() {
         "a stopped at once, b only after the lease expired"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_row_names_the_holder_and_its_epoch() {
+    let cluster = cluster();
+    let url = cluster.create_database();
+    let store = open(&url).await;
+    let a = join(&store, "a").await;
+    assert_eq!(a.leader().await.unwrap(), None, "nobody ever held it");
+
+    let campaign = a.campaign(TTL, MARGIN).unwrap();
+    let epoch = leads_within(&campaign.leadership(), 10).await;
+    let row = a.leader().await.unwrap().expect("a leader row");
+    assert_eq!(row.holder.as_str(), "a");
+    assert_eq!(row.holder_incarnation, a.incarnation());
+    assert_eq!(row.epoch, epoch);
+    assert!(!row.expired, "{row:?}");
+    assert!(row.expires_at > chrono::Utc::now() - chrono::Duration::seconds(60));
+
+    // Resigned: the row still names its last holder, expired.
+    campaign.resign().await.unwrap();
+    let row = a.leader().await.unwrap().expect("the last holder");
+    assert_eq!((row.holder.as_str(), row.epoch), ("a", epoch));
+    assert!(row.expired, "{row:?}");
+}

@@ -2,13 +2,15 @@
 //!
 //! The benchmark tools of YouOps (not part of the product): the open-loop load
 //! generator `youops-load` ([`load`]), the soak driver `youops-soak`
-//! ([`soak`]) and the disk baseline `youops-fsync-probe` ([`fsyncprobe`]).
+//! ([`soak`]), the disk baseline `youops-fsync-probe` ([`fsyncprobe`]) and
+//! the cluster benchmark `youops-cluster-bench` ([`cluster`]).
 //! Each binary under `src/bin/` is a thin `main` over this library, which
 //! holds what they share once: duration flags ([`cli`]), the `fdatasync`
 //! probe, what they read from `/proc` ([`procfs`]) and the percentile rule
 //! ([`stats`]).
 
 pub mod cli;
+pub mod cluster;
 pub mod fsyncprobe;
 pub mod load;
 pub mod procfs;

@@ -25,6 +25,7 @@
 //! ```
 
 mod args;
+mod closed;
 mod probe;
 mod report;
 mod sampler;
@@ -36,12 +37,15 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use args::Args;
 use probe::{probe, Baseline};
 use report::Run;
 use sampler::Sampler;
-use sender::{Record, Schedule, Target};
-use summary::Summary;
+use sender::{Record, Schedule};
+
+pub(crate) use args::Args;
+pub(crate) use closed::{closed_loop, Saturation};
+pub(crate) use sender::Target;
+pub(crate) use summary::Summary;
 
 /// `youops-load`'s `main`: exit 0 when a measured request got a 2xx, 1 when
 /// none did, 64 on bad arguments, 70 when the run cannot start.
@@ -83,7 +87,14 @@ fn run(args: &Args) -> Result<bool, ExitCode> {
         sched.measure_start,
         sched.measure_start + args.duration,
     );
-    let sent = sender::send_all(&rt, &client, &target, &sched, &rec, args);
+    let sent = sender::send_all(
+        &rt,
+        &client,
+        std::slice::from_ref(&target),
+        &sched,
+        &rec,
+        args,
+    );
     let (rss, cpu) = sampler.stop();
     let probe_after = probe(args, "after")?;
     let fsync = Baseline::new(args, probe_before, probe_after);
@@ -104,4 +115,19 @@ fn run(args: &Args) -> Result<bool, ExitCode> {
         report::print_text(&run, &summary);
     }
     Ok(summary.ok != 0)
+}
+
+/// One open-loop load of `args` (rate, warm-up, duration, concurrency) spread
+/// round robin over `targets`, as `youops-load` runs it, without its probes
+/// and samplers (`youops-cluster-bench`).
+pub(crate) fn open_loop(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    targets: &[Target],
+    args: &Args,
+) -> Summary {
+    let rec = Arc::new(Record::default());
+    let sched = Schedule::new(args);
+    let sent = sender::send_all(rt, client, targets, &sched, &rec, args);
+    Summary::new(args, &rec, sched.start(), &sent, None, (None, None))
 }

@@ -90,11 +90,12 @@ pub(crate) struct Sent {
 }
 
 /// Send every request of `sched` with at most `--concurrency` in flight, and
-/// wait for them all.
+/// wait for them all. Request *i* goes to `targets[i % targets.len()]` (round
+/// robin over the daemons of a cluster; `youops-load` has one).
 pub(crate) fn send_all(
     rt: &tokio::runtime::Runtime,
     client: &reqwest::Client,
-    target: &Target,
+    targets: &[Target],
     sched: &Schedule,
     rec: &Arc<Record>,
     args: &Args,
@@ -126,7 +127,7 @@ pub(crate) fn send_all(
             want_trace,
         };
         let client = client.clone();
-        let target = target.clone();
+        let target = targets[i as usize % targets.len()].clone();
         let rec = rec.clone();
         tasks.push(handle.spawn(async move {
             let _permit = permit;
@@ -144,7 +145,7 @@ pub(crate) fn send_all(
 
 /// One request of the schedule.
 #[derive(Debug, Clone, Copy)]
-struct One {
+pub(crate) struct One {
     scheduled: Instant,
     measure_start: Instant,
     /// After the warm-up.
@@ -154,8 +155,21 @@ struct One {
 }
 
 impl One {
+    /// A closed-loop request starting now (it has no schedule, so its latency
+    /// counts from now), measured from `measure_start` on; `None` from
+    /// `measure_end` on, when the load is over.
+    pub(crate) fn unscheduled(measure_start: Instant, measure_end: Instant) -> Option<One> {
+        let now = Instant::now();
+        (now < measure_end).then_some(One {
+            scheduled: now,
+            measure_start,
+            measured: now >= measure_start,
+            want_trace: false,
+        })
+    }
+
     /// Send it and record its latency (from the schedule) and answer.
-    async fn send(self, client: reqwest::Client, target: Target, rec: &Record) {
+    pub(crate) async fn send(self, client: reqwest::Client, target: Target, rec: &Record) {
         let began = Instant::now();
         let n = rec.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         rec.peak_in_flight.fetch_max(n, Ordering::Relaxed);

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use youops_core::config::{Config, ConfigErrors, ConfigIssue};
 use youops_core::units::{ByteSize, HumanDuration};
 
+/// The environment variable that names this node, over `[server] node_id`
+/// (one config file for every node of a cluster).
+pub const NODE_ID_ENV: &str = "YOUOPS_NODE_ID";
+
 /// `[server]`: the daemon's HTTP side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,7 +31,7 @@ pub struct ServerConfig {
     /// This daemon's stable name in a cluster (several daemons on one
     /// PostgreSQL store): recorded on the requests it receives and runs,
     /// the owner of its locks and heartbeats. Required with a shared store;
-    /// keep it across restarts and upgrades.
+    /// keep it across restarts and upgrades. `YOUOPS_NODE_ID` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<youops_core::cluster::NodeId>,
     /// In a cluster, how long the leader lease holds without a renewal: a
@@ -56,7 +60,7 @@ impl ServerConfig {
     /// The `[server]` of `cfg` (the defaults when it has none), or its
     /// problems, placed on their lines.
     pub fn of(cfg: &Config) -> Result<ServerConfig, Vec<ConfigIssue>> {
-        let server = match cfg.server.clone() {
+        let mut server = match cfg.server.clone() {
             None => ServerConfig::default(),
             Some(v) => v.try_into::<ServerConfig>().map_err(|e| {
                 vec![ConfigIssue {
@@ -66,6 +70,15 @@ impl ServerConfig {
                 }]
             })?,
         };
+        if let Some(id) = std::env::var(NODE_ID_ENV).ok().filter(|v| !v.is_empty()) {
+            server.node_id = Some(youops_core::cluster::NodeId::new(id).map_err(|message| {
+                vec![ConfigIssue {
+                    line: None,
+                    path: NODE_ID_ENV.into(),
+                    message,
+                }]
+            })?);
+        }
         if server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(vec![ConfigIssue {
                 line: None,

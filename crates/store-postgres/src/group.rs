@@ -129,9 +129,10 @@ pub(crate) async fn commit_group(
     if let Some(node) = cx.node {
         check_node(&tx, node, redact).await?;
     }
+    let leading = check_leader(&tx, group, cx.node, now, redact).await?;
     let owners = read_claims(&tx, group, now, redact).await?;
     let known = read_records(&tx, group, redact).await?;
-    let plan = plan(group, tip, time, &owners, known);
+    let plan = plan(group, tip, time, &owners, known, &leading);
     if plan.events.is_empty() {
         // Every append refused: nothing to write.
         let _ = tx.rollback().await;
@@ -232,6 +233,50 @@ async fn check_node(
     }
 }
 
+/// Step 1: the leader epochs of the group's leader writes
+/// ([`AppendOptions::leader_epoch`]) under which this node holds the
+/// leader lease now, by the database clock. The row is locked `FOR SHARE`,
+/// so a takeover waits for this transaction, or is seen by it.
+async fn check_leader(
+    tx: &Transaction<'_>,
+    group: &[&AppendReq],
+    node: Option<&NodeBinding>,
+    now: DateTime<Utc>,
+    redact: &Redactor,
+) -> Result<BTreeSet<u64>, GroupError> {
+    let wanted: BTreeSet<u64> = group.iter().filter_map(|r| r.opts.leader_epoch).collect();
+    let mut held = BTreeSet::new();
+    let Some(node) = node else {
+        // A store that is no node of a cluster holds no lease.
+        return Ok(held);
+    };
+    if wanted.is_empty() {
+        return Ok(held);
+    }
+    let row = tx
+        .query_opt(
+            "SELECT epoch FROM leases
+             WHERE name = 'leader' AND holder = $1 AND holder_incarnation = $2 AND expires_at > $3
+             FOR SHARE",
+            &[
+                &node.node.as_str(),
+                &seq_sql(node.incarnation).map_err(data_err)?,
+                &now,
+            ],
+        )
+        .await
+        .map_err(|e| sql_err(redact, "checking the leader lease", &e))?;
+    if let Some(row) = row {
+        let epoch: i64 = col(&row, 0, "leases.epoch").map_err(data_err)?;
+        if let Ok(epoch) = u64::try_from(epoch) {
+            if wanted.contains(&epoch) {
+                held.insert(epoch);
+            }
+        }
+    }
+    Ok(held)
+}
+
 /// Step 2: who holds the group's keys (expired claims deleted first).
 async fn read_claims(
     tx: &Transaction<'_>,
@@ -319,6 +364,7 @@ fn plan(
     time: DateTime<Utc>,
     owners: &HashMap<String, RequestId>,
     mut known: HashMap<RequestId, Entry>,
+    leading: &BTreeSet<u64>,
 ) -> Plan {
     let mut p = Plan {
         tip,
@@ -327,6 +373,13 @@ fn plan(
     let mut claimed: HashMap<String, RequestId> = HashMap::new();
     let mut changed: BTreeSet<RequestId> = BTreeSet::new();
     for req in group {
+        if let Some(epoch) = req.opts.leader_epoch.filter(|e| !leading.contains(e)) {
+            p.answers.push(Err(StoreError::Io(format!(
+                "fenced: a leader's write under epoch {epoch}, and this node does not hold the \
+                 leader lease under it (any more)"
+            ))));
+            continue;
+        }
         if let Some(key) = &req.opts.dedup_key {
             if let Some(owner) = claimed.get(key).or_else(|| owners.get(key)) {
                 p.answers.push(Err(StoreError::Duplicate(*owner)));

@@ -1,7 +1,7 @@
 //! Step 3 of a group, without a database: who wins a key, what a refused
 //! append leaves.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -66,6 +66,7 @@ fn a_refused_claimant_leaves_its_key_to_the_next_in_the_group() {
         Utc::now(),
         &HashMap::new(),
         HashMap::new(),
+        &BTreeSet::new(),
     );
     assert!(
         matches!(&p.answers[0], Err(StoreError::Io(_))),
@@ -96,6 +97,7 @@ fn a_key_claimed_in_the_database_refuses() {
         Utc::now(),
         &owners,
         HashMap::new(),
+        &BTreeSet::new(),
     );
     assert!(matches!(p.answers[0], Err(StoreError::Duplicate(w)) if w == owner));
     assert!(p.events.is_empty() && p.claims.is_empty());

@@ -639,6 +639,7 @@ mod tests {
             dedup_key: Some("k".into()),
             dedup_expires: false,
             expect_last_seq: None,
+            leader_epoch: None,
         };
         store
             .append(vec![received(&r), to(r.id, State::Succeeded)], opts)

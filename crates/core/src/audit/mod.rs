@@ -100,6 +100,13 @@ pub struct AppendOptions {
     /// fails with [`StoreError::Duplicate`] whatever it expected, and a stale
     /// append claims no key (its key stays free for a later append).
     pub expect_last_seq: Option<u64>,
+    /// A leader's write (approval expiry, a dead node's requests marked
+    /// interrupted): append only while this node holds the cluster's leader
+    /// lease under this epoch, checked in the transaction that appends, and
+    /// fail otherwise ([`StoreError::Io`], a message starting `fenced:`). A
+    /// store without leases (one node's: the memory, log and sled stores)
+    /// ignores it.
+    pub leader_epoch: Option<u64>,
 }
 
 impl AppendOptions {
@@ -110,6 +117,7 @@ impl AppendOptions {
             dedup_key: None,
             dedup_expires: false,
             expect_last_seq: None,
+            leader_epoch: None,
         }
     }
 
@@ -132,6 +140,14 @@ impl AppendOptions {
     #[must_use]
     pub fn expect_last_seq(mut self, seq: u64) -> Self {
         self.expect_last_seq = Some(seq);
+        self
+    }
+
+    /// A leader's write under `epoch` (see
+    /// [`leader_epoch`](Self#structfield.leader_epoch)).
+    #[must_use]
+    pub fn leader_epoch(mut self, epoch: u64) -> Self {
+        self.leader_epoch = Some(epoch);
         self
     }
 

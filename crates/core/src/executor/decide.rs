@@ -86,7 +86,7 @@ impl Executor {
         }
         if let Some(exp) = rec.expires_at {
             if Utc::now() >= exp {
-                self.expire(&mut rec).await?;
+                self.expire(&mut rec, None).await?;
                 return Err(Error::Approval(format!(
                     "request {id} expired at {exp}; approvals are no longer accepted, submit it again"
                 )));
@@ -155,20 +155,26 @@ impl Executor {
         Ok(Decided::Done(rec))
     }
 
-    async fn expire(&self, rec: &mut RequestRecord) -> Result<()> {
+    /// Expire `rec`; as the cluster's leader under `leader_epoch` when the
+    /// sweeper does it (an approval that finds it overdue may, anywhere).
+    async fn expire(&self, rec: &mut RequestRecord, leader_epoch: Option<u64>) -> Result<()> {
         let id = rec.request.id;
         lock(&self.inner.pending).remove(&id);
         let t = Transition::to(State::Expired).reason(format!(
             "approvals did not arrive before {}",
             rec.expires_at.map(|e| e.to_rfc3339()).unwrap_or_default()
         ));
-        self.commit_decision(rec, vec![NewEvent::transition(id, t)], None)
+        self.commit_decision_as(rec, vec![NewEvent::transition(id, t)], None, leader_epoch)
             .await
             .map(|_| ())
     }
 
     /// Expire pending requests whose approval window has passed.
     pub async fn expire_due(&self) -> Result<usize> {
+        // The leader's work: fenced by its epoch in the store.
+        let Some(term) = self.inner.leadership.current() else {
+            return Ok(0);
+        };
         let now = Utc::now();
         let mut due: std::collections::BTreeSet<RequestId> = lock(&self.inner.pending)
             .iter()
@@ -189,7 +195,7 @@ impl Executor {
             let _g = self.inner.actions.lock().await;
             let mut rec = self.get(id).await?;
             if rec.state == State::PendingApproval {
-                match self.expire(&mut rec).await {
+                match self.expire(&mut rec, Some(term.epoch)).await {
                     Ok(()) => n += 1,
                     // Decided elsewhere meanwhile: the next sweep reads it again.
                     Err(Error::Store(StoreError::Stale { .. })) => {}

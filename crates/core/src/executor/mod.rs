@@ -476,7 +476,21 @@ impl Executor {
         events: Vec<NewEvent>,
         dedup: Option<&DedupKey>,
     ) -> Result<bool> {
+        self.commit_decision_as(record, events, dedup, None).await
+    }
+
+    /// [`commit_decision`](Self::commit_decision), as the cluster's leader
+    /// under `leader_epoch` when given: the store refuses it once this node
+    /// no longer holds the lease under that epoch.
+    async fn commit_decision_as(
+        &self,
+        record: &mut RequestRecord,
+        events: Vec<NewEvent>,
+        dedup: Option<&DedupKey>,
+        leader_epoch: Option<u64>,
+    ) -> Result<bool> {
         let mut opts = AppendOptions::durable().expect_last_seq(record.last_seq);
+        opts.leader_epoch = leader_epoch;
         if let Some(key) = dedup {
             opts.dedup_key = Some(key.key.clone());
             opts.dedup_expires = key.expires;

@@ -55,8 +55,14 @@ impl Executor {
     /// those it ran or was about to run, and those waiting for approval
     /// with a secret only it held. Its pending approvals without secrets
     /// stay pending (any node can run them). For the cluster's leader, once
-    /// `node` is fenced. Returns how many were interrupted.
+    /// `node` is fenced; each write is fenced by the leader's epoch, and a
+    /// node that does not lead does nothing. Returns how many were
+    /// interrupted.
     pub async fn recover_node(&self, node: &NodeId) -> Result<usize> {
+        // The leader's work: each write is fenced by its epoch in the store.
+        let Some(term) = self.inner.leadership.current() else {
+            return Ok(0);
+        };
         let mut n = 0;
         for rec in self.inner.store.active_requests().await? {
             if rec.node.as_ref() != Some(node) {
@@ -65,7 +71,7 @@ impl Executor {
             if rec.state == State::PendingApproval && rec.request.secret_args.is_empty() {
                 continue;
             }
-            if self.interrupt_for(rec, node).await? {
+            if self.interrupt_for(rec, node, term.epoch).await? {
                 n += 1;
             }
         }
@@ -74,7 +80,12 @@ impl Executor {
 
     /// Interrupt `rec` of the dead `node`, unless someone changed it
     /// meanwhile (then it is read again).
-    async fn interrupt_for(&self, mut rec: RequestRecord, node: &NodeId) -> Result<bool> {
+    async fn interrupt_for(
+        &self,
+        mut rec: RequestRecord,
+        node: &NodeId,
+        leader_epoch: u64,
+    ) -> Result<bool> {
         let id = rec.request.id;
         loop {
             if rec.state.is_terminal() || rec.node.as_ref() != Some(node) {
@@ -85,7 +96,12 @@ impl Executor {
                 rec.state
             ));
             match self
-                .commit_decision(&mut rec, vec![NewEvent::transition(id, t)], None)
+                .commit_decision_as(
+                    &mut rec,
+                    vec![NewEvent::transition(id, t)],
+                    None,
+                    Some(leader_epoch),
+                )
                 .await
             {
                 Ok(_) => {

@@ -218,3 +218,49 @@ async fn the_leader_row_names_the_holder_and_its_epoch() {
     assert_eq!((row.holder.as_str(), row.epoch), ("a", epoch));
     assert!(row.expired, "{row:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_append_holds_only_under_the_lease_it_names() {
+    use youops_core::audit::{AppendOptions, AuditStore};
+    let pg = cluster();
+    let url = pg.create_database();
+    let store = open(&url).await;
+    let a = join(&store, "a").await;
+    let campaign = a.campaign(TTL, MARGIN).unwrap();
+    let epoch = leads_within(&campaign.leadership(), 10).await;
+    let write = |epoch: u64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .append(
+                    vec![crate::support::notice("leader work")],
+                    AppendOptions::durable().leader_epoch(epoch),
+                )
+                .await
+        }
+    };
+    write(epoch)
+        .await
+        .expect("the leader's write under its epoch");
+    let head = store.head().await.unwrap().0;
+    let refused = write(epoch + 1).await.unwrap_err();
+    assert!(is_fenced(&refused), "{refused}");
+    campaign.resign().await.unwrap();
+    let refused = write(epoch).await.unwrap_err();
+    assert!(is_fenced(&refused), "after resigning: {refused}");
+    assert_eq!(
+        store.head().await.unwrap().0,
+        head,
+        "refused writes wrote nothing"
+    );
+    // A store that is no node of a cluster holds no lease.
+    let plain = open(&url).await;
+    let refused = plain
+        .append(
+            vec![crate::support::notice("x")],
+            AppendOptions::durable().leader_epoch(epoch),
+        )
+        .await
+        .unwrap_err();
+    assert!(is_fenced(&refused), "{refused}");
+}

@@ -159,6 +159,7 @@ pub(super) fn opts(durable: bool, dedup_key: Option<&str>) -> AppendOptions {
         dedup_key: dedup_key.map(str::to_string),
         dedup_expires: false,
         expect_last_seq: None,
+        leader_epoch: None,
     }
 }
 

@@ -45,9 +45,6 @@ use std::fmt;
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
-
-use crate::audit::StoreError;
-use crate::model::RequestId;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -242,25 +239,6 @@ impl Leadership {
             }
         }
     }
-}
-
-/// Op lock keys held across a cluster: a lease per key, one request at a
-/// time, whichever node runs it. The executor takes its own (per node) lock
-/// first, then the cluster's; a node alone needs none.
-#[async_trait::async_trait]
-pub trait SharedLocks: Send + Sync + fmt::Debug + 'static {
-    /// Take `key` for request `id`: `Ok(None)` when it is `id`'s now,
-    /// `Ok(Some(holder))` when another request holds it (its id, or who,
-    /// as text for the record).
-    async fn try_take(&self, key: &str, id: RequestId) -> Result<Option<String>, StoreError>;
-
-    /// Cancelled when this node can no longer be sure `id` holds `key` (its
-    /// lease could not be renewed in time): the run under it must stop
-    /// before another node may take the key.
-    fn lost(&self, key: &str) -> Option<CancellationToken>;
-
-    /// Give `key` up after `id` ran.
-    async fn release(&self, key: &str, id: RequestId) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Op locks: the node's own (a mutex per key, with queueing or refusal as
 //! the op says) and, in a cluster, the cluster's lease on the same key
-//! ([`SharedLocks`](crate::cluster::SharedLocks)), taken after the node's
-//! own and watched while the run holds it.
+//! ([`SharedLocks`]), taken after the node's own and watched while the run
+//! holds it.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
 use super::{lock, Executor, LockEntry};
+use crate::audit::StoreError;
 use crate::catalog::{LockMode, OpSpec};
 use crate::error::Result;
 use crate::model::{EventBody, NewEvent, RequestId, RequestRecord, State, Transition};
@@ -23,6 +25,25 @@ pub(super) enum Locked {
     Go(Option<OwnedMutexGuard<()>>),
     /// The request ended (refused, or cancelled while queued); its end is recorded.
     Ended,
+}
+
+/// Op lock keys held across a cluster: a lease per key, one request at a
+/// time, whichever node runs it. The executor takes its own (per node) lock
+/// first, then the cluster's; a node alone needs none.
+#[async_trait::async_trait]
+pub trait SharedLocks: Send + Sync + fmt::Debug + 'static {
+    /// Take `key` for request `id`: `Ok(None)` when it is `id`'s now,
+    /// `Ok(Some(holder))` when another request holds it (its id, or who,
+    /// as text for the record).
+    async fn try_take(&self, key: &str, id: RequestId) -> Result<Option<String>, StoreError>;
+
+    /// Cancelled when this node can no longer be sure `id` holds `key` (its
+    /// lease could not be renewed in time): the run under it must stop
+    /// before another node may take the key.
+    fn lost(&self, key: &str) -> Option<CancellationToken>;
+
+    /// Give `key` up after `id` ran.
+    async fn release(&self, key: &str, id: RequestId) -> Result<(), StoreError>;
 }
 
 impl Executor {

@@ -17,6 +17,7 @@ mod submit;
 mod tail;
 
 pub use handle::Inbound;
+pub use locks::SharedLocks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -34,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AppendOptions, AuditStore};
 use crate::catalog::{Catalog, OpSpec};
-use crate::cluster::{Leadership, NodeId, SharedLocks};
+use crate::cluster::{Leadership, NodeId};
 use crate::config::{Config, ExecutorConfig};
 use crate::error::{Error, Result};
 use crate::model::{

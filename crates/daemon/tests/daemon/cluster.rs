@@ -117,12 +117,21 @@ async fn two_daemons_share_one_chain_and_decide_across_nodes() {
 async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     let pg = PgCluster::start().unwrap();
     let url = pg.create_database();
+    let fake = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
     for name in ["a", "b", "c"] {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
-        let config = write_config(&d, &node_config(&url, name, "2s"));
+        let text = config(
+            &format!("node_id = \"{name}\"\nlease_ttl = \"2s\""),
+            &format!(
+                "{LOCKED_OP}{}",
+                github_section(&fake.base, "ack_timeout = \"3s\"")
+            ),
+        )
+        .replace("path = \"store\"", &format!("url = \"{url}\""));
+        let config = write_config(&d, &text);
         let node = Served::spawn(&config, d.join("log")).await;
         if name == "a" {
             // a starts first and leads.
@@ -135,7 +144,8 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     // Load through every node, and a long run on a, the leader.
     let stop = tokio_util::sync::CancellationToken::new();
     let apis = [&a, &b, &c].map(|n| Api::new(n.api.base.clone())).to_vec();
-    let load = spawn_load(apis, stop.clone());
+    let load = spawn_load(apis.clone(), stop.clone());
+    let hooks = spawn_webhooks(apis, stop.clone());
     let (st, v) = a
         .api
         .submit(ALICE, "nap", json!({"seconds": 120}), None)
@@ -152,6 +162,12 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     stop.cancel();
     let acked = load.await.unwrap();
     assert!(acked.len() > 20, "only {} acknowledged", acked.len());
+    let comments = hooks.await.unwrap();
+    assert!(
+        comments.len() > 5,
+        "only {} webhooks acknowledged",
+        comments.len()
+    );
 
     // b or c takes the lease once a's expires, then fences a and interrupts
     // its run, never re-running it.
@@ -171,8 +187,16 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
         "never re-run"
     );
 
-    // Every acknowledged request is there, and ran at most once.
+    // Every acknowledged request is there, and ran at most once; every
+    // acknowledged comment made exactly one request, wherever its
+    // deliveries went.
     check_acked(&c.api, &acked).await;
+    let by_comment = github_requests(&c.api).await;
+    for cid in &comments {
+        let ids = by_comment.get(cid).cloned().unwrap_or_default();
+        assert_eq!(ids.len(), 1, "comment {cid}: {ids:?}");
+        check_acked(&c.api, &ids).await;
+    }
     let (_, v) = c.api.get("/api/v1/audit/verify", Some(ALICE)).await;
     assert_eq!(v["ok"], true, "{v:#}");
 }
@@ -347,6 +371,63 @@ fn spawn_load(
         }
         acked
     })
+}
+
+/// Delivers a new `/ops hello` comment to a node, then the same delivery
+/// to the next node (a redelivery), until `stop`; the comments whose first
+/// delivery was acknowledged.
+fn spawn_webhooks(
+    nodes: Vec<Api>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0usize;
+        while !stop.is_cancelled() {
+            let cid = 7000 + i as u64;
+            let payload = issue_comment_payload(cid, 30 + cid % 4, GH_LOGIN, "/ops hello");
+            let delivery = format!("wh-{cid}");
+            let first = deliver(
+                &nodes[i % nodes.len()],
+                "issue_comment",
+                &delivery,
+                &payload,
+            );
+            if first.await.is_some_and(|s| s.is_success()) {
+                acked.push(cid);
+            }
+            let again = &nodes[(i + 1) % nodes.len()];
+            let _ = deliver(again, "issue_comment", &delivery, &payload).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        acked
+    })
+}
+
+/// The GitHub requests in the chain, by the comment they came from.
+async fn github_requests(api: &Api) -> std::collections::HashMap<u64, Vec<String>> {
+    let mut out: std::collections::HashMap<u64, Vec<String>> = Default::default();
+    let mut before = String::new();
+    loop {
+        let path = format!("/api/v1/requests?frontend=github&limit=500{before}");
+        let (st, v) = api.get(&path, Some(ALICE)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        for r in v["requests"].as_array().cloned().unwrap_or_default() {
+            let key = r["request"]["dedup_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let cid = (7000..8000).find(|c| gh_comment_key(*c) == key);
+            if let (Some(cid), Some(id)) = (cid, r["request"]["id"].as_str()) {
+                out.entry(cid).or_default().push(id.to_string());
+            }
+        }
+        match v["next_before"].as_str() {
+            Some(n) => before = format!("&before={n}"),
+            None => return out,
+        }
+    }
 }
 
 /// Every acknowledged request is in the chain, ran at most once, and ended.

@@ -424,7 +424,18 @@ impl Executor {
     fn publish(&self, event: AuditEvent, record: &RequestRecord) {
         lock(&self.inner.tail).published_here(event.seq);
         if let Some(w) = lock(&self.inner.watchers).get(&record.request.id) {
-            w.send_replace(Some(record.clone()));
+            // Another node's events reach this one late, after this node's
+            // own later ones: a waiter never goes back to an older record.
+            w.send_if_modified(|current| {
+                if current
+                    .as_ref()
+                    .is_some_and(|c| c.last_seq > record.last_seq)
+                {
+                    return false;
+                }
+                *current = Some(record.clone());
+                true
+            });
         }
         let _ = self.inner.events.send(Lifecycle {
             event,
@@ -663,12 +674,15 @@ impl Executor {
         if until(&rec) {
             return Ok(rec);
         }
+        let read = rec.last_seq;
         loop {
             if rx.changed().await.is_err() {
                 return self.get(id).await;
             }
             let current = rx.borrow_and_update().clone();
-            if let Some(r) = current {
+            // Older than what was read (another node's event, published
+            // late): not news.
+            if let Some(r) = current.filter(|r| r.last_seq >= read) {
                 if until(&r) || r.state.is_terminal() {
                     return Ok(r);
                 }

@@ -462,3 +462,46 @@ async fn each_request_is_rendered_by_the_node_that_received_it() {
         .unwrap();
     assert_eq!(ev.record.request.id, id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_never_goes_back_to_an_older_record_read_late_from_another_node() {
+    let seen: Seen = Default::default();
+    let h = start(DECIDED, |b| {
+        b.builtin("work", recording(seen.clone()))
+            .node(node("a"))
+            .follow_store(Duration::from_millis(20))
+    })
+    .await;
+    // b reads the others' events slowly.
+    let b = Executor::builder(&config(DECIDED), h.store.clone())
+        .builtin("work", recording(seen.clone()))
+        .node(node("b"))
+        .follow_store(Duration::from_millis(700))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let id = h
+            .exec
+            .submit(sub("deploy", "alice"))
+            .await
+            .unwrap()
+            .record
+            .request
+            .id;
+        // Approved on b before b has read a's events about it.
+        b.approve(id, &who("bob"), None).await.unwrap();
+        let r = within(
+            10,
+            "b's waiter",
+            b.wait_for(id, |r| r.state == State::PendingApproval),
+        )
+        .await
+        .unwrap();
+        assert_ne!(
+            r.state,
+            State::PendingApproval,
+            "went back to an older record: {r:#?}"
+        );
+    }
+}

@@ -5,7 +5,7 @@
 //! own:
 //!
 //! - the raw baseline: `--clients` connections, then one, each looping
-//!   `BEGIN; INSERT; COMMIT` of one row ([`pgraw`]);
+//!   `BEGIN; INSERT; COMMIT` of one row (`pgraw.rs`);
 //! - the embedded baseline: one `youops serve` on the default log store (in
 //!   the temp dir, so the same disk);
 //! - for each N of `--nodes`: N `youops serve` (`node_id` n1..nN) on one

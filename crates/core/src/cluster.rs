@@ -258,6 +258,25 @@ mod tests {
         assert!(n.is_err());
     }
 
+    proptest::proptest! {
+        /// Any text: a precise answer, never a panic, and exactly the
+        /// documented ids are accepted (and round-trip through serde).
+        #[test]
+        fn node_ids_accept_exactly_the_documented_form(text in "\\PC{0,70}") {
+            let ok = (1..=63).contains(&text.len())
+                && text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            match NodeId::new(text.clone()) {
+                Ok(id) => {
+                    proptest::prop_assert!(ok, "accepted {text:?}");
+                    let json = serde_json::to_string(&id).unwrap();
+                    proptest::prop_assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);
+                }
+                Err(e) => proptest::prop_assert!(!ok && !e.is_empty(), "refused {text:?}: {e}"),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn solo_leads_for_good() {
         let l = Leadership::solo();

@@ -38,7 +38,10 @@ impl StoreUrl {
     pub fn redacted(&self) -> String {
         let mut out = self.0.clone();
         if let Some((scheme, rest)) = self.0.split_once("://") {
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            // Up to the query, not the path: a password written with an
+            // unencoded `/` must not end the user info early (hiding a
+            // path's `@` too is the safe side).
+            let authority_end = rest.find(['?', '#']).unwrap_or(rest.len());
             if let Some(at) = rest[..authority_end].rfind('@') {
                 if let Some(colon) = rest[..at].find(':') {
                     out = format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
@@ -122,5 +125,37 @@ mod tests {
         assert_eq!(StoreUrl::new("postgres://x/y").scheme(), Some("postgres"));
         assert_eq!(StoreUrl::new("/a/b").scheme(), None);
         assert_eq!(StoreUrl::new("a b://x").scheme(), None);
+    }
+
+    proptest::proptest! {
+        /// Any URL, any password: redacting never panics, and a password
+        /// given in the user info or a `password=` parameter never shows.
+        #[test]
+        fn no_password_ever_shows(
+            scheme in "(postgres|postgresql|x)",
+            user in "[a-z%0-9]{0,8}",
+            password in "[A-Za-z0-9!%*+~/]{6,16}",
+            host in "[a-z0-9.:\\[\\]/@?&=]{0,20}",
+            in_query in proptest::bool::ANY,
+        ) {
+            let url = if in_query {
+                format!("{scheme}://{user}@{host}/db?a=1&password={password}&b=2")
+            } else {
+                format!("{scheme}://{user}:{password}@{host}/db")
+            };
+            let u = StoreUrl::new(url.clone());
+            let shown = [u.redacted(), u.to_string(), format!("{u:?}")];
+            for s in shown {
+                proptest::prop_assert!(!s.contains(&password), "{s} (from {url})");
+            }
+            proptest::prop_assert_eq!(u.expose(), url.as_str());
+        }
+
+        /// Redacting and reading the scheme of any text never panics.
+        #[test]
+        fn any_text_is_handled(text in "\\PC{0,60}") {
+            let u = StoreUrl::new(text);
+            let _ = (u.redacted(), u.scheme());
+        }
     }
 }

@@ -2,8 +2,15 @@
 //! password, and a small pool for reads (the writer keeps its own
 //! connection, so reads never queue behind its transaction).
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::error::SqlState;
@@ -124,9 +131,17 @@ impl Connector {
         }
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
+        let redact = Redactor::new(url.password());
         let tls = match (url.uses_tls(), url.ssl_mode()) {
-            (false, _) => None,
-            (true, SslMode::Prefer) => match tls_config() {
+            (false, _) => {
+                // No TLS over a Unix socket, whatever the mode (as libpq):
+                // the server would refuse it, failing `require`.
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                None
+            }
+            // A root file named in the URL is read in every mode: a typo in
+            // its path is an error, not a quiet fallback.
+            (true, SslMode::Prefer) if url.ssl_root_cert().is_none() => match tls_config(url) {
                 Ok(c) => Some(MakeRustlsConnect::new(c)),
                 Err(e) => {
                     // `prefer` may go without TLS; the stricter modes may not.
@@ -135,12 +150,14 @@ impl Connector {
                     None
                 }
             },
-            (true, _) => Some(MakeRustlsConnect::new(tls_config()?)),
+            (true, _) => Some(MakeRustlsConnect::new(
+                tls_config(url).map_err(|e| StoreError::Io(redact.clean(e)))?,
+            )),
         };
         Ok(Connector {
             config,
             tls,
-            redact: Redactor::new(url.password()),
+            redact,
         })
     }
 
@@ -188,7 +205,30 @@ where
     }
 }
 
-fn tls_config() -> Result<rustls::ClientConfig, StoreError> {
+/// The TLS settings for `url`: its `sslrootcert`'s certificates or the
+/// system's roots; the host name checked unless `sslmode=verify-ca`.
+fn tls_config(url: &PgUrl) -> Result<rustls::ClientConfig, String> {
+    let roots = match url.ssl_root_cert() {
+        Some(path) => file_roots(path)?,
+        None => native_roots()?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    if url.ssl_mode() != SslMode::VerifyCa {
+        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
+    }
+    let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+        .with_no_client_auth())
+}
+
+fn native_roots() -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {
@@ -197,22 +237,86 @@ fn tls_config() -> Result<rustls::ClientConfig, StoreError> {
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        return Err(StoreError::Io(format!(
+        return Err(format!(
             "TLS to PostgreSQL needs root certificates, and none were found on this system{}",
             found
                 .errors
                 .first()
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default()
-        )));
+        ));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError::Io(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+    Ok(roots)
+}
+
+/// Exactly the certificates of the PEM file `path` (`sslrootcert`).
+fn file_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let shown = path.display();
+    let pem =
+        std::fs::read(path).map_err(|e| format!("sslrootcert {shown}: cannot read it: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert =
+            cert.map_err(|e| format!("sslrootcert {shown}: not a PEM certificate file: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("sslrootcert {shown}: a certificate TLS cannot use: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "sslrootcert {shown}: holds no certificate (no `-----BEGIN CERTIFICATE-----` section)"
+        ));
+    }
+    Ok(roots)
+}
+
+/// `sslmode=verify-ca`: the server's certificate chain is verified, its
+/// names are not. rustls checks the name only after the chain, so a name
+/// error means the chain was good.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified =
+            self.0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        match verified {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// A few connections for reads, made on demand and kept while healthy.

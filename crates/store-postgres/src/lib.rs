@@ -27,6 +27,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## TLS
+//!
+//! Over TCP, every `sslmode` but `disable` uses rustls, trusting the system's
+//! roots or, with `sslrootcert=/path/to/ca.pem`, exactly the certificates of
+//! that file (a private CA). The chain is always verified; the host name too,
+//! except under `verify-ca`. Unix sockets never use TLS. See [`SslMode`].
+//!
 //! ## How appends work
 //!
 //! Each store runs a writer task that takes every append waiting in its

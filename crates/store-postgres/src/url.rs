@@ -12,9 +12,22 @@ use tokio_postgres::config::{Host, SslMode as PgSslMode};
 /// How the connection is encrypted: the URL's `sslmode`, as libpq spells it.
 ///
 /// Over Unix sockets no TLS is used, whatever the mode (as libpq). Over TCP,
-/// every mode but `disable` uses rustls with the system's root certificates,
-/// and the server's certificate is always verified: `require` and `verify-ca`
-/// are as strict as `verify-full` here.
+/// every mode but `disable` uses rustls, trusting the system's root
+/// certificates, or exactly the certificates of the URL's `sslrootcert` PEM
+/// file when it names one (a private CA). The server's certificate chain is
+/// always verified, in every mode that uses TLS (unlike libpq, `require`
+/// does not accept an unverified certificate):
+///
+/// - `prefer` and `require`: the chain, and the host name against the
+///   certificate (as `verify-full`; `prefer` goes without TLS only when the
+///   server does not offer it, or no root certificate is found);
+/// - `verify-ca`: the chain only, not the host name (as libpq);
+/// - `verify-full`: the chain, and the host name (or IP address) of the URL
+///   against the certificate's names.
+///
+/// An `sslrootcert` file that cannot be read or holds no certificate is an
+/// error (naming the file) in every mode, `prefer` too, whenever TLS would be
+/// used (a TCP host, and not `disable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SslMode {
@@ -22,9 +35,11 @@ pub enum SslMode {
     Disable,
     /// TLS if the server offers it (libpq's default).
     Prefer,
-    /// TLS or no connection.
+    /// TLS or no connection (the certificate chain and host name are
+    /// verified, as `verify-full`).
     Require,
-    /// TLS or no connection (the certificate is verified).
+    /// TLS or no connection (the certificate chain is verified, the host
+    /// name is not).
     VerifyCa,
     /// TLS or no connection (the certificate and host name are verified).
     VerifyFull,
@@ -73,13 +88,16 @@ impl FromStr for SslMode {
 pub struct PgUrl {
     config: tokio_postgres::Config,
     ssl: SslMode,
+    root_cert: Option<PathBuf>,
 }
 
 impl PgUrl {
     /// Parse a `postgres://` or `postgresql://` URL. Query parameters:
     /// `host` (a host name, or a socket directory starting with `/`), `port`,
-    /// `user`, `password`, `dbname`, `sslmode`, `application_name`,
-    /// `connect_timeout` (seconds). The error never contains the password.
+    /// `user`, `password`, `dbname`, `sslmode`, `sslrootcert` (a PEM file of
+    /// the certificates to trust instead of the system's roots),
+    /// `application_name`, `connect_timeout` (seconds). The error never
+    /// contains the password.
     pub fn parse(url: &str) -> Result<PgUrl, String> {
         let rest = url
             .strip_prefix("postgresql://")
@@ -116,6 +134,7 @@ impl PgUrl {
             config.dbname(decode(path, "the database name")?);
         }
         let mut ssl = SslMode::Prefer;
+        let mut root_cert = None;
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             if key == "password" {
@@ -124,6 +143,13 @@ impl PgUrl {
                 continue;
             }
             let value = decode(value, &format!("parameter `{key}`"))?;
+            if key == "sslrootcert" {
+                if value.is_empty() {
+                    return Err("sslrootcert is empty: give the path of a PEM file".into());
+                }
+                root_cert = Some(PathBuf::from(value));
+                continue;
+            }
             apply_param(&mut config, &mut ssl, key, &value)?;
         }
         if config.get_hosts().is_empty() {
@@ -134,7 +160,11 @@ impl PgUrl {
             );
         }
         config.ssl_mode(pg_ssl_mode(ssl));
-        Ok(PgUrl { config, ssl })
+        Ok(PgUrl {
+            config,
+            ssl,
+            root_cert,
+        })
     }
 
     /// Connect as `config` says; TLS as its `ssl_mode` says (`prefer` or
@@ -145,7 +175,11 @@ impl PgUrl {
             PgSslMode::Require => SslMode::Require,
             _ => SslMode::Prefer,
         };
-        PgUrl { config, ssl }
+        PgUrl {
+            config,
+            ssl,
+            root_cert: None,
+        }
     }
 
     /// The connection settings (with the password: do not log them).
@@ -156,6 +190,12 @@ impl PgUrl {
     /// The `sslmode`.
     pub fn ssl_mode(&self) -> SslMode {
         self.ssl
+    }
+
+    /// The URL's `sslrootcert`: the PEM file whose certificates are trusted
+    /// instead of the system's roots.
+    pub fn ssl_root_cert(&self) -> Option<&std::path::Path> {
+        self.root_cert.as_deref()
     }
 
     /// Whether connections use TLS (rustls): some host is reached over TCP,
@@ -315,6 +355,9 @@ impl fmt::Display for PgUrl {
         if self.ssl != SslMode::Prefer {
             params.push(("sslmode", self.ssl.as_str().to_string()));
         }
+        if let Some(path) = &self.root_cert {
+            params.push(("sslrootcert", path.display().to_string()));
+        }
         if let Some(app) = c.get_application_name() {
             params.push(("application_name", app.to_string()));
         }
@@ -369,6 +412,33 @@ mod tests {
     }
 
     #[test]
+    fn sslrootcert_is_kept_and_shown() {
+        let u = PgUrl::parse(
+            "postgres://u:hunter22@127.0.0.1:5433/db?sslmode=verify-ca&sslrootcert=/etc/pg/ca%20x.pem",
+        )
+        .unwrap();
+        assert_eq!(u.ssl_mode(), SslMode::VerifyCa);
+        assert_eq!(
+            u.ssl_root_cert(),
+            Some(std::path::Path::new("/etc/pg/ca x.pem"))
+        );
+        assert_eq!(
+            u.to_string(),
+            "postgres://u:***@127.0.0.1:5433/db?sslmode=verify-ca&sslrootcert=/etc/pg/ca%20x.pem"
+        );
+        assert_eq!(
+            PgUrl::parse(&u.to_string()).unwrap().ssl_root_cert(),
+            u.ssl_root_cert()
+        );
+        assert!(PgUrl::parse("postgres://u@h/db")
+            .unwrap()
+            .ssl_root_cert()
+            .is_none());
+        let e = PgUrl::parse("postgres://u:hunter22@h/db?sslrootcert=").unwrap_err();
+        assert!(e.contains("sslrootcert") && !e.contains("hunter22"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_problem_not_the_password() {
         for bad in [
             "mysql://u:hunter22@h/db",
@@ -379,6 +449,29 @@ mod tests {
         ] {
             let e = PgUrl::parse(bad).unwrap_err();
             assert!(!e.contains("hunter22"), "{e}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text: an answer, never a panic; and the password of a URL
+        /// never shows, parsed or refused, in `Display`, `Debug` or an error.
+        #[test]
+        fn any_url_is_handled_and_its_password_never_shows(
+            user in "[a-z]{1,8}",
+            password in "[A-Za-z0-9]{8,16}",
+            rest in "[a-z0-9.:/?&=%@_-]{0,40}",
+            noise in "\\PC{0,40}",
+        ) {
+            let _ = PgUrl::parse(&noise);
+            let url = format!("postgres://{user}:{password}@{rest}");
+            match PgUrl::parse(&url) {
+                Ok(u) => {
+                    proptest::prop_assert!(!u.to_string().contains(&password), "{u}");
+                    let debug = format!("{u:?}");
+                    proptest::prop_assert!(!debug.contains(&password), "{}", debug);
+                }
+                Err(e) => proptest::prop_assert!(!e.contains(&password), "{e}"),
+            }
         }
     }
 }

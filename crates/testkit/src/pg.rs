@@ -17,6 +17,13 @@
 //! Roles in the group `youops_password_users`
 //! ([`create_password_role`](PgCluster::create_password_role)) log in with a
 //! password (SCRAM); every other role is trusted on the socket.
+//!
+//! [`PgCluster::start_with_tls`] also listens on `127.0.0.1` (a free port,
+//! which then also names the socket file), with `ssl = on` and a server
+//! certificate (for `127.0.0.1` and `localhost`) signed by a throw-away CA,
+//! both made with the `openssl` command; every role logs in there with a
+//! password (SCRAM), with or without TLS. It listens on `127.0.0.2` too,
+//! which the certificate does not name (for host name checks).
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -47,12 +54,41 @@ pub struct PgCluster {
     run_as: Option<RunAs>,
     next_db: AtomicU64,
     running: bool,
+    /// The port: TCP (when listening on 127.0.0.1) and the socket file's name.
+    port: u16,
+}
+
+/// The TLS side of a cluster from [`PgCluster::start_with_tls`]; its files
+/// live (and die) with the cluster's directory.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The PEM certificate of the CA that signed the server's certificate.
+    pub ca_pem: PathBuf,
+    /// The PEM certificate of another throw-away CA, which signed nothing
+    /// the server shows: trusting only it must fail.
+    pub other_ca_pem: PathBuf,
+    /// The TCP port on 127.0.0.1 (and 127.0.0.2, which the server's
+    /// certificate does not name).
+    pub port: u16,
 }
 
 impl PgCluster {
     /// `initdb` a new cluster in a temporary directory and start it; wait
     /// until it accepts connections.
     pub fn start() -> Result<PgCluster, String> {
+        PgCluster::start_inner(false).map(|(c, _)| c)
+    }
+
+    /// As [`start`](Self::start), also listening on 127.0.0.1 with TLS (see
+    /// the [module docs](self)). `ssl` can be turned off for a while with
+    /// `ALTER SYSTEM SET ssl = off` and `SELECT pg_reload_conf()`.
+    pub fn start_with_tls() -> Result<(PgCluster, TlsFiles), String> {
+        let (cluster, tls) = PgCluster::start_inner(true)?;
+        let tls = tls.ok_or("no TLS files")?;
+        Ok((cluster, tls))
+    }
+
+    fn start_inner(tls: bool) -> Result<(PgCluster, Option<TlsFiles>), String> {
         let bin = find_bin_dir()?;
         let run_as = run_as()?;
         let root = tempfile::Builder::new()
@@ -65,16 +101,60 @@ impl PgCluster {
             run_as,
             next_db: AtomicU64::new(1),
             running: false,
+            port: if tls { free_port()? } else { PORT },
         };
         std::fs::create_dir(cluster.socket_dir())
             .map_err(|e| format!("cannot create the socket directory: {e}"))?;
         cluster.chown_root()?;
         cluster.initdb()?;
         cluster.configure()?;
+        let files = if tls {
+            Some(cluster.configure_tls()?)
+        } else {
+            None
+        };
         cluster.chown_root()?;
         cluster.pg_ctl_start()?;
         cluster.psql("postgres", &format!("CREATE ROLE {PASSWORD_GROUP} NOLOGIN"))?;
-        Ok(cluster)
+        Ok((cluster, files))
+    }
+
+    /// The certificates, `ssl = on`, listening on 127.0.0.1, password
+    /// logins over TCP.
+    fn configure_tls(&self) -> Result<TlsFiles, String> {
+        let dir = self.root.path().join("tls");
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        make_ca(&dir, "ca")?;
+        make_ca(&dir, "other_ca")?;
+        make_server_cert(&dir)?;
+        let settings = format!(
+            "listen_addresses = '127.0.0.1,127.0.0.2'\nssl = on\nssl_cert_file = '{}'\n\
+             ssl_key_file = '{}'\n",
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        );
+        append(&self.data_dir().join("postgresql.conf"), &settings)?;
+        append(
+            &self.data_dir().join("pg_hba.conf"),
+            "host all all 127.0.0.0/8 scram-sha-256\n",
+        )?;
+        Ok(TlsFiles {
+            ca_pem: dir.join("ca.pem"),
+            other_ca_pem: dir.join("other_ca.pem"),
+            port: self.port,
+        })
+    }
+
+    /// The URL of database `db` as `user:password` over TCP to
+    /// `127.0.0.1:<port>` (a [`start_with_tls`](Self::start_with_tls)
+    /// cluster), with `extra_params` (`sslmode=…&…`) as its query.
+    pub fn tcp_url(&self, user: &str, password: &str, db: &str, extra_params: &str) -> String {
+        let mut url = format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port);
+        if !extra_params.is_empty() {
+            url.push('?');
+            url.push_str(extra_params);
+        }
+        url
     }
 
     /// The directory holding the server's Unix socket.
@@ -94,8 +174,9 @@ impl PgCluster {
     /// through the socket: `postgresql://postgres@/db?host=/tmp/…/sock&port=5432`.
     pub fn url(&self, db: &str) -> String {
         format!(
-            "postgresql://postgres@/{db}?host={}&port={PORT}",
-            self.socket_dir().display()
+            "postgresql://postgres@/{db}?host={}&port={}",
+            self.socket_dir().display(),
+            self.port
         )
     }
 
@@ -135,7 +216,7 @@ impl PgCluster {
             .arg(self.socket_dir())
             .args([
                 "-p",
-                &PORT.to_string(),
+                &self.port.to_string(),
                 "-U",
                 "postgres",
                 "-d",
@@ -195,9 +276,10 @@ impl PgCluster {
             .map_err(|e| format!("cannot open {}: {e}", conf.display()))?;
         let settings = format!(
             "\n# youops-testkit\nlisten_addresses = ''\nunix_socket_directories = '{}'\n\
-             port = {PORT}\nfsync = on\nshared_buffers = 16MB\nmax_connections = 100\n\
+             port = {}\nfsync = on\nshared_buffers = 16MB\nmax_connections = 100\n\
              password_encryption = 'scram-sha-256'\n",
-            self.socket_dir().display()
+            self.socket_dir().display(),
+            self.port
         );
         f.write_all(settings.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
@@ -282,6 +364,110 @@ impl Drop for PgCluster {
             let _ = run(cmd, "pg_ctl stop");
         }
     }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked: the server binds it soon
+/// after, there and on 127.0.0.2, where it is free too in practice).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))
+}
+
+fn append(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot append to {}: {e}", path.display()))
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(dir).args(args);
+    run(cmd, "openssl (is it installed?)").map(drop)
+}
+
+/// A throw-away CA: `<name>.key` and the self-signed `<name>.pem` in `dir`.
+fn make_ca(dir: &Path, name: &str) -> Result<(), String> {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    let subject = format!("/CN=youops-test-{name}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "7",
+            "-subj",
+            &subject,
+        ],
+    )
+}
+
+/// `server.key` and `server.pem` (for `127.0.0.1` and `localhost`, signed by
+/// `ca`) in `dir`; the key readable by its owner only, as PostgreSQL wants.
+fn make_server_cert(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\n\
+         keyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\n",
+    )
+    .map_err(|e| format!("cannot write {}: {e}", ext.display()))?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "7",
+            "-extfile",
+            "server.ext",
+        ],
+    )?;
+    let key = dir.join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod {}: {e}", key.display()))
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), String> {

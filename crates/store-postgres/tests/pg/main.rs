@@ -3,7 +3,8 @@
 //! conformance suite, several nodes on one database, lost COMMIT answers, a
 //! server restart under appends, migrations, secrets and retention across
 //! nodes, cluster coordination (nodes, fencing, leader election, op locks,
-//! a node cut off the database). Each test has a cluster of its own, each case a database of its own.
+//! a node cut off the database), TLS over TCP to a server with a private CA.
+//! Each test has a cluster of its own, each case a database of its own.
 
 mod commit;
 mod conformance;
@@ -18,3 +19,4 @@ mod restart;
 mod retention;
 mod secrets;
 mod support;
+mod tls;

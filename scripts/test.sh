@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh machine: installs what the tests need
 # (headless Chromium for the dashboard test, ssh-keygen for signed-commit tests,
-# git as a real peer, strace for the durability test, PostgreSQL for the
-# PostgreSQL store's tests), then runs every crate's tests.
+# git as a real peer, strace for the durability test, PostgreSQL and openssl
+# for the PostgreSQL store's tests), then runs every crate's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,8 @@ command -v strace >/dev/null 2>&1 || need+=(strace)
 # The PostgreSQL store's tests start throw-away clusters (youops_testkit::pg);
 # Debian keeps the server binaries off PATH.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+# ... and a throw-away CA for the TLS tests.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

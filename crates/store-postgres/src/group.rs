@@ -31,6 +31,7 @@ use youops_core::model::{AuditEvent, NewEvent, RequestId};
 use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
 use crate::conn::{is_connection, Conn, Connector, Redactor};
 use crate::faults::Faults;
+use crate::rows::{self, Stored, WriteError};
 
 /// One caller's append, its bodies encoded already.
 #[derive(Debug)]
@@ -73,17 +74,6 @@ pub(crate) struct GroupCx<'a> {
 pub(crate) struct NodeBinding {
     pub(crate) node: NodeId,
     pub(crate) incarnation: u64,
-}
-
-/// An event as inserted.
-#[derive(Debug)]
-struct Stored {
-    seq: u64,
-    request_id: Option<String>,
-    kind: &'static str,
-    canonical: Vec<u8>,
-    prev_hash: String,
-    hash: String,
 }
 
 /// The decisions of step 3.
@@ -506,24 +496,9 @@ async fn write_events(
     events: &[Stored],
     redact: &Redactor,
 ) -> Result<(), GroupError> {
-    let seqs = events
-        .iter()
-        .map(|e| seq_sql(e.seq))
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(data_err)?;
-    let ids: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
-    let canonical: Vec<&[u8]> = events.iter().map(|e| e.canonical.as_slice()).collect();
-    let prev: Vec<&str> = events.iter().map(|e| e.prev_hash.as_str()).collect();
-    let hash: Vec<&str> = events.iter().map(|e| e.hash.as_str()).collect();
-    tx.execute(
-        "INSERT INTO events (seq, request_id, kind, canonical, prev_hash, hash)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])",
-        &[&seqs, &ids, &kinds, &canonical, &prev, &hash],
-    )
-    .await
-    .map_err(|e| sql_err(redact, "inserting events", &e))?;
-    Ok(())
+    rows::insert_events(tx, events)
+        .await
+        .map_err(|e| write_err(redact, "inserting events", e))
 }
 
 /// Step 4: the records the group changed.
@@ -532,68 +507,15 @@ async fn write_records(
     records: &[Entry],
     redact: &Redactor,
 ) -> Result<(), GroupError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let mut cols = RecordColumns::default();
-    for e in records {
-        cols.push(e).map_err(data_err)?;
-    }
-    let c = &cols;
-    tx.execute(
-        "INSERT INTO requests (id, state, terminal, op, principal, frontend, created_ns,
-                               first_seq, last_seq, record)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[],
-                              $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, terminal = excluded.terminal,
-             last_seq = excluded.last_seq, record = excluded.record",
-        &[
-            &c.id,
-            &c.state,
-            &c.terminal,
-            &c.op,
-            &c.principal,
-            &c.frontend,
-            &c.created,
-            &c.first,
-            &c.last,
-            &c.record,
-        ],
-    )
-    .await
-    .map_err(|e| sql_err(redact, "writing request records", &e))?;
-    Ok(())
+    rows::upsert_records(tx, records)
+        .await
+        .map_err(|e| write_err(redact, "writing request records", e))
 }
 
-/// The `requests` columns, one array each.
-#[derive(Debug, Default)]
-struct RecordColumns {
-    id: Vec<String>,
-    state: Vec<&'static str>,
-    terminal: Vec<bool>,
-    op: Vec<String>,
-    principal: Vec<Option<String>>,
-    frontend: Vec<String>,
-    created: Vec<i64>,
-    first: Vec<i64>,
-    last: Vec<i64>,
-    record: Vec<String>,
-}
-
-impl RecordColumns {
-    fn push(&mut self, e: &Entry) -> Result<(), StoreError> {
-        let r = &e.record;
-        self.id.push(r.request.id.to_string());
-        self.state.push(r.state.as_str());
-        self.terminal.push(r.state.is_terminal());
-        self.op.push(r.request.op.clone());
-        self.principal.push(r.request.actor.principal.clone());
-        self.frontend.push(r.request.actor.frontend.clone());
-        self.created.push(codec::nanos(&r.request.created_at));
-        self.first.push(seq_sql(e.first_seq)?);
-        self.last.push(seq_sql(r.last_seq)?);
-        self.record.push(codec::record_text(r)?);
-        Ok(())
+fn write_err(redact: &Redactor, what: &str, e: WriteError) -> GroupError {
+    match e {
+        WriteError::Data(d) => data_err(d),
+        WriteError::Sql(e) => sql_err(redact, what, &e),
     }
 }
 

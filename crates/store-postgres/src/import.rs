@@ -28,18 +28,8 @@ use youops_core::model::{AuditEvent, EventBody, RequestId};
 
 use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
 use crate::conn::{is_connection, Redactor};
+use crate::rows::{self, Stored, WriteError};
 use crate::PgStore;
-
-/// An event as inserted into `events`.
-#[derive(Debug)]
-struct Row {
-    seq: i64,
-    request_id: Option<String>,
-    kind: &'static str,
-    canonical: Vec<u8>,
-    prev_hash: String,
-    hash: String,
-}
 
 /// Import `events` (see the [module](self) documentation).
 pub(crate) async fn import(store: &PgStore, events: Vec<AuditEvent>) -> Result<(), StoreError> {
@@ -83,7 +73,7 @@ pub(crate) async fn import(store: &PgStore, events: Vec<AuditEvent>) -> Result<(
 /// The rows of `events`, each checked: consecutive seqs, each linked to the
 /// one before, each hash over its own content; a chain starting at #1 starts
 /// from the genesis hash.
-fn check_events(events: &[AuditEvent]) -> Result<Vec<Row>, StoreError> {
+fn check_events(events: &[AuditEvent]) -> Result<Vec<Stored>, StoreError> {
     let Some(first) = events.first() else {
         return Ok(Vec::new());
     };
@@ -125,8 +115,8 @@ fn check_events(events: &[AuditEvent]) -> Result<Vec<Row>, StoreError> {
                 short(&hash)
             )));
         }
-        rows.push(Row {
-            seq: seq_sql(ev.seq)?,
+        rows.push(Stored {
+            seq: ev.seq,
             request_id: ev.request_id.map(|i| i.to_string()),
             kind: codec::kind(&ev.body),
             canonical,
@@ -276,23 +266,13 @@ fn claims(
 /// Step 3: the events.
 async fn write_events(
     tx: &Transaction<'_>,
-    rows: &[Row],
+    events: &[Stored],
     redact: &Redactor,
 ) -> Result<(), StoreError> {
-    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    let ids: Vec<Option<&str>> = rows.iter().map(|r| r.request_id.as_deref()).collect();
-    let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
-    let canonical: Vec<&[u8]> = rows.iter().map(|r| r.canonical.as_slice()).collect();
-    let prev: Vec<&str> = rows.iter().map(|r| r.prev_hash.as_str()).collect();
-    let hash: Vec<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
-    tx.execute(
-        "INSERT INTO events (seq, request_id, kind, canonical, prev_hash, hash)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])",
-        &[&seqs, &ids, &kinds, &canonical, &prev, &hash],
-    )
-    .await
-    .map_err(|e| insert_err(redact, "inserting events", &e))?;
-    Ok(())
+    rows::insert_events(tx, events).await.map_err(|e| match e {
+        WriteError::Data(d) => d,
+        WriteError::Sql(e) => insert_err(redact, "inserting events", &e),
+    })
 }
 
 /// Step 3: the records, whole (the columns a group commit writes).
@@ -301,46 +281,12 @@ async fn write_records(
     records: &[Entry],
     redact: &Redactor,
 ) -> Result<(), StoreError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let mut id = Vec::new();
-    let mut state = Vec::new();
-    let mut terminal = Vec::new();
-    let mut op = Vec::new();
-    let mut principal = Vec::new();
-    let mut frontend = Vec::new();
-    let mut created = Vec::new();
-    let mut first = Vec::new();
-    let mut last = Vec::new();
-    let mut record = Vec::new();
-    for e in records {
-        let r = &e.record;
-        id.push(r.request.id.to_string());
-        state.push(r.state.as_str());
-        terminal.push(r.state.is_terminal());
-        op.push(r.request.op.clone());
-        principal.push(r.request.actor.principal.clone());
-        frontend.push(r.request.actor.frontend.clone());
-        created.push(codec::nanos(&r.request.created_at));
-        first.push(seq_sql(e.first_seq)?);
-        last.push(seq_sql(r.last_seq)?);
-        record.push(codec::record_text(r)?);
-    }
-    tx.execute(
-        "INSERT INTO requests (id, state, terminal, op, principal, frontend, created_ns,
-                               first_seq, last_seq, record)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[],
-                              $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, terminal = excluded.terminal,
-             last_seq = excluded.last_seq, record = excluded.record",
-        &[
-            &id, &state, &terminal, &op, &principal, &frontend, &created, &first, &last, &record,
-        ],
-    )
-    .await
-    .map_err(|e| redact.io("writing request records", &e))?;
-    Ok(())
+    rows::upsert_records(tx, records)
+        .await
+        .map_err(|e| match e {
+            WriteError::Data(d) => d,
+            WriteError::Sql(e) => redact.io("writing request records", &e),
+        })
 }
 
 /// Step 3: the claims (one per key: a key claimed again in the chain is the

@@ -115,6 +115,7 @@ mod faults;
 mod group;
 mod import;
 mod reads;
+mod rows;
 mod schema;
 mod url;
 mod writer;

@@ -467,15 +467,8 @@ impl Executor {
         events: Vec<NewEvent>,
         dedup: Option<&DedupKey>,
     ) -> Result<bool> {
-        let mut opts = AppendOptions::durable();
-        if let Some(key) = dedup {
-            opts.dedup_key = Some(key.key.clone());
-            opts.dedup_expires = key.expires;
-        }
-        match self.commit_with(record, events, opts).await {
-            Err(Error::Store(crate::audit::StoreError::Duplicate(_))) => Ok(false),
-            other => other.map(|()| true),
-        }
+        self.commit_keyed(record, events, dedup, AppendOptions::durable())
+            .await
     }
 
     /// [`commit_claiming`](Self::commit_claiming) for a decision on
@@ -503,6 +496,18 @@ impl Executor {
     ) -> Result<bool> {
         let mut opts = AppendOptions::durable().expect_last_seq(record.last_seq);
         opts.leader_epoch = leader_epoch;
+        self.commit_keyed(record, events, dedup, opts).await
+    }
+
+    /// Commit with `opts`, claiming `dedup` (if any) with the first event;
+    /// `Ok(false)` when the key was claimed already.
+    async fn commit_keyed(
+        &self,
+        record: &mut RequestRecord,
+        events: Vec<NewEvent>,
+        dedup: Option<&DedupKey>,
+        mut opts: AppendOptions,
+    ) -> Result<bool> {
         if let Some(key) = dedup {
             opts.dedup_key = Some(key.key.clone());
             opts.dedup_expires = key.expires;

@@ -1,0 +1,122 @@
+//! The rows a group commit and an import both write: events, and the
+//! request records folded from them.
+
+use tokio_postgres::Transaction;
+use youops_core::audit::StoreError;
+
+use crate::codec::{self, seq_sql, Entry};
+
+/// An event as inserted into `events`.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) seq: u64,
+    pub(crate) request_id: Option<String>,
+    pub(crate) kind: &'static str,
+    pub(crate) canonical: Vec<u8>,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+}
+
+/// Why a write failed: a value that does not fit its column, or the
+/// database.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// A value that does not fit its column.
+    Data(StoreError),
+    /// The database refused or failed.
+    Sql(tokio_postgres::Error),
+}
+
+/// Insert `events`, in one statement.
+pub(crate) async fn insert_events(
+    tx: &Transaction<'_>,
+    events: &[Stored],
+) -> Result<(), WriteError> {
+    let seqs = events
+        .iter()
+        .map(|e| seq_sql(e.seq))
+        .collect::<Result<Vec<i64>, _>>()
+        .map_err(WriteError::Data)?;
+    let ids: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let canonical: Vec<&[u8]> = events.iter().map(|e| e.canonical.as_slice()).collect();
+    let prev: Vec<&str> = events.iter().map(|e| e.prev_hash.as_str()).collect();
+    let hash: Vec<&str> = events.iter().map(|e| e.hash.as_str()).collect();
+    tx.execute(
+        "INSERT INTO events (seq, request_id, kind, canonical, prev_hash, hash)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])",
+        &[&seqs, &ids, &kinds, &canonical, &prev, &hash],
+    )
+    .await
+    .map_err(WriteError::Sql)?;
+    Ok(())
+}
+
+/// Insert or update the request records of `records`, in one statement.
+pub(crate) async fn upsert_records(
+    tx: &Transaction<'_>,
+    records: &[Entry],
+) -> Result<(), WriteError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut c = RecordColumns::default();
+    for e in records {
+        c.push(e).map_err(WriteError::Data)?;
+    }
+    tx.execute(
+        "INSERT INTO requests (id, state, terminal, op, principal, frontend, created_ns,
+                               first_seq, last_seq, record)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[],
+                              $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, terminal = excluded.terminal,
+             last_seq = excluded.last_seq, record = excluded.record",
+        &[
+            &c.id,
+            &c.state,
+            &c.terminal,
+            &c.op,
+            &c.principal,
+            &c.frontend,
+            &c.created,
+            &c.first,
+            &c.last,
+            &c.record,
+        ],
+    )
+    .await
+    .map_err(WriteError::Sql)?;
+    Ok(())
+}
+
+/// The `requests` columns, one array each.
+#[derive(Debug, Default)]
+struct RecordColumns {
+    id: Vec<String>,
+    state: Vec<&'static str>,
+    terminal: Vec<bool>,
+    op: Vec<String>,
+    principal: Vec<Option<String>>,
+    frontend: Vec<String>,
+    created: Vec<i64>,
+    first: Vec<i64>,
+    last: Vec<i64>,
+    record: Vec<String>,
+}
+
+impl RecordColumns {
+    fn push(&mut self, e: &Entry) -> Result<(), StoreError> {
+        let r = &e.record;
+        self.id.push(r.request.id.to_string());
+        self.state.push(r.state.as_str());
+        self.terminal.push(r.state.is_terminal());
+        self.op.push(r.request.op.clone());
+        self.principal.push(r.request.actor.principal.clone());
+        self.frontend.push(r.request.actor.frontend.clone());
+        self.created.push(codec::nanos(&r.request.created_at));
+        self.first.push(seq_sql(e.first_seq)?);
+        self.last.push(seq_sql(r.last_seq)?);
+        self.record.push(codec::record_text(r)?);
+        Ok(())
+    }
+}

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Transaction;
-use youops_core::audit::{canonical_bytes_encoded, chain_hash, StoreError, GENESIS_HASH};
+use youops_core::audit::{check_import, StoreError, GENESIS_HASH};
 use youops_core::model::{AuditEvent, EventBody, RequestId};
 
 use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
@@ -83,47 +83,19 @@ fn check_events(events: &[AuditEvent]) -> Result<Vec<Stored>, StoreError> {
             first.seq
         )));
     }
-    let mut rows = Vec::with_capacity(events.len());
-    let mut prev = first.prev_hash.clone();
-    for (next, ev) in (first.seq..).zip(events) {
-        if ev.seq != next {
-            return Err(StoreError::Corrupt(format!(
-                "cannot import record #{} where #{next} was expected",
-                ev.seq
-            )));
-        }
-        if ev.prev_hash != prev {
-            return Err(StoreError::Corrupt(format!(
-                "cannot import record #{}: its prev_hash {} is not the hash {} of the record \
-                 before",
-                ev.seq,
-                short(&ev.prev_hash),
-                short(&prev)
-            )));
-        }
-        let body = serde_json::to_vec(&ev.body)
-            .map_err(|e| StoreError::Io(format!("cannot encode record #{}: {e}", ev.seq)))?;
-        // Byte for byte `canonical_bytes`: what `expected_hash` hashes.
-        let canonical = canonical_bytes_encoded(ev.seq, &ev.time, &ev.request_id, &body);
-        let hash = chain_hash(&prev, &canonical);
-        if hash != ev.hash {
-            return Err(StoreError::Corrupt(format!(
-                "cannot import record #{}: its content does not match its hash (stored {}, \
-                 computed {})",
-                ev.seq,
-                short(&ev.hash),
-                short(&hash)
-            )));
-        }
-        rows.push(Stored {
+    let canonical = check_import(events)?;
+    let rows = events
+        .iter()
+        .zip(canonical)
+        .map(|(ev, canonical)| Stored {
             seq: ev.seq,
             request_id: ev.request_id.map(|i| i.to_string()),
             kind: codec::kind(&ev.body),
             canonical,
-            prev_hash: std::mem::replace(&mut prev, hash),
+            prev_hash: ev.prev_hash.clone(),
             hash: ev.hash.clone(),
-        });
-    }
+        })
+        .collect();
     Ok(rows)
 }
 

@@ -15,6 +15,7 @@
 mod archive;
 #[cfg(feature = "test-util")]
 pub mod conformance;
+mod import;
 mod memory;
 mod view;
 
@@ -29,6 +30,7 @@ pub use archive::{
     archive_file_name, archive_files, archives_to_recover, last_event_in_archive,
     parse_archive_file_name, write_archive_file,
 };
+pub use import::check_import;
 pub use memory::MemoryStore;
 pub use view::StoreView;
 

@@ -2,11 +2,11 @@
 //! chain (`youops store copy`), checked, written as one group and synced.
 
 use chrono::Utc;
-use youops_core::audit::{chain_hash, StoreError, GENESIS_HASH};
+use youops_core::audit::{StoreError, GENESIS_HASH};
 use youops_core::model::{AuditEvent, EventBody};
 
 use super::{Group, OpenSeg, Writer};
-use crate::format::{canonical_encoded, event_line};
+use crate::format::event_line;
 use crate::index::Claim;
 use crate::indexer::IndexMsg;
 use crate::state::{claim_in, fold, lock};
@@ -180,44 +180,17 @@ impl Writer {
 /// before and its hash over its own content.
 /// `first` is the first of `events`.
 fn import_lines(first: &AuditEvent, events: &[AuditEvent]) -> Result<Lines, StoreError> {
+    let canonical = youops_core::audit::check_import(events)?;
     let mut lines = Vec::with_capacity(events.len());
-    let mut prev = first.prev_hash.clone();
-    let mut next = first.seq;
-    for ev in events {
-        if ev.seq != next {
-            return Err(StoreError::Corrupt(format!(
-                "cannot import record #{} where #{next} was expected",
-                ev.seq
-            )));
-        }
-        if ev.prev_hash != prev {
-            return Err(StoreError::Corrupt(format!(
-                "cannot import record #{}: its prev_hash {} is not the hash {} of the record \
-                 before",
-                ev.seq,
-                short(&ev.prev_hash),
-                short(&prev)
-            )));
-        }
-        let body = serde_json::to_vec(&ev.body)
-            .map_err(|e| StoreError::Io(format!("cannot encode record #{}: {e}", ev.seq)))?;
-        let canonical = canonical_encoded(ev.seq, &ev.time, &ev.request_id, &body);
-        let hash = chain_hash(&prev, &canonical);
-        if hash != ev.hash {
-            return Err(StoreError::Corrupt(format!(
-                "cannot import record #{}: its content does not match its hash (stored {}, \
-                 computed {})",
-                ev.seq,
-                short(&ev.hash),
-                short(&hash)
-            )));
-        }
-        let mut line = event_line(canonical, &prev, &hash);
+    for (ev, canonical) in events.iter().zip(canonical) {
+        let mut line = event_line(canonical, &ev.prev_hash, &ev.hash);
         line.push(b'\n');
         lines.push(line);
-        prev = hash;
-        next += 1;
     }
+    let prev = events
+        .last()
+        .map_or_else(|| first.prev_hash.clone(), |e| e.hash.clone());
+    let next = first.seq + events.len() as u64;
     Ok(Lines { lines, prev, next })
 }
 

@@ -87,6 +87,12 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer realm=\"youops\""),
             );
         }
+        // Unavailable for now (shutting down, the store unreachable): a
+        // request that slipped past the drain guard gets its Retry-After too.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
         resp
     }
 }
@@ -704,4 +710,20 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<String, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unavailable_answer_says_when_to_retry() {
+        // Shutting down: a request that passed the drain guard just before
+        // draining began reaches a stopped executor.
+        let resp = ApiError::from(Error::ShuttingDown).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+        let resp = ApiError::new(StatusCode::FORBIDDEN, "forbidden", "no").into_response();
+        assert!(!resp.headers().contains_key(header::RETRY_AFTER));
+    }
 }

@@ -422,7 +422,11 @@ impl Executor {
     }
 
     fn publish(&self, event: AuditEvent, record: &RequestRecord) {
-        lock(&self.inner.tail).published_here(event.seq);
+        // Only a node that follows the store keeps track (a node alone
+        // takes no lock here: this is every append's path).
+        if self.inner.follow_every.is_some() {
+            lock(&self.inner.tail).published_here(event.seq);
+        }
         if let Some(w) = lock(&self.inner.watchers).get(&record.request.id) {
             // Another node's events reach this one late, after this node's
             // own later ones: a waiter never goes back to an older record.

@@ -312,39 +312,13 @@ async fn read_records(
     group: &[&AppendReq],
     redact: &Redactor,
 ) -> Result<HashMap<RequestId, Entry>, GroupError> {
-    let ids: Vec<String> = group
+    let ids = group
         .iter()
         .flat_map(|r| r.events.iter().filter_map(|e| e.request_id))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(|id| id.to_string())
         .collect();
-    let mut known = HashMap::new();
-    if ids.is_empty() {
-        return Ok(known);
-    }
-    let rows = tx
-        .query(
-            "SELECT id, record, first_seq FROM requests WHERE id = ANY($1)",
-            &[&ids],
-        )
+    rows::read_records(tx, ids)
         .await
-        .map_err(|e| sql_err(redact, "reading request records", &e))?;
-    for row in &rows {
-        let id: String = col(row, 0, "requests.id").map_err(data_err)?;
-        let text: String = col(row, 1, "requests.record").map_err(data_err)?;
-        let first: i64 = col(row, 2, "requests.first_seq").map_err(data_err)?;
-        let what = format!("the record of request {id}");
-        let entry = Entry {
-            record: codec::record(&text, &what).map_err(data_err)?,
-            first_seq: seq_of(first, &what).map_err(data_err)?,
-        };
-        known.insert(
-            codec::request_id(&id, "requests.id").map_err(data_err)?,
-            entry,
-        );
-    }
-    Ok(known)
+        .map_err(|e| write_err(redact, "reading request records", e))
 }
 
 /// Step 3: each append in order; a refused one leaves no trace.

@@ -141,36 +141,11 @@ async fn read_records(
     events: &[AuditEvent],
     redact: &Redactor,
 ) -> Result<HashMap<RequestId, Entry>, StoreError> {
-    let ids: Vec<String> = events
-        .iter()
-        .filter_map(|e| e.request_id)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(|id| id.to_string())
-        .collect();
-    let mut known = HashMap::new();
-    if ids.is_empty() {
-        return Ok(known);
-    }
-    let rows = tx
-        .query(
-            "SELECT id, record, first_seq FROM requests WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await
-        .map_err(|e| redact.io("reading request records", &e))?;
-    for row in &rows {
-        let id: String = col(row, 0, "requests.id")?;
-        let text: String = col(row, 1, "requests.record")?;
-        let first: i64 = col(row, 2, "requests.first_seq")?;
-        let what = format!("the record of request {id}");
-        let entry = Entry {
-            record: codec::record(&text, &what)?,
-            first_seq: seq_of(first, &what)?,
-        };
-        known.insert(codec::request_id(&id, "requests.id")?, entry);
-    }
-    Ok(known)
+    let ids = events.iter().filter_map(|e| e.request_id).collect();
+    rows::read_records(tx, ids).await.map_err(|e| match e {
+        WriteError::Data(d) => d,
+        WriteError::Sql(e) => redact.io("reading request records", &e),
+    })
 }
 
 /// Step 2: the records the events change, folded as a replay folds them: an

@@ -144,23 +144,22 @@ pub(crate) async fn events(
     after: u64,
     limit: usize,
 ) -> Result<Vec<AuditEvent>, StoreError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = pool
-        .query(
-            "reading events",
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
-            &[&seq_bound(after), &limit],
-        )
-        .await?;
-    codec::events(&rows)
+    events_of(pool, "events", after, limit).await
 }
 
 /// Archived events with `seq > after`, at most `limit`, in order.
 pub(crate) async fn archived_events(
     pool: &Pool,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    events_of(pool, "archive", after, limit).await
+}
+
+/// Events of `table` (`events` or `archive`) with `seq > after`.
+async fn events_of(
+    pool: &Pool,
+    table: &'static str,
     after: u64,
     limit: usize,
 ) -> Result<Vec<AuditEvent>, StoreError> {
@@ -170,8 +169,8 @@ pub(crate) async fn archived_events(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = pool
         .query(
-            "reading archived events",
-            &format!("SELECT {EVENT_COLUMNS} FROM archive WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &format!("reading {table}"),
+            &format!("SELECT {EVENT_COLUMNS} FROM {table} WHERE seq > $1 ORDER BY seq LIMIT $2"),
             &[&seq_bound(after), &limit],
         )
         .await?;

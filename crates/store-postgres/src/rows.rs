@@ -1,10 +1,13 @@
 //! The rows a group commit and an import both write: events, and the
 //! request records folded from them.
 
+use std::collections::{BTreeSet, HashMap};
+
 use tokio_postgres::Transaction;
 use youops_core::audit::StoreError;
+use youops_core::model::RequestId;
 
-use crate::codec::{self, seq_sql, Entry};
+use crate::codec::{self, col, seq_of, seq_sql, Entry};
 
 /// An event as inserted into `events`.
 #[derive(Debug)]
@@ -25,6 +28,44 @@ pub(crate) enum WriteError {
     Data(StoreError),
     /// The database refused or failed.
     Sql(tokio_postgres::Error),
+}
+
+/// The records of the requests `ids`, as stored (under the caller's tip
+/// lock, so no other node changes them meanwhile).
+pub(crate) async fn read_records(
+    tx: &Transaction<'_>,
+    ids: BTreeSet<RequestId>,
+) -> Result<HashMap<RequestId, Entry>, WriteError> {
+    let mut known = HashMap::new();
+    if ids.is_empty() {
+        return Ok(known);
+    }
+    let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
+    let rows = tx
+        .query(
+            "SELECT id, record, first_seq FROM requests WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(WriteError::Sql)?;
+    for row in &rows {
+        let (id, entry) = entry_of(row).map_err(WriteError::Data)?;
+        known.insert(id, entry);
+    }
+    Ok(known)
+}
+
+/// One row of `requests` as the request's id and entry.
+fn entry_of(row: &tokio_postgres::Row) -> Result<(RequestId, Entry), StoreError> {
+    let id: String = col(row, 0, "requests.id")?;
+    let text: String = col(row, 1, "requests.record")?;
+    let first: i64 = col(row, 2, "requests.first_seq")?;
+    let what = format!("the record of request {id}");
+    let entry = Entry {
+        record: codec::record(&text, &what)?,
+        first_seq: seq_of(first, &what)?,
+    };
+    Ok((codec::request_id(&id, "requests.id")?, entry))
 }
 
 /// Insert `events`, in one statement.

@@ -25,6 +25,11 @@ approval_ttl = "1s"
 runner = { type = "builtin", name = "work" }
 "#;
 
+/// Submit `sub` on `exec`: the new request's id.
+async fn submitted(exec: &Executor, sub: youops_core::Submission) -> youops_core::RequestId {
+    exec.submit(sub).await.unwrap().record.request.id
+}
+
 fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
 }
@@ -91,14 +96,7 @@ async fn every_node_sees_every_event_once() {
     let mut on_b = b.subscribe();
 
     // Received on a, waited for on b.
-    let id = h
-        .exec
-        .submit(sub("hold", "alice"))
-        .await
-        .unwrap()
-        .record
-        .request
-        .id;
+    let id = submitted(&h.exec, sub("hold", "alice")).await;
     within(10, "the run to start", started.recv())
         .await
         .unwrap();
@@ -142,14 +140,7 @@ async fn only_the_leader_expires_approvals() {
             .leadership(leadership)
     })
     .await;
-    let id = h
-        .exec
-        .submit(sub("db.drop", "alice"))
-        .await
-        .unwrap()
-        .record
-        .request
-        .id;
+    let id = submitted(&h.exec, sub("db.drop", "alice")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         h.exec.get(id).await.unwrap().state,
@@ -243,14 +234,7 @@ async fn an_approval_on_another_node_runs_the_request_once_where_it_can() {
     let (h, seen_a, b, seen_b) = two_nodes(&probe, false).await;
 
     // No secret: the node that records the approval runs it.
-    let id = h
-        .exec
-        .submit(sub("deploy", "alice"))
-        .await
-        .unwrap()
-        .record
-        .request
-        .id;
+    let id = submitted(&h.exec, sub("deploy", "alice")).await;
     within(
         10,
         "b to see it",
@@ -264,7 +248,7 @@ async fn an_approval_on_another_node_runs_the_request_once_where_it_can() {
 
     // A secret: it is only in a's memory, so a runs it when it reads b's approval.
     let sub = sub("vault.rotate", "alice").arg("token", "s3cr3t");
-    let id2 = h.exec.submit(sub).await.unwrap().record.request.id;
+    let id2 = submitted(&h.exec, sub).await;
     within(
         10,
         "b to see it",
@@ -297,14 +281,7 @@ async fn an_approval_on_another_node_runs_the_request_once_where_it_can() {
 async fn a_cancel_on_another_node_stops_the_run_where_it_runs() {
     let (probe, mut started) = Probe::new();
     let (h, _, b, _) = two_nodes(&probe, false).await;
-    let id = h
-        .exec
-        .submit(sub("hold", "alice"))
-        .await
-        .unwrap()
-        .record
-        .request
-        .id;
+    let id = submitted(&h.exec, sub("hold", "alice")).await;
     within(10, "the run to start", started.recv())
         .await
         .unwrap();
@@ -331,7 +308,7 @@ async fn the_leader_expires_approvals_received_on_other_nodes() {
     let (h, _, _b, _) = two_nodes(&probe, true).await;
     // Received on a (never the leader), with a secret b never holds.
     let sub = sub("vault.rotate", "alice").arg("token", "s3cr3t");
-    let id = h.exec.submit(sub).await.unwrap().record.request.id;
+    let id = submitted(&h.exec, sub).await;
     let r = within(10, "expiry by b", h.exec.wait(id)).await.unwrap();
     assert_eq!(r.state, State::Expired, "{r:#?}");
 }
@@ -342,14 +319,7 @@ async fn approvals_racing_on_two_nodes_run_each_request_once() {
     let (h, seen_a, b, seen_b) = two_nodes(&probe, false).await;
     const N: usize = 20;
     for i in 0..N {
-        let id = h
-            .exec
-            .submit(sub("deploy", "alice"))
-            .await
-            .unwrap()
-            .record
-            .request
-            .id;
+        let id = submitted(&h.exec, sub("deploy", "alice")).await;
         within(
             10,
             "b to see it",
@@ -378,27 +348,13 @@ async fn approvals_racing_on_two_nodes_run_each_request_once() {
 async fn the_leader_interrupts_what_a_dead_node_had_in_flight() {
     let (probe, mut started) = Probe::new();
     let (h, _, b, _) = two_nodes(&probe, false).await;
-    let running = h
-        .exec
-        .submit(sub("hold", "alice"))
-        .await
-        .unwrap()
-        .record
-        .request
-        .id;
+    let running = submitted(&h.exec, sub("hold", "alice")).await;
     within(10, "the run to start", started.recv())
         .await
         .unwrap();
-    let open = h
-        .exec
-        .submit(sub("deploy", "alice"))
-        .await
-        .unwrap()
-        .record
-        .request
-        .id;
+    let open = submitted(&h.exec, sub("deploy", "alice")).await;
     let secret = sub("vault.rotate", "alice").arg("token", "s3cr3t");
-    let secret = h.exec.submit(secret).await.unwrap().record.request.id;
+    let secret = submitted(&h.exec, secret).await;
 
     // Node a is dead (and fenced, in a real cluster): b, the leader, takes stock.
     assert_eq!(b.recover_node(&node("a")).await.unwrap(), 2);
@@ -431,14 +387,7 @@ async fn each_request_is_rendered_by_the_node_that_received_it() {
     };
     let (on_a, on_b) = (ctx(&h.exec), ctx(&b));
     let (mut stream_a, mut stream_b) = (on_a.lifecycle(), on_b.lifecycle());
-    let id = h
-        .exec
-        .submit(sub("deploy", "alice"))
-        .await
-        .unwrap()
-        .record
-        .request
-        .id;
+    let id = submitted(&h.exec, sub("deploy", "alice")).await;
     within(
         10,
         "b to see it",
@@ -481,14 +430,7 @@ async fn a_waiter_never_goes_back_to_an_older_record_read_late_from_another_node
         .await
         .unwrap();
     for _ in 0..3 {
-        let id = h
-            .exec
-            .submit(sub("deploy", "alice"))
-            .await
-            .unwrap()
-            .record
-            .request
-            .id;
+        let id = submitted(&h.exec, sub("deploy", "alice")).await;
         // Approved on b before b has read a's events about it.
         b.approve(id, &who("bob"), None).await.unwrap();
         let r = within(

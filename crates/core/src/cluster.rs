@@ -102,6 +102,52 @@ impl From<NodeId> for String {
     }
 }
 
+/// Whose requests' feedback (Slack messages, issue comments, git notes) a
+/// node renders. Each request is rendered by the node that received it; when
+/// that node dies, the cluster's leader adopts its requests (and those
+/// received before the store was shared, which name no node), so that an
+/// interruption and what follows are still told where the request was asked.
+/// The node that received a request is the one recorded on it, so exactly one
+/// live node renders each: the receiver while it lives, the leader once the
+/// cluster declared it dead, and the receiver again once it rejoins (the
+/// leader lets go at its next sweep).
+#[derive(Debug)]
+pub(crate) struct FeedbackOwners {
+    node: Option<NodeId>,
+    adopted: std::sync::RwLock<std::collections::BTreeSet<Option<NodeId>>>,
+}
+
+impl FeedbackOwners {
+    pub(crate) fn new(node: Option<NodeId>) -> Self {
+        FeedbackOwners {
+            node,
+            adopted: Default::default(),
+        }
+    }
+
+    /// Whether this node renders the feedback of requests received by
+    /// `receiver`.
+    pub(crate) fn covers(&self, receiver: Option<&NodeId>) -> bool {
+        receiver == self.node.as_ref()
+            || self
+                .adopted
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|n| n.as_ref() == receiver)
+    }
+
+    /// Adopt exactly `receivers` (a node's own requests are never in it).
+    /// Whether that changed anything.
+    pub(crate) fn adopt(&self, receivers: std::collections::BTreeSet<Option<NodeId>>) -> bool {
+        let receivers = receivers.into_iter().filter(|n| *n != self.node).collect();
+        let mut adopted = self.adopted.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *adopted != receivers;
+        *adopted = receivers;
+        changed
+    }
+}
+
 /// One term of leadership: the lease's epoch, which fences the leader's
 /// writes (a write under an older epoch is refused once a newer one exists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -246,6 +292,26 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    #[test]
+    fn feedback_is_rendered_by_the_receiver_or_the_adopter_only() {
+        let [a, b] = ["a", "b"].map(|n| NodeId::new(n).unwrap());
+        let owners = FeedbackOwners::new(Some(b.clone()));
+        assert!(owners.covers(Some(&b)));
+        assert!(!owners.covers(Some(&a)));
+        assert!(!owners.covers(None), "requests of no node are nobody's yet");
+        // The leader adopts a (declared dead) and the requests of no node;
+        // its own stay its own even when named.
+        let adopt = |set: &[Option<&NodeId>]| set.iter().map(|n| n.cloned()).collect();
+        assert!(owners.adopt(adopt(&[Some(&a), None, Some(&b)])));
+        assert!(owners.covers(Some(&a)) && owners.covers(None) && owners.covers(Some(&b)));
+        assert!(!owners.adopt(adopt(&[Some(&a), None])), "unchanged");
+        // a rejoined: let go of it.
+        assert!(owners.adopt(adopt(&[None])));
+        assert!(!owners.covers(Some(&a)) && owners.covers(Some(&b)));
+        // A node alone renders the requests of no node: they are its own.
+        assert!(FeedbackOwners::new(None).covers(None));
+    }
 
     #[test]
     fn node_ids_are_checked() {

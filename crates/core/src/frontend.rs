@@ -152,7 +152,7 @@ impl FrontendContext {
         LifecycleStream {
             rx: self.executor.subscribe(),
             name: self.name.clone(),
-            node: self.executor.node().cloned(),
+            owners: self.executor.feedback_owners(),
             watched: self.watched.clone(),
             all: false,
         }
@@ -203,12 +203,13 @@ impl FrontendContext {
 
 /// A filtered view of the executor's lifecycle events. In a cluster, every
 /// node sees every request's events, and each request's are rendered once:
-/// by the node that received it (or by whichever node watches it).
+/// by the node that received it, by the leader once that node is declared
+/// dead ([`Executor::adopt_feedback`]), or by whichever node watches it.
 #[derive(Debug)]
 pub struct LifecycleStream {
     rx: broadcast::Receiver<Lifecycle>,
     name: String,
-    node: Option<crate::cluster::NodeId>,
+    owners: Arc<crate::cluster::FeedbackOwners>,
     watched: Arc<Mutex<HashSet<RequestId>>>,
     all: bool,
 }
@@ -229,7 +230,7 @@ impl LifecycleStream {
         loop {
             match self.rx.recv().await {
                 Ok(ev) => {
-                    let mine = ev.record.request.node == self.node
+                    let mine = self.owners.covers(ev.record.request.node.as_ref())
                         && (self.all || ev.record.request.origin.frontend == self.name);
                     if mine || {
                         let w = self.watched.lock().unwrap_or_else(|p| p.into_inner());

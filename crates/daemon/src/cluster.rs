@@ -11,6 +11,7 @@
 //! refused), its requests in flight are marked `interrupted`, and its op
 //! locks are freed.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,6 +129,8 @@ impl ClusterNode {
                                 _ = lost.cancelled() => break,
                             }
                         }
+                        // The next leader adopts the dead nodes' feedback.
+                        exec.adopt_feedback(BTreeSet::new());
                     }
                 })
                 .await
@@ -240,6 +243,9 @@ async fn sweep(
         if !coord.fence_node(epoch, &node, incarnation).await? {
             continue;
         }
+        // Adopted before the interruptions are written, so that they are
+        // rendered here.
+        exec.adopt_feedback(adoptable(coord).await?);
         let interrupted = exec.recover_node(&node).await?;
         let freed = coord.free_locks_of(epoch, &node, incarnation).await?;
         tracing::warn!(
@@ -250,7 +256,23 @@ async fn sweep(
             "a node stopped heartbeating: fenced, its requests in flight interrupted"
         );
     }
+    exec.adopt_feedback(adoptable(coord).await?);
     Ok(())
+}
+
+/// Whose requests' feedback the leader renders besides its own: the nodes
+/// whose latest incarnation is fenced (dead, not rejoined), and requests
+/// received before the store was shared (no node).
+async fn adoptable(coord: &Coordinator) -> anyhow::Result<BTreeSet<Option<NodeId>>> {
+    let mut out: BTreeSet<Option<NodeId>> = coord
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.fenced.is_some_and(|f| f >= n.incarnation))
+        .map(|n| Some(n.node))
+        .collect();
+    out.insert(None);
+    Ok(out)
 }
 
 /// Open the store of `cfg`: with a PostgreSQL store, as node

@@ -157,6 +157,8 @@ struct Inner {
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// This node's id in a cluster; `None` alone.
     node: Option<NodeId>,
+    /// Whose requests' feedback this node's frontends render.
+    feedback: Arc<crate::cluster::FeedbackOwners>,
     /// Whether this node does the work that happens once per cluster.
     leadership: Leadership,
     /// Which events other nodes appended have been published here.
@@ -286,6 +288,7 @@ impl ExecutorBuilder {
             stop: CancellationToken::new(),
             buckets: Mutex::new(HashMap::new()),
             sweeper: Mutex::new(None),
+            feedback: Arc::new(crate::cluster::FeedbackOwners::new(self.node.clone())),
             node: self.node,
             leadership: self.leadership.clone(),
             tail: Mutex::new(tail::Cursor::default()),
@@ -419,6 +422,29 @@ impl Executor {
     /// This node's leadership of the work that happens once per cluster.
     pub fn leadership(&self) -> &Leadership {
         &self.inner.leadership
+    }
+
+    /// Render, besides this node's own, the feedback of requests received by
+    /// `receivers` (exactly these, replacing the last call's; `None` stands
+    /// for requests received before the store was shared). The cluster's
+    /// leader adopts the nodes it declared dead, and lets go of them when
+    /// they rejoin or when it stops leading.
+    pub fn adopt_feedback(&self, receivers: std::collections::BTreeSet<Option<NodeId>>) {
+        let shown: Vec<String> = receivers
+            .iter()
+            .map(|n| n.as_ref().map_or("(none)".into(), NodeId::to_string))
+            .collect();
+        if self.inner.feedback.adopt(receivers) {
+            tracing::info!(
+                receivers = ?shown,
+                "this node now renders the feedback of requests received by these nodes too"
+            );
+        }
+    }
+
+    /// Whose requests' feedback this node's frontends render.
+    pub(crate) fn feedback_owners(&self) -> Arc<crate::cluster::FeedbackOwners> {
+        self.inner.feedback.clone()
     }
 
     fn publish(&self, event: AuditEvent, record: &RequestRecord) {

@@ -153,6 +153,23 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
     let id = id_of(&v);
     b.api.wait_state(ALICE, &id, "running").await;
+    // And one asked on an issue, received by a: a renders its status.
+    let payload = issue_comment_payload(9001, 99, GH_LOGIN, "/ops nap seconds=120");
+    let st = deliver(&a.api, "issue_comment", "wh-nap", &payload).await;
+    assert!(st.is_some_and(|s| s.is_success()), "{st:?}");
+    let status_of = |state: &'static str| {
+        let fake = fake.clone();
+        move || {
+            let bodies = fake.comments_on(99);
+            let marked: Vec<&String> = bodies
+                .iter()
+                .filter(|b| b.contains("<!-- youops:status "))
+                .collect();
+            assert!(marked.len() <= 1, "one status comment: {marked:#?}");
+            marked.iter().any(|b| b.contains(&format!("state={state} ")))
+        }
+    };
+    wait_until(Duration::from_secs(20), status_of("running")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let killed = Instant::now();
@@ -181,6 +198,9 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     );
     let leads = |n: &Served| n.log_text().contains("this node leads the cluster");
     assert!(leads(&b) || leads(&c), "another node leads");
+    // The new leader adopted a's requests: the issue's status comment (the
+    // same one, edited) tells the interruption.
+    wait_until(Duration::from_secs(20), status_of("interrupted")).await;
     assert_eq!(
         count_events(&b.api, &id, "running").await,
         1,
@@ -199,6 +219,15 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     }
     let (_, v) = c.api.get("/api/v1/audit/verify", Some(ALICE)).await;
     assert_eq!(v["ok"], true, "{v:#}");
+}
+
+/// Poll `done` until it holds; panic after `limit`.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The time of the first transition of `id` to `to`.

@@ -1,5 +1,6 @@
 //! Fault injection for tests ([`PgStore::faults`](crate::PgStore::faults),
-//! feature `test-util`): what a lost connection does to a COMMIT, on demand.
+//! feature `test-util`): what a lost connection does to a COMMIT, and an
+//! archive cut short by a crash, on demand.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use crate::conn::Connector;
 pub struct Faults {
     lose_commit_ack: AtomicUsize,
     kill_before_commit: AtomicUsize,
+    cut_archive: AtomicUsize,
 }
 
 fn take(n: &AtomicUsize) -> bool {
@@ -31,6 +33,17 @@ impl Faults {
     /// with the connection, and its outcome is unknown to the writer.
     pub fn kill_session_before_commits(&self, n: usize) {
         self.kill_before_commit.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` archives stop right after appending their checkpoint,
+    /// with an error, as if the node crashed there: the archive file and
+    /// the checkpoint are in place, the events not moved yet.
+    pub fn cut_archives_after_checkpoint(&self, n: usize) {
+        self.cut_archive.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_cut_archive(&self) -> bool {
+        take(&self.cut_archive)
     }
 
     pub(crate) fn take_lose_commit_ack(&self) -> bool {

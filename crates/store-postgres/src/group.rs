@@ -23,6 +23,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 use youops_core::audit::{canonical_bytes_encoded, chain_hash, AppendOptions, StoreError};
 use youops_core::cluster::NodeId;
@@ -31,6 +33,7 @@ use youops_core::model::{AuditEvent, NewEvent, RequestId};
 use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
 use crate::conn::{is_connection, Conn, Connector, Redactor};
 use crate::faults::Faults;
+use crate::partitions::{self, Partitions};
 use crate::rows::{self, Stored, WriteError};
 
 /// One caller's append, its bodies encoded already.
@@ -67,6 +70,8 @@ pub(crate) struct GroupCx<'a> {
     pub(crate) faults: &'a Faults,
     /// The cluster node whose incarnation must be current, if bound.
     pub(crate) node: Option<&'a NodeBinding>,
+    /// The partitions of `events` known to exist.
+    pub(crate) partitions: &'a Partitions,
 }
 
 /// The cluster node a store writes as ([`crate::PgStore::bind_node`]).
@@ -115,47 +120,63 @@ pub(crate) async fn commit_group(
         .transaction()
         .await
         .map_err(|e| sql_err(redact, "BEGIN", &e))?;
-    let (tip, now, time) = lock_tip(&tx, redact).await?;
-    if let Some(node) = cx.node {
-        check_node(&tx, node, redact).await?;
-    }
-    let leading = check_leader(&tx, group, cx.node, now, redact).await?;
-    let owners = read_claims(&tx, group, now, redact).await?;
+    let tip_row = lock_tip(&tx, redact).await?;
+    let now = read_clock(&tx, redact).await?;
+    check_node(&tx, cx.node, redact).await?;
+    let leading = check_leader(&tx, group, cx.node, redact).await?;
+    let owners = read_claims(&tx, group, redact).await?;
     let known = read_records(&tx, group, redact).await?;
+    let (tip, last_time) = tip_row;
+    // Never before the previous group's time, even across nodes whose
+    // clocks differ.
+    let time = last_time.map_or(now, |l| l.max(now));
     let plan = plan(group, tip, time, &owners, known, &leading);
     if plan.events.is_empty() {
         // Every append refused: nothing to write.
         let _ = tx.rollback().await;
         return Ok(plan.answers);
     }
+    make_room(&tx, &plan, cx).await?;
     let expires = now + cx.dedup_ttl;
-    write_claims(&tx, &plan.claims, expires, redact).await?;
-    write_events(&tx, &plan.events, redact).await?;
-    write_records(&tx, &plan.records, redact).await?;
     let batch = ulid::Ulid::new().to_string();
     let last = seq_sql(plan.tip.0).map_err(data_err)?;
-    tx.execute(
+    write_claims(&tx, &plan.claims, expires, redact).await?;
+    write_events(&tx, &plan.events, cx).await?;
+    write_records(&tx, &plan.records, redact).await?;
+    tx.query_typed(
         "UPDATE tip SET seq = $1, hash = $2, time = $3 WHERE id = 1",
-        &[&last, &plan.tip.1, &time],
+        &[
+            (&last, Type::INT8),
+            (&plan.tip.1, Type::TEXT),
+            (&time, Type::TIMESTAMPTZ),
+        ],
     )
     .await
     .map_err(|e| sql_err(redact, "moving the chain tip", &e))?;
-    tx.execute(
+    tx.query_typed(
         "INSERT INTO batches (id, last_seq, committed_at) VALUES ($1, $2, $3)",
-        &[&batch, &last, &time],
+        &[
+            (&batch, Type::TEXT),
+            (&last, Type::INT8),
+            (&time, Type::TIMESTAMPTZ),
+        ],
     )
     .await
     .map_err(|e| sql_err(redact, "recording the batch", &e))?;
     if cx.faults.take_kill_before_commit() {
         cx.faults.kill_session(cx.connector, pid).await;
     }
+    let tip = plan.tip.0;
     match tx.commit().await {
         Ok(()) if cx.faults.take_lose_commit_ack() => Err(GroupError::Unknown {
             batch,
             answers: plan.answers,
             error: StoreError::Io("the answer to COMMIT was lost (an injected fault)".into()),
         }),
-        Ok(()) => Ok(plan.answers),
+        Ok(()) => {
+            cx.partitions.committed(tip);
+            Ok(plan.answers)
+        }
         // The server answered COMMIT with an error: it rolled back.
         Err(e) if !is_connection(&e) => Err(data_err(redact.io("COMMIT", &e))),
         Err(e) => Err(GroupError::Unknown {
@@ -166,14 +187,14 @@ pub(crate) async fn commit_group(
     }
 }
 
-/// Step 1: the locked tip `(seq, hash)`, the database's clock, and the
-/// group's time (that clock, or the tip's time if later).
+/// Step 1: the locked tip `(seq, hash)` and its time. Sent first: every
+/// statement after it in the group runs under the lock.
 async fn lock_tip(
     tx: &Transaction<'_>,
     redact: &Redactor,
-) -> Result<((u64, String), DateTime<Utc>, DateTime<Utc>), GroupError> {
+) -> Result<((u64, String), Option<DateTime<Utc>>), GroupError> {
     let row = tx
-        .query_one(
+        .query_typed_one(
             "SELECT seq, hash, time FROM tip WHERE id = 1 FOR UPDATE",
             &[],
         )
@@ -182,15 +203,16 @@ async fn lock_tip(
     let seq = seq_of(col(&row, 0, "tip.seq").map_err(data_err)?, "tip.seq").map_err(data_err)?;
     let hash: String = col(&row, 1, "tip.hash").map_err(data_err)?;
     let last: Option<DateTime<Utc>> = col(&row, 2, "tip.time").map_err(data_err)?;
-    // Read after the lock is held: a time before the previous group's is
-    // impossible even across nodes whose clocks differ.
+    Ok(((seq, hash), last))
+}
+
+/// Step 2: the database's clock, read once the tip lock is held.
+async fn read_clock(tx: &Transaction<'_>, redact: &Redactor) -> Result<DateTime<Utc>, GroupError> {
     let row = tx
-        .query_one("SELECT clock_timestamp()", &[])
+        .query_typed_one("SELECT clock_timestamp()", &[])
         .await
         .map_err(|e| sql_err(redact, "reading the clock", &e))?;
-    let now: DateTime<Utc> = col(&row, 0, "clock_timestamp()").map_err(data_err)?;
-    let time = last.map_or(now, |l| l.max(now));
-    Ok(((seq, hash), now, time))
+    col(&row, 0, "clock_timestamp()").map_err(data_err)
 }
 
 /// Step 1: the bound node's incarnation is current and not fenced, or the
@@ -199,13 +221,16 @@ async fn lock_tip(
 /// waits until this transaction is over.
 async fn check_node(
     tx: &Transaction<'_>,
-    node: &NodeBinding,
+    node: Option<&NodeBinding>,
     redact: &Redactor,
 ) -> Result<(), GroupError> {
+    let Some(node) = node else {
+        return Ok(());
+    };
     let row = tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT incarnation, fenced FROM nodes WHERE id = $1 FOR SHARE",
-            &[&node.node.as_str()],
+            &[(&node.node.as_str(), Type::TEXT)],
         )
         .await
         .map_err(|e| sql_err(redact, "checking this node's incarnation", &e))?;
@@ -231,7 +256,6 @@ async fn check_leader(
     tx: &Transaction<'_>,
     group: &[&AppendReq],
     node: Option<&NodeBinding>,
-    now: DateTime<Utc>,
     redact: &Redactor,
 ) -> Result<BTreeSet<u64>, GroupError> {
     let wanted: BTreeSet<u64> = group.iter().filter_map(|r| r.opts.leader_epoch).collect();
@@ -243,35 +267,60 @@ async fn check_leader(
     if wanted.is_empty() {
         return Ok(held);
     }
-    let row = tx
-        .query_opt(
-            "SELECT epoch FROM leases
-             WHERE name = 'leader' AND holder = $1 AND holder_incarnation = $2 AND expires_at > $3
-             FOR SHARE",
-            &[
-                &node.node.as_str(),
-                &seq_sql(node.incarnation).map_err(data_err)?,
-                &now,
-            ],
-        )
+    let epoch = leader_term(tx, node)
         .await
-        .map_err(|e| sql_err(redact, "checking the leader lease", &e))?;
-    if let Some(row) = row {
-        let epoch: i64 = col(&row, 0, "leases.epoch").map_err(data_err)?;
-        if let Ok(epoch) = u64::try_from(epoch) {
-            if wanted.contains(&epoch) {
-                held.insert(epoch);
-            }
-        }
+        .map_err(|e| write_err(redact, "checking the leader lease", e))?;
+    if let Some(epoch) = epoch.filter(|e| wanted.contains(e)) {
+        held.insert(epoch);
     }
     Ok(held)
 }
 
-/// Step 2: who holds the group's keys (expired claims deleted first).
+/// The epoch under which `node` holds the leader lease now (by the
+/// database clock), if it does. The row is locked `FOR SHARE` until the
+/// transaction ends, so a takeover (an `UPDATE` of the row) waits for the
+/// transaction, or was seen by it: a write checked by this commits before
+/// the next term begins, or not at all. Every leader write of a store checks
+/// this way (group commits, retention's move).
+pub(crate) async fn leader_term(
+    tx: &Transaction<'_>,
+    node: &NodeBinding,
+) -> Result<Option<u64>, WriteError> {
+    let incarnation = seq_sql(node.incarnation).map_err(WriteError::Data)?;
+    let row = tx
+        .query_typed_opt(
+            "SELECT epoch FROM leases
+             WHERE name = 'leader' AND holder = $1 AND holder_incarnation = $2
+               AND expires_at > clock_timestamp()
+             FOR SHARE",
+            &[
+                (&node.node.as_str(), Type::TEXT),
+                (&incarnation, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(WriteError::Sql)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let epoch: i64 = col(&row, 0, "leases.epoch").map_err(WriteError::Data)?;
+    Ok(u64::try_from(epoch).ok())
+}
+
+/// The refusal of a leader write under `epoch` by a node that does not hold
+/// the lease under it.
+pub(crate) fn not_leading(epoch: u64) -> StoreError {
+    StoreError::Io(format!(
+        "fenced: a leader's write under epoch {epoch}, and this node does not hold the leader \
+         lease under it (any more)"
+    ))
+}
+
+/// Step 2: who holds the group's keys. Expired claims are deleted (the
+/// statement's snapshot still shows them: they are left out).
 async fn read_claims(
     tx: &Transaction<'_>,
     group: &[&AppendReq],
-    now: DateTime<Utc>,
     redact: &Redactor,
 ) -> Result<HashMap<String, RequestId>, GroupError> {
     let keys: Vec<&str> = group
@@ -284,16 +333,15 @@ async fn read_claims(
     if keys.is_empty() {
         return Ok(owners);
     }
-    tx.execute(
-        "DELETE FROM claims WHERE key = ANY($1) AND expires_at <= $2",
-        &[&keys, &now],
-    )
-    .await
-    .map_err(|e| sql_err(redact, "removing expired dedup claims", &e))?;
     let rows = tx
-        .query(
-            "SELECT key, request_id FROM claims WHERE key = ANY($1)",
-            &[&keys],
+        .query_typed(
+            "WITH expired AS (
+                 DELETE FROM claims WHERE key = ANY($1) AND expires_at <= clock_timestamp()
+                 RETURNING key
+             )
+             SELECT key, request_id FROM claims
+             WHERE key = ANY($1) AND key NOT IN (SELECT key FROM expired)",
+            &[(&keys, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(|e| sql_err(redact, "reading dedup claims", &e))?;
@@ -338,10 +386,7 @@ fn plan(
     let mut changed: BTreeSet<RequestId> = BTreeSet::new();
     for req in group {
         if let Some(epoch) = req.opts.leader_epoch.filter(|e| !leading.contains(e)) {
-            p.answers.push(Err(StoreError::Io(format!(
-                "fenced: a leader's write under epoch {epoch}, and this node does not hold the \
-                 leader lease under it (any more)"
-            ))));
+            p.answers.push(Err(not_leading(epoch)));
             continue;
         }
         if let Some(key) = &req.opts.dedup_key {
@@ -443,12 +488,17 @@ async fn write_claims(
     let ids: Vec<&str> = claims.iter().map(|c| c.1.as_str()).collect();
     let expiring: Vec<bool> = claims.iter().map(|c| c.2).collect();
     let rows = tx
-        .query(
+        .query_typed(
             "INSERT INTO claims (key, request_id, expires_at)
              SELECT k, r, CASE WHEN e THEN $4::timestamptz END
              FROM unnest($1::text[], $2::text[], $3::bool[]) AS c(k, r, e)
              ON CONFLICT DO NOTHING RETURNING key",
-            &[&keys, &ids, &expiring, &expires],
+            &[
+                (&keys, Type::TEXT_ARRAY),
+                (&ids, Type::TEXT_ARRAY),
+                (&expiring, Type::BOOL_ARRAY),
+                (&expires, Type::TIMESTAMPTZ),
+            ],
         )
         .await
         .map_err(|e| sql_err(redact, "claiming dedup keys", &e))?;
@@ -464,15 +514,42 @@ async fn write_claims(
     Ok(())
 }
 
-/// Step 4: the events.
+/// Step 4: the partitions of the group's seqs, if this store does not know
+/// them to exist (the keeper makes them ahead: this is the safety net, see
+/// [`crate::partitions`]).
+async fn make_room(tx: &Transaction<'_>, plan: &Plan, cx: &GroupCx<'_>) -> Result<(), GroupError> {
+    let (Some(first), last) = (plan.events.first(), plan.tip.0) else {
+        return Ok(());
+    };
+    if cx.partitions.covers(last) {
+        return Ok(());
+    }
+    let hi = partitions::cover(tx, first.seq, last, cx.partitions.span())
+        .await
+        .map_err(|e| write_err(&cx.connector.redact, "making a partition of events", e))?;
+    cx.partitions.note(hi);
+    Ok(())
+}
+
+/// Step 4: the events. An insert that finds no partition for its seq (the
+/// only check `events` has) means partitions were dropped under this store:
+/// it forgets what it knew, and the group runs again, making them.
 async fn write_events(
     tx: &Transaction<'_>,
     events: &[Stored],
-    redact: &Redactor,
+    cx: &GroupCx<'_>,
 ) -> Result<(), GroupError> {
-    rows::insert_events(tx, events)
-        .await
-        .map_err(|e| write_err(redact, "inserting events", e))
+    let redact = &cx.connector.redact;
+    match rows::insert_events(tx, events).await {
+        Err(WriteError::Sql(e)) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
+            cx.partitions.forget();
+            Err(GroupError::NotCommitted {
+                error: redact.io("inserting events", &e),
+                retry: true,
+            })
+        }
+        other => other.map_err(|e| write_err(redact, "inserting events", e)),
+    }
 }
 
 /// Step 4: the records the group changed.

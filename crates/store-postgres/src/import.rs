@@ -15,9 +15,10 @@
 //!    nothing: it was archived in the source), and the dedup claims their
 //!    `received` events carry: for good, or (`dedup_expires`) until the
 //!    event's time plus the store's dedup TTL, not imported once expired;
-//! 3. insert the events, upsert the records and claims, move the tip (its
-//!    time to the last event's, so later appends keep times monotonic),
-//!    COMMIT.
+//! 3. make the partitions of `events` the seqs need, if missing (in the
+//!    same transaction), insert the events, upsert the records and claims,
+//!    move the tip (its time to the last event's, so later appends keep
+//!    times monotonic), COMMIT.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -28,6 +29,7 @@ use youops_core::model::{AuditEvent, EventBody, RequestId};
 
 use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
 use crate::conn::{is_connection, Redactor};
+use crate::partitions;
 use crate::rows::{self, Stored, WriteError};
 use crate::PgStore;
 
@@ -48,6 +50,11 @@ pub(crate) async fn import(store: &PgStore, events: Vec<AuditEvent>) -> Result<(
             .map_err(|e| redact.io("BEGIN", &e))?;
         let (tip, now) = lock_tip(&tx, redact).await?;
         check_start(first, &tip)?;
+        let parts = &store.inner.partitions;
+        let hi = partitions::cover(&tx, first.seq, last.seq, parts.span())
+            .await
+            .map_err(|e| e.report(redact, "making partitions of events"))?;
+        parts.note(hi);
         let known = read_records(&tx, &events, redact).await?;
         let records = fold_records(&events, known);
         let claims = claims(&events, store.inner.dedup_ttl, now);

@@ -73,8 +73,9 @@
 //! `batches` (committed batch ids, kept a day) and `schema_migrations`;
 //! since version 2, for cluster coordination, `nodes` (incarnations,
 //! heartbeats, fencing), `leases` (the `leader` lease and its epoch) and
-//! `locks` (op locks as leases). What a rolling upgrade with nodes of both
-//! versions may do: see [`SCHEMA_VERSION`].
+//! `locks` (op locks as leases); since version 3, `events` is partitioned by
+//! seq ranges, made ahead of the tip (see `partitions.rs`). What a rolling
+//! upgrade with nodes of both versions may do: see [`SCHEMA_VERSION`].
 //!
 //! ## Cluster coordination
 //!
@@ -100,7 +101,11 @@
 //! node can read ([`PgStore::archived_events`]) and verify them:
 //! [`verify`](AuditStore::verify) walks the archive table, then the live
 //! events, which must follow on (its report is the live chain's, starting
-//! at the checkpoint, as the trait defines it).
+//! at the checkpoint, as the trait defines it). The partitions of `events`
+//! archived whole are dropped; only the archived rows of the one archived
+//! in part are deleted. As the cluster's leader
+//! ([`archive_as`](AuditStore::archive_as)), its writes are fenced by the
+//! leader's epoch, as every leader write is.
 //!
 //! ## Secrets
 //!
@@ -114,6 +119,7 @@ pub mod coord;
 mod faults;
 mod group;
 mod import;
+mod partitions;
 mod reads;
 mod rows;
 mod schema;
@@ -137,6 +143,7 @@ pub use url::{PgUrl, SslMode};
 
 use conn::{Connector, Pool, Redactor};
 use group::{AppendReq, NodeBinding};
+use partitions::Partitions;
 use writer::{Msg, Writer};
 
 /// How a [`PgStore`] is opened.
@@ -182,9 +189,10 @@ struct Inner {
     /// How long an expiring dedup claim holds ([`PgOptions::dedup_ttl`]), for
     /// [`PgStore::import`] (the writer has its own copy).
     dedup_ttl: chrono::Duration,
-    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     faults: Arc<Faults>,
     node: Arc<std::sync::Mutex<Option<NodeBinding>>>,
+    /// The partitions of `events` this store knows, and their keeper.
+    partitions: Arc<Partitions>,
 }
 
 impl fmt::Debug for PgStore {
@@ -218,10 +226,58 @@ impl PgStore {
 
     /// Open the store at a parsed [`PgUrl`].
     pub async fn open_url(url: PgUrl, opts: PgOptions) -> Result<PgStore, StoreError> {
+        Self::open_spanned(url, opts, partitions::SPAN, SCHEMA_VERSION).await
+    }
+
+    /// Open the store at `url` with partitions of `events` of `span` seqs
+    /// (tests reach several partitions with a few events).
+    #[cfg(feature = "test-util")]
+    pub async fn open_with_partition_span(
+        url: &str,
+        opts: PgOptions,
+        span: u64,
+    ) -> Result<PgStore, StoreError> {
+        let url = PgUrl::parse(url)
+            .map_err(|e| StoreError::Io(format!("invalid PostgreSQL URL: {e}")))?;
+        Self::open_spanned(url, opts, span.max(1), SCHEMA_VERSION).await
+    }
+
+    /// Open the store at `url` as the code of schema version `version` (1 or
+    /// 2) would, for tests of upgrades: migrate only that far, and make no
+    /// partitions of `events` (those versions have none).
+    #[cfg(feature = "test-util")]
+    pub async fn open_at_schema(
+        url: &str,
+        opts: PgOptions,
+        version: i32,
+    ) -> Result<PgStore, StoreError> {
+        let url = PgUrl::parse(url)
+            .map_err(|e| StoreError::Io(format!("invalid PostgreSQL URL: {e}")))?;
+        if !(1..=2).contains(&version) {
+            return Err(StoreError::Io(format!(
+                "open_at_schema: version {version} is not one without partitions (1 or 2)"
+            )));
+        }
+        Self::open_spanned(url, opts, partitions::SPAN, version).await
+    }
+
+    async fn open_spanned(
+        url: PgUrl,
+        opts: PgOptions,
+        span: u64,
+        schema: i32,
+    ) -> Result<PgStore, StoreError> {
         let session = session_name(&url);
         let connector = Arc::new(Connector::new(&url, &session)?);
         let mut first = connector.connect().await?;
-        schema::migrate(&mut first.client, &connector.redact).await?;
+        schema::migrate(&mut first.client, &connector.redact, schema).await?;
+        let partitions = if schema >= 3 {
+            let ready = partitions::ahead(&mut first.client, &connector.redact, span).await?;
+            Partitions::start(Arc::clone(&connector), span, ready)
+        } else {
+            Partitions::none()
+        };
+        let partitions = Arc::new(partitions);
         let dedup_ttl = chrono::Duration::from_std(opts.dedup_ttl)
             .map_err(|_| StoreError::Io(format!("dedup TTL {:?} is too long", opts.dedup_ttl)))?;
         let (tx, rx) = mpsc::channel(opts.max_group.max(1) * 4);
@@ -237,6 +293,7 @@ impl PgStore {
             faults: Arc::clone(&faults),
             last_sweep: None,
             node: Arc::clone(&node),
+            partitions: Arc::clone(&partitions),
         };
         tokio::spawn(writer.run());
         Ok(PgStore {
@@ -250,6 +307,7 @@ impl PgStore {
                 dedup_ttl,
                 faults,
                 node,
+                partitions,
             }),
         })
     }
@@ -422,6 +480,21 @@ impl AuditStore for PgStore {
         through_seq: u64,
         dir: &Path,
     ) -> Result<Option<ArchiveReport>, StoreError> {
-        archive::archive(self, through_seq, dir).await
+        archive::archive(self, through_seq, dir, None).await
+    }
+
+    /// Fenced by `leader_epoch`: the checkpoint is a leader write
+    /// ([`AppendOptions::leader_epoch()`]), and moving the events and
+    /// removing the records checks the lease in its own transaction (see
+    /// the crate docs on retention). A refusal is an error starting
+    /// `fenced:` ([`coord::is_fenced`]); it leaves the events live and the
+    /// archive directory as it was.
+    async fn archive_as(
+        &self,
+        through_seq: u64,
+        dir: &Path,
+        leader_epoch: Option<u64>,
+    ) -> Result<Option<ArchiveReport>, StoreError> {
+        archive::archive(self, through_seq, dir, leader_epoch).await
     }
 }

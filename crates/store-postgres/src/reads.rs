@@ -335,8 +335,8 @@ pub(crate) async fn size_on_disk(pool: &Pool) -> Result<u64, StoreError> {
     let row = pool
         .query_one(
             "measuring the store's tables",
-            "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint
-             FROM unnest($1::text[]) AS t",
+            "SELECT coalesce(sum(pg_total_relation_size(p.relid)), 0)::bigint
+             FROM unnest($1::text[]) AS t, pg_partition_tree(to_regclass(t)) AS p",
             &[&tables],
         )
         .await?;

@@ -1,13 +1,20 @@
 //! The rows a group commit and an import both write: events, and the
 //! request records folded from them.
+//!
+//! Statements go out typed (`query_typed`: parse, bind and execute in one
+//! message, no round trip to prepare), so that a group commit can send
+//! several at once and wait for their answers together (see
+//! [`crate::group`]).
 
 use std::collections::{BTreeSet, HashMap};
 
+use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 use youops_core::audit::StoreError;
 use youops_core::model::RequestId;
 
 use crate::codec::{self, col, seq_of, seq_sql, Entry};
+use crate::conn::Redactor;
 
 /// An event as inserted into `events`.
 #[derive(Debug)]
@@ -30,6 +37,16 @@ pub(crate) enum WriteError {
     Sql(tokio_postgres::Error),
 }
 
+impl WriteError {
+    /// As the store reports it: `what` failed, the password removed.
+    pub(crate) fn report(self, redact: &Redactor, what: &str) -> StoreError {
+        match self {
+            WriteError::Data(d) => d,
+            WriteError::Sql(e) => redact.io(what, &e),
+        }
+    }
+}
+
 /// The records of the requests `ids`, as stored (under the caller's tip
 /// lock, so no other node changes them meanwhile).
 pub(crate) async fn read_records(
@@ -42,9 +59,9 @@ pub(crate) async fn read_records(
     }
     let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
     let rows = tx
-        .query(
+        .query_typed(
             "SELECT id, record, first_seq FROM requests WHERE id = ANY($1)",
-            &[&ids],
+            &[(&ids, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(WriteError::Sql)?;
@@ -83,10 +100,17 @@ pub(crate) async fn insert_events(
     let canonical: Vec<&[u8]> = events.iter().map(|e| e.canonical.as_slice()).collect();
     let prev: Vec<&str> = events.iter().map(|e| e.prev_hash.as_str()).collect();
     let hash: Vec<&str> = events.iter().map(|e| e.hash.as_str()).collect();
-    tx.execute(
+    tx.query_typed(
         "INSERT INTO events (seq, request_id, kind, canonical, prev_hash, hash)
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])",
-        &[&seqs, &ids, &kinds, &canonical, &prev, &hash],
+        &[
+            (&seqs, Type::INT8_ARRAY),
+            (&ids, Type::TEXT_ARRAY),
+            (&kinds, Type::TEXT_ARRAY),
+            (&canonical, Type::BYTEA_ARRAY),
+            (&prev, Type::TEXT_ARRAY),
+            (&hash, Type::TEXT_ARRAY),
+        ],
     )
     .await
     .map_err(WriteError::Sql)?;
@@ -105,7 +129,7 @@ pub(crate) async fn upsert_records(
     for e in records {
         c.push(e).map_err(WriteError::Data)?;
     }
-    tx.execute(
+    tx.query_typed(
         "INSERT INTO requests (id, state, terminal, op, principal, frontend, created_ns,
                                first_seq, last_seq, record)
          SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[],
@@ -113,16 +137,16 @@ pub(crate) async fn upsert_records(
          ON CONFLICT (id) DO UPDATE SET state = excluded.state, terminal = excluded.terminal,
              last_seq = excluded.last_seq, record = excluded.record",
         &[
-            &c.id,
-            &c.state,
-            &c.terminal,
-            &c.op,
-            &c.principal,
-            &c.frontend,
-            &c.created,
-            &c.first,
-            &c.last,
-            &c.record,
+            (&c.id, Type::TEXT_ARRAY),
+            (&c.state, Type::TEXT_ARRAY),
+            (&c.terminal, Type::BOOL_ARRAY),
+            (&c.op, Type::TEXT_ARRAY),
+            (&c.principal, Type::TEXT_ARRAY),
+            (&c.frontend, Type::TEXT_ARRAY),
+            (&c.created, Type::INT8_ARRAY),
+            (&c.first, Type::INT8_ARRAY),
+            (&c.last, Type::INT8_ARRAY),
+            (&c.record, Type::TEXT_ARRAY),
         ],
     )
     .await

@@ -40,14 +40,43 @@ const MIGRATION_LOCK: i64 = 0x796f_756f_7073_6d67;
 ///   exclusive among the version-2 nodes only; an old node may run them at
 ///   the same time (as it did before version 2, when nothing coordinated).
 ///   Stop the old nodes before relying on cluster-wide exclusivity.
-pub const SCHEMA_VERSION: i32 = 2;
+///
+/// # Rolling upgrades (version 2 to 3)
+///
+/// Version 3 turns `events` into a table partitioned by seq ranges (made
+/// ahead of the tip, see `partitions.rs`): the version-2 table, its rows and
+/// indexes kept as they are, becomes the first partition (seqs from 0
+/// through its last), under a new partitioned `events` with the same
+/// columns, primary key and indexes. No other table changes. While nodes of both versions share a
+/// database:
+///
+/// - a node whose code knows only version 2 refuses to START against a
+///   database at version 3 (as above: the upgrade is one way);
+/// - while the first version-3 node migrates, every node's reads and
+///   appends of `events` wait: the migration holds an exclusive lock on the
+///   table until it commits, and attaching the old table as a partition
+///   reads it once whole (to check its rows fit the range; nothing is
+///   copied or rewritten);
+/// - version-2 nodes started before the migration keep appending, reading,
+///   verifying and archiving: the columns are the same, an insert goes to
+///   the partition of its seq and a `DELETE` reaches every partition (their
+///   archives delete row by row and leave empty partitions behind, which
+///   the next version-3 archive drops; they are not fenced by the leader's
+///   epoch either);
+/// - but they make no partitions: their appends land in those the
+///   version-3 nodes make ahead of the tip (a span ahead, checked after
+///   their own commits and every minute). With no version-3 node running,
+///   the old nodes' appends fail ("no partition of relation "events" found
+///   for row") once the chain outgrows the partitions made ahead;
+/// - their `size_on_disk` counts `events` as empty (the size of a
+///   partitioned table is that of its partitions, which they do not add).
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Version 1: the chain tip, the live events and the archived ones, request
 /// records, dedup claims and committed batches.
 ///
-/// Removing archived rows from `events` is a plain `DELETE`; partitioning
-/// `events` by seq ranges (and detaching old partitions) is the later
-/// optimisation for very large chains.
+/// Removing archived rows from `events` is a plain `DELETE` here; version 3
+/// partitions `events` by seq ranges, so that retention drops them whole.
 const V1: &str = r"
 CREATE TABLE tip (
     id smallint PRIMARY KEY CHECK (id = 1),
@@ -156,15 +185,52 @@ CREATE TABLE locks (
 CREATE INDEX locks_by_holder ON locks (holder, holder_incarnation);
 ";
 
+/// Version 3: `events` partitioned by seq ranges ([`crate::partitions`]).
+///
+/// The version-2 table becomes the partition `events_p0` of seqs `0..=` its
+/// last (renamed with its indexes; attaching reuses them as the partitions
+/// of the new table's primary key and indexes, so nothing is rebuilt or
+/// copied); the partitions after it are made by the code, ahead of the tip
+/// (no DEFAULT partition, see [`crate::partitions`]).
+const V3: &str = r"
+ALTER TABLE events RENAME TO events_p0;
+ALTER INDEX events_pkey RENAME TO events_p0_pkey;
+ALTER INDEX events_by_request RENAME TO events_p0_by_request;
+ALTER INDEX events_checkpoints RENAME TO events_p0_checkpoints;
+
+CREATE TABLE events (
+    seq bigint NOT NULL,
+    request_id text,
+    kind text NOT NULL,
+    canonical bytea NOT NULL,
+    prev_hash text NOT NULL,
+    hash text NOT NULL,
+    PRIMARY KEY (seq)
+) PARTITION BY RANGE (seq);
+CREATE INDEX events_by_request ON events (request_id, seq) WHERE request_id IS NOT NULL;
+CREATE INDEX events_checkpoints ON events (seq) WHERE kind = 'checkpoint';
+
+DO $$
+DECLARE
+    hi bigint;
+BEGIN
+    SELECT coalesce(max(seq), 0) + 1 INTO hi FROM events_p0;
+    EXECUTE format('ALTER TABLE events ATTACH PARTITION events_p0 FOR VALUES FROM (0) TO (%s)', hi);
+END
+$$;
+";
+
 /// Every migration, oldest first: `(version, SQL)`.
 fn migrations() -> Vec<(i32, String)> {
     vec![
         (1, V1.replace("{GENESIS}", GENESIS_HASH)),
         (2, V2.to_string()),
+        (3, V3.to_string()),
     ]
 }
 
-/// The tables of the store (for `size_on_disk`).
+/// The tables of the store (for `size_on_disk`; a partitioned table counts
+/// its partitions).
 pub(crate) const TABLES: &[&str] = &[
     "tip",
     "events",
@@ -178,9 +244,14 @@ pub(crate) const TABLES: &[&str] = &[
     "locks",
 ];
 
-/// Bring the schema up to [`SCHEMA_VERSION`], in one transaction under the
-/// advisory lock; refuse a database whose schema is newer.
-pub(crate) async fn migrate(client: &mut Client, redact: &Redactor) -> Result<(), StoreError> {
+/// Bring the schema up to `up_to` ([`SCHEMA_VERSION`], or older for tests of
+/// upgrades), in one transaction under the advisory lock; refuse a database
+/// whose schema is newer than the code.
+pub(crate) async fn migrate(
+    client: &mut Client,
+    redact: &Redactor,
+    up_to: i32,
+) -> Result<(), StoreError> {
     let err = |what: &str, e: tokio_postgres::Error| redact.io(what, &e);
     let tx = client
         .transaction()
@@ -214,7 +285,10 @@ pub(crate) async fn migrate(client: &mut Client, redact: &Redactor) -> Result<()
              opens this database"
         )));
     }
-    for (version, sql) in migrations().into_iter().filter(|(v, _)| *v > current) {
+    let wanted = migrations()
+        .into_iter()
+        .filter(|(v, _)| *v > current && *v <= up_to);
+    for (version, sql) in wanted {
         tx.batch_execute(&sql)
             .await
             .map_err(|e| err(&format!("migration to schema version {version}"), e))?;

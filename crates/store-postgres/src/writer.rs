@@ -20,6 +20,7 @@ use crate::faults::Faults;
 use crate::group::{
     batch_committed, commit_group, Answer, AppendReq, GroupCx, GroupError, NodeBinding,
 };
+use crate::partitions::Partitions;
 
 /// What the writer is asked.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub(crate) struct Writer {
     pub(crate) last_sweep: Option<Instant>,
     /// The cluster node this store writes as, once bound.
     pub(crate) node: Arc<std::sync::Mutex<Option<NodeBinding>>>,
+    /// The partitions of `events` known to exist, and their keeper.
+    pub(crate) partitions: Arc<Partitions>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -115,12 +118,14 @@ impl Writer {
         loop {
             let faults = Arc::clone(&self.faults);
             let connector = Arc::clone(&self.connector);
+            let partitions = Arc::clone(&self.partitions);
             let node = self.node.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let cx = GroupCx {
                 connector: &connector,
                 dedup_ttl: self.dedup_ttl,
                 faults: &faults,
                 node: node.as_ref(),
+                partitions: &partitions,
             };
             let result = match self.conn().await {
                 Ok(conn) => commit_group(conn, group, &cx).await,

@@ -275,6 +275,22 @@ pub trait AuditStore: Send + Sync + fmt::Debug + 'static {
         let _ = (through_seq, dir);
         Err(StoreError::Io("this audit store does not archive".into()))
     }
+    /// [`archive`](Self::archive) as the cluster's leader under
+    /// `leader_epoch`: retention is leader-only work, so a store shared by
+    /// several nodes refuses the archive's writes (its checkpoint, moving
+    /// and removing the archived events) once this node no longer holds the
+    /// leader lease under that epoch, as it refuses any write under
+    /// [`AppendOptions::leader_epoch()`]. `None`: no leader (one machine).
+    /// The default archives unfenced: a store of one machine has no leader.
+    async fn archive_as(
+        &self,
+        through_seq: u64,
+        dir: &std::path::Path,
+        leader_epoch: Option<u64>,
+    ) -> Result<Option<ArchiveReport>, StoreError> {
+        let _ = leader_epoch;
+        self.archive(through_seq, dir).await
+    }
 }
 
 /// What [`AuditStore::archive`] did.

@@ -221,6 +221,15 @@ impl AuditStore for InstrumentedStore {
     ) -> Result<Option<ArchiveReport>, StoreError> {
         self.inner.archive(through_seq, dir).await
     }
+
+    async fn archive_as(
+        &self,
+        through_seq: u64,
+        dir: &std::path::Path,
+        leader_epoch: Option<u64>,
+    ) -> Result<Option<ArchiveReport>, StoreError> {
+        self.inner.archive_as(through_seq, dir, leader_epoch).await
+    }
 }
 
 #[cfg(test)]

@@ -109,11 +109,12 @@ pub(crate) fn spawn_retention(
         let (store, leadership) = (store.clone(), leadership.clone());
         tokio::spawn(async move {
             leadership
-                .run_while_leader(&stop, |_, lost| {
+                .run_while_leader(&stop, |term, lost| {
                     let (store, dir) = (store.clone(), dir.clone());
                     async move {
                         loop {
-                            if let Err(e) = retain(store.as_ref(), keep, &dir).await {
+                            let epoch = Some(term.epoch);
+                            if let Err(e) = retain(store.as_ref(), keep, &dir, epoch).await {
                                 tracing::warn!(error = %e, "audit retention");
                             }
                             tokio::select! {
@@ -180,10 +181,13 @@ pub(crate) fn install_reload(
 
 /// One retention check: when the store holds more than `keep` + 10 % events,
 /// archive all but the newest `keep` (events of requests in flight stay).
+/// `leader_epoch`: the term of the cluster leader running it, whose writes
+/// the store refuses once that term is over ([`AuditStore::archive_as`]).
 pub async fn retain(
     store: &dyn AuditStore,
     keep: u64,
     dir: &std::path::Path,
+    leader_epoch: Option<u64>,
 ) -> Result<Option<youops_core::audit::ArchiveReport>, youops_core::audit::StoreError> {
     let (tip, _) = store.head().await?;
     let start = store.events(0, 1).await?.first().map_or(1, |e| e.seq);
@@ -191,7 +195,7 @@ pub async fn retain(
     if live <= keep.saturating_add(keep / 10) {
         return Ok(None);
     }
-    let report = store.archive(tip - keep, dir).await?;
+    let report = store.archive_as(tip - keep, dir, leader_epoch).await?;
     if report.is_some() {
         // Archiving frees a lot at once (the archived records and read
         // buffers): give it back to the OS.

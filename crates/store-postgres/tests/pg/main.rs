@@ -15,6 +15,7 @@ mod locks;
 mod migrations;
 mod nodes;
 mod partition;
+mod partitioned;
 mod restart;
 mod retention;
 mod secrets;

@@ -300,39 +300,16 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Write `toml` to `youops.toml` in a fresh temp dir and start a daemon on it.
     pub(crate) async fn start(toml: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("youops.toml");
-        std::fs::write(&config_path, toml).expect("write config");
-        let cfg = youops_core::config::Config::load(&config_path)
-            .unwrap_or_else(|e| panic!("test config does not load:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let mut opts = youops::RunOptions::default();
-        opts.listener = Some(listener);
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            youops::run(cfg, opts, async move {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| format!("{e:#}"))
-        });
-        let api = Api::new(format!("http://{addr}"));
-        let d = Daemon {
-            dir,
-            config_path,
-            addr,
-            api,
-            stop: Some(tx),
-            task: Some(task),
-        };
-        wait_healthy(&d.api).await;
-        d
+        Daemon::start_inner(toml, false).await
     }
 
     /// Like [`Daemon::start`], also running the built-in frontends the config
     /// enables (as `youops serve` does).
     pub(crate) async fn start_with_frontends(toml: &str) -> Daemon {
+        Daemon::start_inner(toml, true).await
+    }
+
+    async fn start_inner(toml: &str, frontends: bool) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("youops.toml");
         std::fs::write(&config_path, toml).expect("write config");
@@ -342,9 +319,11 @@ impl Daemon {
         let addr = listener.local_addr().expect("local addr");
         let mut opts = youops::RunOptions::default();
         opts.listener = Some(listener);
-        youops::frontends::build_parts(&cfg, &[])
-            .unwrap_or_else(|e| panic!("test frontends do not build: {e:?}"))
-            .into_options(&mut opts);
+        if frontends {
+            youops::frontends::build_parts(&cfg, &[])
+                .unwrap_or_else(|e| panic!("test frontends do not build: {e:?}"))
+                .into_options(&mut opts);
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             youops::run(cfg, opts, async move {

@@ -166,7 +166,9 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
                 .filter(|b| b.contains("<!-- youops:status "))
                 .collect();
             assert!(marked.len() <= 1, "one status comment: {marked:#?}");
-            marked.iter().any(|b| b.contains(&format!("state={state} ")))
+            marked
+                .iter()
+                .any(|b| b.contains(&format!("state={state} ")))
         }
     };
     wait_until(Duration::from_secs(20), status_of("running")).await;

@@ -441,6 +441,13 @@ impl AuditStore for PgStore {
         reads::request_events(&self.inner.pool, id).await
     }
 
+    async fn requests_events(
+        &self,
+        ids: &[RequestId],
+    ) -> Result<std::collections::HashMap<RequestId, Vec<AuditEvent>>, StoreError> {
+        reads::requests_events(&self.inner.pool, ids).await
+    }
+
     async fn find_dedup(&self, key: &str) -> Result<Option<RequestId>, StoreError> {
         reads::find_dedup(&self.inner.pool, key).await
     }

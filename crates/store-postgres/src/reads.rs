@@ -45,6 +45,31 @@ pub(crate) async fn request_events(
     codec::events(&rows)
 }
 
+/// The events of each of `ids`, in one read.
+pub(crate) async fn requests_events(
+    pool: &Pool,
+    ids: &[RequestId],
+) -> Result<std::collections::HashMap<RequestId, Vec<AuditEvent>>, StoreError> {
+    let mut out: std::collections::HashMap<RequestId, Vec<AuditEvent>> = Default::default();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows = pool
+        .query(
+            "reading requests' events",
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE request_id = ANY($1) ORDER BY seq"),
+            &[&ids],
+        )
+        .await?;
+    for e in codec::events(&rows)? {
+        if let Some(id) = e.request_id {
+            out.entry(id).or_default().push(e);
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn find_dedup(pool: &Pool, key: &str) -> Result<Option<RequestId>, StoreError> {
     let row = pool
         .query_opt(

@@ -243,6 +243,23 @@ pub trait AuditStore: Send + Sync + fmt::Debug + 'static {
     async fn request(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError>;
     /// Every event of a request, in order.
     async fn request_events(&self, id: RequestId) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Every event of each of `ids`, in order, by request; a request with no
+    /// event is left out. A node that follows a shared store reads the
+    /// histories of a page of other nodes' events at once: a store that
+    /// answers over a network does it in one read.
+    async fn requests_events(
+        &self,
+        ids: &[RequestId],
+    ) -> Result<std::collections::HashMap<RequestId, Vec<AuditEvent>>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            let events = self.request_events(*id).await?;
+            if !events.is_empty() {
+                out.insert(*id, events);
+            }
+        }
+        Ok(out)
+    }
     /// The request that claimed a dedup key.
     async fn find_dedup(&self, key: &str) -> Result<Option<RequestId>, StoreError>;
     /// Requests newest first, matching `filter`, older than `before` (for paging).

@@ -7,8 +7,7 @@
 //! A node alone does not follow the store: every event is its own, and is
 //! published as it is committed.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::decide::CANCEL_REQUESTED;
@@ -122,14 +121,17 @@ impl Executor {
     /// that event. Events of no request (global notices, checkpoints) have
     /// no record to go with and are not lifecycle events.
     async fn publish_remote(&self, events: Vec<AuditEvent>) -> Result<()> {
-        let mut histories: HashMap<RequestId, Vec<AuditEvent>> = HashMap::new();
+        // Their requests' histories in one read of the store, not one each.
+        let ids: Vec<RequestId> = events
+            .iter()
+            .filter_map(|e| e.request_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let histories = self.inner.store.requests_events(&ids).await?;
         for e in events {
             let Some(id) = e.request_id else { continue };
-            let history = match histories.entry(id) {
-                Entry::Occupied(h) => h.into_mut(),
-                Entry::Vacant(v) => v.insert(self.inner.store.request_events(id).await?),
-            };
-            let Some(record) = fold_through(history, e.seq) else {
+            let Some(record) = histories.get(&id).and_then(|h| fold_through(h, e.seq)) else {
                 continue;
             };
             self.react(&e, &record);

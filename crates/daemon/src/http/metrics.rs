@@ -187,6 +187,12 @@ impl AuditStore for InstrumentedStore {
     async fn request_events(&self, id: RequestId) -> Result<Vec<AuditEvent>, StoreError> {
         self.inner.request_events(id).await
     }
+    async fn requests_events(
+        &self,
+        ids: &[RequestId],
+    ) -> Result<std::collections::HashMap<RequestId, Vec<AuditEvent>>, StoreError> {
+        self.inner.requests_events(ids).await
+    }
     async fn find_dedup(&self, key: &str) -> Result<Option<RequestId>, StoreError> {
         self.inner.find_dedup(key).await
     }

@@ -293,6 +293,23 @@ async fn check_group_records(store: &dyn AuditStore, per_task: &[TaskAnswers]) -
             "events of request {id}"
         );
     }
+    // The same histories read at once, an unknown request left out.
+    let mut ids: Vec<RequestId> = per_task.iter().map(|(id, _)| *id).collect();
+    ids.push(RequestId::new());
+    let all = store.requests_events(&ids).await.must("requests_events")?;
+    ensure_eq!(
+        all.len(),
+        per_task.len(),
+        "requests with events read at once"
+    );
+    for (id, answers) in per_task {
+        let mine: Vec<AuditEvent> = answers.iter().flatten().cloned().collect();
+        ensure_eq!(
+            all.get(id),
+            Some(&mine),
+            "events of request {id}, read at once"
+        );
+    }
     ensure_eq!(
         store.active_requests().await.must("active_requests")?,
         [],

@@ -13,10 +13,16 @@
 //!
 //! Each configuration gets two loads of `POST /api/v1/requests` (a builtin
 //! no-op; the `202` goes out once the request's `received` event is durable),
-//! round robin over its nodes: a closed loop of `--clients` (saturation:
-//! durable requests/s), then an open loop at `--rate` in total ([`crate::load`],
-//! as `youops-load`: ack p50/p99/max from the scheduled send). It prints one
-//! Markdown table, and the load average before and after.
+//! round robin over its nodes: an open loop at `--rate` in total
+//! ([`crate::load`], as `youops-load`: ack p50/p99/max from the scheduled
+//! send), then a closed loop of `--clients` (saturation: durable
+//! requests/s). The open loop goes first: after the saturation phase, the
+//! database spends seconds checkpointing and vacuuming the tens of thousands
+//! of requests it just took, and an open loop then measures that recovery
+//! rather than the latency at its rate. Before each phase the server is
+//! checkpointed (what the last phase wrote is written out before, not
+//! during it). It prints one Markdown table, and the load average before and
+//! after.
 //!
 //! ```text
 //! youops-cluster-bench --youops target/release/youops [--nodes 1,2,3] \
@@ -79,14 +85,20 @@ fn run(args: &Args) -> Result<(), String> {
     eprintln!("PostgreSQL: {}", pg.socket_dir().display());
 
     let raw_db = pg.try_create_database()?;
+    // Each phase starts on a settled server: what a phase before it wrote
+    // is checkpointed first, not during it.
+    let settle = || pgraw::settle(&ctx.rt, &raw_db);
     let raw = raw_phase(&ctx, &raw_db, args.clients)?;
+    settle()?;
     let raw1 = raw_phase(&ctx, &raw_db, 1)?;
     let mut rows = Vec::new();
     if !args.no_embedded {
+        settle()?;
         let store = Store::Embedded(tmp.path().join("store"));
         rows.push(ctx.measure("embedded log store", 1, &store)?);
     }
     for &n in &args.nodes {
+        settle()?;
         let store = Store::Postgres(pg.try_create_database()?);
         rows.push(ctx.measure("PostgreSQL", n, &store)?);
     }
@@ -201,6 +213,13 @@ impl<'a> Ctx<'a> {
                 body: body.clone(),
             })
             .collect();
+        let open = load::open_loop(&self.rt, &self.client, &targets, &self.open);
+        eprintln!(
+            "open loop: p99 {}, statuses {:?}, {} errors",
+            fmt_ms(open.lat_ms(99.0)),
+            open.statuses,
+            open.errors
+        );
         let a = self.args;
         let sat = load::closed_loop(
             &self.rt,
@@ -220,13 +239,6 @@ impl<'a> Ctx<'a> {
             sat.first_error
                 .as_deref()
                 .map_or(String::new(), |e| format!(" (first: {e})"))
-        );
-        let open = load::open_loop(&self.rt, &self.client, &targets, &self.open);
-        eprintln!(
-            "open loop: p99 {}, statuses {:?}, {} errors",
-            fmt_ms(open.lat_ms(99.0)),
-            open.statuses,
-            open.errors
         );
         let mut log_issues = 0;
         for node in nodes {

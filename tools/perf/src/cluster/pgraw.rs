@@ -27,6 +27,21 @@ pub(crate) struct Raw {
 /// The bytes each row carries: about one audit event line.
 const ROW_BYTES: usize = 420;
 
+/// Let the server settle after a load: `CHECKPOINT` (it writes out what
+/// the last phase dirtied, which it would otherwise do during the next
+/// one, on the same disk), then a second of quiet.
+pub(crate) fn settle(rt: &tokio::runtime::Runtime, url: &str) -> Result<(), String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    rt.block_on(async {
+        let c = connect(&config).await?;
+        c.batch_execute("CHECKPOINT")
+            .await
+            .map_err(|e| format!("CHECKPOINT: {e}"))?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    })
+}
+
 /// `clients` loops of insert-and-commit on database `url` (which gets the
 /// table), `warmup` then `duration` measured.
 pub(crate) fn insert_commit(

@@ -165,9 +165,11 @@ struct Inner {
     tail: Mutex<tail::Cursor>,
     /// How often the store is read for other nodes' events (`None`: alone).
     follow_every: Option<Duration>,
-    /// Appends hold it shared until their events are published; reading
-    /// other nodes' events holds it alone.
-    tail_gate: tokio::sync::RwLock<()>,
+    /// The appends between their start and the publication of their
+    /// events, which a read of other nodes' events waits for.
+    appends: tail::OpenAppends,
+    /// One read of other nodes' events at a time.
+    tail_reader: tokio::sync::Mutex<()>,
     /// Op lock keys held across the cluster (`None`: alone, the node's own
     /// locks are all there is).
     shared_locks: Option<Arc<dyn SharedLocks>>,
@@ -293,7 +295,8 @@ impl ExecutorBuilder {
             leadership: self.leadership.clone(),
             tail: Mutex::new(tail::Cursor::default()),
             follow_every: self.follow_every,
-            tail_gate: tokio::sync::RwLock::new(()),
+            appends: tail::OpenAppends::default(),
+            tail_reader: tokio::sync::Mutex::new(()),
             shared_locks: self.shared_locks,
         });
         let exec = Executor { inner };
@@ -572,7 +575,7 @@ impl Executor {
         events: Vec<NewEvent>,
         opts: AppendOptions,
     ) -> Result<()> {
-        let _published = self.append_guard().await;
+        let _published = self.append_guard();
         let stored = self.inner.store.append(events, opts).await?;
         for e in stored {
             record.apply(&e);
@@ -612,7 +615,7 @@ impl Executor {
                     .ok_or_else(|| Error::Internal("notice vanished".into()))
             }
             None => {
-                let _published = self.append_guard().await;
+                let _published = self.append_guard();
                 let mut v = self
                     .inner
                     .store

@@ -108,7 +108,7 @@ impl Executor {
         let mut opts = AppendOptions::durable();
         opts.dedup_key = sub.dedup_key.clone();
         opts.dedup_expires = sub.dedup_key.is_some() && sub.dedup_expires;
-        let _published = self.append_guard().await;
+        let _published = self.append_guard();
         let stored = match store.append(events, opts).await {
             Ok(s) => s,
             Err(StoreError::Duplicate(existing)) => return self.duplicate(existing).await,

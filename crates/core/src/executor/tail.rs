@@ -38,17 +38,67 @@ impl Cursor {
     }
 }
 
-/// While held, no event of this node is between its append and its
-/// publication (see [`Executor::catch_up`]); `None` when not following.
-pub(super) type AppendGuard<'a> = Option<tokio::sync::RwLockReadGuard<'a, ()>>;
+/// The appends of this node between their start and the publication of
+/// their events, each by a ticket taken in order (see
+/// [`Executor::catch_up`]).
+#[derive(Debug, Default)]
+pub(super) struct OpenAppends {
+    state: std::sync::Mutex<Tickets>,
+    closed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Tickets {
+    next: u64,
+    open: BTreeSet<u64>,
+}
+
+impl OpenAppends {
+    /// The first ticket not yet taken.
+    fn horizon(&self) -> u64 {
+        lock(&self.state).next
+    }
+
+    /// Wait until every append whose ticket is below `horizon` has closed.
+    /// Appends after it go on meanwhile.
+    async fn wait_below(&self, horizon: u64) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the check, so a close right after it wakes us.
+            closed.as_mut().enable();
+            if lock(&self.state).open.first().is_none_or(|t| *t >= horizon) {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// Held by an append from before its store call until its events are
+/// published (`None` when not following).
+pub(super) struct AppendGuard<'a> {
+    appends: &'a OpenAppends,
+    ticket: u64,
+}
+
+impl Drop for AppendGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.appends.state).open.remove(&self.ticket);
+        self.appends.closed.notify_waiters();
+    }
+}
 
 impl Executor {
     /// Hold across an append and the publication of its events.
-    pub(super) async fn append_guard(&self) -> AppendGuard<'_> {
-        match self.inner.follow_every {
-            Some(_) => Some(self.inner.tail_gate.read().await),
-            None => None,
-        }
+    pub(super) fn append_guard(&self) -> Option<AppendGuard<'_>> {
+        self.inner.follow_every?;
+        let appends = &self.inner.appends;
+        let mut state = lock(&appends.state);
+        let ticket = state.next;
+        state.next += 1;
+        state.open.insert(ticket);
+        Some(AppendGuard { appends, ticket })
     }
 
     /// Start following the store, if this executor was built to.
@@ -95,12 +145,17 @@ impl Executor {
     /// executor also calls it on its follow interval.
     pub async fn catch_up(&self) -> Result<usize> {
         let (read, remote) = {
-            // With the gate held, every event this node appended so far is
-            // in `local` (appends hold it shared from the append until
-            // their events are published).
-            let _gate = self.inner.tail_gate.write().await;
+            let _one = self.inner.tail_reader.lock().await;
             let after = lock(&self.inner.tail).after;
             let events = self.inner.store.events(after, PAGE).await?;
+            // An event of this node among those read was committed before
+            // the read, by an append that took its ticket before that:
+            // below the horizon taken now. Once those appends closed, its
+            // seq is in `local`. Appends that start meanwhile are not
+            // waited for (they are not held up either): their events come
+            // after those read.
+            let horizon = self.inner.appends.horizon();
+            self.inner.appends.wait_below(horizon).await;
             let mut c = lock(&self.inner.tail);
             let mut remote = Vec::new();
             for e in &events {

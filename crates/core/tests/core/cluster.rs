@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use youops_core::audit::AuditStore as _;
 use youops_core::cluster::{Leadership, NodeId};
 use youops_core::{Executor, State};
 
@@ -129,6 +130,68 @@ async fn every_node_sees_every_event_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(on_b.try_recv().is_err());
     assert!(on_a.try_recv().is_err());
+}
+
+/// The seqs of the next `n` lifecycle events `rx` publishes.
+async fn collect(
+    rx: &mut tokio::sync::broadcast::Receiver<youops_core::Lifecycle>,
+    n: usize,
+) -> Vec<u64> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let ev = within(20, "lifecycle events", rx.recv()).await.unwrap();
+        seen.push(ev.event.seq);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_concurrent_appends_each_node_publishes_each_event_once() {
+    // Both nodes append while they read each other's events every few
+    // milliseconds: a node's own event read back from the store must not
+    // be published again, another's must be published once.
+    let (probe, _started) = Probe::new();
+    let h = start(OPS, |b| {
+        b.builtin("hold", probe.builtin())
+            .node(node("a"))
+            .follow_store(Duration::from_millis(2))
+    })
+    .await;
+    let b = another(&h, "b", &probe).await;
+    let (start, _) = h.store.head().await.unwrap();
+    let mut on_a = h.exec.subscribe();
+    let mut on_b = b.subscribe();
+    let mut tasks = Vec::new();
+    for exec in [h.exec.clone(), b.clone(), h.exec.clone(), b.clone()] {
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                exec.submit(sub("db.drop", "alice")).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all: Vec<u64> = h
+        .store
+        .events(start, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.request_id.is_some())
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(all.len(), 400, "200 requests, received and pending each");
+    for (name, rx) in [("a", &mut on_a), ("b", &mut on_b)] {
+        let mut seen = collect(rx, all.len()).await;
+        seen.sort_unstable();
+        assert_eq!(seen, all, "node {name} publishes each event once");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        on_a.try_recv().is_err() && on_b.try_recv().is_err(),
+        "nothing twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ mod decide;
 mod handle;
 mod help;
 mod locks;
+mod node;
 mod rate;
 mod recover;
 mod run;
@@ -173,6 +174,7 @@ struct Inner {
     /// Op lock keys held across the cluster (`None`: alone, the node's own
     /// locks are all there is).
     shared_locks: Option<Arc<dyn SharedLocks>>,
+    leader_state: Option<Arc<dyn crate::cluster::LeaderState>>,
 }
 
 /// The executor handle. Cheap to clone.
@@ -202,6 +204,7 @@ pub struct ExecutorBuilder {
     leadership: Leadership,
     follow_every: Option<Duration>,
     shared_locks: Option<Arc<dyn SharedLocks>>,
+    leader_state: Option<Arc<dyn crate::cluster::LeaderState>>,
 }
 
 impl ExecutorBuilder {
@@ -261,6 +264,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Where the work that happens once per cluster keeps its state between
+    /// leadership terms (see [`crate::cluster::LeaderState`]).
+    pub fn leader_state(mut self, state: Arc<dyn crate::cluster::LeaderState>) -> Self {
+        self.leader_state = Some(state);
+        self
+    }
+
     /// Start the executor: requests a crash left in flight on this node are
     /// marked `interrupted`, and pending approvals are picked up again.
     pub async fn build(self) -> Result<Executor> {
@@ -298,6 +308,7 @@ impl ExecutorBuilder {
             appends: tail::OpenAppends::default(),
             tail_reader: tokio::sync::Mutex::new(()),
             shared_locks: self.shared_locks,
+            leader_state: self.leader_state,
         });
         let exec = Executor { inner };
         exec.start_tail().await?;
@@ -352,6 +363,7 @@ impl Executor {
             leadership: Leadership::solo(),
             follow_every: None,
             shared_locks: None,
+            leader_state: None,
         }
     }
 
@@ -415,39 +427,6 @@ impl Executor {
             .policy
             .resolve(&actor.frontend, &actor.external_id)
             .map(String::from)
-    }
-
-    /// This node's id in a cluster (`None` alone).
-    pub fn node(&self) -> Option<&NodeId> {
-        self.inner.node.as_ref()
-    }
-
-    /// This node's leadership of the work that happens once per cluster.
-    pub fn leadership(&self) -> &Leadership {
-        &self.inner.leadership
-    }
-
-    /// Render, besides this node's own, the feedback of requests received by
-    /// `receivers` (exactly these, replacing the last call's; `None` stands
-    /// for requests received before the store was shared). The cluster's
-    /// leader adopts the nodes it declared dead, and lets go of them when
-    /// they rejoin or when it stops leading.
-    pub fn adopt_feedback(&self, receivers: std::collections::BTreeSet<Option<NodeId>>) {
-        let shown: Vec<String> = receivers
-            .iter()
-            .map(|n| n.as_ref().map_or("(none)".into(), NodeId::to_string))
-            .collect();
-        if self.inner.feedback.adopt(receivers) {
-            tracing::info!(
-                receivers = ?shown,
-                "this node now renders the feedback of requests received by these nodes too"
-            );
-        }
-    }
-
-    /// Whose requests' feedback this node's frontends render.
-    pub(crate) fn feedback_owners(&self) -> Arc<crate::cluster::FeedbackOwners> {
-        self.inner.feedback.clone()
     }
 
     fn publish(&self, event: AuditEvent, record: &RequestRecord) {

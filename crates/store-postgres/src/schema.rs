@@ -70,7 +70,17 @@ const MIGRATION_LOCK: i64 = 0x796f_756f_7073_6d67;
 ///   for row") once the chain outgrows the partitions made ahead;
 /// - their `size_on_disk` counts `events` as empty (the size of a
 ///   partitioned table is that of its partitions, which they do not add).
-pub const SCHEMA_VERSION: i32 = 3;
+///
+/// # Rolling upgrades (version 3 to 4)
+///
+/// Version 4 only ADDS the table `leader_state`, where the leader's work
+/// keeps its state between terms ([`crate::coord::Coordinator::save_state`]).
+/// Version-3 nodes keep working, but a version-3 leader's reconciler keeps
+/// its state in its node's own files, as before: after a term of an old
+/// node, a new node's reconciler goes on from the state the last version-4
+/// leader saved, and may apply again what the old leader applied meanwhile
+/// if the branch moved. Finish the upgrade before relying on it.
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Version 1: the chain tip, the live events and the archived ones, request
 /// records, dedup claims and committed batches.
@@ -220,12 +230,24 @@ END
 $$;
 ";
 
+/// Version 4: the state of the leader's work, by name (a reconciler's last
+/// commit and applied state), written by the leader under its epoch.
+const V4: &str = r"
+CREATE TABLE leader_state (
+    name text PRIMARY KEY,
+    state bytea NOT NULL,
+    epoch bigint NOT NULL,
+    saved_at timestamptz NOT NULL
+);
+";
+
 /// Every migration, oldest first: `(version, SQL)`.
 fn migrations() -> Vec<(i32, String)> {
     vec![
         (1, V1.replace("{GENESIS}", GENESIS_HASH)),
         (2, V2.to_string()),
         (3, V3.to_string()),
+        (4, V4.to_string()),
     ]
 }
 
@@ -242,6 +264,7 @@ pub(crate) const TABLES: &[&str] = &[
     "nodes",
     "leases",
     "locks",
+    "leader_state",
 ];
 
 /// Bring the schema up to `up_to` ([`SCHEMA_VERSION`], or older for tests of

@@ -31,6 +31,9 @@
 //!   reported lost ([`Coordinator::lock_lost`], [`LockRenewal::lost`]) while
 //!   the database still holds it for this node, so its run can stop before
 //!   another node can take the key.
+//! - **The leader's state** ([`Coordinator::save_state`],
+//!   [`Coordinator::load_state`]): what the leader's work keeps between
+//!   terms, saved under the leader's epoch.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -71,6 +74,7 @@
 mod lane;
 mod leader;
 mod locks;
+mod state;
 
 use std::collections::HashMap;
 use std::fmt;

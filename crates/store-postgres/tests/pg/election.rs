@@ -118,6 +118,14 @@ async fn one_leader_at_a_time_and_another_takes_over() {
         .await
         .expect_err("a follower's write is fenced");
     assert!(is_fenced(&err), "{err}");
+    // The leader's state: saved by the leader, never by a follower.
+    assert_eq!(coords[follower].load_state("git").await.unwrap(), None);
+    coords[first].save_state(e1, "git", b"one").await.unwrap();
+    let err = coords[follower]
+        .save_state(e1, "git", b"not mine")
+        .await
+        .expect_err("a follower's save is fenced");
+    assert!(is_fenced(&err), "{err}");
 
     // The leader vanishes (its campaign dropped, the lease left to expire):
     // another takes over within the TTL and a few renewal periods.
@@ -135,6 +143,22 @@ async fn one_leader_at_a_time_and_another_takes_over() {
         .await
         .expect_err("the old epoch is fenced");
     assert!(is_fenced(&err), "{err}");
+    // The next leader goes on from what the last one saved; the deposed
+    // one can no longer overwrite it.
+    assert_eq!(
+        coords[second].load_state("git").await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    let err = coords[first]
+        .save_state(e1, "git", b"stale")
+        .await
+        .expect_err("a deposed leader's save is fenced");
+    assert!(is_fenced(&err), "{err}");
+    coords[second].save_state(e2, "git", b"two").await.unwrap();
+    assert_eq!(
+        coords[first].load_state("git").await.unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
 
     // The second resigns: the third takes over without waiting for the TTL.
     let resigned = tokio::time::Instant::now();

@@ -84,11 +84,11 @@ async fn a_version_1_database_is_migrated_keeping_its_chain() {
     let a = join(&store, "a").await;
     assert_eq!(a.incarnation(), 1);
     store
-        .append(vec![notice("at version 3")], AppendOptions::durable())
+        .append(vec![notice("at version 4")], AppendOptions::durable())
         .await
         .unwrap();
     assert!(store.verify().await.unwrap().ok());
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
 }
 
 /// Each event's `(seq, hash)`, by seq.
@@ -132,9 +132,10 @@ async fn a_version_2_database_with_events_is_partitioned_by_the_migration_to_3()
         "a plain table at version 2"
     );
 
-    // A version-3 node migrates, while the version-2 node runs on.
+    // A node of this version migrates (through 3), while the version-2
+    // node runs on.
     let new = open(&url).await;
-    assert_eq!(versions(&c).await, [1, 2, 3]);
+    assert_eq!(versions(&c).await, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
     assert_eq!(relkind(&c, "events").await, "p", "partitioned");
     let bound: String = c
         .query_one(

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use youops_core::audit::{AuditStore, StoreError};
-use youops_core::cluster::{Leadership, NodeId};
+use youops_core::cluster::{LeaderState, Leadership, NodeId, Term};
 use youops_core::config::StoreUrl;
 use youops_core::executor::SharedLocks;
 use youops_core::RequestId;
@@ -104,6 +104,7 @@ impl ClusterNode {
             .leadership(self.leadership())
             .follow_store(FOLLOW_EVERY)
             .shared_locks(Arc::new(locks))
+            .leader_state(Arc::new(SavedState(self.coordinator.clone())))
     }
 
     /// The leader's sweep of dead nodes, every heartbeat, until `stop`.
@@ -228,6 +229,21 @@ impl ClusterStatusSource for StatusSource {
                 .collect(),
             checked_at: chrono::Utc::now(),
         })
+    }
+}
+
+/// The leader's state between terms, in the cluster's database.
+#[derive(Debug)]
+struct SavedState(Coordinator);
+
+#[async_trait::async_trait]
+impl LeaderState for SavedState {
+    async fn load(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.load_state(name).await
+    }
+
+    async fn save(&self, name: &str, state: &[u8], term: Term) -> Result<(), StoreError> {
+        self.0.save_state(term.epoch, name, state).await
     }
 }
 

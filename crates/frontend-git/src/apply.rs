@@ -161,7 +161,7 @@ impl Engine {
         st.target = Some(head.to_string());
         st.note(head, &self.cfg.branch).plan = plan_lines(plan);
         self.publish_note(exec, st, head).await;
-        self.save(st)
+        self.save(st).await
     }
 
     /// Submit the changes that are due; a change that cannot be submitted is

@@ -80,7 +80,7 @@ impl Engine {
             note.drift.drain(..excess);
             self.publish_note(exec, st, &target).await;
         }
-        self.save(st)?;
+        self.save(st).await?;
         Ok(report)
     }
 
@@ -165,7 +165,7 @@ impl Engine {
         let actor = self.actor(&info);
         st.heal_seq += 1;
         let seq = st.heal_seq;
-        self.save(st)?;
+        self.save(st).await?;
         let mut pending = Vec::new();
         for e in heal {
             let dedup = format!("git:{target}:{}:{}:heal-{seq}", e.id(), e.action.as_str());

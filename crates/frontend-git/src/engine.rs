@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use git2::Oid;
 use tokio::sync::Notify;
+use youops_core::cluster::{LeaderState, Term};
 use youops_core::{Actor, Executor, RequestId, RequestRecord, State};
 
 use crate::config::{GitConfig, Kinds};
@@ -41,6 +42,9 @@ pub(crate) struct Engine {
     /// Kinds whose observer is failing, with the error last put on the audit
     /// record (so a lasting failure is recorded once, not on every check).
     pub(crate) observe_failing: std::sync::Mutex<HashMap<String, String>>,
+    /// In a cluster, while this node leads: where the state is saved for
+    /// the next leader, and the term it is saved under.
+    pub(crate) term: std::sync::Mutex<Option<(Arc<dyn LeaderState>, Term)>>,
 }
 
 /// Run blocking git work off the async threads.
@@ -86,6 +90,7 @@ impl Engine {
             dirty: AtomicBool::new(false),
             metrics,
             observe_failing: std::sync::Mutex::new(HashMap::new()),
+            term: std::sync::Mutex::new(None),
         }
     }
 
@@ -104,11 +109,48 @@ impl Engine {
         base.saturating_mul(factor).min(self.cfg.retry_max)
     }
 
-    pub(crate) fn save(&self, st: &Persisted) -> Result<(), GitError> {
+    /// Save the state to the state file and, in a cluster, for the next
+    /// leader (under this node's term: refused once it no longer leads).
+    pub(crate) async fn save(&self, st: &Persisted) -> Result<(), GitError> {
         self.metrics
             .retries_pending
             .set(st.retries.values().filter(|r| !r.gave_up).count() as f64);
-        st.save(&self.cfg.state_dir).map_err(GitError::State)
+        st.save(&self.cfg.state_dir).map_err(GitError::State)?;
+        let term = self.term.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((shared, term)) = term {
+            let bytes = serde_json::to_vec(st).map_err(|e| GitError::State(e.to_string()))?;
+            shared.save(NAME, &bytes, term).await.map_err(|e| {
+                GitError::State(format!("saving the state for the next leader: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// This node leads (`term`): in a cluster, go on from the state the
+    /// last leader saved (this node's own file may be stale, or empty), and
+    /// save for the next one from now on.
+    pub(crate) async fn begin_term(&self, exec: &Executor, term: Term) -> Result<(), GitError> {
+        let Some(shared) = exec.leader_state() else {
+            return Ok(());
+        };
+        let saved = shared
+            .load(NAME)
+            .await
+            .map_err(|e| GitError::State(format!("reading the last leader's state: {e}")))?;
+        let mut work = self.work.lock().await;
+        if let Some(bytes) = saved {
+            let st: Persisted = serde_json::from_slice(&bytes)
+                .map_err(|e| GitError::State(format!("the last leader's state: {e}")))?;
+            st.save(&self.cfg.state_dir).map_err(GitError::State)?;
+            work.state = Some(st);
+        }
+        *self.term.lock().unwrap_or_else(|p| p.into_inner()) = Some((shared, term));
+        Ok(())
+    }
+
+    /// This node's term ended.
+    pub(crate) fn end_term(&self) {
+        *self.term.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub(crate) fn load(&self, work: &mut Work) -> Result<(), GitError> {
@@ -239,7 +281,7 @@ impl Engine {
             .errors
             .push(format!("refused: {reason}; {consequence}"));
         self.publish_note(exec, st, &info.id).await;
-        self.save(st)
+        self.save(st).await
     }
 
     pub(crate) async fn report_invalid(
@@ -270,7 +312,7 @@ impl Engine {
         .await?;
         st.note(commit, &self.cfg.branch).errors = lines;
         self.publish_note(exec, st, commit).await;
-        self.save(st)
+        self.save(st).await
     }
 }
 

@@ -250,14 +250,25 @@ impl Frontend for GitFrontend {
         // Reconciling (and updating notes as requests end) happens once per
         // cluster: on the leader.
         let failed = std::sync::Mutex::new(None);
-        ctx.while_leader(|_, lost| {
-            let mut term = ctx.clone();
-            term.shutdown = lost;
+        ctx.while_leader(|term, lost| {
+            let mut cx = ctx.clone();
+            cx.shutdown = lost;
             let (engine, failed) = (self.engine.clone(), &failed);
             async move {
-                if let Err(e) = engine.serve(term).await {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                // Without the last leader's state, reconciling could apply
+                // again what it applied: wait for the next term instead.
+                match engine.begin_term(&cx.executor, term).await {
+                    Ok(()) => {
+                        if let Err(e) = engine.serve(cx).await {
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(frontend = NAME, error = %e, "not reconciling this term");
+                        cx.shutdown.cancelled().await;
+                    }
                 }
+                engine.end_term();
             }
         })
         .await;

@@ -39,7 +39,7 @@ impl Engine {
             let st = work.state.as_mut().expect("loaded");
             if !dry_run && !st.initialized {
                 st.initialized = true;
-                self.save(st)?;
+                self.save(st).await?;
             }
             return Ok(plan);
         };

@@ -133,7 +133,7 @@ impl Engine {
             st.note(&commit, &self.cfg.branch)
                 .set_request(&id, ev.record.state.as_str(), "");
             self.publish_note(exec, st, &commit).await;
-            if let Err(e) = self.save(st) {
+            if let Err(e) = self.save(st).await {
                 tracing::warn!(frontend = NAME, error = %e, "saving git frontend state failed");
             }
         }

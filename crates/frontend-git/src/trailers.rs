@@ -29,7 +29,7 @@ impl Engine {
             // history written before YouOps watched the branch do not run.
             st.initialized = true;
             st.last_seen = Some(head_s);
-            return self.save(st);
+            return self.save(st).await;
         }
         if st.last_seen.as_deref() == Some(head_s.as_str()) {
             return Ok(());
@@ -76,11 +76,11 @@ impl Engine {
             self.run_trailers(exec, work, c).await?;
             let st = work.state.as_mut().expect("loaded");
             st.last_seen = Some(c.id.clone());
-            self.save(st)?;
+            self.save(st).await?;
         }
         let st = work.state.as_mut().expect("loaded");
         st.last_seen = Some(head_s);
-        self.save(st)
+        self.save(st).await
     }
 
     async fn run_trailers(

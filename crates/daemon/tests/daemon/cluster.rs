@@ -119,6 +119,7 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     let url = pg.create_database();
     let fake = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let (repo, gitops) = gitops_repo(dir.path());
     let mut nodes = Vec::new();
     for name in ["a", "b", "c"] {
         let d = dir.path().join(name);
@@ -126,7 +127,7 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
         let text = config(
             &format!("node_id = \"{name}\"\nlease_ttl = \"2s\""),
             &format!(
-                "{LOCKED_OP}{}",
+                "{LOCKED_OP}{}{gitops}",
                 github_section(&fake.base, "ack_timeout = \"3s\"")
             ),
         )
@@ -134,12 +135,13 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
         let config = write_config(&d, &text);
         let node = Served::spawn(&config, d.join("log")).await;
         if name == "a" {
-            // a starts first and leads.
+            // a starts first and leads: its reconciler applies ada.
             node.wait_log("this node leads the cluster").await;
         }
         nodes.push(node);
     }
     let [mut a, b, c] = <[Served; 3]>::try_from(nodes).ok().unwrap();
+    wait_applied(&b.api, "ada").await;
 
     // Load through every node, and a long run on a, the leader.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -200,6 +202,16 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     );
     let leads = |n: &Served| n.log_text().contains("this node leads the cluster");
     assert!(leads(&b) || leads(&c), "another node leads");
+    // Its reconciler took over: a new commit is applied, ada is not again.
+    commit_user(&repo, "bea");
+    wait_applied(&c.api, "bea").await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        killed.elapsed()
+    );
+    let ada = applied(&c.api, "ada").await;
+    assert_eq!(ada.len(), 1, "ada applied once: {ada:#?}");
     // The new leader adopted a's requests: the issue's status comment (the
     // same one, edited) tells the interruption.
     wait_until(Duration::from_secs(20), status_of("interrupted")).await;
@@ -221,6 +233,101 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     }
     let (_, v) = c.api.get("/api/v1/audit/verify", Some(ALICE)).await;
     assert_eq!(v["ok"], true, "{v:#}");
+}
+
+/// Run git in `repo`, as the committer the gitops principal maps.
+fn git(repo: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=Ops", "-c", "user.email=ops@example.com"])
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+/// Commit user `name` into `repo`'s desired state.
+fn commit_user(repo: &Path, name: &str) {
+    std::fs::write(
+        repo.join(format!("state/{name}.toml")),
+        format!(
+            "[[resource]]\nkind = \"user\"\nname = \"{name}\"\nemail = \"{name}@example.com\"\n"
+        ),
+    )
+    .unwrap();
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", name]);
+}
+
+/// A git repository under `dir` whose desired state holds user ada, and the
+/// config that reconciles it every second (its commits' author maps to a
+/// principal of role ops).
+fn gitops_repo(dir: &Path) -> (std::path::PathBuf, String) {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join("state")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    commit_user(&repo, "ada");
+    let section = format!(
+        r#"
+[[ops]]
+name = "user.apply"
+description = "Apply a user"
+runner = {{ type = "builtin", name = "echo" }}
+[[ops.params]]
+name = "name"
+type = "string"
+[[ops.params]]
+name = "email"
+type = "email"
+
+[principals.gitops]
+roles = ["ops"]
+identities = {{ git = ["ops@example.com"] }}
+
+[frontends.git]
+repo = "{}"
+branch = "main"
+path = "state"
+interval = "1s"
+
+[[kinds]]
+name = "user"
+apply = "user.apply"
+"#,
+        repo.display()
+    );
+    (repo, section)
+}
+
+/// The `user.apply` requests for user `name`.
+async fn applied(api: &Api, name: &str) -> Vec<Value> {
+    let (st, v) = api
+        .get("/api/v1/requests?op=user.apply&limit=200", Some(ALICE))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["request"]["args"]["name"] == name)
+        .collect()
+}
+
+/// Wait (bounded) until user `name` was applied.
+async fn wait_applied(api: &Api, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = applied(api, name).await;
+        if found.iter().any(|r| r["state"] == "succeeded") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never applied: {found:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Poll `done` until it holds; panic after `limit`.

@@ -2,14 +2,15 @@
 # Benchmark of cluster mode: 1, 2 and 3 `youops serve` daemons on one throw-away
 # PostgreSQL on this machine (initdb into a temp dir, Unix socket only, fsync on;
 # PostgreSQL must be installed: scripts/test.sh installs it), in one run of
-# `youops-cluster-bench` (tools/perf): for each configuration, durable requests/s
-# of POST /api/v1/requests (a builtin no-op op; the 202 is sent once the request's
-# `received` event is committed) under a closed loop of CLIENTS clients, and the
-# p50/p99/max acknowledgement latency of an open loop at RATE req/s in total, both
-# spread round robin over the nodes; beside, measured in the same run, one daemon
-# on the embedded log store under the same loads, and raw PostgreSQL
+# `youops-cluster-bench` (tools/perf): for each configuration, the p50/p99/max
+# acknowledgement latency of POST /api/v1/requests (a builtin no-op op; the 202 is
+# sent once the request's `received` event is committed) under an open loop at RATE
+# req/s in total, then durable requests/s under a closed loop of CLIENTS clients,
+# both spread round robin over the nodes; beside, measured in the same run, one
+# daemon on the embedded log store under the same loads, and raw PostgreSQL
 # `BEGIN; INSERT; COMMIT` of one row over the same socket (CLIENTS connections,
-# then one).
+# then one). Every phase starts after VACUUM (ANALYZE) of each database and a
+# CHECKPOINT, so that it does not pay for what the phase before it wrote.
 #
 #   scripts/bench-cluster.sh
 #

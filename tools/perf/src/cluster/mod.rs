@@ -19,9 +19,9 @@
 //! requests/s). The open loop goes first: after the saturation phase, the
 //! database spends seconds checkpointing and vacuuming the tens of thousands
 //! of requests it just took, and an open loop then measures that recovery
-//! rather than the latency at its rate. Before each phase the server is
-//! checkpointed (what the last phase wrote is written out before, not
-//! during it). It prints one Markdown table, and the load average before and
+//! rather than the latency at its rate. Before each phase every database is
+//! vacuumed and the server checkpointed (what the last phase left is
+//! vacuumed and written out before, not during it). It prints one Markdown table, and the load average before and
 //! after.
 //!
 //! ```text
@@ -85,8 +85,8 @@ fn run(args: &Args) -> Result<(), String> {
     eprintln!("PostgreSQL: {}", pg.socket_dir().display());
 
     let raw_db = pg.try_create_database()?;
-    // Each phase starts on a settled server: what a phase before it wrote
-    // is checkpointed first, not during it.
+    // Each phase starts on a settled server: what a phase before it left
+    // is vacuumed and checkpointed first, not during it.
     let settle = || pgraw::settle(&ctx.rt, &raw_db);
     let raw = raw_phase(&ctx, &raw_db, args.clients)?;
     settle()?;

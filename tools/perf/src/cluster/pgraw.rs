@@ -27,13 +27,31 @@ pub(crate) struct Raw {
 /// The bytes each row carries: about one audit event line.
 const ROW_BYTES: usize = 420;
 
-/// Let the server settle after a load: `CHECKPOINT` (it writes out what
-/// the last phase dirtied, which it would otherwise do during the next
-/// one, on the same disk), then a second of quiet.
+/// Let the server settle after a load: `VACUUM (ANALYZE)` every database
+/// and `CHECKPOINT` (the vacuuming and writing out of what the last phase
+/// left, which autovacuum and the checkpointer would otherwise do during
+/// the next one, on the same disk), then a second of quiet.
 pub(crate) fn settle(rt: &tokio::runtime::Runtime, url: &str) -> Result<(), String> {
     let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{url}: {e}"))?;
     rt.block_on(async {
         let c = connect(&config).await?;
+        let dbs = c
+            .query(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("listing databases: {e}"))?;
+        for row in dbs {
+            let name: String = row.get(0);
+            let mut each = config.clone();
+            each.dbname(&name);
+            connect(&each)
+                .await?
+                .batch_execute("VACUUM (ANALYZE)")
+                .await
+                .map_err(|e| format!("VACUUM of {name}: {e}"))?;
+        }
         c.batch_execute("CHECKPOINT")
             .await
             .map_err(|e| format!("CHECKPOINT: {e}"))?;

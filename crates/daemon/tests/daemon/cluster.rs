@@ -177,6 +177,7 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let killed = Instant::now();
+    let takeover = tokio::spawn(leads_after([b.log.clone(), c.log.clone()], killed));
     a.signal(nix::sys::signal::Signal::SIGKILL);
     a.wait_exit(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -200,8 +201,13 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
         "took {:?}",
         killed.elapsed()
     );
-    let leads = |n: &Served| n.log_text().contains("this node leads the cluster");
-    assert!(leads(&b) || leads(&c), "another node leads");
+    // Another node leads within the lease TTL (2 s) of a's last renewal,
+    // give or take scheduling under a loaded test run.
+    let took = takeover.await.unwrap();
+    assert!(
+        took < Duration::from_secs(6),
+        "another node led after {took:?}"
+    );
     // Its reconciler took over: a new commit is applied, ada is not again.
     commit_user(&repo, "bea");
     wait_applied(&c.api, "bea").await;
@@ -327,6 +333,27 @@ async fn wait_applied(api: &Api, name: &str) {
             "{name} never applied: {found:#?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long after `since` one of `logs` first says its node leads (polled;
+/// panics after 30 s).
+async fn leads_after(logs: [std::path::PathBuf; 2], since: Instant) -> Duration {
+    let leads = |p: &std::path::PathBuf| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .contains("this node leads the cluster")
+    };
+    assert!(!logs.iter().any(leads), "only a led before the kill");
+    loop {
+        if logs.iter().any(leads) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "no node took over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -243,13 +243,7 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
 
 /// Run git in `repo`, as the committer the gitops principal maps.
 fn git(repo: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=Ops", "-c", "user.email=ops@example.com"])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
+    git_as(repo, "ops@example.com", args);
 }
 
 /// Commit user `name` into `repo`'s desired state.

@@ -10,20 +10,9 @@ use serde_json::json;
 use crate::stdout;
 use crate::support::*;
 
-/// Run git in `dir` (a real repository; committer identity given inline).
+/// Run git in `dir`, as a committer no principal maps.
 fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=Stranger",
-            "-c",
-            "user.email=stranger@example.com",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", describe(&out));
+    git_as(dir, "stranger@example.com", args);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -704,3 +704,15 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Run git in `dir` (a real repository), committing as `email`.
+pub(crate) fn git_as(dir: &Path, email: &str, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Committer", "-c"])
+        .arg(format!("user.email={email}"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", describe(&out));
+}

@@ -150,6 +150,10 @@ impl Engine {
         // longer needs a change needs no retry.
         st.retries
             .retain(|id, r| r.commit == head && changing.contains(id));
+        if plan.changes().next().is_some() {
+            st.applying = Some(head.to_string());
+            self.save(st).await?;
+        }
         let pending = self.submit_changes(exec, st, plan, head, &actor, now).await;
         let records =
             futures::future::join_all(pending.iter().map(|(_, id, _)| settled(exec, *id))).await;
@@ -159,6 +163,7 @@ impl Engine {
             self.record_result(st, &mut plan.entries[idx], head, (rid, attempt), &rec, now);
         }
         st.target = Some(head.to_string());
+        st.applying = None;
         st.note(head, &self.cfg.branch).plan = plan_lines(plan);
         self.publish_note(exec, st, head).await;
         self.save(st).await

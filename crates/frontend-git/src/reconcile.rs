@@ -8,7 +8,7 @@ use git2::Oid;
 use youops_core::Executor;
 
 use crate::desired::DesiredState;
-use crate::engine::{blocking, now_ms, Engine, Work};
+use crate::engine::{blocking, now_ms, Engine, Work, NAME};
 use crate::error::GitError;
 use crate::observe::Current;
 use crate::plan::{self, Plan};
@@ -17,18 +17,64 @@ use crate::state::Persisted;
 
 impl Engine {
     /// One pass: with `full`, the head is planned even when already reconciled;
-    /// a `dry_run` submits nothing and changes nothing.
+    /// a `dry_run` submits nothing and changes nothing. A pass that was cut
+    /// short while applying a commit ([`Persisted::applying`]) is first run
+    /// again at that commit.
     pub(crate) async fn pass(
         self: &Arc<Self>,
         exec: &Executor,
         dry_run: bool,
         full: bool,
     ) -> Result<Plan, GitError> {
+        if !dry_run {
+            self.resume(exec).await?;
+        }
+        self.pass_at(exec, dry_run, full, None).await
+    }
+
+    /// Run the pass cut short at its commit again, if there is one: the
+    /// changes it submitted find their requests by their dedup keys and are
+    /// recorded as applied, not submitted again under the branch's newer
+    /// head. If that commit can no longer be planned, it is given up.
+    async fn resume(self: &Arc<Self>, exec: &Executor) -> Result<(), GitError> {
+        let applying = {
+            let mut guard = self.work.lock().await;
+            self.load(&mut guard)?;
+            guard.state.as_ref().and_then(|s| s.applying.clone())
+        };
+        let Some(commit) = applying else {
+            return Ok(());
+        };
+        tracing::info!(frontend = NAME, commit = %commit, "resuming a pass cut short");
+        let pinned = Oid::from_str(&commit).map_err(|e| GitError::State(e.to_string()));
+        let resumed = match pinned {
+            Ok(oid) => self.pass_at(exec, false, true, Some(oid)).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = resumed {
+            tracing::warn!(frontend = NAME, commit = %commit, error = %e, "could not resume the pass cut short; going on from the head");
+            let mut guard = self.work.lock().await;
+            let st = guard.state.as_mut().expect("loaded");
+            st.applying = None;
+            self.save(st).await?;
+        }
+        Ok(())
+    }
+
+    /// A pass at the branch's head, or at `pinned`.
+    async fn pass_at(
+        self: &Arc<Self>,
+        exec: &Executor,
+        dry_run: bool,
+        full: bool,
+        pinned: Option<Oid>,
+    ) -> Result<Plan, GitError> {
         let mut guard = self.work.lock().await;
         let work = &mut *guard;
         self.load(work)?;
         self.metrics.passes.increment(1);
         let head = self.fetch_head().await?;
+        let head = pinned.or(head);
         let mut plan = Plan {
             branch: self.cfg.branch.clone(),
             commit: head.map(|h| h.to_string()),
@@ -44,7 +90,9 @@ impl Engine {
             return Ok(plan);
         };
         let head_s = head.to_string();
-        if !dry_run {
+        // Trailers are the head's business (a resumed commit's were run
+        // before it was applied).
+        if !dry_run && pinned.is_none() {
             self.history(exec, work, head).await?;
         }
         if !full && self.reconciled(work.state.as_ref().expect("loaded"), &head_s) {

@@ -165,6 +165,14 @@ pub(crate) struct Persisted {
     pub last_seen: Option<String>,
     #[serde(default)]
     pub target: Option<String>,
+    /// The commit whose changes are being applied, saved before they are
+    /// submitted and cleared once the pass saved their results: if the
+    /// pass is cut short (a crash, or a new leader), the next pass first
+    /// plans that commit again, so the changes it submitted are found by
+    /// their dedup keys instead of being submitted again under a newer
+    /// commit's.
+    #[serde(default)]
+    pub applying: Option<String>,
     #[serde(default)]
     pub applied: BTreeMap<String, Applied>,
     #[serde(default)]

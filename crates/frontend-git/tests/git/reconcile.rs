@@ -505,3 +505,54 @@ async fn a_new_commit_supersedes_a_retry() {
     assert_eq!(reqs[1].request.args["size"].as_text(), "2");
     assert_eq!(h.metrics.gauge("youops_git_retries_pending"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_cut_short_is_resumed_at_its_commit_not_applied_again() {
+    let mut h = H::local("", false).await;
+    let repo = h.repo();
+    let c1 = commit(
+        &repo,
+        &[(
+            "state/users.toml",
+            Some(&users_file(&[("alice", "alice@example.com")])),
+        )],
+        "alice",
+        "alice@example.com",
+    );
+    reconcile_once(&h.exec, &h.git, false).await.unwrap();
+    assert_eq!(h.world.names(), vec!["alice"]);
+
+    // The state as a process killed after alice's request succeeded, but
+    // before its pass saved (or a node whose copy is that old): still
+    // applying c1, alice not recorded as applied.
+    let path = h.dir.path().join("gitstate/state.json");
+    let mut st: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(st["applying"], serde_json::Value::Null, "a finished pass");
+    st["applied"] = serde_json::json!({});
+    st["target"] = serde_json::Value::Null;
+    st["applying"] = serde_json::json!(c1.to_string());
+    std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
+    h.restart().await;
+
+    // The branch moved on meanwhile: the next pass applies bob, and alice's
+    // request of c1 is found again, not made anew under the new commit.
+    commit(
+        &repo,
+        &[(
+            "state/users.toml",
+            Some(&users_file(&[
+                ("alice", "alice@example.com"),
+                ("bob", "bob@example.com"),
+            ])),
+        )],
+        "bob",
+        "alice@example.com",
+    );
+    let plan = reconcile_once(&h.exec, &h.git, false).await.unwrap();
+    assert_eq!(plan.count(Action::Create), 1, "{plan}");
+    assert_eq!(h.world.names(), vec!["alice", "bob"], "alice ran once");
+    let reqs = h.requests("user.apply").await;
+    assert_eq!(reqs.len(), 2, "{reqs:#?}");
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(st["applying"], serde_json::Value::Null);
+}

@@ -74,8 +74,10 @@
 //! since version 2, for cluster coordination, `nodes` (incarnations,
 //! heartbeats, fencing), `leases` (the `leader` lease and its epoch) and
 //! `locks` (op locks as leases); since version 3, `events` is partitioned by
-//! seq ranges, made ahead of the tip (see `partitions.rs`). What a rolling
-//! upgrade with nodes of both versions may do: see [`SCHEMA_VERSION`].
+//! seq ranges, made ahead of the tip (see `partitions.rs`); since version 4,
+//! `leader_state` (what the leader's work keeps between terms). What a
+//! rolling upgrade with nodes of both versions may do: see
+//! [`SCHEMA_VERSION`].
 //!
 //! ## Cluster coordination
 //!

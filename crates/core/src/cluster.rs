@@ -102,25 +102,6 @@ impl From<NodeId> for String {
     }
 }
 
-/// Where the work that happens once per cluster keeps its state between
-/// leadership terms: a reconciler's last commit seen and the state it last
-/// applied. The next leader goes on from what the last one saved, instead
-/// of from its own node's (stale, or empty) copy. A node alone has none.
-#[async_trait::async_trait]
-pub trait LeaderState: Send + Sync + fmt::Debug {
-    /// The state saved under `name`, if any.
-    async fn load(&self, name: &str) -> Result<Option<Vec<u8>>, crate::audit::StoreError>;
-    /// Save the state under `name`, as the leader of `term`: refused (an
-    /// error) once this node no longer leads under it, so a deposed leader
-    /// never overwrites what the next one saved.
-    async fn save(
-        &self,
-        name: &str,
-        state: &[u8],
-        term: Term,
-    ) -> Result<(), crate::audit::StoreError>;
-}
-
 /// Whose requests' feedback (Slack messages, issue comments, git notes) a
 /// node renders. Each request is rendered by the node that received it; when
 /// that node dies, the cluster's leader adopts its requests (and those

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use git2::Oid;
 use tokio::sync::Notify;
-use youops_core::cluster::{LeaderState, Term};
+use youops_core::cluster::Term;
+use youops_core::executor::LeaderState;
 use youops_core::{Actor, Executor, RequestId, RequestRecord, State};
 
 use crate::config::{GitConfig, Kinds};

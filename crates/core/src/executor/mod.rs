@@ -19,6 +19,7 @@ mod tail;
 
 pub use handle::Inbound;
 pub use locks::SharedLocks;
+pub use node::LeaderState;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -174,7 +175,7 @@ struct Inner {
     /// Op lock keys held across the cluster (`None`: alone, the node's own
     /// locks are all there is).
     shared_locks: Option<Arc<dyn SharedLocks>>,
-    leader_state: Option<Arc<dyn crate::cluster::LeaderState>>,
+    leader_state: Option<Arc<dyn LeaderState>>,
 }
 
 /// The executor handle. Cheap to clone.
@@ -204,7 +205,7 @@ pub struct ExecutorBuilder {
     leadership: Leadership,
     follow_every: Option<Duration>,
     shared_locks: Option<Arc<dyn SharedLocks>>,
-    leader_state: Option<Arc<dyn crate::cluster::LeaderState>>,
+    leader_state: Option<Arc<dyn LeaderState>>,
 }
 
 impl ExecutorBuilder {
@@ -265,8 +266,8 @@ impl ExecutorBuilder {
     }
 
     /// Where the work that happens once per cluster keeps its state between
-    /// leadership terms (see [`crate::cluster::LeaderState`]).
-    pub fn leader_state(mut self, state: Arc<dyn crate::cluster::LeaderState>) -> Self {
+    /// leadership terms (see [`LeaderState`]).
+    pub fn leader_state(mut self, state: Arc<dyn LeaderState>) -> Self {
         self.leader_state = Some(state);
         self
     }

@@ -1,12 +1,30 @@
 //! What makes an executor a node of a cluster, as its handle shows it: its
 //! id, its leadership, whose requests' feedback it renders, and where the
-//! leader's work keeps its state between terms.
+//! leader's work keeps its state between terms ([`LeaderState`]).
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use super::Executor;
-use crate::cluster::{FeedbackOwners, LeaderState, Leadership, NodeId};
+use crate::audit::StoreError;
+use crate::cluster::{FeedbackOwners, Leadership, NodeId, Term};
+
+/// Where the work that happens once per cluster keeps its state between
+/// leadership terms: a reconciler's last commit seen and the state it last
+/// applied. The next leader goes on from what the last one saved, instead
+/// of from its own node's (stale, or empty) copy. A node alone has none.
+#[async_trait]
+pub trait LeaderState: Send + Sync + fmt::Debug {
+    /// The state saved under `name`, if any.
+    async fn load(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Save the state under `name`, as the leader of `term`: refused (an
+    /// error) once this node no longer leads under it, so a deposed leader
+    /// never overwrites what the next one saved.
+    async fn save(&self, name: &str, state: &[u8], term: Term) -> Result<(), StoreError>;
+}
 
 impl Executor {
     /// This node's id in a cluster (`None` alone).

@@ -35,7 +35,8 @@ impl Engine {
     /// Run the pass cut short at its commit again, if there is one: the
     /// changes it submitted find their requests by their dedup keys and are
     /// recorded as applied, not submitted again under the branch's newer
-    /// head. If that commit can no longer be planned, it is given up.
+    /// head. A commit that is gone from the repository (a force-push) is
+    /// given up; any other failure fails this pass, which is tried again.
     async fn resume(self: &Arc<Self>, exec: &Executor) -> Result<(), GitError> {
         let applying = {
             let mut guard = self.work.lock().await;
@@ -46,19 +47,20 @@ impl Engine {
             return Ok(());
         };
         tracing::info!(frontend = NAME, commit = %commit, "resuming a pass cut short");
-        let pinned = Oid::from_str(&commit).map_err(|e| GitError::State(e.to_string()));
-        let resumed = match pinned {
-            Ok(oid) => self.pass_at(exec, false, true, Some(oid)).await.map(|_| ()),
-            Err(e) => Err(e),
+        // A new leader's own clone may not have the commit yet.
+        self.fetch_head().await?;
+        let found = match Oid::from_str(&commit) {
+            Ok(oid) => self.commit_info(oid).await.ok().map(|_| oid),
+            Err(_) => None,
         };
-        if let Err(e) = resumed {
-            tracing::warn!(frontend = NAME, commit = %commit, error = %e, "could not resume the pass cut short; going on from the head");
+        let Some(oid) = found else {
+            tracing::warn!(frontend = NAME, commit = %commit, "the commit of a pass cut short is gone; going on from the head");
             let mut guard = self.work.lock().await;
             let st = guard.state.as_mut().expect("loaded");
             st.applying = None;
-            self.save(st).await?;
-        }
-        Ok(())
+            return self.save(st).await;
+        };
+        self.pass_at(exec, false, true, Some(oid)).await.map(|_| ())
     }
 
     /// A pass at the branch's head, or at `pinned`.

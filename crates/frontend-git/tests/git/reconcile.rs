@@ -556,3 +556,35 @@ async fn a_pass_cut_short_is_resumed_at_its_commit_not_applied_again() {
     let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(st["applying"], serde_json::Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_cut_short_at_a_commit_gone_from_the_branch_is_given_up() {
+    let mut h = H::local("", false).await;
+    let repo = h.repo();
+    let users = users_file(&[("alice", "alice@example.com")]);
+    commit(
+        &repo,
+        &[("state/users.toml", Some(&users))],
+        "alice",
+        "alice@example.com",
+    );
+    reconcile_once(&h.exec, &h.git, false).await.unwrap();
+    // Cut short at a commit the repository does not have (force-pushed away).
+    let path = h.dir.path().join("gitstate/state.json");
+    let mut st: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    st["applying"] = serde_json::json!("0123456789abcdef0123456789abcdef01234567");
+    std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
+    h.restart().await;
+    let users = users_file(&[("alice", "alice@example.com"), ("bob", "bob@example.com")]);
+    commit(
+        &repo,
+        &[("state/users.toml", Some(&users))],
+        "bob",
+        "alice@example.com",
+    );
+    let plan = reconcile_once(&h.exec, &h.git, false).await.unwrap();
+    assert_eq!(plan.count(Action::Create), 1, "{plan}");
+    assert_eq!(h.requests("user.apply").await.len(), 2);
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(st["applying"], serde_json::Value::Null);
+}

@@ -18,41 +18,9 @@ fn git(dir: &Path, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_dry_run_through_the_server_plans_on_the_daemons_state() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(repo.join("state")).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        repo.join("state/users.toml"),
-        "[[resource]]\nkind = \"user\"\nname = \"ada\"\nemail = \"ada@example.com\"\n",
-    )
-    .unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "ada"]);
     // The commit's author maps to no principal: its request is denied, so
     // the plan stays `+ user/ada` however far the daemon's own pass got.
-    let ops = format!(
-        r#"[[ops]]
-name = "user.apply"
-runner = {{ type = "builtin", name = "echo" }}
-[[ops.params]]
-name = "name"
-type = "string"
-[[ops.params]]
-name = "email"
-type = "email"
-
-[frontends.git]
-repo = "{}"
-branch = "main"
-path = "state"
-interval = "1h"
-
-[[kinds]]
-name = "user"
-apply = "user.apply"
-"#,
-        repo.display()
-    );
+    let ops = git_setup(dir.path());
     let cfg = dir.path().join("youops.toml");
     std::fs::write(&cfg, config("", &ops)).unwrap();
     let c = cfg.to_str().unwrap();

@@ -140,9 +140,9 @@ impl Executor {
     }
 
     /// Publish the events other nodes appended since the last call (one page
-    /// of the chain at most); returns how many events were read. A store
-    /// that can notify (PostgreSQL's `LISTEN`) calls this when woken; the
-    /// executor also calls it on its follow interval.
+    /// of the chain at most); returns how many events were read. The
+    /// executor calls it on its follow interval; an embedder that learns of
+    /// other nodes' appends sooner may call it then too.
     pub async fn catch_up(&self) -> Result<usize> {
         let (read, remote) = {
             let _one = self.inner.tail_reader.lock().await;

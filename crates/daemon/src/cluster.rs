@@ -8,8 +8,10 @@
 //! once: the approval-expiry sweeper, retention, the frontends' pollers,
 //! reconcilers and Socket Mode, and the dead-node sweep here: a node whose
 //! heartbeats stopped for a lease TTL is fenced (its late writes are
-//! refused), its requests in flight are marked `interrupted`, and its op
-//! locks are freed.
+//! refused), its requests in flight are marked `interrupted`, its op
+//! locks are freed, and the leader renders its requests' feedback from then
+//! on. The leader's work keeps its state between terms in the database
+//! (`leader_state`), so the next leader goes on from it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
 use youops_core::audit::StoreError;
 
 use crate::conn::{Conn, Connector, Redactor};
@@ -51,6 +52,36 @@ impl Lane {
         f: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.run_within(what, self.timeout, f).await
+    }
+
+    /// One statement's rows ([`run`](Self::run) of a single query).
+    pub(crate) async fn query(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.run(what, async |c| {
+            c.query(sql, params)
+                .await
+                .map_err(|e| self.redact().io(what, &e))
+        })
+        .await
+    }
+
+    /// One statement's count of rows changed.
+    pub(crate) async fn execute(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.run(what, async |c| {
+            c.execute(sql, params)
+                .await
+                .map_err(|e| self.redact().io(what, &e))
+        })
+        .await
     }
 
     /// Run `f` on a connection, connecting included, within `limit`. On

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use youops_core::audit::StoreError;
 use youops_core::cluster::{Leadership, LeaseSignal, NodeId};
 
-use super::{counter, counter_sql, secs, until, Coordinator, Shared};
+use super::{counter, counter_sql, node_id, secs, until, Coordinator, Shared};
 use crate::codec::col;
 
 /// One campaign for the `leader` lease ([`Coordinator::campaign`]): its
@@ -60,16 +60,13 @@ impl Campaign {
         let inc = counter_sql(s.incarnation, "incarnation")?;
         let what = "releasing the leader lease";
         s.lane
-            .run(what, async |c| {
-                c.execute(
-                    "UPDATE leases SET expires_at = clock_timestamp()
+            .execute(
+                what,
+                "UPDATE leases SET expires_at = clock_timestamp()
                      WHERE name = 'leader' AND holder = $1 AND holder_incarnation = $2
                        AND expires_at > clock_timestamp()",
-                    &[&s.node.as_str(), &inc],
-                )
-                .await
-                .map_err(|e| s.lane.redact().io(what, &e))
-            })
+                &[&s.node.as_str(), &inc],
+            )
             .await
             .map(drop)
     }
@@ -108,18 +105,16 @@ impl Coordinator {
         let what = "reading the leader lease";
         let row = s
             .lane
-            .run(what, async |c| {
-                c.query_opt(
-                    "SELECT holder, holder_incarnation, epoch, expires_at,
+            .query(
+                what,
+                "SELECT holder, holder_incarnation, epoch, expires_at,
                             expires_at <= clock_timestamp()
                      FROM leases WHERE name = 'leader' AND holder IS NOT NULL",
-                    &[],
-                )
-                .await
-                .map_err(|e| s.lane.redact().io(what, &e))
-            })
+                &[],
+            )
             .await?;
-        let Some(row) = row else {
+        // `name` is the primary key: one row at most.
+        let Some(row) = row.into_iter().next() else {
             return Ok(None);
         };
         let holder: String = col(&row, 0, "leases.holder")?;
@@ -128,8 +123,7 @@ impl Coordinator {
             StoreError::Corrupt("leases.holder_incarnation: NULL with a holder".into())
         })?;
         Ok(Some(LeaderRow {
-            holder: NodeId::new(holder)
-                .map_err(|e| StoreError::Corrupt(format!("leases.holder: {e}")))?,
+            holder: node_id(holder, "leases.holder")?,
             holder_incarnation: counter(inc, "leases.holder_incarnation")?,
             epoch: counter(col(&row, 2, "leases.epoch")?, "leases.epoch")?,
             expires_at: col(&row, 3, "leases.expires_at")?,

@@ -26,7 +26,7 @@ use youops_core::audit::StoreError;
 use youops_core::cluster::NodeId;
 use youops_core::model::RequestId;
 
-use super::{counter, counter_sql, secs, Coordinator, Shared};
+use super::{counter, counter_sql, node_id, secs, Coordinator, Shared};
 use crate::codec::{self, col};
 
 /// A lock this node holds.
@@ -212,15 +212,8 @@ impl Coordinator {
         let what = format!("releasing op lock {key}");
         let removed = s
             .lane
-            .run(&what, async |c| {
-                c.execute(
-                    "DELETE FROM locks
-                     WHERE key = $1 AND request_id = $2 AND holder = $3 AND holder_incarnation = $4",
-                    &[&key, &id, &s.node.as_str(), &inc],
-                )
-                .await
-                .map_err(|e| s.lane.redact().io(&what, &e))
-            })
+            .execute(&what, "DELETE FROM locks
+                     WHERE key = $1 AND request_id = $2 AND holder = $3 AND holder_incarnation = $4", &[&key, &id, &s.node.as_str(), &inc])
             .await?;
         let mut locks = s.held();
         if locks.get(key).is_some_and(|h| h.request_id == request_id) {
@@ -237,16 +230,13 @@ impl Coordinator {
         let what = "reading op locks";
         let rows = s
             .lane
-            .run(what, async |c| {
-                c.query(
-                    "SELECT key, request_id, holder, holder_incarnation, acquired_at, expires_at,
+            .query(
+                what,
+                "SELECT key, request_id, holder, holder_incarnation, acquired_at, expires_at,
                             expires_at <= clock_timestamp()
                      FROM locks ORDER BY key",
-                    &[],
-                )
-                .await
-                .map_err(|e| s.lane.redact().io(what, &e))
-            })
+                &[],
+            )
             .await?;
         rows.iter()
             .map(|row| {
@@ -255,8 +245,7 @@ impl Coordinator {
                 Ok(LockRow {
                     key: col(row, 0, "locks.key")?,
                     request_id: codec::request_id(&id, "locks.request_id")?,
-                    holder: NodeId::new(holder)
-                        .map_err(|e| StoreError::Corrupt(format!("locks.holder: {e}")))?,
+                    holder: node_id(holder, "locks.holder")?,
                     holder_incarnation: counter(
                         col(row, 3, "locks.holder_incarnation")?,
                         "locks.holder_incarnation",
@@ -420,9 +409,9 @@ impl Shared {
         let what = "renewing op locks";
         let rows = self
             .lane
-            .run(what, async |c| {
-                c.query(
-                    "UPDATE locks AS l
+            .query(
+                what,
+                "UPDATE locks AS l
                      SET expires_at = clock_timestamp() + make_interval(secs => t.ttl)
                      FROM unnest($3::text[], $4::text[], $5::float8[]) AS t(key, request_id, ttl)
                      WHERE l.key = t.key AND l.request_id = t.request_id
@@ -430,11 +419,8 @@ impl Shared {
                        AND EXISTS (SELECT 1 FROM nodes WHERE id = $1 AND incarnation = $2
                                    AND (fenced IS NULL OR fenced < $2))
                      RETURNING l.key",
-                    &[&self.node.as_str(), &inc, &keys, &ids, &ttls],
-                )
-                .await
-                .map_err(|e| self.lane.redact().io(what, &e))
-            })
+                &[&self.node.as_str(), &inc, &keys, &ids, &ttls],
+            )
             .await?;
         rows.iter().map(|r| col(r, 0, "locks.key")).collect()
     }

@@ -227,6 +227,11 @@ fn counter(v: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what}: negative value {v}")))
 }
 
+/// A node id read from column `what`.
+fn node_id(id: String, what: &str) -> Result<NodeId, StoreError> {
+    NodeId::new(id).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
 /// An incarnation or epoch as `bigint`.
 fn counter_sql(v: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Io(format!("{what} {v} does not fit a bigint")))
@@ -341,23 +346,19 @@ impl Coordinator {
         let what = "looking for dead nodes";
         let rows = s
             .lane
-            .run(what, async |c| {
-                c.query(
-                    "SELECT id, incarnation FROM nodes
+            .query(
+                what,
+                "SELECT id, incarnation FROM nodes
                      WHERE heartbeat_at < clock_timestamp() - make_interval(secs => $1)
                        AND (fenced IS NULL OR fenced < incarnation)
                      ORDER BY id",
-                    &[&secs(ttl)],
-                )
-                .await
-                .map_err(|e| s.lane.redact().io(what, &e))
-            })
+                &[&secs(ttl)],
+            )
             .await?;
         rows.iter()
             .map(|row| {
                 let id: String = col(row, 0, "nodes.id")?;
-                let node =
-                    NodeId::new(id).map_err(|e| StoreError::Corrupt(format!("nodes.id: {e}")))?;
+                let node = node_id(id, "nodes.id")?;
                 let inc = counter(col(row, 1, "nodes.incarnation")?, "nodes.incarnation")?;
                 Ok((node, inc))
             })
@@ -370,22 +371,18 @@ impl Coordinator {
         let what = "reading the cluster's nodes";
         let rows = s
             .lane
-            .run(what, async |c| {
-                c.query(
-                    "SELECT id, incarnation, started_at, heartbeat_at, fenced FROM nodes
+            .query(
+                what,
+                "SELECT id, incarnation, started_at, heartbeat_at, fenced FROM nodes
                      ORDER BY id",
-                    &[],
-                )
-                .await
-                .map_err(|e| s.lane.redact().io(what, &e))
-            })
+                &[],
+            )
             .await?;
         rows.iter()
             .map(|row| {
                 let id: String = col(row, 0, "nodes.id")?;
                 Ok(NodeRow {
-                    node: NodeId::new(id)
-                        .map_err(|e| StoreError::Corrupt(format!("nodes.id: {e}")))?,
+                    node: node_id(id, "nodes.id")?,
                     incarnation: counter(col(row, 1, "nodes.incarnation")?, "nodes.incarnation")?,
                     started_at: col(row, 2, "nodes.started_at")?,
                     heartbeat_at: col(row, 3, "nodes.heartbeat_at")?,
@@ -439,16 +436,13 @@ impl Shared {
         let what = "heartbeat";
         let rows = self
             .lane
-            .run(what, async |c| {
-                c.query(
-                    "UPDATE nodes SET heartbeat_at = clock_timestamp()
+            .query(
+                what,
+                "UPDATE nodes SET heartbeat_at = clock_timestamp()
                      WHERE id = $1 AND incarnation = $2 AND (fenced IS NULL OR fenced < $2)
                      RETURNING id",
-                    &[&self.node.as_str(), &inc],
-                )
-                .await
-                .map_err(|e| self.lane.redact().io(what, &e))
-            })
+                &[&self.node.as_str(), &inc],
+            )
             .await?;
         Ok(!rows.is_empty())
     }

@@ -11,19 +11,22 @@ impl Coordinator {
     pub async fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let s = &self.inner.shared;
         let what = format!("reading the leader state {name:?}");
-        let row = s
+        let rows = s
             .lane
-            .run(&what, async |c| {
-                c.query_opt("SELECT state FROM leader_state WHERE name = $1", &[&name])
-                    .await
-                    .map_err(|e| s.lane.redact().io(&what, &e))
-            })
+            .query(
+                &what,
+                "SELECT state FROM leader_state WHERE name = $1",
+                &[&name],
+            )
             .await?;
-        row.map(|r| {
-            r.try_get::<_, Vec<u8>>(0)
-                .map_err(|e| StoreError::Corrupt(format!("leader_state.state: {e}")))
-        })
-        .transpose()
+        // `name` is the primary key: one row at most.
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                r.try_get::<_, Vec<u8>>(0)
+                    .map_err(|e| StoreError::Corrupt(format!("leader_state.state: {e}")))
+            })
+            .transpose()
     }
 
     /// Save `state` under `name` as the leader under `epoch` (refused,

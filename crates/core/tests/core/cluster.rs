@@ -298,13 +298,7 @@ async fn an_approval_on_another_node_runs_the_request_once_where_it_can() {
 
     // No secret: the node that records the approval runs it.
     let id = submitted(&h.exec, sub("deploy", "alice")).await;
-    within(
-        10,
-        "b to see it",
-        b.wait_for(id, |r| r.state == State::PendingApproval),
-    )
-    .await
-    .unwrap();
+    reaches(&b, id, State::PendingApproval).await;
     b.approve(id, &who("bob"), None).await.unwrap();
     let r = within(10, "the run", h.exec.wait(id)).await.unwrap();
     assert_eq!(r.state, State::Succeeded, "{r:#?}");
@@ -348,13 +342,7 @@ async fn a_cancel_on_another_node_stops_the_run_where_it_runs() {
     within(10, "the run to start", started.recv())
         .await
         .unwrap();
-    within(
-        10,
-        "b to see it run",
-        b.wait_for(id, |r| r.state == State::Running),
-    )
-    .await
-    .unwrap();
+    reaches(&b, id, State::Running).await;
     let r = within(10, "the cancel", b.cancel(id, &who("alice")))
         .await
         .unwrap();
@@ -383,13 +371,7 @@ async fn approvals_racing_on_two_nodes_run_each_request_once() {
     const N: usize = 20;
     for i in 0..N {
         let id = submitted(&h.exec, sub("deploy", "alice")).await;
-        within(
-            10,
-            "b to see it",
-            b.wait_for(id, |r| r.state == State::PendingApproval),
-        )
-        .await
-        .unwrap();
+        reaches(&b, id, State::PendingApproval).await;
         let (bob, carol) = (who("bob"), who("carol"));
         let (on_a, on_b) =
             tokio::join!(h.exec.approve(id, &bob, None), b.approve(id, &carol, None));
@@ -451,13 +433,7 @@ async fn each_request_is_rendered_by_the_node_that_received_it() {
     let (on_a, on_b) = (ctx(&h.exec), ctx(&b));
     let (mut stream_a, mut stream_b) = (on_a.lifecycle(), on_b.lifecycle());
     let id = submitted(&h.exec, sub("deploy", "alice")).await;
-    within(
-        10,
-        "b to see it",
-        b.wait_for(id, |r| r.state == State::PendingApproval),
-    )
-    .await
-    .unwrap();
+    reaches(&b, id, State::PendingApproval).await;
     let ev = within(5, "a's frontend", stream_a.recv()).await.unwrap();
     assert_eq!(ev.record.request.id, id);
     let none = tokio::time::timeout(Duration::from_millis(300), stream_b.recv()).await;

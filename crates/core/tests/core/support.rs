@@ -112,14 +112,16 @@ pub(crate) async fn done(exec: &Executor, id: RequestId) -> RequestRecord {
 
 /// Wait until the request is running.
 pub(crate) async fn running(exec: &Executor, id: RequestId) -> RequestRecord {
-    let r = within(
-        30,
-        "the request to run",
-        exec.wait_for(id, |r| r.state == State::Running),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.state, State::Running, "{r:#?}");
+    reaches(exec, id, State::Running).await
+}
+
+/// Wait (up to 30 s) until `exec` sees request `id` in `state`.
+pub(crate) async fn reaches(exec: &Executor, id: RequestId, state: State) -> RequestRecord {
+    let what = format!("request {id} to be {state}");
+    let r = within(30, &what, exec.wait_for(id, |r| r.state == state))
+        .await
+        .unwrap();
+    assert_eq!(r.state, state, "{r:#?}");
     r
 }
 

@@ -119,7 +119,7 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     let url = pg.create_database();
     let fake = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (repo, gitops) = gitops_repo(dir.path());
+    let (repo, gitops) = gitops_repo_of_ops(dir.path());
     let mut nodes = Vec::new();
     for name in ["a", "b", "c"] {
         let d = dir.path().join(name);
@@ -209,7 +209,7 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
         "another node led after {took:?}"
     );
     // Its reconciler took over: a new commit is applied, ada is not again.
-    commit_user(&repo, "bea");
+    commit_user(&repo, OPS_COMMITTER, "bea");
     wait_applied(&c.api, "bea").await;
     assert!(
         killed.elapsed() < Duration::from_secs(30),
@@ -241,62 +241,17 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     assert_eq!(v["ok"], true, "{v:#}");
 }
 
-/// Run git in `repo`, as the committer the gitops principal maps.
-fn git(repo: &Path, args: &[&str]) {
-    git_as(repo, "ops@example.com", args);
-}
+/// The committer the gitops principal maps.
+const OPS_COMMITTER: &str = "ops@example.com";
 
-/// Commit user `name` into `repo`'s desired state.
-fn commit_user(repo: &Path, name: &str) {
-    std::fs::write(
-        repo.join(format!("state/{name}.toml")),
-        format!(
-            "[[resource]]\nkind = \"user\"\nname = \"{name}\"\nemail = \"{name}@example.com\"\n"
-        ),
-    )
-    .unwrap();
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", name]);
-}
-
-/// A git repository under `dir` whose desired state holds user ada, and the
-/// config that reconciles it every second (its commits' author maps to a
-/// principal of role ops).
-fn gitops_repo(dir: &Path) -> (std::path::PathBuf, String) {
-    let repo = dir.join("repo");
-    std::fs::create_dir_all(repo.join("state")).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    commit_user(&repo, "ada");
-    let section = format!(
-        r#"
-[[ops]]
-name = "user.apply"
-description = "Apply a user"
-runner = {{ type = "builtin", name = "echo" }}
-[[ops.params]]
-name = "name"
-type = "string"
-[[ops.params]]
-name = "email"
-type = "email"
-
-[principals.gitops]
-roles = ["ops"]
-identities = {{ git = ["ops@example.com"] }}
-
-[frontends.git]
-repo = "{}"
-branch = "main"
-path = "state"
-interval = "1s"
-
-[[kinds]]
-name = "user"
-apply = "user.apply"
-"#,
-        repo.display()
+/// [`gitops_repo`] reconciled every second, its commits' author mapped to
+/// a principal of role ops.
+fn gitops_repo_of_ops(dir: &Path) -> (std::path::PathBuf, String) {
+    let (repo, section) = gitops_repo(dir, OPS_COMMITTER, "1s");
+    let principal = format!(
+        "\n[principals.gitops]\nroles = [\"ops\"]\nidentities = {{ git = [\"{OPS_COMMITTER}\"] }}\n"
     );
-    (repo, section)
+    (repo, section + &principal)
 }
 
 /// The `user.apply` requests for user `name`.

@@ -10,11 +10,6 @@ use serde_json::json;
 use crate::stdout;
 use crate::support::*;
 
-/// Run git in `dir`, as a committer no principal maps.
-fn git(dir: &Path, args: &[&str]) {
-    git_as(dir, "stranger@example.com", args);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_dry_run_through_the_server_plans_on_the_daemons_state() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,42 +81,10 @@ async fn reconcile_dry_run_through_the_server_plans_on_the_daemons_state() {
     assert_eq!(stdout(&local), remote_text);
 }
 
-/// A repository with one commit declaring `user/ada`, and the ops and
-/// `[frontends.git]` section that reconcile it.
+/// A repository with one commit declaring `user/ada` by a committer no
+/// principal maps, and the sections that reconcile it.
 fn git_setup(dir: &Path) -> String {
-    let repo = dir.join("repo");
-    std::fs::create_dir_all(repo.join("state")).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        repo.join("state/users.toml"),
-        "[[resource]]\nkind = \"user\"\nname = \"ada\"\nemail = \"ada@example.com\"\n",
-    )
-    .unwrap();
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "ada"]);
-    format!(
-        r#"[[ops]]
-name = "user.apply"
-runner = {{ type = "builtin", name = "echo" }}
-[[ops.params]]
-name = "name"
-type = "string"
-[[ops.params]]
-name = "email"
-type = "email"
-
-[frontends.git]
-repo = "{}"
-branch = "main"
-path = "state"
-interval = "1h"
-
-[[kinds]]
-name = "user"
-apply = "user.apply"
-"#,
-        repo.display()
-    )
+    gitops_repo(dir, "stranger@example.com", "1h").1
 }
 
 /// The value of the series line `series` (full name with labels).

@@ -716,3 +716,53 @@ pub(crate) fn git_as(dir: &Path, email: &str, args: &[&str]) {
         .expect("run git");
     assert!(out.status.success(), "git {args:?}: {}", describe(&out));
 }
+
+/// Commit user `name` into `repo`'s desired state (`state/NAME.toml`), as
+/// `committer`.
+pub(crate) fn commit_user(repo: &Path, committer: &str, name: &str) {
+    std::fs::write(
+        repo.join(format!("state/{name}.toml")),
+        format!(
+            "[[resource]]\nkind = \"user\"\nname = \"{name}\"\nemail = \"{name}@example.com\"\n"
+        ),
+    )
+    .unwrap();
+    git_as(repo, committer, &["add", "."]);
+    git_as(repo, committer, &["commit", "-q", "-m", name]);
+}
+
+/// A git repository `dir/repo` whose desired state declares user ada
+/// (committed by `committer`), and the `user.apply` op, `[frontends.git]`
+/// section (fetching every `interval`) and `user` kind that reconcile it.
+pub(crate) fn gitops_repo(dir: &Path, committer: &str, interval: &str) -> (PathBuf, String) {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join("state")).unwrap();
+    git_as(&repo, committer, &["init", "-q", "-b", "main"]);
+    commit_user(&repo, committer, "ada");
+    let section = format!(
+        r#"
+[[ops]]
+name = "user.apply"
+description = "Apply a user"
+runner = {{ type = "builtin", name = "echo" }}
+[[ops.params]]
+name = "name"
+type = "string"
+[[ops.params]]
+name = "email"
+type = "email"
+
+[frontends.git]
+repo = "{}"
+branch = "main"
+path = "state"
+interval = "{interval}"
+
+[[kinds]]
+name = "user"
+apply = "user.apply"
+"#,
+        repo.display()
+    );
+    (repo, section)
+}

@@ -2,30 +2,20 @@
 //! append leaves.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use chrono::Utc;
+use youops_core::audit::conformance::build::{keyed, received, request, to};
 use youops_core::audit::{expected_hash, AppendOptions, StoreError, GENESIS_HASH};
-use youops_core::model::{EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_core::model::{NewEvent, RequestId, State};
 
 use super::{plan, AppendReq};
-
-fn request() -> Request {
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(), "op": "ops.t", "args": {},
-        "actor": {"frontend": "cli", "external_id": "t"}, "origin": {"frontend": "cli"},
-        "created_at": Utc::now(), "digest": "ab".repeat(32),
-    }))
-    .unwrap()
-}
 
 fn req(events: Vec<NewEvent>, key: Option<&str>) -> AppendReq {
     let bodies = events
         .iter()
         .map(|e| serde_json::to_vec(&e.body).unwrap())
         .collect();
-    let mut opts = AppendOptions::durable();
-    opts.dedup_key = key.map(str::to_string);
+    let opts = key.map_or_else(AppendOptions::durable, keyed);
     AppendReq {
         events,
         bodies,
@@ -33,28 +23,13 @@ fn req(events: Vec<NewEvent>, key: Option<&str>) -> AppendReq {
     }
 }
 
-fn received(r: &Request) -> NewEvent {
-    NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    )
-}
-
 #[test]
 fn a_refused_claimant_leaves_its_key_to_the_next_in_the_group() {
-    let (a, b, c) = (request(), request(), request());
+    let (a, b, c) = (request("ops.t"), request("ops.t"), request("ops.t"));
     let ghost = RequestId::new();
     let group = [
         // Refused (an event of an unknown request): claims nothing.
-        req(
-            vec![
-                received(&a),
-                NewEvent::transition(ghost, Transition::to(State::Running)),
-            ],
-            Some("k"),
-        ),
+        req(vec![received(&a), to(ghost, State::Running)], Some("k")),
         req(vec![received(&b)], Some("k")),
         req(vec![received(&c)], Some("k")),
         req(vec![received(&b)], None),
@@ -87,7 +62,7 @@ fn a_refused_claimant_leaves_its_key_to_the_next_in_the_group() {
 
 #[test]
 fn a_key_claimed_in_the_database_refuses() {
-    let (a, owner) = (request(), RequestId::new());
+    let (a, owner) = (request("ops.t"), RequestId::new());
     let group = [req(vec![received(&a)], Some("k"))];
     let refs: Vec<&AppendReq> = group.iter().collect();
     let owners = HashMap::from([("k".to_string(), owner)]);

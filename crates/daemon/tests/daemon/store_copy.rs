@@ -5,27 +5,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
-use chrono::Utc;
 use youops::store_cmd::{copy, Progress, StoreLocation};
+use youops_core::audit::conformance::build::{keyed, keyed_request, received, to};
 use youops_core::audit::{AppendOptions, AuditStore};
-use youops_core::model::{EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_core::model::{Request, State};
 use youops_store::{LogOptions, LogStore};
-
-fn request(op: &str, dedup_key: &str) -> Request {
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(),
-        "op": op,
-        "args": {},
-        "actor": {"frontend": "cli", "external_id": "ann"},
-        "origin": {"frontend": "cli"},
-        "dedup_key": dedup_key,
-        "created_at": Utc::now(),
-        "digest": "ab".repeat(32),
-    }))
-    .expect("a request decodes")
-}
 
 /// `n` finished requests, each claiming `key-<i>` as the executor does (the
 /// `received` event carries the key), then one still running.
@@ -33,37 +18,19 @@ async fn fill(store: &dyn AuditStore, n: usize) -> Vec<Request> {
     let mut reqs = Vec::new();
     for i in 0..n {
         let key = format!("key-{i}");
-        let r = request(&format!("op{i}"), &key);
-        let mut o = AppendOptions::durable();
-        o.dedup_key = Some(key);
-        let received = NewEvent::request(
-            r.id,
-            EventBody::Received {
-                request: Arc::new(r.clone()),
-            },
-        );
-        store.append(vec![received], o).await.unwrap();
-        let done = [State::Running, State::Succeeded]
-            .map(|s| NewEvent::transition(r.id, Transition::to(s)))
-            .to_vec();
+        let r = keyed_request(&format!("op{i}"), &key);
+        store.append(vec![received(&r)], keyed(&key)).await.unwrap();
+        let done = vec![to(r.id, State::Running), to(r.id, State::Succeeded)];
         store.append(done, AppendOptions::durable()).await.unwrap();
         reqs.push(r);
     }
-    let r = request("running", "key-live");
-    let mut o = AppendOptions::durable();
-    o.dedup_key = Some("key-live".into());
-    let received = NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    );
-    store.append(vec![received], o).await.unwrap();
+    let r = keyed_request("running", "key-live");
     store
-        .append(
-            vec![NewEvent::transition(r.id, Transition::to(State::Running))],
-            AppendOptions::durable(),
-        )
+        .append(vec![received(&r)], keyed("key-live"))
+        .await
+        .unwrap();
+    store
+        .append(vec![to(r.id, State::Running)], AppendOptions::durable())
         .await
         .unwrap();
     reqs.push(r);

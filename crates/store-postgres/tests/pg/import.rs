@@ -4,50 +4,28 @@
 //! naming the record, and writes nothing; an empty store takes a chain that
 //! starts after a checkpoint.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use youops_core::audit::{AppendOptions, AuditStore, StoreError};
-use youops_core::model::{
-    AuditEvent, EventBody, NewEvent, Request, RequestFilter, RequestId, State,
-};
+use youops_core::model::{AuditEvent, EventBody, Request, RequestFilter, State};
 use youops_store_postgres::{PgOptions, PgStore};
 
-use crate::support::{all_events, cluster, notice, open, to};
-
-/// A request whose `received` event carries `key`.
-fn request(op: &str, key: &str, expires: bool) -> Request {
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(),
-        "op": op,
-        "args": {},
-        "actor": {"frontend": "cli", "external_id": "tester"},
-        "origin": {"frontend": "cli"},
-        "dedup_key": key,
-        "dedup_expires": expires,
-        "created_at": Utc::now(),
-        "digest": "ab".repeat(32),
-    }))
-    .expect("a request decodes")
-}
+use crate::support::{
+    all_events, claiming, cluster, keyed, keyed_request, notice, open, received, to,
+};
 
 /// `n` requests claiming `key-<i>` (odd ones expiring), all finished but
 /// the last, and a notice between each; their requests.
 async fn fill(store: &dyn AuditStore, n: usize) -> Vec<Request> {
     let mut reqs = Vec::new();
     for i in 0..n {
-        let r = request(&format!("op{i}"), &format!("key-{i}"), i % 2 == 1);
-        let mut o = AppendOptions::durable();
-        o.dedup_key = r.dedup_key.clone();
-        o.dedup_expires = r.dedup_expires;
-        let received = NewEvent::request(
-            r.id,
-            EventBody::Received {
-                request: Arc::new(r.clone()),
-            },
-        );
-        store.append(vec![received], o).await.unwrap();
+        let (key, expires) = (format!("key-{i}"), i % 2 == 1);
+        let mut r = keyed_request(&format!("op{i}"), &key);
+        r.dedup_expires = expires;
+        store
+            .append(vec![received(&r)], claiming(&key, expires))
+            .await
+            .unwrap();
         let last = if i + 1 == n {
             State::Running
         } else {
@@ -142,16 +120,11 @@ async fn a_chain_imports_page_by_page_and_refuses_what_does_not_chain() {
     assert_eq!(active[0].request.id, reqs[11].id);
 
     // Appends go on from the imported tip, and see the imported claims.
-    let again = request("again", "key-0", false);
-    let mut o = AppendOptions::durable();
-    o.dedup_key = again.dedup_key.clone();
-    let received = NewEvent::request(
-        again.id,
-        EventBody::Received {
-            request: Arc::new(again.clone()),
-        },
-    );
-    let e = dest.append(vec![received], o).await.unwrap_err();
+    let again = keyed_request("again", "key-0");
+    let e = dest
+        .append(vec![received(&again)], keyed("key-0"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(e, StoreError::Duplicate(id) if id == reqs[0].id),
         "{e}"

@@ -1,14 +1,16 @@
 //! What the tests share: a cluster, an admin connection, killing a store's
-//! sessions, events to append.
+//! sessions, the builders of events to append.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio_postgres::NoTls;
-use youops_core::audit::{AppendOptions, AuditStore};
+pub(crate) use youops_core::audit::conformance::build::{
+    claiming, keyed, keyed_request, notice, received, request, to,
+};
+use youops_core::audit::AuditStore;
 use youops_core::cluster::{Leadership, NodeId};
-use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_core::model::{AuditEvent, EventBody};
 use youops_store_postgres::coord::{CoordOptions, Coordinator};
 use youops_store_postgres::{PgOptions, PgStore, PgUrl};
 use youops_testkit::pg::PgCluster;
@@ -55,49 +57,6 @@ pub(crate) async fn open(url: &str) -> Arc<PgStore> {
             .await
             .expect("open the store"),
     )
-}
-
-pub(crate) fn request(op: &str) -> Request {
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(),
-        "op": op,
-        "args": {},
-        "actor": {"frontend": "cli", "external_id": "tester"},
-        "origin": {"frontend": "cli"},
-        "created_at": Utc::now(),
-        "digest": "ab".repeat(32),
-    }))
-    .expect("a request decodes")
-}
-
-/// Durable, claiming `key` (for good, or until the store's TTL).
-pub(crate) fn claiming(key: &str, expires: bool) -> AppendOptions {
-    let mut o = AppendOptions::durable();
-    o.dedup_key = Some(key.to_string());
-    o.dedup_expires = expires;
-    o
-}
-
-pub(crate) fn received(r: &Request) -> NewEvent {
-    NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    )
-}
-
-pub(crate) fn to(id: RequestId, state: State) -> NewEvent {
-    NewEvent::transition(id, Transition::to(state))
-}
-
-pub(crate) fn notice(message: impl Into<String>) -> NewEvent {
-    NewEvent::global(EventBody::Notice {
-        source: "test".into(),
-        kind: "note".into(),
-        message: message.into(),
-        data: serde_json::Value::Null,
-    })
 }
 
 /// The message of a notice.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use youops_core::audit::conformance::build::{received, request, to};
 use youops_core::audit::{AppendOptions, AuditStore, StoreError};
 use youops_core::model::{
     AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord,
 };
-use youops_core::model::{Request, State, Transition};
+use youops_core::model::{Request, State};
 
 use crate::archive::ArchiveStep;
 use crate::disk::names_in;
@@ -23,33 +23,6 @@ use crate::SledStore;
 
 mod archive;
 mod records;
-
-fn request(op: &str) -> Request {
-    // `Request` is `#[non_exhaustive]`: built from its JSON outside core.
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(),
-        "op": op,
-        "args": {},
-        "actor": {"frontend": "cli", "external_id": "ann"},
-        "origin": {"frontend": "cli"},
-        "created_at": Utc::now(),
-        "digest": "ab".repeat(32),
-    }))
-    .expect("a request decodes")
-}
-
-fn received(r: &Request) -> NewEvent {
-    NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    )
-}
-
-fn to(id: RequestId, state: State) -> NewEvent {
-    NewEvent::request(id, EventBody::Transition(Transition::to(state)))
-}
 
 /// Wait until no earlier handle of the store in `dir` holds sled's lock:
 /// sled's IO threads hold it (an flock of `db`) a moment after the last

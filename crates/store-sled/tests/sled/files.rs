@@ -8,36 +8,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use youops_core::audit::conformance::build::{received, request, to};
 use youops_core::audit::{expected_hash, AppendOptions, AuditStore, MemoryStore};
-use youops_core::model::{EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_core::model::{EventBody, State};
 use youops_store_sled::SledStore;
-
-fn request(op: &str) -> Request {
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(),
-        "op": op,
-        "args": {},
-        "actor": {"frontend": "cli", "external_id": "ann"},
-        "origin": {"frontend": "cli"},
-        "created_at": Utc::now(),
-        "digest": "ab".repeat(32),
-    }))
-    .expect("a request decodes")
-}
-
-fn received(r: &Request) -> NewEvent {
-    NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    )
-}
-
-fn to(id: RequestId, state: State) -> NewEvent {
-    NewEvent::transition(id, Transition::to(state))
-}
 
 /// Open a store, retrying while the last handle of an earlier one is still
 /// being torn down (sled's IO threads hold its file lock until they finish).

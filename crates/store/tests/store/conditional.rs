@@ -26,8 +26,8 @@ async fn the_condition_is_checked_against_the_indexed_record() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let store = open(&path, small(4096));
-    let done = request("op.done", None);
-    let live = request("op.live", None);
+    let done = request("op.done");
+    let live = request("op.live");
     append(&store, vec![received(&done), to(done.id, State::Succeeded)]).await;
     append(&store, vec![received(&live), to(live.id, State::Running)]).await;
     // A flush indexes everything: the finished request's record leaves the
@@ -66,7 +66,7 @@ async fn the_condition_is_checked_against_the_indexed_record() {
         5,
     );
     // A request never received is at 0; `received` expecting 0 creates it.
-    let fresh = request("op.fresh", None);
+    let fresh = request("op.fresh");
     assert_stale(
         store
             .append(vec![to(fresh.id, State::Running)], expecting(4))
@@ -96,7 +96,7 @@ async fn the_condition_is_checked_against_the_indexed_record() {
 async fn a_stale_append_claims_no_key_even_in_a_group_that_claims_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("store"), lazy());
-    let r = request("op", None);
+    let r = request("op");
     append(&store, vec![received(&r)]).await;
     // One group: the right seq goes, the same seq again is stale (against
     // the record as the group left it) and does not claim its key.

@@ -8,7 +8,7 @@ use youops_store::fs::SimFs;
 use youops_store::LogOptions;
 
 use crate::support::{
-    all_events, append, delivery, keyed, lazy, open, received, request, sim_open,
+    all_events, append, delivery, keyed, keyed_request, lazy, open, received, request, sim_open,
 };
 // ------------------------------------------------------------ 8. dedup claims
 
@@ -24,7 +24,7 @@ async fn concurrent_duplicate_claims_have_exactly_one_winner() {
         for _ in 0..64 {
             let (store, key, start) = (store.clone(), key.clone(), start.clone());
             tasks.push(tokio::spawn(async move {
-                let r = request("deliver", Some(&key));
+                let r = keyed_request("deliver", &key);
                 start.wait().await;
                 (r.id, store.append(vec![received(&r)], keyed(&key)).await)
             }));
@@ -76,13 +76,13 @@ async fn expiring_dedup_claims_expire_by_bucket_and_the_others_hold() {
         .await
         .unwrap();
     // Not marked as expiring: held for good.
-    let forever = request("c", Some("git:abc"));
+    let forever = keyed_request("c", "git:abc");
     store
         .append(vec![received(&forever)], keyed("git:abc"))
         .await
         .unwrap();
     // A claim its event does not carry, expiring.
-    let plain = request("d", None);
+    let plain = request("d");
     let mut elsewhere = keyed("api:1");
     elsewhere.dedup_expires = true;
     store
@@ -111,7 +111,7 @@ async fn expiring_dedup_claims_expire_by_bucket_and_the_others_hold() {
     let (again, claim) = delivery("a2", "slack:1");
     store.append(vec![received(&again)], claim).await.unwrap();
     assert_eq!(store.find_dedup("slack:1").await.unwrap(), Some(again.id));
-    let twice = request("c2", Some("git:abc"));
+    let twice = keyed_request("c2", "git:abc");
     assert!(matches!(
         store.append(vec![received(&twice)], keyed("git:abc")).await,
         Err(StoreError::Duplicate(id)) if id == forever.id
@@ -131,7 +131,7 @@ async fn a_claim_its_events_do_not_carry_is_stored_before_them() {
     let sim = SimFs::new(12);
     let store = sim_open(dir.path(), &sim, lazy()).unwrap();
     // The received event carries no key: the claim is not in the log.
-    let r = request("plain", None);
+    let r = request("plain");
     store
         .append(vec![received(&r)], keyed("elsewhere"))
         .await
@@ -141,7 +141,7 @@ async fn a_claim_its_events_do_not_carry_is_stored_before_them() {
     assert_eq!(store.find_dedup("elsewhere").await.unwrap(), Some(r.id));
     // A claim whose events never reach the log is dropped on the next open.
     sim.fill_disk_after(10);
-    let lost = request("lost", None);
+    let lost = request("lost");
     assert!(store
         .append(vec![received(&lost)], keyed("never-written"))
         .await
@@ -151,7 +151,7 @@ async fn a_claim_its_events_do_not_carry_is_stored_before_them() {
     let store = sim_open(dir.path(), &sim, lazy()).unwrap();
     assert_eq!(store.find_dedup("never-written").await.unwrap(), None);
     assert_eq!(store.find_dedup("elsewhere").await.unwrap(), Some(r.id));
-    let r2 = request("retry", None);
+    let r2 = request("retry");
     store
         .append(vec![received(&r2)], keyed("never-written"))
         .await
@@ -168,11 +168,11 @@ async fn a_key_its_received_event_carries_is_claimed_as_a_replay_would() {
     let path = dir.path().join("store");
     let store = open(&path, lazy());
     // Appended without asking for the claim: the event carries the key.
-    let first = request("a", Some("carried"));
+    let first = keyed_request("a", "carried");
     append(&store, vec![received(&first)]).await;
     assert_eq!(store.find_dedup("carried").await.unwrap(), Some(first.id));
     // A later request carrying it does not take it over.
-    let second = request("b", Some("carried"));
+    let second = keyed_request("b", "carried");
     append(&store, vec![received(&second)]).await;
     assert_eq!(store.find_dedup("carried").await.unwrap(), Some(first.id));
     store.kill();

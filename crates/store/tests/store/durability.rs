@@ -90,7 +90,7 @@ async fn concurrent_durable_appends_share_one_fdatasync_per_group() {
         let (store, sim, segment, start) =
             (store.clone(), sim.clone(), segment.clone(), start.clone());
         tasks.push(tokio::spawn(async move {
-            let r = request(&format!("op{i}"), None);
+            let r = request(&format!("op{i}"));
             start.wait().await;
             let stored = store
                 .append(

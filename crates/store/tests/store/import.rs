@@ -8,7 +8,7 @@ use youops_core::audit::{AppendOptions, AuditStore, MemoryStore, StoreError};
 use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, State};
 use youops_store::{LogOptions, LogStore};
 
-use crate::support::{keyed, received, request, to};
+use crate::support::{keyed, keyed_request, received, to};
 
 fn small() -> LogOptions {
     let mut o = LogOptions::default();
@@ -23,7 +23,7 @@ async fn source(n: usize) -> (MemoryStore, Vec<Request>) {
     let mut reqs = Vec::new();
     for i in 0..n {
         let key = format!("key-{i}");
-        let r = request(&format!("op{i}"), Some(&key));
+        let r = keyed_request(&format!("op{i}"), &key);
         src.append(vec![received(&r)], keyed(&key)).await.unwrap();
         src.append(
             vec![to(r.id, State::Running), to(r.id, State::Succeeded)],
@@ -33,7 +33,7 @@ async fn source(n: usize) -> (MemoryStore, Vec<Request>) {
         .unwrap();
         reqs.push(r);
     }
-    let r = request("in-flight", Some("key-live"));
+    let r = keyed_request("in-flight", "key-live");
     src.append(vec![received(&r)], keyed("key-live"))
         .await
         .unwrap();
@@ -100,7 +100,7 @@ async fn an_imported_chain_keeps_its_hashes_and_derives_records_and_claims() {
         src.request_events(reqs[5].id).await.unwrap()
     );
     // A claim carried over is a claim: a duplicate is refused.
-    let dup = request("again", Some("key-3"));
+    let dup = keyed_request("again", "key-3");
     match dest.append(vec![received(&dup)], keyed("key-3")).await {
         Err(StoreError::Duplicate(id)) => assert_eq!(id, reqs[3].id),
         other => panic!("{other:?}"),

@@ -8,40 +8,10 @@ use std::path::Path;
 use chrono::Utc;
 use redb::{ReadableTable, TableDefinition, TableHandle};
 use youops_core::audit::{AppendOptions, AuditStore};
-use youops_core::model::{
-    EventBody, NewEvent, Request, RequestFilter, RequestId, RequestRecord, State,
-};
-use youops_store::{LogOptions, LogStore};
+use youops_core::model::{NewEvent, RequestFilter, RequestId, RequestRecord, State, Value};
+use youops_store::LogStore;
 
-use crate::support::{received, to};
-
-fn request(op: &str) -> Request {
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(),
-        "op": op,
-        "args": {"who": "ann"},
-        "actor": {"frontend": "cli", "external_id": "ann"},
-        "origin": {"frontend": "cli"},
-        "created_at": Utc::now(),
-        "digest": "ab".repeat(32),
-    }))
-    .expect("a request decodes")
-}
-
-fn notice(n: usize) -> NewEvent {
-    NewEvent::global(EventBody::Notice {
-        source: "test".into(),
-        kind: "note".into(),
-        message: format!("notice {n}"),
-        data: serde_json::Value::Null,
-    })
-}
-
-fn opts(segment_bytes: u64) -> LogOptions {
-    let mut o = LogOptions::default();
-    o.segment_bytes = segment_bytes;
-    o
-}
+use crate::support::{notice, received, request, small, to};
 
 async fn append(store: &LogStore, events: Vec<NewEvent>) {
     store
@@ -53,12 +23,14 @@ async fn append(store: &LogStore, events: Vec<NewEvent>) {
 /// Requests in several states, interleaved with notices, across segments:
 /// the records as the store answered before it was closed.
 async fn fill(dir: &Path, segment_bytes: u64) -> Vec<RequestRecord> {
-    let store = LogStore::open(dir, opts(segment_bytes)).expect("open");
+    let store = LogStore::open(dir, small(segment_bytes)).expect("open");
     let mut ids = Vec::new();
     for i in 0..120 {
-        let r = request(&format!("op-{}", i % 4));
+        let mut r = request(&format!("op-{}", i % 4));
+        // Arguments, so that a record folded back from the log carries some.
+        r.args.insert("who".into(), Value::Str("ann".into()));
         append(&store, vec![received(&r)]).await;
-        append(&store, vec![notice(i)]).await;
+        append(&store, vec![notice(format!("notice {i}"))]).await;
         match i % 3 {
             0 => append(&store, vec![to(r.id, State::Running)]).await,
             1 => {
@@ -88,7 +60,7 @@ async fn every_event_is_found_from_sparse_positions_after_a_reopen() {
     // About 100 events per segment: positions are stored for one event in
     // 64, so most reads start before their event, some in an earlier segment.
     fill(dir.path(), 40 * 1024).await;
-    let store = LogStore::open(dir.path(), opts(40 * 1024)).expect("reopen");
+    let store = LogStore::open(dir.path(), small(40 * 1024)).expect("reopen");
     let all = store.events(0, usize::MAX).await.unwrap();
     let tip = all.len() as u64;
     assert_eq!(tip, 400);
@@ -119,7 +91,7 @@ async fn records_are_folded_from_the_log_and_not_copied_into_the_index() {
         !index.windows(4).any(|w| w == b"op-1"),
         "the index holds a copy of a request"
     );
-    let store = LogStore::open(dir.path(), opts(1024 * 1024)).expect("reopen");
+    let store = LogStore::open(dir.path(), small(1024 * 1024)).expect("reopen");
     for r in &before {
         let now = store
             .request(r.request.id)
@@ -188,7 +160,7 @@ async fn an_index_of_format_1_is_converted_on_open() {
         offsets.insert(v["seq"].as_u64().unwrap(), at);
         at += line.len() as u64;
     }
-    let store = LogStore::open(dir.path(), opts(1024 * 1024)).expect("reopen");
+    let store = LogStore::open(dir.path(), small(1024 * 1024)).expect("reopen");
     let mut v1 = Vec::new();
     for r in &before {
         let events = store.request_events(r.request.id).await.unwrap();
@@ -238,7 +210,7 @@ async fn an_index_of_format_1_is_converted_on_open() {
         }
         txn.commit().unwrap();
     }
-    let store = LogStore::open(dir.path(), opts(1024 * 1024)).expect("a format 1 index opens");
+    let store = LogStore::open(dir.path(), small(1024 * 1024)).expect("a format 1 index opens");
     for r in &before {
         let now = store
             .request(r.request.id)

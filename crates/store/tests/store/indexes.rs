@@ -6,7 +6,8 @@ use youops_core::model::{Request, RequestFilter, RequestId, State};
 use youops_store::LogOptions;
 
 use crate::support::{
-    all_events, append, assert_verifies, keyed, lazy, notice, open, received, request, to,
+    all_events, append, assert_verifies, keyed, keyed_request, lazy, notice, open, received,
+    request, to,
 };
 // ------------------------------------------------------------- 7. the indexes
 
@@ -14,7 +15,7 @@ use crate::support::{
 async fn records_and_claims_are_readable_before_they_are_indexed() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), lazy());
-    let r = request("deploy", Some("delivery-1"));
+    let r = keyed_request("deploy", "delivery-1");
     let stored = store
         .append(
             vec![received(&r), to(r.id, State::Running)],
@@ -31,7 +32,7 @@ async fn records_and_claims_are_readable_before_they_are_indexed() {
     assert_eq!((record.state, record.last_seq), (State::Running, 2));
     assert_eq!(store.request_events(r.id).await.unwrap(), stored);
     assert_eq!(store.find_dedup("delivery-1").await.unwrap(), Some(r.id));
-    let again = request("deploy", Some("delivery-1"));
+    let again = keyed_request("deploy", "delivery-1");
     match store
         .append(vec![received(&again)], keyed("delivery-1"))
         .await
@@ -70,7 +71,7 @@ async fn the_index_is_rebuilt_from_the_log_after_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let store = open(&path, lazy());
-    let (a, b) = (request("a", Some("key-a")), request("b", Some("key-b")));
+    let (a, b) = (keyed_request("a", "key-a"), keyed_request("b", "key-b"));
     store
         .append(vec![received(&a)], keyed("key-a"))
         .await
@@ -122,7 +123,7 @@ async fn the_index_is_rebuilt_from_the_log_after_a_kill() {
 async fn list_requests_pages_across_memory_and_index() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), lazy());
-    let reqs: Vec<Request> = (0..6).map(|i| request(&format!("op{i}"), None)).collect();
+    let reqs: Vec<Request> = (0..6).map(|i| request(&format!("op{i}"))).collect();
     for r in &reqs[..3] {
         append(&store, vec![received(r), to(r.id, State::Succeeded)]).await;
     }

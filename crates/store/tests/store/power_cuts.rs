@@ -8,7 +8,9 @@ use youops_core::audit::{AppendOptions, AuditStore, StoreError, GENESIS_HASH};
 use youops_core::model::{AuditEvent, RequestId, State};
 use youops_store::fs::SimFs;
 
-use crate::support::{all_events, assert_verifies, keyed, received, request, sim_open, small, to};
+use crate::support::{
+    all_events, assert_verifies, keyed, keyed_request, received, sim_open, small, to,
+};
 // ------------------------------------------------- 12. random power cuts
 
 /// ~200 power cuts during concurrent submits: after each, every acknowledged
@@ -67,7 +69,7 @@ async fn random_power_cuts_during_concurrent_submits_lose_nothing_acknowledged()
             );
         }
         if let Some((key, id)) = held.last() {
-            let again = request("again", Some(key));
+            let again = keyed_request("again", key);
             assert!(matches!(
                 store.append(vec![received(&again)], keyed(key)).await,
                 Err(StoreError::Duplicate(owner)) if owner == *id
@@ -81,7 +83,7 @@ async fn random_power_cuts_during_concurrent_submits_lose_nothing_acknowledged()
             tasks.push(tokio::spawn(async move {
                 for i in 0.. {
                     let key = format!("delivery-{base}-{i}");
-                    let r = request("submit", Some(&key));
+                    let r = keyed_request("submit", &key);
                     let durable = !(base + i).is_multiple_of(3);
                     let mut opts = if durable {
                         AppendOptions::durable()

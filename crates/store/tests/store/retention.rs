@@ -22,15 +22,13 @@ use crate::support::{
 /// A request in flight from the start (#1, #2), then `done` finished requests
 /// (two events each), then a notice.
 async fn retention_store(store: &LogStore, done: usize) -> (Request, Vec<Request>) {
-    let flight = request("long", None);
+    let flight = request("long");
     append(
         store,
         vec![received(&flight), to(flight.id, State::Running)],
     )
     .await;
-    let reqs: Vec<Request> = (0..done)
-        .map(|i| request(&format!("op{i}"), None))
-        .collect();
+    let reqs: Vec<Request> = (0..done).map(|i| request(&format!("op{i}"))).collect();
     for r in &reqs {
         store
             .append(vec![received(r)], AppendOptions::buffered())
@@ -179,7 +177,7 @@ async fn archiving_rounds_keep_the_log_bounded() {
     let mut sizes = Vec::new();
     for round in 0..8 {
         for i in 0..60 {
-            let r = request(&format!("round{round}.op{i}"), None);
+            let r = request(&format!("round{round}.op{i}"));
             store
                 .append(
                     vec![received(&r), to(r.id, State::Succeeded)],
@@ -408,7 +406,7 @@ async fn reads_stay_whole_while_segments_roll_and_move() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
     let store = open(&dir.path().join("store"), small(1200));
-    let flight = request("long", None);
+    let flight = request("long");
     append(
         &store,
         vec![received(&flight), to(flight.id, State::Running)],

@@ -5,63 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+pub(crate) use youops_core::audit::conformance::build::{
+    delivery, keyed, keyed_request, notice, received, request, to,
+};
 use youops_core::audit::{AppendOptions, AuditStore, StoreError};
-use youops_core::model::{AuditEvent, EventBody, NewEvent, Request, RequestId, State, Transition};
+use youops_core::model::{AuditEvent, NewEvent};
 use youops_store::fs::SimFs;
 use youops_store::{LogOptions, LogStore};
-pub(crate) fn request(op: &str, dedup_key: Option<&str>) -> Request {
-    serde_json::from_value(serde_json::json!({
-        "id": RequestId::new(),
-        "op": op,
-        "args": {},
-        "actor": {"frontend": "cli", "external_id": "ann"},
-        "origin": {"frontend": "cli"},
-        "dedup_key": dedup_key,
-        "created_at": Utc::now(),
-        "digest": "ab".repeat(32),
-    }))
-    .expect("a request decodes")
-}
-
-pub(crate) fn received(r: &Request) -> NewEvent {
-    NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    )
-}
-
-pub(crate) fn to(id: RequestId, state: State) -> NewEvent {
-    NewEvent::transition(id, Transition::to(state))
-}
-
-pub(crate) fn notice(message: impl Into<String>) -> NewEvent {
-    NewEvent::global(EventBody::Notice {
-        source: "test".into(),
-        kind: "note".into(),
-        message: message.into(),
-        data: serde_json::Value::Null,
-    })
-}
-
-/// A request whose claim of `key` expires after the store's dedup TTL (a
-/// delivery id), and the append options that claim it so.
-pub(crate) fn delivery(op: &str, key: &str) -> (Request, AppendOptions) {
-    let mut r = request(op, Some(key));
-    r.dedup_expires = true;
-    let mut o = keyed(key);
-    o.dedup_expires = true;
-    (r, o)
-}
-
-/// Durable, claiming `key` for good.
-pub(crate) fn keyed(key: &str) -> AppendOptions {
-    let mut o = AppendOptions::durable();
-    o.dedup_key = Some(key.to_string());
-    o
-}
 
 pub(crate) fn open(path: &Path, opts: LogOptions) -> LogStore {
     LogStore::open(path, opts).expect("the store opens")

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::build::{notice_on, received, request, to};
 use super::support::{
     all_events, append_checked, check_appended, check_chain, ensure, ensure_eq, expected_record,
-    ids, notice, opts, received, request, to, verify_intact, Cx, Must, Step, Stop,
+    ids, opts, verify_intact, Cx, Must, Step, Stop,
 };
 use super::GROUP_TASKS;
 use crate::audit::{AppendOptions, AuditStore, StoreError, GENESIS_HASH};
@@ -19,7 +20,7 @@ pub(super) async fn rejected_appends(cx: &mut Cx<'_>) -> Step {
     let store = &*store;
     let genesis = (0, GENESIS_HASH.to_string());
     let ghost = RequestId::new();
-    let r = request("ops.reject", "cli");
+    let r = request("ops.reject");
 
     // An event of a request never received: the whole call is refused.
     let res = store
@@ -66,7 +67,7 @@ pub(super) async fn rejected_appends(cx: &mut Cx<'_>) -> Step {
     );
 
     // A refused event at the end refuses the events before it.
-    let r2 = request("ops.reject", "cli");
+    let r2 = request("ops.reject");
     let res = store
         .append(
             vec![
@@ -110,14 +111,14 @@ pub(super) async fn rejected_appends(cx: &mut Cx<'_>) -> Step {
 async fn refused_claims(store: &dyn AuditStore, ghost: RequestId) -> Step {
     // A dedup key is claimed once; a claimed key refuses the whole call.
     let key = "conformance-rejected-1";
-    let r3 = request("ops.reject", "cli");
+    let r3 = request("ops.reject");
     let claimed = append_checked(store, vec![received(&r3)], opts(false, Some(key))).await?;
     ensure_eq!(
         store.find_dedup(key).await.must("find_dedup")?,
         Some(r3.id),
         "find_dedup after a claim"
     );
-    let r4 = request("ops.reject", "cli");
+    let r4 = request("ops.reject");
     let res = store
         .append(
             vec![received(&r4), to(r4.id, State::Running)],
@@ -143,7 +144,7 @@ async fn refused_claims(store: &dyn AuditStore, ghost: RequestId) -> Step {
 
     // A call refused for another reason claims nothing.
     let key5 = "conformance-rejected-5";
-    let r5 = request("ops.reject", "cli");
+    let r5 = request("ops.reject");
     let res = store
         .append(
             vec![received(&r5), to(ghost, State::Running)],
@@ -226,19 +227,19 @@ async fn append_in_groups(store: &Arc<dyn AuditStore>) -> Step<Vec<TaskAnswers>>
         let store = Arc::clone(store);
         let start = Arc::clone(&start);
         tasks.push(tokio::spawn(async move {
-            let r = request(&format!("ops.group.{t}"), "cli");
+            let r = request(&format!("ops.group.{t}"));
             let id = r.id;
             let mut calls = vec![vec![received(&r), to(id, State::Running)]];
             for round in 1..ROUNDS - 1 {
                 let n = (t + round) % 3 + 1;
                 calls.push(
                     (0..n)
-                        .map(|i| notice(Some(id), format!("task {t} round {round} #{i}")))
+                        .map(|i| notice_on(id, format!("task {t} round {round} #{i}")))
                         .collect(),
                 );
             }
             calls.push(vec![
-                notice(Some(id), format!("task {t} done")),
+                notice_on(id, format!("task {t} done")),
                 to(id, State::Succeeded),
             ]);
             start.wait().await;

@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
+use super::build::{notice, notice_on, received, request_via, to};
 use super::support::{
-    all_events, append_checked, check_chain, ensure, ensure_eq, expected_record, notice, opts,
-    received, request, to, verify_intact, Cx, Must, Snapshot, Step,
+    all_events, append_checked, check_chain, ensure, ensure_eq, expected_record, opts,
+    verify_intact, Cx, Must, Snapshot, Step,
 };
 use super::{CAS_RACERS, CAS_ROUNDS};
 use crate::audit::{AppendOptions, AuditStore, StoreError, GENESIS_HASH};
@@ -58,7 +59,7 @@ pub(super) async fn conditional_append(cx: &mut Cx<'_>) -> Step {
     let (mut all, r) = single(&*store).await?;
     let key = "conformance-cas-key";
     all.extend(stale_claims_nothing(&*store, r, &all, key).await?);
-    let racer = request("ops.cas.race", "chat");
+    let racer = request_via("ops.cas.race", "chat");
     all.extend(
         append_checked(
             &*store,
@@ -125,7 +126,7 @@ pub(super) async fn conditional_append(cx: &mut Cx<'_>) -> Step {
 /// request not to exist yet (`0`), the right seq, a stale seq, an unknown
 /// request, a global first event. Returns the events appended and the request.
 async fn single(store: &dyn AuditStore) -> Step<(Vec<AuditEvent>, RequestId)> {
-    let r = request("ops.cas", "chat");
+    let r = request_via("ops.cas", "chat");
     let mut all = append_checked(
         store,
         vec![received(&r), to(r.id, State::PendingApproval)],
@@ -154,7 +155,7 @@ async fn single(store: &dyn AuditStore) -> Step<(Vec<AuditEvent>, RequestId)> {
     all.extend(append_checked(store, vec![to(r.id, State::Approved)], cond(None, 2)).await?);
     // The seq it read before: stale, and nothing of it is appended, not even
     // the events of another request after the first.
-    let other = request("ops.cas.other", "chat");
+    let other = request_via("ops.cas.other", "chat");
     refused_stale(
         store,
         vec![to(r.id, State::Cancelled), received(&other)],
@@ -167,7 +168,7 @@ async fn single(store: &dyn AuditStore) -> Step<(Vec<AuditEvent>, RequestId)> {
     // A seq ahead of the request's is stale too.
     refused_stale(
         store,
-        vec![notice(Some(r.id), "ahead")],
+        vec![notice_on(r.id, "ahead")],
         cond(None, 4),
         (r.id, 3),
         (&[r.id], &[]),
@@ -178,7 +179,7 @@ async fn single(store: &dyn AuditStore) -> Step<(Vec<AuditEvent>, RequestId)> {
     let ghost = RequestId::new();
     refused_stale(
         store,
-        vec![notice(Some(ghost), "ghost")],
+        vec![notice_on(ghost, "ghost")],
         cond(None, 3),
         (ghost, 0),
         (&[r.id, ghost], &[]),
@@ -187,9 +188,7 @@ async fn single(store: &dyn AuditStore) -> Step<(Vec<AuditEvent>, RequestId)> {
     .await?;
     // A condition needs a request to check.
     let head = store.head().await.must("head")?;
-    let res = store
-        .append(vec![notice(None, "global")], cond(None, 3))
-        .await;
+    let res = store.append(vec![notice("global")], cond(None, 3)).await;
     ensure!(
         matches!(&res, Err(e) if !matches!(e, StoreError::Duplicate(_))),
         "a conditional append whose first event is global gave {res:?}, expected an error"
@@ -214,7 +213,7 @@ async fn stale_claims_nothing(
     let last = all.last().map_or(0, |e| e.seq);
     refused_stale(
         store,
-        vec![notice(Some(r), "stale, with a key")],
+        vec![notice_on(r, "stale, with a key")],
         cond(Some(key), last - 1),
         (r, last),
         (&[r], &[key]),
@@ -228,7 +227,7 @@ async fn stale_claims_nothing(
     );
     let got = append_checked(
         store,
-        vec![notice(Some(r), "right, with a key")],
+        vec![notice_on(r, "right, with a key")],
         cond(Some(key), last),
     )
     .await?;
@@ -240,7 +239,7 @@ async fn stale_claims_nothing(
     let now = last + 1;
     for (expect, what) in [(now, "the right seq"), (last, "a stale seq")] {
         let res = store
-            .append(vec![notice(Some(r), "again")], cond(Some(key), expect))
+            .append(vec![notice_on(r, "again")], cond(Some(key), expect))
             .await;
         ensure!(
             matches!(res, Err(StoreError::Duplicate(w)) if w == r),
@@ -271,7 +270,7 @@ async fn race(store: &Arc<dyn AuditStore>, id: RequestId, round: usize) -> Step<
         let start = Arc::clone(&start);
         tasks.push(tokio::spawn(async move {
             let events = vec![
-                notice(Some(id), format!("round {round}, racer {i}")),
+                notice_on(id, format!("round {round}, racer {i}")),
                 to(id, State::PendingApproval),
             ];
             let o = opts(i % 2 == 0, None).expect_last_seq(expect);

@@ -4,9 +4,10 @@
 
 use chrono::Utc;
 
+use super::build::{notice, notice_on, received, request, request_via, to};
 use super::support::{
-    all_events, append_checked, ensure, ensure_eq, events_of, expected_record, ids, notice, opts,
-    received, request, to, verify_intact, Cx, Must, Snapshot, Step, Stop,
+    all_events, append_checked, ensure, ensure_eq, events_of, expected_record, ids, opts,
+    verify_intact, Cx, Must, Snapshot, Step, Stop,
 };
 use crate::audit::{AppendOptions, AuditStore, StoreError};
 use crate::model::{AuditEvent, NewEvent, Request, State, Transition};
@@ -47,7 +48,7 @@ pub(super) async fn crash_reopen(cx: &mut Cx<'_>) -> Step {
     for i in 0..3 {
         append_checked(
             &*store,
-            vec![notice(Some(b.id), format!("buffered #{i}"))],
+            vec![notice_on(b.id, format!("buffered #{i}"))],
             AppendOptions::buffered(),
         )
         .await?;
@@ -75,10 +76,10 @@ pub(super) async fn crash_reopen(cx: &mut Cx<'_>) -> Step {
 /// Durable appends of four requests (`d` claims `key`) and a global notice:
 /// nine events.
 async fn crash_script(store: &dyn AuditStore, key: &str) -> Step<[Request; 4]> {
-    let a = request("ops.crash", "cli");
-    let b = request("ops.crash", "cli");
-    let c = request("ops.crash", "api");
-    let mut d = request("ops.crash", "api");
+    let a = request("ops.crash");
+    let b = request("ops.crash");
+    let c = request_via("ops.crash", "api");
+    let mut d = request_via("ops.crash", "api");
     d.dedup_key = Some(key.to_string());
     let pending = Transition {
         approvals_needed: Some(2),
@@ -92,7 +93,7 @@ async fn crash_script(store: &dyn AuditStore, key: &str) -> Step<[Request; 4]> {
             None,
         ),
         (vec![received(&c)], None),
-        (vec![notice(None, "before the crash")], None),
+        (vec![notice("before the crash")], None),
         (vec![to(a.id, State::Succeeded)], None),
         (vec![received(&d)], Some(key)),
         (vec![to(c.id, State::Running)], None),
@@ -125,10 +126,7 @@ async fn continue_after_reopen(
         a.id
     );
     let res = store
-        .append(
-            vec![received(&request("ops.crash", "cli"))],
-            opts(true, Some(key)),
-        )
+        .append(vec![received(&request("ops.crash"))], opts(true, Some(key)))
         .await;
     ensure!(
         matches!(res, Err(StoreError::Duplicate(w)) if w == d.id),
@@ -151,7 +149,7 @@ pub(super) async fn torn_tail(cx: &mut Cx<'_>) -> Step {
     }
     let mut site = cx.site().await?;
     let store = site.open().await.must("harness: open")?;
-    let r = request("ops.torn", "cli");
+    let r = request("ops.torn");
     let durable_through = 2;
     let before = two_durable_two_buffered(&*store, &r).await?;
     let n = before.len() as u64;
@@ -226,12 +224,7 @@ pub(super) async fn torn_tail(cx: &mut Cx<'_>) -> Step {
 /// `r`. Every event.
 async fn two_durable_two_buffered(store: &dyn AuditStore, r: &Request) -> Step<Vec<AuditEvent>> {
     append_checked(store, vec![received(r)], AppendOptions::durable()).await?;
-    append_checked(
-        store,
-        vec![notice(None, "durable")],
-        AppendOptions::durable(),
-    )
-    .await?;
+    append_checked(store, vec![notice("durable")], AppendOptions::durable()).await?;
     append_checked(
         store,
         vec![to(r.id, State::Running)],
@@ -240,7 +233,7 @@ async fn two_durable_two_buffered(store: &dyn AuditStore, r: &Request) -> Step<V
     .await?;
     append_checked(
         store,
-        vec![notice(Some(r.id), "the tail")],
+        vec![notice_on(r.id, "the tail")],
         AppendOptions::buffered(),
     )
     .await?;

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::build::{delivery, received, request, request_via, to};
 use super::support::{
-    all_events, append_checked, check_chain, ensure, ensure_eq, expected_record, opts, received,
-    request, to, verify_intact, Cx, Must, Step, Stop,
+    all_events, append_checked, check_chain, ensure, ensure_eq, expected_record, opts,
+    verify_intact, Cx, Must, Step, Stop,
 };
 use super::{DEDUP_RACERS, DEDUP_ROUNDS};
-use crate::audit::{AppendOptions, AuditStore, StoreError, GENESIS_HASH};
+use crate::audit::{AuditStore, StoreError, GENESIS_HASH};
 use crate::model::{AuditEvent, Request, RequestId, State};
 
 /// The longest [`ClaimTtl::at_most`](super::ClaimTtl::at_most) [`claim_expiry`] waits for.
@@ -32,7 +33,7 @@ async fn race(
         let start = Arc::clone(&start);
         let key = key.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut r = request("ops.dedup", "cli");
+            let mut r = request("ops.dedup");
             if carried {
                 r.dedup_key = Some(key.clone());
             }
@@ -114,7 +115,7 @@ pub(super) async fn dedup_race(cx: &mut Cx<'_>) -> Step {
     let (all, head, won) = (&all, &head, &won);
     let late_duplicates = |store: Arc<dyn AuditStore>| async move {
         for (key, carried, winner) in won {
-            let mut late = request("ops.dedup", "cli");
+            let mut late = request("ops.dedup");
             if *carried {
                 late.dedup_key = Some(key.clone());
             }
@@ -159,17 +160,6 @@ pub(super) async fn dedup_race(cx: &mut Cx<'_>) -> Step {
     late_duplicates(store).await
 }
 
-/// A request claiming `key` as the executor claims a delivery id: the request
-/// carries the key, and the claim expires.
-fn delivery(key: &str) -> (Request, AppendOptions) {
-    let mut r = request("ops.delivery", "chat");
-    r.dedup_key = Some(key.to_string());
-    r.dedup_expires = true;
-    let mut o = opts(true, Some(key));
-    o.dedup_expires = true;
-    (r, o)
-}
-
 pub(super) async fn claim_expiry(cx: &mut Cx<'_>) -> Step {
     if !cx.caps.expiring_claims {
         return Err(Stop::Skip(
@@ -191,10 +181,10 @@ pub(super) async fn claim_expiry(cx: &mut Cx<'_>) -> Step {
     let store = site.open().await.must("harness: open")?;
     let (fleeting, lasting) = ("conformance-expiring-1", "conformance-lasting-1");
     let started = Instant::now();
-    let (a, claim) = delivery(fleeting);
+    let (a, claim) = delivery("ops.delivery", fleeting);
     let mut all = append_checked(&*store, vec![received(&a)], claim).await?;
     let claimed = Instant::now();
-    let mut b = request("ops.push", "git");
+    let mut b = request_via("ops.push", "git");
     b.dedup_key = Some(lasting.to_string());
     all.extend(append_checked(&*store, vec![received(&b)], opts(true, Some(lasting))).await?);
 
@@ -217,7 +207,7 @@ pub(super) async fn claim_expiry(cx: &mut Cx<'_>) -> Step {
         None,
         "find_dedup({fleeting:?}) after the TTL ({ttl:?})"
     );
-    let (c, claim) = delivery(fleeting);
+    let (c, claim) = delivery("ops.delivery", fleeting);
     let reclaimed = Instant::now();
     all.extend(append_checked(&*store, vec![received(&c)], claim).await?);
     ensure_eq!(
@@ -261,7 +251,7 @@ async fn lasting_claim_holds(store: &dyn AuditStore, b: &Request, key: &str) -> 
         Some(b.id),
         "find_dedup({key:?}) of a claim that does not expire, after the TTL"
     );
-    let mut late = request("ops.push", "git");
+    let mut late = request_via("ops.push", "git");
     late.dedup_key = Some(key.to_string());
     let res = store
         .append(vec![received(&late)], opts(true, Some(key)))

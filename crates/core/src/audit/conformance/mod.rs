@@ -12,6 +12,9 @@
 //! ([`expect_last_seq`](super::AppendOptions::expect_last_seq)) of which
 //! exactly one of many concurrent decisions on a request wins.
 //!
+//! The requests, events and append options the cases append are built by
+//! [`build`], public for the backends' own tests.
+//!
 //! # The harness
 //!
 //! A [`StoreHarness`] describes a backend: its name, its [`Capabilities`], and a
@@ -104,6 +107,7 @@
 //! ```
 
 mod appends;
+pub mod build;
 mod conditional;
 mod crash;
 mod dedup;

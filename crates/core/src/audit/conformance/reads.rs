@@ -1,9 +1,10 @@
 //! [`Case::ReadsAndRecords`](super::Case::ReadsAndRecords): reads of an empty
 //! and of a small store.
 
+use super::build::{notice, notice_on, received, request, request_via, to};
 use super::support::{
     all_events, append_checked, check_chain, ensure, ensure_eq, events_of, expected_record, ids,
-    notice, opts, received, request, to, verify_intact, Cx, Must, Step,
+    opts, verify_intact, Cx, Must, Step,
 };
 use crate::audit::{AppendOptions, AuditStore, GENESIS_HASH};
 use crate::model::{
@@ -17,11 +18,11 @@ pub(super) async fn reads_and_records(cx: &mut Cx<'_>) -> Step {
     empty_store(store).await?;
 
     // Five requests and global events, durable and buffered appends mixed.
-    let a = request("ops.alpha", "cli");
-    let b = request("ops.alpha", "cli");
-    let c = request("ops.alpha", "cli");
-    let d = request("ops.beta", "api");
-    let e = request("ops.beta", "api");
+    let a = request("ops.alpha");
+    let b = request("ops.alpha");
+    let c = request("ops.alpha");
+    let d = request_via("ops.beta", "api");
+    let e = request_via("ops.beta", "api");
     let all = append_script(store, [&a, &b, &c, &d, &e]).await?;
     let n = all.len() as u64;
     let head = (n, all[all.len() - 1].hash.clone());
@@ -106,7 +107,7 @@ async fn append_script(store: &dyn AuditStore, people: [&Request; 5]) -> Step<Ve
     let script: Vec<(Vec<NewEvent>, bool)> = vec![
         (vec![received(a), to(a.id, State::Running)], true),
         (vec![received(b)], false),
-        (vec![notice(None, "a global notice")], true),
+        (vec![notice("a global notice")], true),
         (vec![to(a.id, State::Succeeded), received(c)], true),
         (
             vec![NewEvent::transition(
@@ -120,7 +121,7 @@ async fn append_script(store: &dyn AuditStore, people: [&Request; 5]) -> Step<Ve
             true,
         ),
         (
-            vec![to(e.id, State::Succeeded), notice(Some(d.id), "about d")],
+            vec![to(e.id, State::Succeeded), notice_on(d.id, "about d")],
             false,
         ),
     ];

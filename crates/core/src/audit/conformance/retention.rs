@@ -16,9 +16,10 @@
 
 use std::path::{Path, PathBuf};
 
+use super::build::{notice, notice_on, received, request, to};
 use super::support::{
     all_events, append_checked, check_chain, ensure, ensure_eq, events_of, expected_record, ids,
-    notice, received, request, to, verify_intact, Cx, Must, Step, Stop,
+    verify_intact, Cx, Must, Step, Stop,
 };
 use crate::audit::{
     archive_files, parse_archive_file_name, verify_with_archives, AppendOptions, ArchiveReport,
@@ -133,7 +134,7 @@ pub(super) async fn retention_verify(cx: &mut Cx<'_>) -> Step {
 /// `#19`: a notice of the one in flight; `#20..=#23`: two more finished;
 /// `#24`: a global notice. The request in flight and what to expect.
 async fn populate(store: &dyn AuditStore) -> Step<(RequestId, Expect)> {
-    let done: Vec<_> = (0..4).map(|_| request("ops.old", "cli")).collect();
+    let done: Vec<_> = (0..4).map(|_| request("ops.old")).collect();
     for r in &done {
         append_checked(store, vec![received(r)], AppendOptions::durable()).await?;
         append_checked(
@@ -143,17 +144,17 @@ async fn populate(store: &dyn AuditStore) -> Step<(RequestId, Expect)> {
         )
         .await?;
     }
-    let flight = request("ops.long", "cli");
+    let flight = request("ops.long");
     append_checked(
         store,
         vec![received(&flight), to(flight.id, State::Running)],
         AppendOptions::durable(),
     )
     .await?;
-    let late: Vec<_> = (0..6).map(|_| request("ops.new", "cli")).collect();
+    let late: Vec<_> = (0..6).map(|_| request("ops.new")).collect();
     for (i, r) in late.iter().enumerate() {
         if i == 4 {
-            let still = notice(Some(flight.id), "still running");
+            let still = notice_on(flight.id, "still running");
             append_checked(store, vec![still], AppendOptions::durable()).await?;
         }
         append_checked(
@@ -163,7 +164,7 @@ async fn populate(store: &dyn AuditStore) -> Step<(RequestId, Expect)> {
         )
         .await?;
     }
-    let last = notice(None, "before retention");
+    let last = notice("before retention");
     append_checked(store, vec![last], AppendOptions::durable()).await?;
     let chain = all_events(store).await?;
     ensure_eq!(chain.len(), EVENTS, "events appended");
@@ -466,7 +467,7 @@ async fn another_store_refused(cx: &Cx<'_>, dir: &Path) -> Step {
         .await
         .must("harness: open a second store")?;
     for _ in 0..12 {
-        let r = request("ops.other", "cli");
+        let r = request("ops.other");
         append_checked(
             &*other,
             vec![received(&r), to(r.id, State::Succeeded)],

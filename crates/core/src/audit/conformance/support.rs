@@ -1,17 +1,13 @@
 //! The suite's plumbing: how a case stops, the checks' macros, the case
-//! context, builders of events and the checks the cases share.
+//! context and the checks the cases share (the builders of requests and
+//! events are in [`super::build`]).
 
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use super::{Capabilities, StoreHarness, StoreSite};
 use crate::audit::{expected_hash, AppendOptions, AuditStore};
-use crate::model::{
-    Actor, AuditEvent, EventBody, NewEvent, Origin, Request, RequestFilter, RequestId,
-    RequestRecord, State, Transition,
-};
+use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
 /// Why a case stopped early.
 #[derive(Debug)]
@@ -104,52 +100,6 @@ impl Cx<'_> {
     ) -> Step<Arc<dyn AuditStore>> {
         site.crash(store).await.must("harness: crash")?;
         site.open().await.must("harness: open after a crash")
-    }
-}
-
-pub(super) fn request(op: &str, frontend: &str) -> Request {
-    Request {
-        id: RequestId::new(),
-        op: op.into(),
-        args: Default::default(),
-        raw_args: Vec::new(),
-        secret_args: Vec::new(),
-        actor: Actor::new(frontend, "conformance"),
-        origin: Origin::new(frontend),
-        dedup_key: None,
-        dedup_expires: false,
-        dry_run: false,
-        provenance: Default::default(),
-        created_at: Utc::now(),
-        digest: "ab".repeat(32),
-        retry_of: None,
-        node: None,
-    }
-}
-
-pub(super) fn received(r: &Request) -> NewEvent {
-    NewEvent::request(
-        r.id,
-        EventBody::Received {
-            request: Arc::new(r.clone()),
-        },
-    )
-}
-
-pub(super) fn to(id: RequestId, state: State) -> NewEvent {
-    NewEvent::transition(id, Transition::to(state))
-}
-
-pub(super) fn notice(id: Option<RequestId>, message: impl Into<String>) -> NewEvent {
-    let body = EventBody::Notice {
-        source: "conformance".into(),
-        kind: "note".into(),
-        message: message.into(),
-        data: serde_json::Value::Null,
-    };
-    match id {
-        Some(id) => NewEvent::request(id, body),
-        None => NewEvent::global(body),
     }
 }
 

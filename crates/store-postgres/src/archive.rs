@@ -7,8 +7,9 @@
 //! One archive at a time in the cluster: a session advisory lock, held on a
 //! connection of its own for the whole archive (closing it releases the lock).
 //! An archive cut short (a crash between the file and the move) is finished
-//! or undone by the next, with the memory store's rules: the file is kept and
-//! its events moved if its checkpoint is in the chain, removed if not.
+//! or undone by the next, with the rules of every store that archives into
+//! files ([`recover_archives`]): the file is kept and its events moved if its
+//! checkpoint is in the chain, removed if not.
 //!
 //! ## Fenced by the leader's epoch
 //!
@@ -39,11 +40,12 @@
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 use youops_core::audit::{
-    archive_file_name, archives_to_recover, last_event_in_archive, write_archive_file,
-    AppendOptions, ArchiveReport, AuditStore, StoreError,
+    archive_file_name, is_checkpoint_of, recover_archives, write_archive_file, AppendOptions,
+    ArchiveRecovery, ArchiveReport, AuditStore, StoreError,
 };
 use youops_core::model::{EventBody, NewEvent};
 
@@ -102,7 +104,7 @@ async fn archive_locked(
     fence: Option<&Fence>,
 ) -> Result<Option<ArchiveReport>, StoreError> {
     let pool = &store.inner.pool;
-    recover(pool, dir, fence).await?;
+    recover_archives(dir, &Recovery { pool, fence }).await?;
     let start = live_start(pool).await?;
     let (tip, _) = reads::head(pool).await?;
     // Keep every event of requests still in flight, and the tip.
@@ -372,87 +374,51 @@ async fn drop_whole(
     }
 }
 
-/// Finish or undo an archive cut short, and refuse an archive directory that
-/// does not agree with this store (the memory store's rules). An archive
-/// file whose events are still live must start at the live start and end
-/// with this store's own event (or it is another store's, and nothing is
-/// touched); with its checkpoint in the chain the move is finished, without
-/// it the file is removed.
-async fn recover(pool: &Pool, dir: &Path, fence: Option<&Fence>) -> Result<(), StoreError> {
-    let owned = dir.to_path_buf();
-    let files = tokio::task::spawn_blocking(move || archives_to_recover(&owned))
-        .await
-        .map_err(|e| StoreError::Io(format!("listing archives: {e}")))??;
-    for (path, name, first, through) in files {
-        let live_start = live_start(pool).await?;
-        if through < live_start {
-            continue;
-        }
-        let disagree = |why: String| {
-            StoreError::Corrupt(format!(
-                "{} holds events #{first}..=#{through} but {why}: not archiving until the \
-                 archive directory and the store agree (nothing was changed)",
-                path.display()
-            ))
-        };
-        if first != live_start {
-            return Err(disagree(format!("the store starts at #{live_start}")));
-        }
-        let stored = pool
+/// The store as [`recover_archives`] sees it, to finish or undo an archive
+/// cut short and refuse an archive directory that does not agree with this
+/// store (the rules of every store that archives into files): a finished
+/// move is fenced by `fence`, as the archive's own move is.
+struct Recovery<'a> {
+    pool: &'a Pool,
+    fence: Option<&'a Fence>,
+}
+
+#[async_trait]
+impl ArchiveRecovery for Recovery<'_> {
+    async fn live_start(&self) -> Result<u64, StoreError> {
+        live_start(self.pool).await
+    }
+
+    async fn event_hash(&self, seq: u64) -> Result<Option<String>, StoreError> {
+        self.pool
             .query_opt(
                 "reading an event",
                 "SELECT hash FROM events WHERE seq = $1",
-                &[&seq_sql(through)?],
+                &[&seq_sql(seq)?],
             )
             .await?
             .map(|row| col::<String>(&row, 0, "events.hash"))
-            .transpose()?;
-        match (last_event_in_archive(&path)?, stored) {
-            (Some(a), Some(hash)) if a.seq == through && a.hash == hash => {}
-            (_, Some(hash)) => {
-                return Err(disagree(format!(
-                    "its last record is not the store's #{through} (hash {})",
-                    hash.get(..12).unwrap_or(&hash)
-                )))
-            }
-            (_, None) => return Err(disagree(format!("the store has no record #{through}"))),
-        }
-        if checkpointed(pool, through, &name).await? {
-            let removed = move_through(pool, through, &name, fence).await?;
-            tracing::warn!(
-                file = %path.display(),
-                through,
-                records_removed = removed,
-                "audit retention: finished an archive cut short (its checkpoint is in the chain)"
-            );
-        } else {
-            tokio::fs::remove_file(&path)
-                .await
-                .map_err(|e| StoreError::Io(format!("cannot remove {}: {e}", path.display())))?;
-            tracing::warn!(
-                file = %path.display(),
-                "audit retention: removed an archive cut short before its checkpoint \
-                 (its events are still in the store)"
-            );
-        }
+            .transpose()
     }
-    Ok(())
-}
 
-/// Whether a live checkpoint says events `..=through` went to `name`.
-async fn checkpointed(pool: &Pool, through: u64, name: &str) -> Result<bool, StoreError> {
-    let rows = pool
-        .query(
-            "reading checkpoints",
-            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'checkpoint' ORDER BY seq"),
-            &[],
-        )
-        .await?;
-    Ok(codec::events(&rows)?.iter().any(|e| {
-        matches!(
-            &e.body,
-            EventBody::Checkpoint { archived_through_seq, archive, .. }
-                if *archived_through_seq == through && archive == name
-        )
-    }))
+    /// Whether a live checkpoint says events `..=through` went to `name`.
+    async fn has_checkpoint(&self, through: u64, name: &str) -> Result<bool, StoreError> {
+        let rows = self
+            .pool
+            .query(
+                "reading checkpoints",
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE kind = 'checkpoint' ORDER BY seq"
+                ),
+                &[],
+            )
+            .await?;
+        Ok(codec::events(&rows)?
+            .iter()
+            .any(|e| is_checkpoint_of(&e.body, through, name)))
+    }
+
+    async fn finish_move(&self, _: u64, through: u64, name: &str) -> Result<u64, StoreError> {
+        move_through(self.pool, through, name, self.fence).await
+    }
 }

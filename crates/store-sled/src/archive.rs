@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use youops_core::audit::{
-    archive_file_name, archives_to_recover, last_event_in_archive, AppendOptions, ArchiveReport,
-    AuditStore, ChainVerifier, StoreError,
+    archive_file_name, is_checkpoint_of, recover_archives, AppendOptions, ArchiveRecovery,
+    ArchiveReport, AuditStore, ChainVerifier, StoreError,
 };
 use youops_core::model::{EventBody, NewEvent, RequestId};
 
@@ -90,92 +91,55 @@ impl SledStore {
             .map_err(io)?
     }
 
-    /// Finish or undo an archive a crash cut short. Archiving writes the file,
-    /// then appends the checkpoint, then removes the archived events; an
-    /// archive file whose events are still in the store was cut short after
-    /// step 1 or 2. With its checkpoint in the chain it is committed: finish
-    /// step 3. Without, it never happened: remove the file (the events stay
-    /// here). Also removes half-written files (`.jsonl.tmp`).
+    /// Finish or undo an archive a crash cut short: with its checkpoint in
+    /// the chain, finish step 3; without, remove the file (the events stay
+    /// here). Also removes half-written files (`.jsonl.tmp`), and refuses an
+    /// archive directory that does not agree with this store. The rules
+    /// every store that archives into files keeps: [`recover_archives`].
     pub(crate) async fn recover_archive(&self, dir: &Path) -> Result<(), StoreError> {
-        for (path, name, first, through) in archives_to_recover(dir)? {
-            let live_start = self.live_start()?;
-            if through < live_start {
-                continue;
-            }
-            let disagree = |why: String| {
-                StoreError::Corrupt(format!(
-                    "{} holds events #{first}..=#{through} but {why}: not archiving until the \
-                     archive directory and the store agree (nothing was changed)",
-                    path.display()
-                ))
-            };
-            if first != live_start {
-                return Err(disagree(format!("the store starts at #{live_start}")));
-            }
-            // The file must end with the store's own event, or it is not this
-            // store's archive (say, a new store beside an old archive directory):
-            // it is never removed, nor written over.
-            let file_last = last_event_in_archive(&path)?;
-            let stored = self.events(through - 1, 1).await?;
-            match (file_last, stored.first()) {
-                (Some(a), Some(b)) if a.seq == through && b.seq == through && a.hash == b.hash => {}
-                (_, Some(b)) if b.seq == through => {
-                    return Err(disagree(format!(
-                        "its last record is not the store's #{through} (hash {})",
-                        b.hash.get(..12).unwrap_or(&b.hash)
-                    )))
-                }
-                _ => return Err(disagree(format!("the store has no record #{through}"))),
-            }
-            if self.has_checkpoint(through, &name).await? {
-                let tree = self.inner.tree.clone();
-                let touched =
-                    tokio::task::spawn_blocking(move || request_ids_in(&tree, first, through))
-                        .await
-                        .map_err(io)??;
-                let removed = self.remove_through(through, touched).await?;
-                tracing::warn!(
-                    file = %path.display(),
-                    through,
-                    records_removed = removed,
-                    "audit retention: finished an archive cut short (its checkpoint is in the chain)"
-                );
-            } else {
-                std::fs::remove_file(&path).map_err(|e| {
-                    StoreError::Io(format!("cannot remove {}: {e}", path.display()))
-                })?;
-                if let Ok(d) = std::fs::File::open(dir) {
-                    let _ = d.sync_all();
-                }
-                tracing::warn!(
-                    file = %path.display(),
-                    "audit retention: removed an archive cut short before its checkpoint \
-                     (its events are still in the store)"
-                );
-            }
-        }
-        Ok(())
+        recover_archives(dir, &Recovery(self)).await
+    }
+}
+
+/// The sled store as [`recover_archives`] sees it: a private handle, so that
+/// finishing a move is not part of [`SledStore`]'s API.
+struct Recovery<'a>(&'a SledStore);
+
+#[async_trait]
+impl ArchiveRecovery for Recovery<'_> {
+    async fn live_start(&self) -> Result<u64, StoreError> {
+        self.0.live_start()
+    }
+
+    async fn event_hash(&self, seq: u64) -> Result<Option<String>, StoreError> {
+        let stored = self.0.events(seq.saturating_sub(1), 1).await?;
+        Ok(stored.into_iter().find(|e| e.seq == seq).map(|e| e.hash))
     }
 
     /// Whether the chain after `through` has the checkpoint of archive `name`.
     async fn has_checkpoint(&self, through: u64, name: &str) -> Result<bool, StoreError> {
         let mut after = through;
         loop {
-            let batch = self.events(after, 1000).await?;
+            let batch = self.0.events(after, 1000).await?;
             let Some(last) = batch.last() else {
                 return Ok(false);
             };
             after = last.seq;
-            if batch.iter().any(|e| {
-                matches!(
-                    &e.body,
-                    EventBody::Checkpoint { archived_through_seq, archive, .. }
-                        if *archived_through_seq == through && archive == name
-                )
-            }) {
+            if batch
+                .iter()
+                .any(|e| is_checkpoint_of(&e.body, through, name))
+            {
                 return Ok(true);
             }
         }
+    }
+
+    async fn finish_move(&self, first: u64, through: u64, _: &str) -> Result<u64, StoreError> {
+        let tree = self.0.inner.tree.clone();
+        let touched = tokio::task::spawn_blocking(move || request_ids_in(&tree, first, through))
+            .await
+            .map_err(io)??;
+        self.0.remove_through(through, touched).await
     }
 }
 

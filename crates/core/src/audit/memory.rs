@@ -24,9 +24,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{
-    archives_to_recover, canonical_bytes_encoded, chain_hash, event_json, last_event_in_archive,
-    write_archive_file, AppendOptions, ArchiveReport, AuditStore, ChainVerifier, StoreError,
-    VerifyReport, GENESIS_HASH,
+    canonical_bytes_encoded, chain_hash, event_json, is_checkpoint_of, recover_archives,
+    write_archive_file, AppendOptions, ArchiveRecovery, ArchiveReport, AuditStore, ChainVerifier,
+    StoreError, VerifyReport, GENESIS_HASH,
 };
 use crate::model::{AuditEvent, EventBody, NewEvent, RequestFilter, RequestId, RequestRecord};
 
@@ -305,77 +305,34 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.inner.state)
     }
+}
 
-    /// Finish or undo an archive cut short, and refuse an archive directory that
-    /// does not agree with this store: the sled store's rules
-    /// (`recover_archive` in youops-store-sled), so that both behave alike. Half-written
-    /// files (`.jsonl.tmp`) are removed. An archive file whose events are still
-    /// live must start at the live start and end with this store's own event (or
-    /// it is another store's, and nothing is touched); with its checkpoint in
-    /// the chain the removal is finished, without it the file is removed.
-    fn recover_archive(&self, dir: &Path) -> Result<(), StoreError> {
-        for (path, name, first, through) in archives_to_recover(dir)? {
-            let (live_start, stored, checkpointed) = {
-                let s = self.state();
-                let checkpointed = s.events.iter().any(|h| {
-                    matches!(
-                        &h.event.body,
-                        EventBody::Checkpoint { archived_through_seq, archive, .. }
-                            if *archived_through_seq == through && *archive == name
-                    )
-                });
-                (
-                    s.live_start,
-                    s.event(through).map(|e| e.hash.clone()),
-                    checkpointed,
-                )
-            };
-            if through < live_start {
-                continue;
-            }
-            let disagree = |why: String| {
-                StoreError::Corrupt(format!(
-                    "{} holds events #{first}..=#{through} but {why}: not archiving until the \
-                     archive directory and the store agree (nothing was changed)",
-                    path.display()
-                ))
-            };
-            if first != live_start {
-                return Err(disagree(format!("the store starts at #{live_start}")));
-            }
-            let file_last = last_event_in_archive(&path)?;
-            match (file_last, stored) {
-                (Some(a), Some(hash)) if a.seq == through && a.hash == hash => {}
-                (_, Some(hash)) => {
-                    return Err(disagree(format!(
-                        "its last record is not the store's #{through} (hash {})",
-                        hash.get(..12).unwrap_or(&hash)
-                    )))
-                }
-                (_, None) => return Err(disagree(format!("the store has no record #{through}"))),
-            }
-            if checkpointed {
-                let mut s = self.state();
-                let touched = s.request_ids_in(first, through);
-                let removed = s.remove_through(through, &touched);
-                tracing::warn!(
-                    file = %path.display(),
-                    through,
-                    records_removed = removed,
-                    "audit retention: finished an archive cut short (its checkpoint is in the chain)"
-                );
-            } else {
-                std::fs::remove_file(&path).map_err(|e| {
-                    StoreError::Io(format!("cannot remove {}: {e}", path.display()))
-                })?;
-                tracing::warn!(
-                    file = %path.display(),
-                    "audit retention: removed an archive cut short before its checkpoint \
-                     (its events are still in the store)"
-                );
-            }
-        }
-        Ok(())
+/// The memory store as [`recover_archives`] sees it, to finish or undo an
+/// archive cut short: a private handle, so that finishing a move is not
+/// part of [`MemoryStore`]'s API.
+struct Recovery<'a>(&'a MemoryStore);
+
+#[async_trait]
+impl ArchiveRecovery for Recovery<'_> {
+    async fn live_start(&self) -> Result<u64, StoreError> {
+        Ok(self.0.state().live_start)
+    }
+
+    async fn event_hash(&self, seq: u64) -> Result<Option<String>, StoreError> {
+        Ok(self.0.state().event(seq).map(|e| e.hash.clone()))
+    }
+
+    async fn has_checkpoint(&self, through: u64, name: &str) -> Result<bool, StoreError> {
+        let s = self.0.state();
+        Ok(s.events
+            .iter()
+            .any(|h| is_checkpoint_of(&h.event.body, through, name)))
+    }
+
+    async fn finish_move(&self, first: u64, through: u64, _: &str) -> Result<u64, StoreError> {
+        let mut s = self.0.state();
+        let touched = s.request_ids_in(first, through);
+        Ok(s.remove_through(through, &touched))
     }
 }
 
@@ -494,7 +451,10 @@ impl AuditStore for MemoryStore {
         dir: &Path,
     ) -> Result<Option<ArchiveReport>, StoreError> {
         let _one = self.inner.archiving.lock().await;
-        self.recover_archive(dir)?;
+        // Finish or undo an archive cut short, and refuse an archive
+        // directory that does not agree with this store: the rules of every
+        // store that archives into files, so that all behave alike.
+        recover_archives(dir, &Recovery(self)).await?;
         let (start, through, events) = {
             let s = self.state();
             let start = s.live_start;

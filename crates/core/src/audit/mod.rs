@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use archive::{
-    archive_file_name, archive_files, archives_to_recover, last_event_in_archive,
-    parse_archive_file_name, write_archive_file,
+    archive_file_name, archive_files, is_checkpoint_of, parse_archive_file_name, recover_archives,
+    write_archive_file, ArchiveRecovery,
 };
 pub use import::check_import;
 pub use memory::MemoryStore;

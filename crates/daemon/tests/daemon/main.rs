@@ -16,6 +16,8 @@ mod audit;
 mod cli;
 #[cfg(feature = "postgres")]
 mod cluster;
+#[cfg(all(feature = "postgres", feature = "slack"))]
+mod cluster_slack;
 mod dashboard;
 mod durability;
 #[cfg(feature = "github")]

@@ -18,6 +18,9 @@ use crate::chat::render;
 /// Longest time in-flight deliveries get to land after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The kind of the notice that records where a request's status message is.
+const STATUS_MESSAGE: &str = "chat_status_message";
+
 /// What one request's renderer has shown so far.
 #[derive(Debug, Default)]
 pub(super) struct Rendering {
@@ -117,6 +120,12 @@ impl Chat {
         mut rx: watch::Receiver<RequestRecord>,
     ) {
         let mut st = Rendering::default();
+        if own && rx.borrow().state != State::Received {
+            // This node did not see the request arrive: it took the request's
+            // feedback over from a node that died, or restarted. Edit the
+            // status message already in the channel, if one was posted.
+            self.recall_status(ctx, id, &mut st).await;
+        }
         let mut delayed = false;
         loop {
             let rec = rx.borrow_and_update().clone();
@@ -242,6 +251,10 @@ impl Chat {
                 match posted {
                     Some(m) => {
                         st.thread_root = Some(thread.clone().unwrap_or_else(|| m.id.clone()));
+                        if !rec.state.is_terminal() {
+                            self.remember_status(ctx, id, &m, st.thread_root.as_deref())
+                                .await;
+                        }
                         st.status = Some(m);
                     }
                     None => st.status_failed = true,
@@ -258,6 +271,64 @@ impl Chat {
             }
             Some(_) => {}
         }
+    }
+
+    /// Record where the status message of request `id` is, so that a node
+    /// taking its feedback over (or this one, restarted) edits that message
+    /// instead of posting another. Only for a request still going: an ended
+    /// one's message is not edited again.
+    async fn remember_status(
+        &self,
+        ctx: &FrontendContext,
+        id: RequestId,
+        at: &MessageRef,
+        thread_root: Option<&str>,
+    ) {
+        let noted = ctx
+            .executor
+            .notice(
+                Some(id),
+                self.name(),
+                STATUS_MESSAGE,
+                format!("status message {} in {}", at.id, at.channel),
+                serde_json::json!({
+                    "channel": at.channel,
+                    "message": at.id,
+                    "thread_root": thread_root,
+                }),
+            )
+            .await;
+        if let Err(e) = noted {
+            tracing::warn!(request_id = %id, error = %e, "could not record where the status message is");
+        }
+    }
+
+    /// The status message [`Chat::remember_status`] recorded for request
+    /// `id`, if any: the rendering goes on from it.
+    async fn recall_status(&self, ctx: &FrontendContext, id: RequestId, st: &mut Rendering) {
+        let events = match ctx.executor.events(id).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "could not read where the status message is");
+                return;
+            }
+        };
+        let recorded = events.iter().rev().find_map(|e| match &e.body {
+            EventBody::Notice {
+                source, kind, data, ..
+            } if source == self.name() && kind == STATUS_MESSAGE => Some(data),
+            _ => None,
+        });
+        let Some(data) = recorded else { return };
+        let (Some(channel), Some(message)) = (data["channel"].as_str(), data["message"].as_str())
+        else {
+            return;
+        };
+        st.status = Some(MessageRef {
+            channel: channel.to_string(),
+            id: message.to_string(),
+        });
+        st.thread_root = Some(data["thread_root"].as_str().unwrap_or(message).to_string());
     }
 
     /// Post the result: in the thread under the status message; without one

@@ -468,7 +468,7 @@ impl Executor {
         } else {
             AppendOptions::buffered()
         };
-        self.commit_with(record, events, opts).await
+        self.commit_with(record, events, opts).await.map(drop)
     }
 
     /// [`commit`](Self::commit), durably, claiming `dedup` (if any) with the
@@ -527,7 +527,7 @@ impl Executor {
         }
         match self.commit_with(record, events, opts).await {
             Err(Error::Store(crate::audit::StoreError::Duplicate(_))) => Ok(false),
-            other => other.map(|()| true),
+            other => other.map(|_| true),
         }
     }
 
@@ -549,22 +549,23 @@ impl Executor {
         decide().await
     }
 
+    /// Append, fold into `record` and publish; the events as stored.
     async fn commit_with(
         &self,
         record: &mut RequestRecord,
         events: Vec<NewEvent>,
         opts: AppendOptions,
-    ) -> Result<()> {
+    ) -> Result<Vec<AuditEvent>> {
         let _published = self.append_guard();
         let stored = self.inner.store.append(events, opts).await?;
-        for e in stored {
-            record.apply(&e);
-            self.publish(e, record);
+        for e in &stored {
+            record.apply(e);
+            self.publish(e.clone(), record);
         }
         if record.state.is_terminal() {
             lock(&self.inner.watchers).remove(&record.request.id);
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Record a notice about a request (or about nothing in particular).
@@ -584,14 +585,19 @@ impl Executor {
         };
         match request {
             Some(id) => {
-                let mut rec = self.get(id).await?;
-                self.commit(&mut rec, vec![NewEvent::request(id, body)], true)
+                // Appended on the record as read, or read again: the record
+                // published with the notice is never older than the request.
+                let stored = self
+                    .decided(|| async {
+                        let mut rec = self.get(id).await?;
+                        let opts = AppendOptions::durable().expect_last_seq(rec.last_seq);
+                        let event = NewEvent::request(id, body.clone());
+                        self.commit_with(&mut rec, vec![event], opts).await
+                    })
                     .await?;
-                self.inner
-                    .store
-                    .request_events(id)
-                    .await?
-                    .pop()
+                stored
+                    .into_iter()
+                    .next()
                     .ok_or_else(|| Error::Internal("notice vanished".into()))
             }
             None => {

@@ -85,6 +85,10 @@ impl Chat {
         ) {
             return;
         }
+        // This node's renderer of a request starts at its first event, unless
+        // the request arrived elsewhere (a node that died, whose feedback this
+        // one took over) or before this node started.
+        let arrived_here = matches!(ev.event.body, EventBody::Received { .. });
         let rec = ev.record;
         let id = rec.request.id;
         let own = rec.request.origin.frontend == self.settings.name;
@@ -105,7 +109,7 @@ impl Chat {
         let this = self.clone();
         let ctx = ctx.clone();
         self.tasks.spawn(async move {
-            this.render_loop(&ctx, id, own, rx).await;
+            this.render_loop(&ctx, id, own, arrived_here, rx).await;
             lock(&this.renderers).remove(&id);
             lock(&this.finished).insert(id);
             lock(&this.approval_msgs).remove(&id);
@@ -117,13 +121,13 @@ impl Chat {
         ctx: &FrontendContext,
         id: RequestId,
         own: bool,
+        arrived_here: bool,
         mut rx: watch::Receiver<RequestRecord>,
     ) {
         let mut st = Rendering::default();
-        if own && rx.borrow().state != State::Received {
-            // This node did not see the request arrive: it took the request's
-            // feedback over from a node that died, or restarted. Edit the
-            // status message already in the channel, if one was posted.
+        if own && !arrived_here {
+            // Its status message, if one was posted, is in the channel
+            // already: edit it.
             self.recall_status(ctx, id, &mut st).await;
         }
         let mut delayed = false;

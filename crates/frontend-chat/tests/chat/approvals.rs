@@ -326,9 +326,11 @@ async fn two_approvals_are_counted_and_each_reply_says_what_happened_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_approve_deny_cancel_and_retry_replies_say_what_happened_once() {
     let h = harness("").await;
-    // approve: it runs.
+    // approve: it runs. (Once its prompt is up: a request approved before
+    // its renderer got to it has no prompt to update.)
     let (_, v) = h.slash("U_ALICE", "db.drop text=a", "trig-t1").await;
     let id = id_in(v["text"].as_str().unwrap());
+    approval_message(&h, id, "C1").await;
     let (_, v) = h.slash("U_BOB", &format!("approve {id}"), "trig-t2").await;
     assert_eq!(
         first_line(&v),

@@ -33,7 +33,10 @@ use crate::http::state::{
     ClusterLeader, ClusterLock, ClusterNodeStatus, ClusterStatus, ClusterStatusSource,
 };
 
-/// How often a node reads the events other nodes appended.
+/// How often a node reads the events other nodes appended, besides when
+/// the store's listener wakes it: for a wake-up lost with the listener's
+/// connection, and the last groups of a burst (a store notifies for at most
+/// one group per 10 ms).
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
 /// One daemon's membership of its cluster.
@@ -42,6 +45,8 @@ pub struct ClusterNode {
     coordinator: Coordinator,
     campaign: Campaign,
     lease_ttl: Duration,
+    /// Woken when another node commits ([`PgStore::appended_elsewhere`]).
+    appended_elsewhere: Arc<tokio::sync::Notify>,
 }
 
 impl ClusterNode {
@@ -71,12 +76,14 @@ impl ClusterNode {
             incarnation = coordinator.incarnation(),
             "joined the cluster"
         );
+        let appended_elsewhere = store.appended_elsewhere();
         Ok((
             Arc::new(store),
             ClusterNode {
                 coordinator,
                 campaign,
                 lease_ttl,
+                appended_elsewhere,
             },
         ))
     }
@@ -105,6 +112,7 @@ impl ClusterNode {
             .node(self.coordinator.node().clone())
             .leadership(self.leadership())
             .follow_store(FOLLOW_EVERY)
+            .follow_wakeups(Arc::clone(&self.appended_elsewhere))
             .shared_locks(Arc::new(locks))
             .leader_state(Arc::new(SavedState(self.coordinator.clone())))
     }

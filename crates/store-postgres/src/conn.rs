@@ -12,10 +12,10 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use youops_core::audit::StoreError;
 
@@ -106,6 +106,8 @@ pub(crate) struct Connector {
     config: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
     pub(crate) redact: Redactor,
+    /// The store's session name (`application_name`), unique to it.
+    pub(crate) session: String,
 }
 
 impl std::fmt::Debug for Connector {
@@ -158,23 +160,38 @@ impl Connector {
             config,
             tls,
             redact,
+            session: session.to_string(),
         })
     }
 
     /// A new connection; its driver runs on a task of its own until the
     /// client is dropped or the connection breaks.
     pub(crate) async fn connect(&self) -> Result<Conn, StoreError> {
+        self.open(None).await
+    }
+
+    /// A new connection whose notifications (`LISTEN`) go to `notes`: when
+    /// `notes` is full, one is dropped (its reader is behind, and will read
+    /// the ones before it).
+    pub(crate) async fn connect_listening(
+        &self,
+        notes: mpsc::Sender<Notification>,
+    ) -> Result<Conn, StoreError> {
+        self.open(Some(notes)).await
+    }
+
+    async fn open(&self, notes: Option<mpsc::Sender<Notification>>) -> Result<Conn, StoreError> {
         let failed = |e: tokio_postgres::Error| self.redact.io("cannot connect to PostgreSQL", &e);
         let client = match &self.tls {
             Some(tls) => {
                 let (client, connection) =
                     self.config.connect(tls.clone()).await.map_err(failed)?;
-                tokio::spawn(drive(connection));
+                tokio::spawn(drive(connection, notes));
                 client
             }
             None => {
                 let (client, connection) = self.config.connect(NoTls).await.map_err(failed)?;
-                tokio::spawn(drive(connection));
+                tokio::spawn(drive(connection, notes));
                 client
             }
         };
@@ -194,14 +211,32 @@ impl Connector {
     }
 }
 
-async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
-where
+/// Run `connection` until it ends, passing its notifications to `notes`.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notes: Option<mpsc::Sender<Notification>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    if let Err(e) = connection.await {
-        // The client sees the same error (or `closed`) on its next call.
-        tracing::debug!(error = %describe(&e), "PostgreSQL connection ended");
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                if let Some(notes) = &notes {
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = notes.try_send(n) {
+                        // Nobody listens any more: let the connection go.
+                        return;
+                    }
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                // The client sees the same error (or `closed`) on its next call.
+                tracing::debug!(error = %describe(&e), "PostgreSQL connection ended");
+                return;
+            }
+            None => return,
+        }
     }
 }
 

@@ -16,7 +16,8 @@
 //! 4. claim the winners' keys (`INSERT … ON CONFLICT DO NOTHING RETURNING`:
 //!    under the tip lock nobody else claims, so every one must come back, or
 //!    the group runs again), insert the events, upsert the records, move the
-//!    tip, record the batch id, COMMIT.
+//!    tip, record the batch id, notify the other stores (at most one
+//!    group per 10 ms does, see [`crate::listen`]), COMMIT.
 //!
 //! The tip is always locked before any claim, or two nodes could deadlock.
 //!
@@ -40,6 +41,7 @@ use youops_core::model::{AuditEvent, NewEvent, RequestId};
 use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
 use crate::conn::{is_connection, Conn, Connector, Redactor};
 use crate::faults::Faults;
+use crate::listen;
 use crate::partitions::{self, Partitions};
 use crate::rows::{self, Stored, WriteError};
 
@@ -79,6 +81,8 @@ pub(crate) struct GroupCx<'a> {
     pub(crate) node: Option<&'a NodeBinding>,
     /// The partitions of `events` known to exist.
     pub(crate) partitions: &'a Partitions,
+    /// Whether the group notifies the other stores when it commits.
+    pub(crate) notify: bool,
 }
 
 /// The cluster node a store writes as ([`crate::PgStore::bind_node`]).
@@ -150,40 +154,9 @@ pub(crate) async fn commit_group(
         return Ok(plan.answers);
     }
     make_room(&tx, &plan, cx).await?;
-    // Step 4, sent at once; COMMIT only once every claim came back.
     let expires = now + cx.dedup_ttl;
     let batch = ulid::Ulid::new().to_string();
-    let last = seq_sql(plan.tip.0).map_err(data_err)?;
-    tokio::try_join!(
-        biased;
-        write_claims(&tx, &plan.claims, expires, redact),
-        write_events(&tx, &plan.events, cx),
-        write_records(&tx, &plan.records, redact),
-        async {
-            tx.query_typed(
-                "UPDATE tip SET seq = $1, hash = $2, time = $3 WHERE id = 1",
-                &[
-                    (&last, Type::INT8),
-                    (&plan.tip.1, Type::TEXT),
-                    (&time, Type::TIMESTAMPTZ),
-                ],
-            )
-            .await
-            .map_err(|e| sql_err(redact, "moving the chain tip", &e))
-        },
-        async {
-            tx.query_typed(
-                "INSERT INTO batches (id, last_seq, committed_at) VALUES ($1, $2, $3)",
-                &[
-                    (&batch, Type::TEXT),
-                    (&last, Type::INT8),
-                    (&time, Type::TIMESTAMPTZ),
-                ],
-            )
-            .await
-            .map_err(|e| sql_err(redact, "recording the batch", &e))
-        },
-    )?;
+    write_group(&tx, &plan, cx, &batch, time, expires).await?;
     if cx.faults.take_kill_before_commit() {
         cx.faults.kill_session(cx.connector, pid).await;
     }
@@ -206,6 +179,68 @@ pub(crate) async fn commit_group(
             error: redact.io("COMMIT", &e),
         }),
     }
+}
+
+/// Step 4, sent at once: claim the keys, insert the events, upsert the
+/// records, move the tip, notify the other stores (when `cx.notify`), record
+/// the batch id. COMMIT comes only once every one came back.
+async fn write_group(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    cx: &GroupCx<'_>,
+    batch: &str,
+    time: DateTime<Utc>,
+    expires: DateTime<Utc>,
+) -> Result<(), GroupError> {
+    let redact = &cx.connector.redact;
+    let last = seq_sql(plan.tip.0).map_err(data_err)?;
+    tokio::try_join!(
+        biased;
+        write_claims(tx, &plan.claims, expires, redact),
+        write_events(tx, &plan.events, cx),
+        write_records(tx, &plan.records, redact),
+        async {
+            tx.query_typed(
+                "UPDATE tip SET seq = $1, hash = $2, time = $3 WHERE id = 1",
+                &[
+                    (&last, Type::INT8),
+                    (&plan.tip.1, Type::TEXT),
+                    (&time, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await
+            .map_err(|e| sql_err(redact, "moving the chain tip", &e))
+        },
+        async {
+            if !cx.notify {
+                return Ok(());
+            }
+            // Delivered at COMMIT, to the other stores' listeners (`listen`).
+            tx.query_typed(
+                "SELECT pg_notify($1, $2)",
+                &[
+                    (&listen::CHANNEL, Type::TEXT),
+                    (&cx.connector.session, Type::TEXT),
+                ],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| sql_err(redact, "notifying the other nodes", &e))
+        },
+        async {
+            tx.query_typed(
+                "INSERT INTO batches (id, last_seq, committed_at) VALUES ($1, $2, $3)",
+                &[
+                    (&batch, Type::TEXT),
+                    (&last, Type::INT8),
+                    (&time, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await
+            .map_err(|e| sql_err(redact, "recording the batch", &e))
+        },
+    )?;
+    Ok(())
 }
 
 /// Step 1: the locked tip `(seq, hash)` and its time. Sent first: every

@@ -121,6 +121,7 @@ pub mod coord;
 mod faults;
 mod group;
 mod import;
+mod listen;
 mod partitions;
 mod reads;
 mod rows;
@@ -145,6 +146,7 @@ pub use url::{PgUrl, SslMode};
 
 use conn::{Connector, Pool, Redactor};
 use group::{AppendReq, NodeBinding};
+use listen::Listener;
 use partitions::Partitions;
 use writer::{Msg, Writer};
 
@@ -195,6 +197,8 @@ struct Inner {
     node: Arc<std::sync::Mutex<Option<NodeBinding>>>,
     /// The partitions of `events` this store knows, and their keeper.
     partitions: Arc<Partitions>,
+    /// The listener for other stores' appends, once asked for.
+    listener: std::sync::OnceLock<Listener>,
 }
 
 impl fmt::Debug for PgStore {
@@ -294,6 +298,7 @@ impl PgStore {
             max_group: opts.max_group.max(1),
             faults: Arc::clone(&faults),
             last_sweep: None,
+            last_notified: None,
             node: Arc::clone(&node),
             partitions: Arc::clone(&partitions),
         };
@@ -310,8 +315,28 @@ impl PgStore {
                 faults,
                 node,
                 partitions,
+                listener: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// A wake-up whenever another store (another node) commits appends to
+    /// this database, for a follower of the chain
+    /// ([`ExecutorBuilder::follow_wakeups`](youops_core::executor::ExecutorBuilder::follow_wakeups)):
+    /// every group commit notifies the others (`LISTEN`/`NOTIFY`), and the
+    /// first call starts this store's listener, on a connection of its own.
+    /// It wakes once more after each reconnection, for what it may have
+    /// missed meanwhile; it never wakes for this store's own appends.
+    pub fn appended_elsewhere(&self) -> Arc<tokio::sync::Notify> {
+        self.inner
+            .listener
+            .get_or_init(|| {
+                Listener::start(
+                    Arc::clone(&self.inner.connector),
+                    self.inner.session.clone(),
+                )
+            })
+            .wake()
     }
 
     /// Where the store connects (the password hidden when shown).

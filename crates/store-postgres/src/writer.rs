@@ -37,6 +37,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long a batch id is kept for resolving a lost COMMIT.
 const BATCH_KEEP: &str = "1 day";
 
+/// The least time between two groups that notify the other stores
+/// ([`crate::listen`]): under load, a notification per group would cost
+/// every group commit more than the wake-ups are worth (a follower reads at
+/// most once per 10 ms anyway). A group that does not notify is read with
+/// the next notified one, or at the followers' next poll.
+const NOTIFY_GAP: Duration = Duration::from_millis(10);
+
 /// The writer's settings and state.
 pub(crate) struct Writer {
     pub(crate) rx: mpsc::Receiver<Msg>,
@@ -51,6 +58,8 @@ pub(crate) struct Writer {
     pub(crate) node: Arc<std::sync::Mutex<Option<NodeBinding>>>,
     /// The partitions of `events` known to exist, and their keeper.
     pub(crate) partitions: Arc<Partitions>,
+    /// When a committed group last notified the other stores.
+    pub(crate) last_notified: Option<Instant>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -120,19 +129,26 @@ impl Writer {
             let connector = Arc::clone(&self.connector);
             let partitions = Arc::clone(&self.partitions);
             let node = self.node.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let notify = self.last_notified.is_none_or(|t| t.elapsed() >= NOTIFY_GAP);
             let cx = GroupCx {
                 connector: &connector,
                 dedup_ttl: self.dedup_ttl,
                 faults: &faults,
                 node: node.as_ref(),
                 partitions: &partitions,
+                notify,
             };
             let result = match self.conn().await {
                 Ok(conn) => commit_group(conn, group, &cx).await,
                 Err(error) => Err(GroupError::NotCommitted { error, retry: true }),
             };
             match result {
-                Ok(answers) => return answers,
+                Ok(answers) => {
+                    if notify {
+                        self.last_notified = Some(Instant::now());
+                    }
+                    return answers;
+                }
                 Err(GroupError::NotCommitted { error, retry }) => {
                     if !retry || Instant::now() >= deadline {
                         return fail(error);

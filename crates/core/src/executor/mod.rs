@@ -167,6 +167,8 @@ struct Inner {
     tail: Mutex<tail::Cursor>,
     /// How often the store is read for other nodes' events (`None`: alone).
     follow_every: Option<Duration>,
+    /// Reads the store when notified too (`follow_wakeups`).
+    follow_wake: Option<Arc<tokio::sync::Notify>>,
     /// The appends between their start and the publication of their
     /// events, which a read of other nodes' events waits for.
     appends: tail::OpenAppends,
@@ -204,6 +206,7 @@ pub struct ExecutorBuilder {
     node: Option<NodeId>,
     leadership: Leadership,
     follow_every: Option<Duration>,
+    follow_wake: Option<Arc<tokio::sync::Notify>>,
     shared_locks: Option<Arc<dyn SharedLocks>>,
     leader_state: Option<Arc<dyn LeaderState>>,
 }
@@ -258,6 +261,15 @@ impl ExecutorBuilder {
         self
     }
 
+    /// With [`ExecutorBuilder::follow_store`]: also read the store whenever
+    /// `wake` is notified (a store that learns of other nodes' appends, such
+    /// as PostgreSQL's `LISTEN`), so that they are seen at once; the polls
+    /// go on, in case a wake-up is missed.
+    pub fn follow_wakeups(mut self, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.follow_wake = Some(wake);
+        self
+    }
+
     /// Hold op lock keys across the cluster too (a node of a cluster; see
     /// [`SharedLocks`]).
     pub fn shared_locks(mut self, locks: Arc<dyn SharedLocks>) -> Self {
@@ -306,6 +318,7 @@ impl ExecutorBuilder {
             leadership: self.leadership.clone(),
             tail: Mutex::new(tail::Cursor::default()),
             follow_every: self.follow_every,
+            follow_wake: self.follow_wake,
             appends: tail::OpenAppends::default(),
             tail_reader: tokio::sync::Mutex::new(()),
             shared_locks: self.shared_locks,
@@ -363,6 +376,7 @@ impl Executor {
             node: None,
             leadership: Leadership::solo(),
             follow_every: None,
+            follow_wake: None,
             shared_locks: None,
             leader_state: None,
         }

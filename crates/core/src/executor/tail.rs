@@ -18,6 +18,10 @@ use crate::model::{AuditEvent, EventBody, RequestId, RequestRecord, State};
 /// How many events one read of the chain takes.
 const PAGE: usize = 512;
 
+/// The least time between two reads of the store woken by other nodes'
+/// appends ([`super::ExecutorBuilder::follow_wakeups`]).
+const WAKE_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What has been published of the chain.
 #[derive(Debug, Default)]
 pub(super) struct Cursor {
@@ -114,14 +118,22 @@ impl Executor {
         }
         let weak = Arc::downgrade(&self.inner);
         let stop = self.inner.stop.clone();
+        let wake = self.inner.follow_wake.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
+                let woken = async {
+                    match &wake {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let woke = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = woken => true,
                     _ = stop.cancelled() => break,
-                }
+                };
                 let Some(inner) = weak.upgrade() else { break };
                 let exec = Executor { inner };
                 loop {
@@ -132,6 +144,16 @@ impl Executor {
                             tracing::warn!(error = %e, "reading other nodes' events failed");
                             break;
                         }
+                    }
+                }
+                drop(exec);
+                if woke {
+                    // Under load other nodes commit many times a second: read
+                    // at most once per WAKE_GAP, the wake-ups meanwhile folded
+                    // into the next read.
+                    tokio::select! {
+                        _ = tokio::time::sleep(WAKE_GAP) => {}
+                        _ = stop.cancelled() => break,
                     }
                 }
             }

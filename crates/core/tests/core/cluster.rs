@@ -486,3 +486,60 @@ async fn a_waiter_never_goes_back_to_an_older_record_read_late_from_another_node
         );
     }
 }
+
+/// The next lifecycle event of request `id` that `rx` sees.
+async fn next_of(
+    rx: &mut tokio::sync::broadcast::Receiver<youops_core::Lifecycle>,
+    id: youops_core::RequestId,
+) -> youops_core::Lifecycle {
+    loop {
+        let ev = rx.recv().await.expect("the lifecycle stream");
+        if ev.record.request.id == id {
+            return ev;
+        }
+    }
+}
+
+/// A node that polls the store seldom still sees another node's events at
+/// once when woken (as PostgreSQL's listener wakes it): the wake-up reads
+/// the store, not the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_up_reads_other_nodes_events_before_the_next_poll() {
+    let (probe, _started) = Probe::new();
+    let h = start(OPS, |b| {
+        b.builtin("hold", probe.builtin())
+            .builtin("work", counting(Arc::new(AtomicUsize::new(0))))
+            .node(node("a"))
+    })
+    .await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let b = Executor::builder(&config(OPS), h.store.clone())
+        .builtin("hold", probe.builtin())
+        .builtin("work", counting(Arc::new(AtomicUsize::new(0))))
+        .node(node("b"))
+        .follow_store(Duration::from_secs(3600))
+        .follow_wakeups(Arc::clone(&wake))
+        .build()
+        .await
+        .unwrap();
+    // b's first poll, as it starts, is behind it; the next is an hour away.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut seen = b.subscribe();
+    let id = submitted(&h.exec, sub("db.drop", "alice")).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), next_of(&mut seen, id))
+            .await
+            .is_err(),
+        "b published a's event before it was woken"
+    );
+    wake.notify_one();
+    let pending = async {
+        loop {
+            let ev = next_of(&mut seen, id).await;
+            if ev.record.state == State::PendingApproval {
+                return ev;
+            }
+        }
+    };
+    within(10, "b to read a's events once woken", pending).await;
+}

@@ -11,6 +11,7 @@ mod conformance;
 mod coord;
 mod election;
 mod import;
+mod listen;
 mod locks;
 mod migrations;
 mod nodes;

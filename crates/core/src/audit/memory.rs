@@ -520,40 +520,8 @@ impl AuditStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Actor, Origin, Request, State, Transition};
-
-    fn request(op: &str) -> Request {
-        Request {
-            id: RequestId::new(),
-            op: op.into(),
-            args: Default::default(),
-            raw_args: Vec::new(),
-            secret_args: Vec::new(),
-            actor: Actor::new("cli", "ann"),
-            origin: Origin::new("cli"),
-            dedup_key: None,
-            dedup_expires: false,
-            dry_run: false,
-            provenance: Default::default(),
-            created_at: Utc::now(),
-            digest: "ab".repeat(32),
-            retry_of: None,
-            node: None,
-        }
-    }
-
-    fn received(r: &Request) -> NewEvent {
-        NewEvent::request(
-            r.id,
-            EventBody::Received {
-                request: Arc::new(r.clone()),
-            },
-        )
-    }
-
-    fn to(id: RequestId, state: State) -> NewEvent {
-        NewEvent::request(id, EventBody::Transition(Transition::to(state)))
-    }
+    use crate::audit::conformance::build::{received, request, to};
+    use crate::model::State;
 
     #[tokio::test]
     async fn appends_chain_and_fold_like_a_durable_store() {

@@ -474,3 +474,76 @@ async fn long_output_shows_head_tail_and_a_link() {
         t.chars().count()
     );
 }
+
+/// Where request `id`'s status message is, as its renderer recorded it (the
+/// `chat_status_message` notice): the message's ts.
+async fn recorded_status(h: &Harness, id: RequestId) -> String {
+    let events = h.exec.events(id).await.unwrap();
+    let recorded: Vec<&serde_json::Value> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            youops_core::EventBody::Notice { kind, data, .. } if kind == "chat_status_message" => {
+                Some(data)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        recorded.len(),
+        1,
+        "one status message recorded: {events:#?}"
+    );
+    assert_eq!(recorded[0]["channel"], "C1", "{:#}", recorded[0]);
+    recorded[0]["message"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_after_a_restart_the_status_message_is_edited_not_posted_again() {
+    let h = harness("").await;
+    let (_, v) = h.slash("U_ALICE", "db.drop text=r", "trig-r1").await;
+    let id = id_in(v["text"].as_str().unwrap());
+    // The prompt is up, in the thread of the status message.
+    approval_message(&h, id, "C1").await;
+    let ts = recorded_status(&h, id).await;
+
+    // The daemon stops and starts again; then the request is approved.
+    let h = h.restart().await;
+    let restarted = Instant::now();
+    let (_, v) = h.slash("U_BOB", &format!("approve {id}"), "trig-r2").await;
+    assert!(
+        first_line(&v).starts_with(":white_check_mark: Approved by <@U_BOB>"),
+        "{v}"
+    );
+    assert_eq!(h.exec.wait(id).await.unwrap().state, State::Succeeded);
+
+    // The status message posted before the restart says so, and the result
+    // is in its thread; nothing else about the request is posted at the
+    // channel's top level.
+    let edited = eventually("the status message to say succeeded", || async {
+        h.fake.calls_of("chat.update").into_iter().find(|c| {
+            c.body["ts"] == ts.as_str()
+                && c.text().contains(&id.to_string())
+                && c.text().contains("state: `succeeded`")
+        })
+    })
+    .await;
+    assert_eq!(edited.channel(), "C1");
+    eventually("the result in the status message's thread", || async {
+        h.fake
+            .calls_of("chat.postMessage")
+            .into_iter()
+            .find(|c| c.body["thread_ts"] == ts.as_str() && c.text().contains("state: `succeeded`"))
+    })
+    .await;
+    let top_level: Vec<Call> = h
+        .fake
+        .calls_of("chat.postMessage")
+        .into_iter()
+        .filter(|c| {
+            c.at > restarted
+                && c.body.get("thread_ts").is_none()
+                && c.text().contains(&id.to_string())
+        })
+        .collect();
+    assert!(top_level.is_empty(), "posted again: {top_level:#?}");
+}

@@ -224,6 +224,10 @@ pub(crate) struct Harness {
     pub(crate) tasks:
         Mutex<Vec<tokio::task::JoinHandle<Result<(), youops_core::frontend::FrontendError>>>>,
     pub(crate) _dir: tempfile::TempDir,
+    /// The config section's extra lines, for [`Harness::restart`].
+    extra: String,
+    /// Stops the frontend when the harness goes.
+    _stop: tokio_util::sync::DropGuard,
 }
 
 pub(crate) fn section(fake: &FakeSlack, extra: &str) -> String {
@@ -241,9 +245,20 @@ pub(crate) fn section(fake: &FakeSlack, extra: &str) -> String {
 pub(crate) async fn harness(extra: &str) -> Harness {
     let fake = FakeSlack::start().await;
     let dir = tempfile::tempdir().unwrap();
+    harness_on(fake, dir, extra).await
+}
+
+/// A harness on `fake` and the store in `dir` (kept from an earlier one).
+async fn harness_on(fake: FakeSlack, dir: tempfile::TempDir, extra: &str) -> Harness {
     let text = format!("{OPS}\n[frontends.slack]\n{}", section(&fake, extra));
     let cfg = Config::parse(&text, dir.path(), "test", &|_| None).unwrap();
-    let store = Arc::new(LogStore::open(dir.path().join("store"), LogOptions::default()).unwrap());
+    // A store closed a moment ago may still hold its lock while its last
+    // handles go.
+    let store = eventually("the store to open", || async {
+        LogStore::open(dir.path().join("store"), LogOptions::default()).ok()
+    })
+    .await;
+    let store = Arc::new(store);
     let runs = Arc::new(AtomicUsize::new(0));
     let (r1, r2) = (runs.clone(), runs.clone());
     let gate = Arc::new(AtomicBool::new(false));
@@ -307,11 +322,13 @@ pub(crate) async fn harness(extra: &str) -> Harness {
         fake,
         exec,
         host,
+        _stop: shutdown.clone().drop_guard(),
         shutdown,
         runs,
         gate,
         tasks,
         _dir: dir,
+        extra: extra.to_string(),
     };
     eventually("the frontend to be ready", || async {
         h.host.readiness().iter().all(|(_, r)| *r).then_some(())
@@ -366,9 +383,31 @@ impl Harness {
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
+impl Harness {
+    /// Stop the frontend and the executor, as a daemon stops, and start them
+    /// again on the same store and fake Slack.
+    pub(crate) async fn restart(self) -> Harness {
         self.shutdown.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.exec
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("the executor stops");
+        let Harness {
+            fake,
+            exec,
+            host,
+            _dir,
+            extra,
+            ..
+        } = self;
+        // Their store handles go now, not when this function returns.
+        drop(host);
+        drop(exec);
+        harness_on(fake, _dir, &extra).await
     }
 }
 

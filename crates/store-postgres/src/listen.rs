@@ -4,11 +4,12 @@
 //! transaction: PostgreSQL delivers it at COMMIT, and only if the
 //! transaction commits. Under load only one group per 10 ms does (the
 //! writer's `NOTIFY_GAP`); a follower woken reads everything committed
-//! since its last read, the groups that did not notify too. A listener, on a connection of its own, wakes
-//! whoever follows the chain ([`crate::PgStore::appended_elsewhere`]) for
-//! every notification from another store, so that the nodes of a cluster
-//! read each other's events when they are committed, not at their next
-//! poll.
+//! since its last read, the groups that did not notify too.
+//!
+//! A listener, on a connection of its own, wakes whoever follows the chain
+//! ([`crate::PgStore::appended_elsewhere`]) for every notification from
+//! another store, so that the nodes of a cluster read each other's events
+//! when they are committed, not at their next poll.
 //!
 //! A notification sent while the listener is not connected is lost: after
 //! every (re)connection the listener wakes its follower once, which reads

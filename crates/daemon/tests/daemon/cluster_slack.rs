@@ -148,25 +148,36 @@ async fn wait_state_on(apis: &[&Api], id: &str, state: &str, limit: Duration) ->
 }
 
 /// The ts of the status message request `id`'s node recorded posting (its
-/// `chat_status_message` notice), as `api` shows the request's events.
+/// `chat_status_message` notice, appended once the post returned), as `api`
+/// shows the request's events; waits for it (at most 20 s).
 async fn status_message(api: &Api, id: &str) -> String {
-    let (st, v) = api
-        .get(&format!("/api/v1/requests/{id}"), Some(ALICE))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    let notes: Vec<&Value> = v["events"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no events in {v:#}"))
-        .iter()
-        .filter(|e| e["body"]["type"] == "notice" && e["body"]["kind"] == "chat_status_message")
-        .collect();
-    assert_eq!(notes.len(), 1, "one status message recorded: {v:#}");
-    let data = &notes[0]["body"]["data"];
-    assert_eq!(data["channel"], CHANNEL, "{v:#}");
-    data["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no message ts in {v:#}"))
-        .to_string()
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, v) = api
+            .get(&format!("/api/v1/requests/{id}"), Some(ALICE))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let notes: Vec<&Value> = v["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no events in {v:#}"))
+            .iter()
+            .filter(|e| e["body"]["type"] == "notice" && e["body"]["kind"] == "chat_status_message")
+            .collect();
+        assert!(notes.len() <= 1, "one status message recorded: {v:#}");
+        if let Some(note) = notes.first() {
+            let data = &note["body"]["data"];
+            assert_eq!(data["channel"], CHANNEL, "{v:#}");
+            return data["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no message ts in {v:#}"))
+                .to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no status message recorded: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Method, text and thread of each call, for failure messages.

@@ -522,9 +522,14 @@ async fn a_wake_up_reads_other_nodes_events_before_the_next_poll() {
         .build()
         .await
         .unwrap();
-    // b's first poll, as it starts, is behind it; the next is an hour away.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut seen = b.subscribe();
+    // Once b has read a first request of a's when woken, its first poll (as
+    // it started) is behind it too, and the next is an hour away.
+    let first = submitted(&h.exec, sub("db.drop", "alice")).await;
+    wake.notify_one();
+    within(10, "b to read a's first request", pending(&mut seen, first)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     let id = submitted(&h.exec, sub("db.drop", "alice")).await;
     assert!(
         tokio::time::timeout(Duration::from_millis(500), next_of(&mut seen, id))
@@ -533,13 +538,23 @@ async fn a_wake_up_reads_other_nodes_events_before_the_next_poll() {
         "b published a's event before it was woken"
     );
     wake.notify_one();
-    let pending = async {
-        loop {
-            let ev = next_of(&mut seen, id).await;
-            if ev.record.state == State::PendingApproval {
-                return ev;
-            }
+    within(
+        10,
+        "b to read a's events once woken",
+        pending(&mut seen, id),
+    )
+    .await;
+}
+
+/// The lifecycle event that shows request `id` pending approval.
+async fn pending(
+    rx: &mut tokio::sync::broadcast::Receiver<youops_core::Lifecycle>,
+    id: youops_core::RequestId,
+) -> youops_core::Lifecycle {
+    loop {
+        let ev = next_of(rx, id).await;
+        if ev.record.state == State::PendingApproval {
+            return ev;
         }
-    };
-    within(10, "b to read a's events once woken", pending).await;
+    }
 }

@@ -41,7 +41,7 @@ fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
 }
 
 /// The events of request `id` whose label is `label`, as `node` reads them.
-async fn count_events(api: &Api, id: &str, label: &str) -> usize {
+pub(crate) async fn count_events(api: &Api, id: &str, label: &str) -> usize {
     let (st, v) = api
         .get(&format!("/api/v1/requests/{id}"), Some(ALICE))
         .await;
@@ -120,27 +120,12 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     let fake = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (repo, gitops) = gitops_repo_of_ops(dir.path());
-    let mut nodes = Vec::new();
-    for name in ["a", "b", "c"] {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let text = config(
-            &format!("node_id = \"{name}\"\nlease_ttl = \"2s\""),
-            &format!(
-                "{LOCKED_OP}{}{gitops}",
-                github_section(&fake.base, "ack_timeout = \"3s\"")
-            ),
-        )
-        .replace("path = \"store\"", &format!("url = \"{url}\""));
-        let config = write_config(&d, &text);
-        let node = Served::spawn(&config, d.join("log")).await;
-        if name == "a" {
-            // a starts first and leads: its reconciler applies ada.
-            node.wait_log("this node leads the cluster").await;
-        }
-        nodes.push(node);
-    }
-    let [mut a, b, c] = <[Served; 3]>::try_from(nodes).ok().unwrap();
+    let ops = format!(
+        "{LOCKED_OP}{}{gitops}",
+        github_section(&fake.base, "ack_timeout = \"3s\"")
+    );
+    // a leads: its reconciler applies ada.
+    let [mut a, b, c] = three_nodes(dir.path(), &url, &ops).await;
     wait_applied(&b.api, "ada").await;
 
     // Load through every node, and a long run on a, the leader.
@@ -239,6 +224,25 @@ async fn a_killed_node_is_fenced_and_its_running_request_interrupted() {
     }
     let (_, v) = c.api.get("/api/v1/audit/verify", Some(ALICE)).await;
     assert_eq!(v["ok"], true, "{v:#}");
+}
+
+/// Nodes a, b and c in subdirectories of `dir`, on the store at `url`,
+/// with `ops` (ops and frontend sections) and a lease TTL of 2 s; a starts
+/// first and leads, b and c follow.
+pub(crate) async fn three_nodes(dir: &Path, url: &str, ops: &str) -> [Served; 3] {
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let text = config(&format!("node_id = \"{name}\"\nlease_ttl = \"2s\""), ops)
+            .replace("path = \"store\"", &format!("url = \"{url}\""));
+        let node = Served::spawn(&write_config(&d, &text), d.join("log")).await;
+        if name == "a" {
+            node.wait_log("this node leads the cluster").await;
+        }
+        nodes.push(node);
+    }
+    <[Served; 3]>::try_from(nodes).ok().unwrap()
 }
 
 /// The committer the gitops principal maps.

@@ -12,6 +12,7 @@ use youops_testkit::pg::PgCluster;
 use youops_testkit::sign::slack_signature;
 use youops_testkit::slack::{Call, FakeSlack, BOT_TOKEN};
 
+use crate::cluster::{count_events, three_nodes};
 use crate::support::*;
 
 /// The Slack app's signing secret in every node's config.
@@ -201,25 +202,8 @@ async fn a_killed_nodes_slack_request_is_told_interrupted_by_the_leader_once() {
     let url = pg.create_database();
     let fake = FakeSlack::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for name in ["a", "b", "c"] {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let text = config(
-            &format!("node_id = \"{name}\"\nlease_ttl = \"2s\""),
-            &slack_section(&fake.api_url()),
-        )
-        .replace("path = \"store\"", &format!("url = \"{url}\""));
-        let path = d.join("youops.toml");
-        std::fs::write(&path, text).unwrap();
-        let node = Served::spawn(&path, d.join("log")).await;
-        if name == "a" {
-            // a starts first and leads: b and c only follow.
-            node.wait_log("this node leads the cluster").await;
-        }
-        nodes.push(node);
-    }
-    let [mut a, b, c] = <[Served; 3]>::try_from(nodes).ok().unwrap();
+    // a leads: b and c only follow.
+    let [mut a, b, c] = three_nodes(dir.path(), &url, &slack_section(&fake.api_url())).await;
 
     // A long run asked in Slack, received by a: a posts its running status.
     let (st, ack) = slash_command(&a.api, &fake, "nap seconds=120", "trig-nap-1").await;
@@ -316,18 +300,7 @@ async fn a_killed_nodes_slack_request_is_told_interrupted_by_the_leader_once() {
         .collect();
     assert_eq!(running.len(), 1, "{shown:#?}");
     assert!(running[0].at < killed, "{shown:#?}");
-    let (st, v) = b
-        .api
-        .get(&format!("/api/v1/requests/{id}"), Some(ALICE))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    let runs = v["events"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no events in {v:#}"))
-        .iter()
-        .filter(|e| e["body"]["type"] == "transition" && e["body"]["to"] == "running")
-        .count();
-    assert_eq!(runs, 1, "ran once: {v:#}");
+    assert_eq!(count_events(&b.api, &id, "running").await, 1, "ran once");
     let (st, v) = b.api.get("/api/v1/audit/verify", Some(ALICE)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["ok"], true, "{v:#}");

@@ -274,7 +274,7 @@ async fn move_in(
     .map_err(|e| err("archiving: copying events into the archive table", e))?;
     // The partitions archived whole go last; of the rest, only the one
     // archived in part has rows to delete.
-    let whole: Vec<Part> = partitions::list(&tx)
+    let whole: Vec<Part> = partitions::list(tx.client())
         .await
         .map_err(|e| e.report(redact, "archiving: listing the partitions of events"))?
         .into_iter()
@@ -316,7 +316,7 @@ async fn check_fence(
     let Some(node) = &fence.node else {
         return Err(not_leading(fence.epoch));
     };
-    let held = leader_term(tx, node)
+    let held = leader_term(tx.client(), node)
         .await
         .map_err(|e| e.report(redact, "archiving: checking the leader lease"))?;
     if held == Some(fence.epoch) {

@@ -122,6 +122,10 @@ impl std::fmt::Debug for Connector {
 pub(crate) struct Conn {
     pub(crate) client: Client,
     pub(crate) pid: i32,
+    /// A group commit sent `BEGIN` and has not seen its transaction end
+    /// (see [`crate::group::commit_group`]): a connection left so is closed,
+    /// never used again (the server then rolls the transaction back).
+    pub(crate) in_transaction: bool,
 }
 
 impl Connector {
@@ -207,7 +211,11 @@ impl Connector {
         let pid = row
             .try_get::<_, i32>(0)
             .map_err(|e| StoreError::Corrupt(format!("pg_backend_pid(): {e}")))?;
-        Ok(Conn { client, pid })
+        Ok(Conn {
+            client,
+            pid,
+            in_transaction: false,
+        })
     }
 }
 

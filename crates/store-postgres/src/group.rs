@@ -13,27 +13,35 @@
 //! 3. decide each append in order, in memory: a claimed key is a
 //!    [`StoreError::Duplicate`], an event that does not fold refuses its
 //!    append; the others get seqs and hashes (core's chain functions);
-//! 4. claim the winners' keys (`INSERT … ON CONFLICT DO NOTHING RETURNING`:
-//!    under the tip lock nobody else claims, so every one must come back, or
-//!    the group runs again), insert the events, upsert the records, move the
-//!    tip, record the batch id, notify the other stores (at most one
-//!    group per 10 ms does, see [`crate::listen`]), COMMIT.
+//! 4. in one statement, claim the winners' keys (a plain `INSERT`: under the
+//!    tip lock nobody else claims, so a conflict aborts the group, which runs
+//!    again), insert the events, upsert the records, move the tip, record the
+//!    batch id and notify the other stores (at most one group per 10 ms
+//!    does, see [`crate::listen`]); then COMMIT.
 //!
 //! The tip is always locked before any claim, or two nodes could deadlock.
 //!
 //! The tip lock is held until COMMIT, so the time it is held bounds the
 //! cluster's appends. Statements go out typed (one message each, nothing to
-//! prepare), and those of steps 1 and 2, then those of step 4, are sent
-//! together: the server runs them in the order sent (the tip lock first), and
-//! the group waits for three answers in all (the reads, the writes, COMMIT)
-//! instead of two per statement.
+//! prepare) and pipelined: `BEGIN` with those of steps 1 and 2, then step
+//! 4's statement with `COMMIT`. The server runs them in the order sent, so
+//! a group waits for two answers in all, and holds the tip for one round
+//! trip and the commit's flush.
+//!
+//! COMMIT goes out before the write's answer is back, so the write is one
+//! statement, every value of it converted first: it runs whole or not at
+//! all, never partly before a COMMIT. When the server refuses it, the
+//! transaction is aborted and the server answers COMMIT by rolling back
+//! (`ROLLBACK` is its tag, and no error): the group did not commit. When
+//! the connection breaks, the outcome is unknown and the writer looks the
+//! batch id up.
 
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
-use tokio_postgres::Transaction;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Client;
 use youops_core::audit::{canonical_bytes_encoded, chain_hash, AppendOptions, StoreError};
 use youops_core::cluster::NodeId;
 use youops_core::model::{AuditEvent, NewEvent, RequestId};
@@ -43,7 +51,7 @@ use crate::conn::{is_connection, Conn, Connector, Redactor};
 use crate::faults::Faults;
 use crate::listen;
 use crate::partitions::{self, Partitions};
-use crate::rows::{self, Stored, WriteError};
+use crate::rows::{self, EventColumns, Param, RecordColumns, Stored, WriteError};
 
 /// One caller's append, its bodies encoded already.
 #[derive(Debug)]
@@ -124,129 +132,295 @@ pub(crate) async fn commit_group(
     group: &[&AppendReq],
     cx: &GroupCx<'_>,
 ) -> Result<Vec<Answer>, GroupError> {
-    let redact = &cx.connector.redact;
-    let pid = conn.pid;
-    let tx = conn
-        .client
-        .transaction()
-        .await
-        .map_err(|e| sql_err(redact, "BEGIN", &e))?;
-    // Steps 1 and 2, sent at once: the server runs them in order, so the
-    // reads run once the tip lock is held, and this waits for one answer
-    // instead of one per statement (the lock is held across them all).
-    let (tip_row, now, (), leading, owners, known) = tokio::try_join!(
-        biased;
-        lock_tip(&tx, redact),
-        read_clock(&tx, redact),
-        check_node(&tx, cx.node, redact),
-        check_leader(&tx, group, cx.node, redact),
-        read_claims(&tx, group, redact),
-        read_records(&tx, group, redact),
-    )?;
-    let (tip, last_time) = tip_row;
-    // Never before the previous group's time, even across nodes whose
-    // clocks differ.
-    let time = last_time.map_or(now, |l| l.max(now));
-    let plan = plan(group, tip, time, &owners, known, &leading);
-    if plan.events.is_empty() {
-        // Every append refused: nothing to write.
-        let _ = tx.rollback().await;
-        return Ok(plan.answers);
-    }
-    make_room(&tx, &plan, cx).await?;
-    let expires = now + cx.dedup_ttl;
-    let batch = ulid::Ulid::new().to_string();
-    write_group(&tx, &plan, cx, &batch, time, expires).await?;
-    if cx.faults.take_kill_before_commit() {
-        cx.faults.kill_session(cx.connector, pid).await;
-    }
-    let tip = plan.tip.0;
-    match tx.commit().await {
-        Ok(()) if cx.faults.take_lose_commit_ack() => Err(GroupError::Unknown {
-            batch,
-            answers: plan.answers,
-            error: StoreError::Io("the answer to COMMIT was lost (an injected fault)".into()),
-        }),
-        Ok(()) => {
-            cx.partitions.committed(tip);
-            Ok(plan.answers)
+    // Set until the transaction is seen to end: a connection left in it
+    // (this future dropped midway, ROLLBACK unanswered) is closed by the
+    // writer, so it never holds the tip lock for long.
+    conn.in_transaction = true;
+    let outcome = match read_under_tip(&conn.client, group, cx).await {
+        Ok(reads) => decide_and_write(&conn.client, conn.pid, group, cx, reads).await,
+        Err(e) => Outcome::Open(Err(e)),
+    };
+    match outcome {
+        Outcome::Ended(result) => {
+            conn.in_transaction = false;
+            result
         }
-        // The server answered COMMIT with an error: it rolled back.
-        Err(e) if !is_connection(&e) => Err(data_err(redact.io("COMMIT", &e))),
-        Err(e) => Err(GroupError::Unknown {
-            batch,
-            answers: plan.answers,
-            error: redact.io("COMMIT", &e),
-        }),
+        Outcome::Open(result) => {
+            if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                conn.in_transaction = false;
+            }
+            result
+        }
     }
 }
 
-/// Step 4, sent at once: claim the keys, insert the events, upsert the
-/// records, move the tip, notify the other stores (when `cx.notify`), record
-/// the batch id. COMMIT comes only once every one came back.
-async fn write_group(
-    tx: &Transaction<'_>,
-    plan: &Plan,
+/// How a group's transaction stands when it returns.
+enum Outcome {
+    /// COMMIT was sent: the transaction is over, whatever its outcome.
+    Ended(Result<Vec<Answer>, GroupError>),
+    /// Nothing was committed, and the transaction is still open: roll it
+    /// back.
+    Open(Result<Vec<Answer>, GroupError>),
+}
+
+/// What steps 1 and 2 read.
+struct Reads {
+    tip: (u64, String),
+    last_time: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    leading: BTreeSet<u64>,
+    owners: HashMap<String, RequestId>,
+    known: HashMap<RequestId, Entry>,
+}
+
+/// BEGIN, then steps 1 and 2, all sent at once: the server runs them in
+/// order, so the reads run once the tip lock is held, and this waits for
+/// one answer instead of one per statement.
+async fn read_under_tip(
+    client: &Client,
+    group: &[&AppendReq],
     cx: &GroupCx<'_>,
-    batch: &str,
-    time: DateTime<Utc>,
-    expires: DateTime<Utc>,
-) -> Result<(), GroupError> {
+) -> Result<Reads, GroupError> {
     let redact = &cx.connector.redact;
-    let last = seq_sql(plan.tip.0).map_err(data_err)?;
-    tokio::try_join!(
+    let (begun, reads) = tokio::join!(
         biased;
-        write_claims(tx, &plan.claims, expires, redact),
-        write_events(tx, &plan.events, cx),
-        write_records(tx, &plan.records, redact),
+        client.batch_execute("BEGIN"),
         async {
-            tx.query_typed(
-                "UPDATE tip SET seq = $1, hash = $2, time = $3 WHERE id = 1",
-                &[
-                    (&last, Type::INT8),
-                    (&plan.tip.1, Type::TEXT),
-                    (&time, Type::TIMESTAMPTZ),
-                ],
+            tokio::try_join!(
+                biased;
+                lock_tip(client, redact),
+                read_clock(client, redact),
+                check_node(client, cx.node, redact),
+                check_leader(client, group, cx.node, redact),
+                read_claims(client, group, redact),
+                read_records(client, group, redact),
             )
-            .await
-            .map_err(|e| sql_err(redact, "moving the chain tip", &e))
         },
-        async {
-            if !cx.notify {
-                return Ok(());
-            }
-            // Delivered at COMMIT, to the other stores' listeners (`listen`).
-            tx.query_typed(
-                "SELECT pg_notify($1, $2)",
-                &[
-                    (&listen::CHANNEL, Type::TEXT),
-                    (&cx.connector.session, Type::TEXT),
-                ],
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| sql_err(redact, "notifying the other nodes", &e))
-        },
-        async {
-            tx.query_typed(
-                "INSERT INTO batches (id, last_seq, committed_at) VALUES ($1, $2, $3)",
-                &[
-                    (&batch, Type::TEXT),
-                    (&last, Type::INT8),
-                    (&time, Type::TIMESTAMPTZ),
-                ],
-            )
-            .await
-            .map_err(|e| sql_err(redact, "recording the batch", &e))
-        },
-    )?;
-    Ok(())
+    );
+    begun.map_err(|e| sql_err(redact, "BEGIN", &e))?;
+    let ((tip, last_time), now, (), leading, owners, known) = reads?;
+    Ok(Reads {
+        tip,
+        last_time,
+        now,
+        leading,
+        owners,
+        known,
+    })
+}
+
+/// Steps 3 and 4: decide in memory, then write and COMMIT.
+async fn decide_and_write(
+    client: &Client,
+    pid: i32,
+    group: &[&AppendReq],
+    cx: &GroupCx<'_>,
+    reads: Reads,
+) -> Outcome {
+    // Never before the previous group's time, even across nodes whose
+    // clocks differ.
+    let time = reads.last_time.map_or(reads.now, |l| l.max(reads.now));
+    let mut plan = plan(
+        group,
+        reads.tip,
+        time,
+        &reads.owners,
+        reads.known,
+        &reads.leading,
+    );
+    if plan.events.is_empty() {
+        // Every append refused: nothing to write.
+        return Outcome::Open(Ok(plan.answers));
+    }
+    if let Err(e) = make_room(client, &plan, cx).await {
+        return Outcome::Open(Err(e));
+    }
+    let expires = reads.now + cx.dedup_ttl;
+    let batch = ulid::Ulid::new().to_string();
+    let answers = std::mem::take(&mut plan.answers);
+    let columns = match Columns::of(&plan, cx, &batch, time, expires) {
+        Ok(columns) => columns,
+        Err(e) => return Outcome::Open(Err(data_err(e))),
+    };
+    if cx.faults.take_kill_before_commit() {
+        cx.faults.kill_session(cx.connector, pid).await;
+    }
+    let params = columns.params();
+    let written = write_and_commit(client, cx, &params).await;
+    Outcome::Ended(match written {
+        Ok(()) => {
+            cx.partitions.committed(plan.tip.0);
+            Ok(answers)
+        }
+        Err(Failed::Unknown(error)) => Err(GroupError::Unknown {
+            batch,
+            answers,
+            error,
+        }),
+        Err(Failed::RolledBack(e)) => Err(e),
+    })
+}
+
+/// How step 4 failed.
+enum Failed {
+    /// Whether the group committed is unknown: look its batch id up.
+    Unknown(StoreError),
+    /// The group did not commit.
+    RolledBack(GroupError),
+}
+
+/// Step 4: the group's one write statement and COMMIT, sent at once (see
+/// the module docs), and what their answers say of the outcome.
+async fn write_and_commit(
+    client: &Client,
+    cx: &GroupCx<'_>,
+    params: &[Param<'_>],
+) -> Result<(), Failed> {
+    let redact = &cx.connector.redact;
+    let (written, committed) = tokio::join!(
+        biased;
+        client.query_typed(&WRITE_GROUP, params),
+        client.batch_execute("COMMIT"),
+    );
+    let lost = [written.as_ref().err(), committed.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .find(|e| is_connection(e));
+    if let Some(e) = lost {
+        // The server may have run COMMIT before the connection broke.
+        return Err(Failed::Unknown(redact.io("COMMIT", e)));
+    }
+    match (written, committed) {
+        // The writes were refused: the transaction was aborted, and the
+        // server answered COMMIT by rolling it back.
+        (Err(e), _) => Err(Failed::RolledBack(write_refused(&e, cx))),
+        // The server answered COMMIT with an error: it rolled back.
+        (Ok(_), Err(e)) => Err(Failed::RolledBack(data_err(redact.io("COMMIT", &e)))),
+        (Ok(_), Ok(())) if cx.faults.take_lose_commit_ack() => Err(Failed::Unknown(
+            StoreError::Io("the answer to COMMIT was lost (an injected fault)".into()),
+        )),
+        (Ok(_), Ok(())) => Ok(()),
+    }
+}
+
+/// Step 4's one statement: claim the winners' keys (every one new: under
+/// the tip lock nobody else claims), insert the events, upsert the records,
+/// move the tip, record the batch id, and notify the other stores when
+/// `$27`. Parameters as [`Columns::params`] gives them.
+static WRITE_GROUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH claimed AS (
+             INSERT INTO claims (key, request_id, expires_at)
+             SELECT k, r, CASE WHEN e THEN $20::timestamptz END
+             FROM unnest($17::text[], $18::text[], $19::bool[]) AS c(k, r, e)
+         ), inserted AS ({events}
+         ), recorded AS ({records}
+         ), moved AS (
+             UPDATE tip SET seq = $21, hash = $22, time = $23 WHERE id = 1
+         ), batched AS (
+             INSERT INTO batches (id, last_seq, committed_at) VALUES ($24, $21, $23)
+         )
+         SELECT pg_notify($25, $26) WHERE $27",
+        events = EventColumns::sql(1),
+        records = RecordColumns::sql(7),
+    )
+});
+
+/// The parameters of [`WRITE_GROUP`], every value converted before anything
+/// is sent: a value that does not fit fails the group before its writes,
+/// never between them and COMMIT.
+struct Columns<'a> {
+    events: EventColumns<'a>,
+    records: RecordColumns,
+    claim_keys: Vec<&'a str>,
+    claim_ids: Vec<&'a str>,
+    claim_expiring: Vec<bool>,
+    expires: DateTime<Utc>,
+    last: i64,
+    hash: &'a str,
+    time: DateTime<Utc>,
+    batch: &'a str,
+    session: &'a str,
+    notify: bool,
+}
+
+impl<'a> Columns<'a> {
+    fn of(
+        plan: &'a Plan,
+        cx: &GroupCx<'a>,
+        batch: &'a str,
+        time: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<Columns<'a>, StoreError> {
+        Ok(Columns {
+            events: EventColumns::of(&plan.events)?,
+            records: RecordColumns::of(&plan.records)?,
+            claim_keys: plan.claims.iter().map(|c| c.0.as_str()).collect(),
+            claim_ids: plan.claims.iter().map(|c| c.1.as_str()).collect(),
+            claim_expiring: plan.claims.iter().map(|c| c.2).collect(),
+            expires,
+            last: seq_sql(plan.tip.0)?,
+            hash: &plan.tip.1,
+            time,
+            batch,
+            session: &cx.connector.session,
+            notify: cx.notify,
+        })
+    }
+
+    fn params(&self) -> Vec<Param<'_>> {
+        let mut p = Vec::with_capacity(27);
+        p.extend(self.events.params());
+        p.extend(self.records.params());
+        p.extend([
+            (&self.claim_keys as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
+            (&self.claim_ids, Type::TEXT_ARRAY),
+            (&self.claim_expiring, Type::BOOL_ARRAY),
+            (&self.expires, Type::TIMESTAMPTZ),
+            (&self.last, Type::INT8),
+            (&self.hash, Type::TEXT),
+            (&self.time, Type::TIMESTAMPTZ),
+            (&self.batch, Type::TEXT),
+            (&listen::CHANNEL, Type::TEXT),
+            (&self.session, Type::TEXT),
+            (&self.notify, Type::BOOL),
+        ]);
+        p
+    }
+}
+
+/// The group whose writes the server refused (its transaction rolled back):
+/// run again when that may succeed, else fail.
+fn write_refused(e: &tokio_postgres::Error, cx: &GroupCx<'_>) -> GroupError {
+    let redact = &cx.connector.redact;
+    let db = e.as_db_error();
+    let table = db.and_then(|d| d.table());
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) && table == Some("claims") {
+        // Someone claimed without holding the tip: decide again.
+        return GroupError::NotCommitted {
+            error: StoreError::Io(
+                "a dedup key was claimed by a writer that does not lock the chain tip".into(),
+            ),
+            retry: true,
+        };
+    }
+    if e.code() == Some(&SqlState::CHECK_VIOLATION) && table == Some("events") {
+        // No partition for a seq (the only check `events` has): partitions
+        // were dropped under this store. It forgets what it knew, and the
+        // group runs again, making them.
+        cx.partitions.forget();
+        return GroupError::NotCommitted {
+            error: redact.io("inserting events", e),
+            retry: true,
+        };
+    }
+    sql_err(redact, "writing the group", e)
 }
 
 /// Step 1: the locked tip `(seq, hash)` and its time. Sent first: every
 /// statement after it in the group runs under the lock.
 async fn lock_tip(
-    tx: &Transaction<'_>,
+    tx: &Client,
     redact: &Redactor,
 ) -> Result<((u64, String), Option<DateTime<Utc>>), GroupError> {
     let row = tx
@@ -263,7 +437,7 @@ async fn lock_tip(
 }
 
 /// Step 2: the database's clock, read once the tip lock is held.
-async fn read_clock(tx: &Transaction<'_>, redact: &Redactor) -> Result<DateTime<Utc>, GroupError> {
+async fn read_clock(tx: &Client, redact: &Redactor) -> Result<DateTime<Utc>, GroupError> {
     let row = tx
         .query_typed_one("SELECT clock_timestamp()", &[])
         .await
@@ -276,7 +450,7 @@ async fn read_clock(tx: &Transaction<'_>, redact: &Redactor) -> Result<DateTime<
 /// (an `UPDATE` of the row) either committed before, and is seen here, or
 /// waits until this transaction is over.
 async fn check_node(
-    tx: &Transaction<'_>,
+    tx: &Client,
     node: Option<&NodeBinding>,
     redact: &Redactor,
 ) -> Result<(), GroupError> {
@@ -309,7 +483,7 @@ async fn check_node(
 /// leader lease now, by the database clock. The row is locked `FOR SHARE`,
 /// so a takeover waits for this transaction, or is seen by it.
 async fn check_leader(
-    tx: &Transaction<'_>,
+    tx: &Client,
     group: &[&AppendReq],
     node: Option<&NodeBinding>,
     redact: &Redactor,
@@ -339,7 +513,7 @@ async fn check_leader(
 /// the next term begins, or not at all. Every leader write of a store checks
 /// this way (group commits, retention's move).
 pub(crate) async fn leader_term(
-    tx: &Transaction<'_>,
+    tx: &Client,
     node: &NodeBinding,
 ) -> Result<Option<u64>, WriteError> {
     let incarnation = seq_sql(node.incarnation).map_err(WriteError::Data)?;
@@ -375,7 +549,7 @@ pub(crate) fn not_leading(epoch: u64) -> StoreError {
 /// Step 2: who holds the group's keys. Expired claims are deleted (the
 /// statement's snapshot still shows them: they are left out).
 async fn read_claims(
-    tx: &Transaction<'_>,
+    tx: &Client,
     group: &[&AppendReq],
     redact: &Redactor,
 ) -> Result<HashMap<String, RequestId>, GroupError> {
@@ -412,7 +586,7 @@ async fn read_claims(
 
 /// Step 2: the records of the group's requests.
 async fn read_records(
-    tx: &Transaction<'_>,
+    tx: &Client,
     group: &[&AppendReq],
     redact: &Redactor,
 ) -> Result<HashMap<RequestId, Entry>, GroupError> {
@@ -530,50 +704,10 @@ fn hash_and_fold(
     Ok((out, stored, local))
 }
 
-/// Step 4: the winners' claims; every one must be new.
-async fn write_claims(
-    tx: &Transaction<'_>,
-    claims: &[(String, String, bool)],
-    expires: DateTime<Utc>,
-    redact: &Redactor,
-) -> Result<(), GroupError> {
-    if claims.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<&str> = claims.iter().map(|c| c.0.as_str()).collect();
-    let ids: Vec<&str> = claims.iter().map(|c| c.1.as_str()).collect();
-    let expiring: Vec<bool> = claims.iter().map(|c| c.2).collect();
-    let rows = tx
-        .query_typed(
-            "INSERT INTO claims (key, request_id, expires_at)
-             SELECT k, r, CASE WHEN e THEN $4::timestamptz END
-             FROM unnest($1::text[], $2::text[], $3::bool[]) AS c(k, r, e)
-             ON CONFLICT DO NOTHING RETURNING key",
-            &[
-                (&keys, Type::TEXT_ARRAY),
-                (&ids, Type::TEXT_ARRAY),
-                (&expiring, Type::BOOL_ARRAY),
-                (&expires, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await
-        .map_err(|e| sql_err(redact, "claiming dedup keys", &e))?;
-    if rows.len() != claims.len() {
-        // Someone claimed without holding the tip: decide again.
-        return Err(GroupError::NotCommitted {
-            error: StoreError::Io(
-                "a dedup key was claimed by a writer that does not lock the chain tip".into(),
-            ),
-            retry: true,
-        });
-    }
-    Ok(())
-}
-
 /// Step 4: the partitions of the group's seqs, if this store does not know
 /// them to exist (the keeper makes them ahead: this is the safety net, see
 /// [`crate::partitions`]).
-async fn make_room(tx: &Transaction<'_>, plan: &Plan, cx: &GroupCx<'_>) -> Result<(), GroupError> {
+async fn make_room(tx: &Client, plan: &Plan, cx: &GroupCx<'_>) -> Result<(), GroupError> {
     let (Some(first), last) = (plan.events.first(), plan.tip.0) else {
         return Ok(());
     };
@@ -585,38 +719,6 @@ async fn make_room(tx: &Transaction<'_>, plan: &Plan, cx: &GroupCx<'_>) -> Resul
         .map_err(|e| write_err(&cx.connector.redact, "making a partition of events", e))?;
     cx.partitions.note(hi);
     Ok(())
-}
-
-/// Step 4: the events. An insert that finds no partition for its seq (the
-/// only check `events` has) means partitions were dropped under this store:
-/// it forgets what it knew, and the group runs again, making them.
-async fn write_events(
-    tx: &Transaction<'_>,
-    events: &[Stored],
-    cx: &GroupCx<'_>,
-) -> Result<(), GroupError> {
-    let redact = &cx.connector.redact;
-    match rows::insert_events(tx, events).await {
-        Err(WriteError::Sql(e)) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
-            cx.partitions.forget();
-            Err(GroupError::NotCommitted {
-                error: redact.io("inserting events", &e),
-                retry: true,
-            })
-        }
-        other => other.map_err(|e| write_err(redact, "inserting events", e)),
-    }
-}
-
-/// Step 4: the records the group changed.
-async fn write_records(
-    tx: &Transaction<'_>,
-    records: &[Entry],
-    redact: &Redactor,
-) -> Result<(), GroupError> {
-    rows::upsert_records(tx, records)
-        .await
-        .map_err(|e| write_err(redact, "writing request records", e))
 }
 
 fn write_err(redact: &Redactor, what: &str, e: WriteError) -> GroupError {

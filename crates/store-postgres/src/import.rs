@@ -51,7 +51,7 @@ pub(crate) async fn import(store: &PgStore, events: Vec<AuditEvent>) -> Result<(
         let (tip, now) = lock_tip(&tx, redact).await?;
         check_start(first, &tip)?;
         let parts = &store.inner.partitions;
-        let hi = partitions::cover(&tx, first.seq, last.seq, parts.span())
+        let hi = partitions::cover(tx.client(), first.seq, last.seq, parts.span())
             .await
             .map_err(|e| e.report(redact, "making partitions of events"))?;
         parts.note(hi);
@@ -149,10 +149,12 @@ async fn read_records(
     redact: &Redactor,
 ) -> Result<HashMap<RequestId, Entry>, StoreError> {
     let ids = events.iter().filter_map(|e| e.request_id).collect();
-    rows::read_records(tx, ids).await.map_err(|e| match e {
-        WriteError::Data(d) => d,
-        WriteError::Sql(e) => redact.io("reading request records", &e),
-    })
+    rows::read_records(tx.client(), ids)
+        .await
+        .map_err(|e| match e {
+            WriteError::Data(d) => d,
+            WriteError::Sql(e) => redact.io("reading request records", &e),
+        })
 }
 
 /// Step 2: the records the events change, folded as a replay folds them: an
@@ -223,10 +225,12 @@ async fn write_events(
     events: &[Stored],
     redact: &Redactor,
 ) -> Result<(), StoreError> {
-    rows::insert_events(tx, events).await.map_err(|e| match e {
-        WriteError::Data(d) => d,
-        WriteError::Sql(e) => insert_err(redact, "inserting events", &e),
-    })
+    rows::insert_events(tx.client(), events)
+        .await
+        .map_err(|e| match e {
+            WriteError::Data(d) => d,
+            WriteError::Sql(e) => insert_err(redact, "inserting events", &e),
+        })
 }
 
 /// Step 3: the records, whole (the columns a group commit writes).
@@ -235,7 +239,7 @@ async fn write_records(
     records: &[Entry],
     redact: &Redactor,
 ) -> Result<(), StoreError> {
-    rows::upsert_records(tx, records)
+    rows::upsert_records(tx.client(), records)
         .await
         .map_err(|e| match e {
             WriteError::Data(d) => d,

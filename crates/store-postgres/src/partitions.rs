@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::Transaction;
+use tokio_postgres::Client;
 use youops_core::audit::StoreError;
 
 use crate::codec::{col, seq_of, seq_sql};
@@ -172,7 +172,7 @@ async fn keeper(
 /// In a transaction of its own: make sure a whole span of seqs past the
 /// tip has partitions. The highest bound, exclusive.
 pub(crate) async fn ahead(
-    client: &mut tokio_postgres::Client,
+    client: &mut Client,
     redact: &Redactor,
     span: u64,
 ) -> Result<u64, StoreError> {
@@ -186,7 +186,7 @@ pub(crate) async fn ahead(
         .await
         .map_err(|e| redact.io(what, &e))?;
     let tip = seq_of(col(&row, 0, "tip.seq")?, "tip.seq")?;
-    let hi = cover(&tx, tip + 1, tip.saturating_add(span), span)
+    let hi = cover(tx.client(), tip + 1, tip.saturating_add(span), span)
         .await
         .map_err(|e| e.report(redact, what))?;
     tx.commit().await.map_err(|e| redact.io(what, &e))?;
@@ -198,7 +198,7 @@ pub(crate) async fn ahead(
 /// bound are made, a span each, from that bound (or from `from`, when it is
 /// higher: seqs below it are never inserted). The highest bound, exclusive.
 pub(crate) async fn cover(
-    tx: &Transaction<'_>,
+    tx: &Client,
     from: u64,
     through: u64,
     span: u64,
@@ -230,7 +230,7 @@ pub(crate) async fn cover(
 /// The range partitions of `events`, lowest first (from the catalog; a
 /// partition whose bounds are no seqs, such as a DEFAULT one made by hand,
 /// is left out).
-pub(crate) async fn list(tx: &Transaction<'_>) -> Result<Vec<Part>, WriteError> {
+pub(crate) async fn list(tx: &Client) -> Result<Vec<Part>, WriteError> {
     let rows = tx
         .query(
             r"SELECT name, substring(b FROM 'FROM \(''([0-9]+)''\)')::bigint AS lo,

@@ -4,12 +4,17 @@
 //! Statements go out typed (`query_typed`: parse, bind and execute in one
 //! message, no round trip to prepare), so that a group commit can send
 //! several at once and wait for their answers together (see
-//! [`crate::group`]).
+//! [`crate::group`]). Their text is made for a first parameter number, so
+//! that a group commit can make them parts of one statement.
+//!
+//! They take the [`Client`] of a connection in a transaction (a
+//! [`Transaction`](tokio_postgres::Transaction)'s `client()`, or one whose
+//! `BEGIN` the caller sent).
 
 use std::collections::{BTreeSet, HashMap};
 
-use tokio_postgres::types::Type;
-use tokio_postgres::Transaction;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Client;
 use youops_core::audit::StoreError;
 use youops_core::model::RequestId;
 
@@ -50,7 +55,7 @@ impl WriteError {
 /// The records of the requests `ids`, as stored (under the caller's tip
 /// lock, so no other node changes them meanwhile).
 pub(crate) async fn read_records(
-    tx: &Transaction<'_>,
+    tx: &Client,
     ids: BTreeSet<RequestId>,
 ) -> Result<HashMap<RequestId, Entry>, WriteError> {
     let mut known = HashMap::new();
@@ -85,78 +90,89 @@ fn entry_of(row: &tokio_postgres::Row) -> Result<(RequestId, Entry), StoreError>
     Ok((codec::request_id(&id, "requests.id")?, entry))
 }
 
+/// A typed parameter of a statement.
+pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+/// `$n, $n+1, …`: the numbers of `count` parameters from `first`.
+fn numbered(first: usize, count: usize) -> Vec<String> {
+    (first..first + count).map(|n| format!("${n}")).collect()
+}
+
+/// The `events` columns of some events, one array each.
+#[derive(Debug)]
+pub(crate) struct EventColumns<'a> {
+    seqs: Vec<i64>,
+    ids: Vec<Option<&'a str>>,
+    kinds: Vec<&'a str>,
+    canonical: Vec<&'a [u8]>,
+    prev: Vec<&'a str>,
+    hash: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    /// The columns of `events`, or the first value that does not fit.
+    pub(crate) fn of(events: &'a [Stored]) -> Result<EventColumns<'a>, StoreError> {
+        Ok(EventColumns {
+            seqs: events
+                .iter()
+                .map(|e| seq_sql(e.seq))
+                .collect::<Result<Vec<i64>, _>>()?,
+            ids: events.iter().map(|e| e.request_id.as_deref()).collect(),
+            kinds: events.iter().map(|e| e.kind).collect(),
+            canonical: events.iter().map(|e| e.canonical.as_slice()).collect(),
+            prev: events.iter().map(|e| e.prev_hash.as_str()).collect(),
+            hash: events.iter().map(|e| e.hash.as_str()).collect(),
+        })
+    }
+
+    /// The insert, its parameters numbered from `first`.
+    pub(crate) fn sql(first: usize) -> String {
+        let p = numbered(first, 6);
+        format!(
+            "INSERT INTO events (seq, request_id, kind, canonical, prev_hash, hash)
+             SELECT * FROM unnest({}::bigint[], {}::text[], {}::text[], {}::bytea[], {}::text[],
+                                  {}::text[])",
+            p[0], p[1], p[2], p[3], p[4], p[5]
+        )
+    }
+
+    /// The parameters of [`EventColumns::sql`], in order.
+    pub(crate) fn params(&self) -> [Param<'_>; 6] {
+        [
+            (&self.seqs, Type::INT8_ARRAY),
+            (&self.ids, Type::TEXT_ARRAY),
+            (&self.kinds, Type::TEXT_ARRAY),
+            (&self.canonical, Type::BYTEA_ARRAY),
+            (&self.prev, Type::TEXT_ARRAY),
+            (&self.hash, Type::TEXT_ARRAY),
+        ]
+    }
+}
+
 /// Insert `events`, in one statement.
-pub(crate) async fn insert_events(
-    tx: &Transaction<'_>,
-    events: &[Stored],
-) -> Result<(), WriteError> {
-    let seqs = events
-        .iter()
-        .map(|e| seq_sql(e.seq))
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(WriteError::Data)?;
-    let ids: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
-    let canonical: Vec<&[u8]> = events.iter().map(|e| e.canonical.as_slice()).collect();
-    let prev: Vec<&str> = events.iter().map(|e| e.prev_hash.as_str()).collect();
-    let hash: Vec<&str> = events.iter().map(|e| e.hash.as_str()).collect();
-    tx.query_typed(
-        "INSERT INTO events (seq, request_id, kind, canonical, prev_hash, hash)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[])",
-        &[
-            (&seqs, Type::INT8_ARRAY),
-            (&ids, Type::TEXT_ARRAY),
-            (&kinds, Type::TEXT_ARRAY),
-            (&canonical, Type::BYTEA_ARRAY),
-            (&prev, Type::TEXT_ARRAY),
-            (&hash, Type::TEXT_ARRAY),
-        ],
-    )
-    .await
-    .map_err(WriteError::Sql)?;
+pub(crate) async fn insert_events(tx: &Client, events: &[Stored]) -> Result<(), WriteError> {
+    let columns = EventColumns::of(events).map_err(WriteError::Data)?;
+    tx.query_typed(&EventColumns::sql(1), &columns.params())
+        .await
+        .map_err(WriteError::Sql)?;
     Ok(())
 }
 
 /// Insert or update the request records of `records`, in one statement.
-pub(crate) async fn upsert_records(
-    tx: &Transaction<'_>,
-    records: &[Entry],
-) -> Result<(), WriteError> {
+pub(crate) async fn upsert_records(tx: &Client, records: &[Entry]) -> Result<(), WriteError> {
     if records.is_empty() {
         return Ok(());
     }
-    let mut c = RecordColumns::default();
-    for e in records {
-        c.push(e).map_err(WriteError::Data)?;
-    }
-    tx.query_typed(
-        "INSERT INTO requests (id, state, terminal, op, principal, frontend, created_ns,
-                               first_seq, last_seq, record)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[],
-                              $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[])
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, terminal = excluded.terminal,
-             last_seq = excluded.last_seq, record = excluded.record",
-        &[
-            (&c.id, Type::TEXT_ARRAY),
-            (&c.state, Type::TEXT_ARRAY),
-            (&c.terminal, Type::BOOL_ARRAY),
-            (&c.op, Type::TEXT_ARRAY),
-            (&c.principal, Type::TEXT_ARRAY),
-            (&c.frontend, Type::TEXT_ARRAY),
-            (&c.created, Type::INT8_ARRAY),
-            (&c.first, Type::INT8_ARRAY),
-            (&c.last, Type::INT8_ARRAY),
-            (&c.record, Type::TEXT_ARRAY),
-        ],
-    )
-    .await
-    .map_err(WriteError::Sql)?;
+    let columns = RecordColumns::of(records).map_err(WriteError::Data)?;
+    tx.query_typed(&RecordColumns::sql(1), &columns.params())
+        .await
+        .map_err(WriteError::Sql)?;
     Ok(())
 }
 
-/// The `requests` columns, one array each.
+/// The `requests` columns of some records, one array each.
 #[derive(Debug, Default)]
-struct RecordColumns {
+pub(crate) struct RecordColumns {
     id: Vec<String>,
     state: Vec<&'static str>,
     terminal: Vec<bool>,
@@ -170,6 +186,45 @@ struct RecordColumns {
 }
 
 impl RecordColumns {
+    /// The columns of `records`, or the first value that does not fit.
+    pub(crate) fn of(records: &[Entry]) -> Result<RecordColumns, StoreError> {
+        let mut c = RecordColumns::default();
+        for e in records {
+            c.push(e)?;
+        }
+        Ok(c)
+    }
+
+    /// The upsert, its parameters numbered from `first`.
+    pub(crate) fn sql(first: usize) -> String {
+        let p = numbered(first, 10);
+        format!(
+            "INSERT INTO requests (id, state, terminal, op, principal, frontend, created_ns,
+                                   first_seq, last_seq, record)
+             SELECT * FROM unnest({}::text[], {}::text[], {}::bool[], {}::text[], {}::text[],
+                                  {}::text[], {}::bigint[], {}::bigint[], {}::bigint[], {}::text[])
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, terminal = excluded.terminal,
+                 last_seq = excluded.last_seq, record = excluded.record",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
+        )
+    }
+
+    /// The parameters of [`RecordColumns::sql`], in order.
+    pub(crate) fn params(&self) -> [Param<'_>; 10] {
+        [
+            (&self.id, Type::TEXT_ARRAY),
+            (&self.state, Type::TEXT_ARRAY),
+            (&self.terminal, Type::BOOL_ARRAY),
+            (&self.op, Type::TEXT_ARRAY),
+            (&self.principal, Type::TEXT_ARRAY),
+            (&self.frontend, Type::TEXT_ARRAY),
+            (&self.created, Type::INT8_ARRAY),
+            (&self.first, Type::INT8_ARRAY),
+            (&self.last, Type::INT8_ARRAY),
+            (&self.record, Type::TEXT_ARRAY),
+        ]
+    }
+
     fn push(&mut self, e: &Entry) -> Result<(), StoreError> {
         let r = &e.record;
         self.id.push(r.request.id.to_string());

@@ -104,7 +104,11 @@ impl Writer {
 
     /// The connection, made if needed.
     async fn conn(&mut self) -> Result<&mut Conn, StoreError> {
-        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.client.is_closed() || c.in_transaction)
+        {
             self.conn = None;
         }
         if self.conn.is_none() {

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use youops_core::audit::{AppendOptions, AuditStore};
 use youops_core::model::AuditEvent;
 
-use crate::support::{all_events, claiming, cluster, message, notice, open, received, request};
+use youops_core::audit::StoreError;
+
+use crate::support::{
+    admin, all_events, claiming, cluster, message, notice, open, received, request,
+};
 
 /// The events carrying notice `text`.
 fn with_message<'a>(chain: &'a [AuditEvent], text: &str) -> Vec<&'a AuditEvent> {
@@ -83,4 +87,35 @@ async fn a_lost_commit_answer_is_resolved_by_the_batch_id() {
     }
     let v = store.verify().await.unwrap();
     assert!(v.ok() && v.checked == 20, "{v:?}");
+}
+
+/// A group that ends without COMMIT (every append refused) rolls its
+/// transaction back: the tip is free for the next writer at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_group_leaves_no_transaction_open() {
+    let cluster = cluster();
+    let url = cluster.create_database();
+    let store = open(&url).await;
+    let first = request("ops.once");
+    store
+        .append(vec![received(&first)], claiming("key-1", true))
+        .await
+        .unwrap();
+    let again = request("ops.once");
+    let refused = store
+        .append(vec![received(&again)], claiming("key-1", true))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Duplicate(id)) if id == first.id),
+        "{refused:?}"
+    );
+
+    let c = admin(&url).await;
+    c.batch_execute("BEGIN; SET LOCAL lock_timeout = '1s'")
+        .await
+        .unwrap();
+    c.query_one("SELECT seq FROM tip WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .expect("the tip is free: no session holds it in a transaction left open");
+    c.batch_execute("ROLLBACK").await.unwrap();
 }

@@ -175,3 +175,58 @@ async fn retention_drops_whole_partitions_and_the_chain_goes_on() {
     notices(&store, 3).await;
     verifies(&store, dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_dropped_by_hand_are_made_again_by_the_next_group() {
+    let cluster = cluster();
+    let url = cluster.create_database();
+    let store = PgStore::open_with_partition_span(&url, PgOptions::default(), SPAN)
+        .await
+        .unwrap();
+    let c = admin(&url).await;
+    // The tip at the end of a partition: the next seq starts another.
+    notices(&store, SPAN as usize).await;
+    let tip = store.head().await.unwrap().0;
+    assert_eq!(tip, SPAN);
+
+    // Someone drops the partitions made ahead of the tip, which the store
+    // knows to exist: its next insert finds none for its seq.
+    // (Once the store's keeper made them, after the last commit.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ahead: Vec<String> = loop {
+        let ahead: Vec<String> = partitions(&c)
+            .await
+            .into_iter()
+            .filter(|p| p.1 > tip)
+            .map(|p| p.0)
+            .collect();
+        if !ahead.is_empty() {
+            break ahead;
+        }
+        assert!(Instant::now() < deadline, "nothing made ahead of #{tip}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for name in &ahead {
+        c.batch_execute(&format!("DROP TABLE {name}"))
+            .await
+            .unwrap();
+    }
+    let parts = partitions(&c).await;
+    assert!(
+        parts.iter().all(|p| p.2 <= tip + 1),
+        "#{} has no partition: {parts:?}",
+        tip + 1
+    );
+
+    // The group that finds no partition forgets what it knew and runs
+    // again, making it: the caller sees a plain success.
+    let got = store
+        .append(vec![notice("after the drop")], AppendOptions::durable())
+        .await
+        .expect("an append after its partition was dropped");
+    assert_eq!(got[0].seq, tip + 1);
+    notices(&store, SPAN as usize).await;
+    assert_eq!(store.head().await.unwrap().0, tip + 1 + SPAN);
+    let v = store.verify().await.unwrap();
+    assert!(v.ok(), "{v:?}");
+}

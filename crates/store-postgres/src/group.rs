@@ -22,9 +22,10 @@
 //! The tip is always locked before any claim, or two nodes could deadlock.
 //!
 //! The tip lock is held until COMMIT, so the time it is held bounds the
-//! cluster's appends. Statements go out typed (one message each, nothing to
-//! prepare) and pipelined: `BEGIN` with those of steps 1 and 2, then step
-//! 4's statement with `COMMIT`. The server runs them in the order sent, so
+//! cluster's appends. Statements are prepared once per connection
+//! ([`crate::statements`]: a group sends their parameters only) and go out
+//! pipelined: `BEGIN` with those of steps 1 and 2, then step 4's statement
+//! with `COMMIT`. The server runs them in the order sent, so
 //! a group waits for two answers in all, and holds the tip for one round
 //! trip and the commit's flush.
 //!
@@ -41,17 +42,18 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 use youops_core::audit::{canonical_bytes_encoded, chain_hash, AppendOptions, StoreError};
 use youops_core::cluster::NodeId;
 use youops_core::model::{AuditEvent, NewEvent, RequestId};
 
 use crate::codec::{self, col, fold, seq_of, seq_sql, Entry};
-use crate::conn::{is_connection, Conn, Connector, Redactor};
+use crate::conn::{is_connection, stale_plan, Conn, Connector, Redactor};
 use crate::faults::Faults;
 use crate::listen;
 use crate::partitions::{self, Partitions};
-use crate::rows::{self, EventColumns, Param, RecordColumns, Stored, WriteError};
+use crate::rows::{self, EventColumns, RecordColumns, Stored, WriteError};
+use crate::statements::{Statements, LEADER_TERM, NODE};
 
 /// One caller's append, its bodies encoded already.
 #[derive(Debug)]
@@ -114,7 +116,7 @@ struct Plan {
 
 fn sql_err(redact: &Redactor, what: &str, e: &tokio_postgres::Error) -> GroupError {
     GroupError::NotCommitted {
-        retry: is_connection(e),
+        retry: is_connection(e) || stale_plan(e),
         error: redact.io(what, e),
     }
 }
@@ -129,6 +131,7 @@ fn data_err(error: StoreError) -> GroupError {
 /// Run `group` as one transaction on `conn` (see the module docs).
 pub(crate) async fn commit_group(
     conn: &mut Conn,
+    st: &Statements,
     group: &[&AppendReq],
     cx: &GroupCx<'_>,
 ) -> Result<Vec<Answer>, GroupError> {
@@ -136,8 +139,8 @@ pub(crate) async fn commit_group(
     // (this future dropped midway, ROLLBACK unanswered) is closed by the
     // writer, so it never holds the tip lock for long.
     conn.in_transaction = true;
-    let outcome = match read_under_tip(&conn.client, group, cx).await {
-        Ok(reads) => decide_and_write(&conn.client, conn.pid, group, cx, reads).await,
+    let outcome = match read_under_tip(&conn.client, st, group, cx).await {
+        Ok(reads) => decide_and_write(&conn.client, st, conn.pid, group, cx, reads).await,
         Err(e) => Outcome::Open(Err(e)),
     };
     match outcome {
@@ -178,6 +181,7 @@ struct Reads {
 /// one answer instead of one per statement.
 async fn read_under_tip(
     client: &Client,
+    st: &Statements,
     group: &[&AppendReq],
     cx: &GroupCx<'_>,
 ) -> Result<Reads, GroupError> {
@@ -188,12 +192,12 @@ async fn read_under_tip(
         async {
             tokio::try_join!(
                 biased;
-                lock_tip(client, redact),
-                read_clock(client, redact),
+                lock_tip(client, st, redact),
+                read_clock(client, st, redact),
                 check_node(client, cx.node, redact),
                 check_leader(client, group, cx.node, redact),
-                read_claims(client, group, redact),
-                read_records(client, group, redact),
+                read_claims(client, st, group, redact),
+                read_records(client, st, group, redact),
             )
         },
     );
@@ -212,6 +216,7 @@ async fn read_under_tip(
 /// Steps 3 and 4: decide in memory, then write and COMMIT.
 async fn decide_and_write(
     client: &Client,
+    st: &Statements,
     pid: i32,
     group: &[&AppendReq],
     cx: &GroupCx<'_>,
@@ -246,7 +251,7 @@ async fn decide_and_write(
         cx.faults.kill_session(cx.connector, pid).await;
     }
     let params = columns.params();
-    let written = write_and_commit(client, cx, &params).await;
+    let written = write_and_commit(client, &st.write, cx, &params).await;
     Outcome::Ended(match written {
         Ok(()) => {
             cx.partitions.committed(plan.tip.0);
@@ -273,13 +278,14 @@ enum Failed {
 /// the module docs), and what their answers say of the outcome.
 async fn write_and_commit(
     client: &Client,
+    write: &Statement,
     cx: &GroupCx<'_>,
-    params: &[Param<'_>],
+    params: &[&(dyn ToSql + Sync)],
 ) -> Result<(), Failed> {
     let redact = &cx.connector.redact;
     let (written, committed) = tokio::join!(
         biased;
-        client.query_typed(&WRITE_GROUP, params),
+        client.query(write, params),
         client.batch_execute("COMMIT"),
     );
     let lost = [written.as_ref().err(), committed.as_ref().err()]
@@ -303,30 +309,8 @@ async fn write_and_commit(
     }
 }
 
-/// Step 4's one statement: claim the winners' keys (every one new: under
-/// the tip lock nobody else claims), insert the events, upsert the records,
-/// move the tip, record the batch id, and notify the other stores when
-/// `$27`. Parameters as [`Columns::params`] gives them.
-static WRITE_GROUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH claimed AS (
-             INSERT INTO claims (key, request_id, expires_at)
-             SELECT k, r, CASE WHEN e THEN $20::timestamptz END
-             FROM unnest($17::text[], $18::text[], $19::bool[]) AS c(k, r, e)
-         ), inserted AS ({events}
-         ), recorded AS ({records}
-         ), moved AS (
-             UPDATE tip SET seq = $21, hash = $22, time = $23 WHERE id = 1
-         ), batched AS (
-             INSERT INTO batches (id, last_seq, committed_at) VALUES ($24, $21, $23)
-         )
-         SELECT pg_notify($25, $26) WHERE $27",
-        events = EventColumns::sql(1),
-        records = RecordColumns::sql(7),
-    )
-});
-
-/// The parameters of [`WRITE_GROUP`], every value converted before anything
+/// The parameters of [`WRITE_GROUP`](crate::statements::WRITE_GROUP), every value converted
+/// before anything
 /// is sent: a value that does not fit fails the group before its writes,
 /// never between them and COMMIT.
 struct Columns<'a> {
@@ -368,22 +352,23 @@ impl<'a> Columns<'a> {
         })
     }
 
-    fn params(&self) -> Vec<Param<'_>> {
-        let mut p = Vec::with_capacity(27);
+    /// In the order of [`write_types`](crate::statements::write_types).
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut p: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(27);
         p.extend(self.events.params());
         p.extend(self.records.params());
         p.extend([
-            (&self.claim_keys as &(dyn ToSql + Sync), Type::TEXT_ARRAY),
-            (&self.claim_ids, Type::TEXT_ARRAY),
-            (&self.claim_expiring, Type::BOOL_ARRAY),
-            (&self.expires, Type::TIMESTAMPTZ),
-            (&self.last, Type::INT8),
-            (&self.hash, Type::TEXT),
-            (&self.time, Type::TIMESTAMPTZ),
-            (&self.batch, Type::TEXT),
-            (&listen::CHANNEL, Type::TEXT),
-            (&self.session, Type::TEXT),
-            (&self.notify, Type::BOOL),
+            &self.claim_keys as &(dyn ToSql + Sync),
+            &self.claim_ids,
+            &self.claim_expiring,
+            &self.expires,
+            &self.last,
+            &self.hash,
+            &self.time,
+            &self.batch,
+            &listen::CHANNEL,
+            &self.session,
+            &self.notify,
         ]);
         p
     }
@@ -421,13 +406,11 @@ fn write_refused(e: &tokio_postgres::Error, cx: &GroupCx<'_>) -> GroupError {
 /// statement after it in the group runs under the lock.
 async fn lock_tip(
     tx: &Client,
+    st: &Statements,
     redact: &Redactor,
 ) -> Result<((u64, String), Option<DateTime<Utc>>), GroupError> {
     let row = tx
-        .query_typed_one(
-            "SELECT seq, hash, time FROM tip WHERE id = 1 FOR UPDATE",
-            &[],
-        )
+        .query_one(&st.lock_tip, &[])
         .await
         .map_err(|e| sql_err(redact, "locking the chain tip", &e))?;
     let seq = seq_of(col(&row, 0, "tip.seq").map_err(data_err)?, "tip.seq").map_err(data_err)?;
@@ -437,9 +420,13 @@ async fn lock_tip(
 }
 
 /// Step 2: the database's clock, read once the tip lock is held.
-async fn read_clock(tx: &Client, redact: &Redactor) -> Result<DateTime<Utc>, GroupError> {
+async fn read_clock(
+    tx: &Client,
+    st: &Statements,
+    redact: &Redactor,
+) -> Result<DateTime<Utc>, GroupError> {
     let row = tx
-        .query_typed_one("SELECT clock_timestamp()", &[])
+        .query_one(&st.clock, &[])
         .await
         .map_err(|e| sql_err(redact, "reading the clock", &e))?;
     col(&row, 0, "clock_timestamp()").map_err(data_err)
@@ -458,10 +445,7 @@ async fn check_node(
         return Ok(());
     };
     let row = tx
-        .query_typed_opt(
-            "SELECT incarnation, fenced FROM nodes WHERE id = $1 FOR SHARE",
-            &[(&node.node.as_str(), Type::TEXT)],
-        )
+        .query_typed_opt(NODE, &[(&node.node.as_str(), Type::TEXT)])
         .await
         .map_err(|e| sql_err(redact, "checking this node's incarnation", &e))?;
     let state = match row {
@@ -519,10 +503,7 @@ pub(crate) async fn leader_term(
     let incarnation = seq_sql(node.incarnation).map_err(WriteError::Data)?;
     let row = tx
         .query_typed_opt(
-            "SELECT epoch FROM leases
-             WHERE name = 'leader' AND holder = $1 AND holder_incarnation = $2
-               AND expires_at > clock_timestamp()
-             FOR SHARE",
+            LEADER_TERM,
             &[
                 (&node.node.as_str(), Type::TEXT),
                 (&incarnation, Type::INT8),
@@ -550,6 +531,7 @@ pub(crate) fn not_leading(epoch: u64) -> StoreError {
 /// statement's snapshot still shows them: they are left out).
 async fn read_claims(
     tx: &Client,
+    st: &Statements,
     group: &[&AppendReq],
     redact: &Redactor,
 ) -> Result<HashMap<String, RequestId>, GroupError> {
@@ -564,15 +546,7 @@ async fn read_claims(
         return Ok(owners);
     }
     let rows = tx
-        .query_typed(
-            "WITH expired AS (
-                 DELETE FROM claims WHERE key = ANY($1) AND expires_at <= clock_timestamp()
-                 RETURNING key
-             )
-             SELECT key, request_id FROM claims
-             WHERE key = ANY($1) AND key NOT IN (SELECT key FROM expired)",
-            &[(&keys, Type::TEXT_ARRAY)],
-        )
+        .query(&st.claims, &[&keys])
         .await
         .map_err(|e| sql_err(redact, "reading dedup claims", &e))?;
     for row in &rows {
@@ -587,6 +561,7 @@ async fn read_claims(
 /// Step 2: the records of the group's requests.
 async fn read_records(
     tx: &Client,
+    st: &Statements,
     group: &[&AppendReq],
     redact: &Redactor,
 ) -> Result<HashMap<RequestId, Entry>, GroupError> {
@@ -594,7 +569,7 @@ async fn read_records(
         .iter()
         .flat_map(|r| r.events.iter().filter_map(|e| e.request_id))
         .collect();
-    rows::read_records(tx, ids)
+    rows::read_records(tx, &st.records, ids)
         .await
         .map_err(|e| write_err(redact, "reading request records", e))
 }

@@ -149,7 +149,7 @@ async fn read_records(
     redact: &Redactor,
 ) -> Result<HashMap<RequestId, Entry>, StoreError> {
     let ids = events.iter().filter_map(|e| e.request_id).collect();
-    rows::read_records(tx.client(), ids)
+    rows::read_records(tx.client(), rows::READ_RECORDS, ids)
         .await
         .map_err(|e| match e {
             WriteError::Data(d) => d,

@@ -126,6 +126,7 @@ mod partitions;
 mod reads;
 mod rows;
 mod schema;
+mod statements;
 mod url;
 mod writer;
 
@@ -293,6 +294,7 @@ impl PgStore {
             rx,
             connector: Arc::clone(&connector),
             conn: Some(first),
+            statements: None,
             dedup_ttl,
             reconnect_timeout: opts.reconnect_timeout,
             max_group: opts.max_group.max(1),

@@ -1,11 +1,11 @@
 //! The rows a group commit and an import both write: events, and the
 //! request records folded from them.
 //!
-//! Statements go out typed (`query_typed`: parse, bind and execute in one
-//! message, no round trip to prepare), so that a group commit can send
-//! several at once and wait for their answers together (see
-//! [`crate::group`]). Their text is made for a first parameter number, so
-//! that a group commit can make them parts of one statement.
+//! An import's statements go out typed (`query_typed`: parse, bind and
+//! execute in one message, no round trip to prepare). A group commit makes
+//! the insert and the upsert parts of its one write statement, prepared
+//! once per connection ([`crate::statements`]): their text is made for a
+//! first parameter number, with their parameters' types beside.
 //!
 //! They take the [`Client`] of a connection in a transaction (a
 //! [`Transaction`](tokio_postgres::Transaction)'s `client()`, or one whose
@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, ToStatement};
 use youops_core::audit::StoreError;
 use youops_core::model::RequestId;
 
@@ -52,22 +52,28 @@ impl WriteError {
     }
 }
 
+/// The records of the requests `$1` (a `text[]`).
+pub(crate) const READ_RECORDS: &str =
+    "SELECT id, record, first_seq FROM requests WHERE id = ANY($1)";
+
 /// The records of the requests `ids`, as stored (under the caller's tip
-/// lock, so no other node changes them meanwhile).
-pub(crate) async fn read_records(
+/// lock, so no other node changes them meanwhile), by `statement`:
+/// [`READ_RECORDS`], or its prepared statement.
+pub(crate) async fn read_records<T>(
     tx: &Client,
+    statement: &T,
     ids: BTreeSet<RequestId>,
-) -> Result<HashMap<RequestId, Entry>, WriteError> {
+) -> Result<HashMap<RequestId, Entry>, WriteError>
+where
+    T: ?Sized + ToStatement + Sync,
+{
     let mut known = HashMap::new();
     if ids.is_empty() {
         return Ok(known);
     }
     let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
     let rows = tx
-        .query_typed(
-            "SELECT id, record, first_seq FROM requests WHERE id = ANY($1)",
-            &[(&ids, Type::TEXT_ARRAY)],
-        )
+        .query(statement, &[&ids])
         .await
         .map_err(WriteError::Sql)?;
     for row in &rows {
@@ -90,8 +96,13 @@ fn entry_of(row: &tokio_postgres::Row) -> Result<(RequestId, Entry), StoreError>
     Ok((codec::request_id(&id, "requests.id")?, entry))
 }
 
-/// A typed parameter of a statement.
-pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+/// Parameters beside their types, as `query_typed` takes them.
+fn typed<const N: usize>(
+    values: [&(dyn ToSql + Sync); N],
+    types: [Type; N],
+) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    values.into_iter().zip(types).collect()
+}
 
 /// `$n, $n+1, …`: the numbers of `count` parameters from `first`.
 fn numbered(first: usize, count: usize) -> Vec<String> {
@@ -125,9 +136,19 @@ impl<'a> EventColumns<'a> {
         })
     }
 
+    /// The types of the insert's parameters.
+    pub(crate) const TYPES: [Type; 6] = [
+        Type::INT8_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::BYTEA_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+    ];
+
     /// The insert, its parameters numbered from `first`.
     pub(crate) fn sql(first: usize) -> String {
-        let p = numbered(first, 6);
+        let p = numbered(first, Self::TYPES.len());
         format!(
             "INSERT INTO events (seq, request_id, kind, canonical, prev_hash, hash)
              SELECT * FROM unnest({}::bigint[], {}::text[], {}::text[], {}::bytea[], {}::text[],
@@ -136,15 +157,15 @@ impl<'a> EventColumns<'a> {
         )
     }
 
-    /// The parameters of [`EventColumns::sql`], in order.
-    pub(crate) fn params(&self) -> [Param<'_>; 6] {
+    /// The parameters of [`EventColumns::sql`], in order ([`Self::TYPES`]).
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
         [
-            (&self.seqs, Type::INT8_ARRAY),
-            (&self.ids, Type::TEXT_ARRAY),
-            (&self.kinds, Type::TEXT_ARRAY),
-            (&self.canonical, Type::BYTEA_ARRAY),
-            (&self.prev, Type::TEXT_ARRAY),
-            (&self.hash, Type::TEXT_ARRAY),
+            &self.seqs,
+            &self.ids,
+            &self.kinds,
+            &self.canonical,
+            &self.prev,
+            &self.hash,
         ]
     }
 }
@@ -152,9 +173,12 @@ impl<'a> EventColumns<'a> {
 /// Insert `events`, in one statement.
 pub(crate) async fn insert_events(tx: &Client, events: &[Stored]) -> Result<(), WriteError> {
     let columns = EventColumns::of(events).map_err(WriteError::Data)?;
-    tx.query_typed(&EventColumns::sql(1), &columns.params())
-        .await
-        .map_err(WriteError::Sql)?;
+    tx.query_typed(
+        &EventColumns::sql(1),
+        &typed(columns.params(), EventColumns::TYPES),
+    )
+    .await
+    .map_err(WriteError::Sql)?;
     Ok(())
 }
 
@@ -164,9 +188,12 @@ pub(crate) async fn upsert_records(tx: &Client, records: &[Entry]) -> Result<(),
         return Ok(());
     }
     let columns = RecordColumns::of(records).map_err(WriteError::Data)?;
-    tx.query_typed(&RecordColumns::sql(1), &columns.params())
-        .await
-        .map_err(WriteError::Sql)?;
+    tx.query_typed(
+        &RecordColumns::sql(1),
+        &typed(columns.params(), RecordColumns::TYPES),
+    )
+    .await
+    .map_err(WriteError::Sql)?;
     Ok(())
 }
 
@@ -195,9 +222,23 @@ impl RecordColumns {
         Ok(c)
     }
 
+    /// The types of the upsert's parameters.
+    pub(crate) const TYPES: [Type; 10] = [
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::BOOL_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::INT8_ARRAY,
+        Type::INT8_ARRAY,
+        Type::INT8_ARRAY,
+        Type::TEXT_ARRAY,
+    ];
+
     /// The upsert, its parameters numbered from `first`.
     pub(crate) fn sql(first: usize) -> String {
-        let p = numbered(first, 10);
+        let p = numbered(first, Self::TYPES.len());
         format!(
             "INSERT INTO requests (id, state, terminal, op, principal, frontend, created_ns,
                                    first_seq, last_seq, record)
@@ -209,19 +250,19 @@ impl RecordColumns {
         )
     }
 
-    /// The parameters of [`RecordColumns::sql`], in order.
-    pub(crate) fn params(&self) -> [Param<'_>; 10] {
+    /// The parameters of [`RecordColumns::sql`], in order ([`Self::TYPES`]).
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
-            (&self.id, Type::TEXT_ARRAY),
-            (&self.state, Type::TEXT_ARRAY),
-            (&self.terminal, Type::BOOL_ARRAY),
-            (&self.op, Type::TEXT_ARRAY),
-            (&self.principal, Type::TEXT_ARRAY),
-            (&self.frontend, Type::TEXT_ARRAY),
-            (&self.created, Type::INT8_ARRAY),
-            (&self.first, Type::INT8_ARRAY),
-            (&self.last, Type::INT8_ARRAY),
-            (&self.record, Type::TEXT_ARRAY),
+            &self.id,
+            &self.state,
+            &self.terminal,
+            &self.op,
+            &self.principal,
+            &self.frontend,
+            &self.created,
+            &self.first,
+            &self.last,
+            &self.record,
         ]
     }
 

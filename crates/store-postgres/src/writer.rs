@@ -21,6 +21,7 @@ use crate::group::{
     batch_committed, commit_group, Answer, AppendReq, GroupCx, GroupError, NodeBinding,
 };
 use crate::partitions::Partitions;
+use crate::statements::Statements;
 
 /// What the writer is asked.
 #[derive(Debug)]
@@ -49,6 +50,8 @@ pub(crate) struct Writer {
     pub(crate) rx: mpsc::Receiver<Msg>,
     pub(crate) connector: Arc<Connector>,
     pub(crate) conn: Option<Conn>,
+    /// The group commit's statements, prepared on `conn`.
+    pub(crate) statements: Option<Statements>,
     pub(crate) dedup_ttl: chrono::Duration,
     pub(crate) reconnect_timeout: Duration,
     pub(crate) max_group: usize,
@@ -117,6 +120,26 @@ impl Writer {
         self.conn.as_mut().ok_or(StoreError::Closed)
     }
 
+    /// The connection, made if needed, and the group commit's statements
+    /// prepared on it.
+    async fn prepared(&mut self) -> Result<(&mut Conn, &Statements), StoreError> {
+        self.conn().await?;
+        let conn = self.conn.as_ref().ok_or(StoreError::Closed)?;
+        if !self.statements.as_ref().is_some_and(|s| s.on(conn)) {
+            self.statements = None;
+            let prepared = Statements::prepare(conn).await.map_err(|e| {
+                self.connector
+                    .redact
+                    .io("preparing the group's statements", &e)
+            })?;
+            self.statements = Some(prepared);
+        }
+        match (self.conn.as_mut(), self.statements.as_ref()) {
+            (Some(conn), Some(st)) => Ok((conn, st)),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
     /// Commit `group`, retrying as the module docs say; an answer per append.
     async fn commit(&mut self, group: &[&AppendReq]) -> Vec<Answer> {
         let deadline = Instant::now() + self.reconnect_timeout;
@@ -142,8 +165,8 @@ impl Writer {
                 partitions: &partitions,
                 notify,
             };
-            let result = match self.conn().await {
-                Ok(conn) => commit_group(conn, group, &cx).await,
+            let result = match self.prepared().await {
+                Ok((conn, st)) => commit_group(conn, st, group, &cx).await,
                 Err(error) => Err(GroupError::NotCommitted { error, retry: true }),
             };
             match result {

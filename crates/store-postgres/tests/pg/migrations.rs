@@ -1,7 +1,9 @@
 //! Migrations: nodes opening an empty database at once migrate it once; a
 //! database whose schema is newer than the code is refused; databases made
 //! at versions 1 and 2 migrate keeping their chain, version 3 turning
-//! `events` into a partitioned table while a version-2 node runs on.
+//! `events` into a partitioned table while a version-2 node runs on; a
+//! migration that changes what a prepared statement returns costs a node's
+//! writer one new connection, not a failed append.
 
 use std::sync::Arc;
 
@@ -249,4 +251,45 @@ async fn relkind_opt(c: &tokio_postgres::Client, table: &str) -> Option<String> 
 
 async fn relkind(c: &tokio_postgres::Client, table: &str) -> String {
     relkind_opt(c, table).await.expect("the table exists")
+}
+
+/// A newer node's migration changes columns' types under a running node,
+/// whose writer and reads prepared their statements before: the server
+/// refuses their cached plans, and they are prepared anew (the writer's on
+/// a new connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_changes_a_result_type_fails_no_append_nor_read() {
+    let cluster = cluster();
+    let url = cluster.create_database();
+    let store = open(&url).await;
+    let r = request("ops.read");
+    store
+        .append(vec![received(&r)], AppendOptions::durable())
+        .await
+        .unwrap();
+    assert!(store.request(r.id).await.unwrap().is_some());
+    let c = admin(&url).await;
+    c.batch_execute(
+        "ALTER TABLE tip ALTER COLUMN hash TYPE varchar(64);
+         ALTER TABLE requests ALTER COLUMN record TYPE varchar",
+    )
+    .await
+    .unwrap();
+    let got = store
+        .append(vec![notice("after")], AppendOptions::durable())
+        .await
+        .expect("an append after the column's type changed");
+    assert_eq!(got[0].seq, 2);
+    let record = store
+        .request(r.id)
+        .await
+        .expect("a read after the column's type changed");
+    assert_eq!(
+        record.map(|r| r.request.op.clone()),
+        Some("ops.read".to_string())
+    );
+    let chain = all_events(&*store).await;
+    assert_eq!(chain.len(), 2, "{chain:?}");
+    let v = store.verify().await.unwrap();
+    assert!(v.ok(), "{v:?}");
 }

@@ -309,10 +309,9 @@ async fn write_and_commit(
     }
 }
 
-/// The parameters of [`WRITE_GROUP`](crate::statements::WRITE_GROUP), every value converted
-/// before anything
-/// is sent: a value that does not fit fails the group before its writes,
-/// never between them and COMMIT.
+/// The parameters of [`WRITE_GROUP`](crate::statements::WRITE_GROUP), every
+/// value converted before anything is sent: a value that does not fit fails
+/// the group before its writes, never between them and COMMIT.
 struct Columns<'a> {
     events: EventColumns<'a>,
     records: RecordColumns,

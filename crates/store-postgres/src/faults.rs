@@ -1,9 +1,13 @@
 //! Fault injection for tests ([`PgStore::faults`](crate::PgStore::faults),
-//! feature `test-util`): what a lost connection does to a COMMIT, and an
-//! archive cut short by a crash, on demand.
+//! feature `test-util`): what a lost connection does to a COMMIT, a dedup
+//! claim made behind the tip lock's back, and an archive cut short by a
+//! crash, on demand.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use youops_core::model::RequestId;
 
 use crate::conn::Connector;
 
@@ -14,6 +18,7 @@ pub struct Faults {
     lose_commit_ack: AtomicUsize,
     kill_before_commit: AtomicUsize,
     cut_archive: AtomicUsize,
+    claim_behind: Mutex<Option<RequestId>>,
 }
 
 fn take(n: &AtomicUsize) -> bool {
@@ -33,6 +38,35 @@ impl Faults {
     /// with the connection, and its outcome is unknown to the writer.
     pub fn kill_session_before_commits(&self, n: usize) {
         self.kill_before_commit.store(n, Ordering::SeqCst);
+    }
+
+    /// The next group that claims a dedup key finds, once it has read the
+    /// claims and before it writes, its first key claimed for `owner` by
+    /// another session that did not lock the chain tip (committed). Its
+    /// write then conflicts, and the group is decided again.
+    pub fn claim_behind_the_tip(&self, owner: RequestId) {
+        *self.claim_behind.lock().unwrap_or_else(|p| p.into_inner()) = Some(owner);
+    }
+
+    pub(crate) fn take_claim_behind(&self) -> Option<RequestId> {
+        self.claim_behind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Claim `key` for `owner` from a new connection, outside any tip lock.
+    pub(crate) async fn claim(&self, connector: &Connector, key: &str, owner: RequestId) {
+        let Ok(other) = connector.connect().await else {
+            return;
+        };
+        let _ = other
+            .client
+            .execute(
+                "INSERT INTO claims (key, request_id, expires_at) VALUES ($1, $2, NULL)",
+                &[&key, &owner.to_string()],
+            )
+            .await;
     }
 
     /// The next `n` archives stop right after appending their checkpoint,

@@ -250,6 +250,11 @@ async fn decide_and_write(
     if cx.faults.take_kill_before_commit() {
         cx.faults.kill_session(cx.connector, pid).await;
     }
+    if let Some(first) = plan.claims.first() {
+        if let Some(owner) = cx.faults.take_claim_behind() {
+            cx.faults.claim(cx.connector, &first.0, owner).await;
+        }
+    }
     let params = columns.params();
     let written = write_and_commit(client, &st.write, cx, &params).await;
     Outcome::Ended(match written {

@@ -7,6 +7,7 @@ use youops_core::audit::{AppendOptions, AuditStore};
 use youops_core::model::AuditEvent;
 
 use youops_core::audit::StoreError;
+use youops_core::model::RequestId;
 
 use crate::support::{
     admin, all_events, claiming, cluster, message, notice, open, received, request,
@@ -118,4 +119,35 @@ async fn a_refused_group_leaves_no_transaction_open() {
         .await
         .expect("the tip is free: no session holds it in a transaction left open");
     c.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// A dedup key claimed by a session that does not lock the chain tip, after
+/// the group read the claims and before it wrote: the group's write
+/// conflicts, the group is decided again, and the append is answered as a
+/// duplicate of that claim. Nothing of it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_made_behind_the_tip_lock_decides_the_group_again() {
+    let cluster = cluster();
+    let url = cluster.create_database();
+    let store = open(&url).await;
+    let owner = RequestId::new();
+    store.faults().claim_behind_the_tip(owner);
+    let r = request("ops.once");
+    let got = store
+        .append(vec![received(&r)], claiming("key-behind", true))
+        .await;
+    assert!(
+        matches!(got, Err(StoreError::Duplicate(id)) if id == owner),
+        "{got:?}"
+    );
+    assert_eq!(store.find_dedup("key-behind").await.unwrap(), Some(owner));
+    assert!(all_events(&*store).await.is_empty());
+    assert!(store.request(r.id).await.unwrap().is_none());
+
+    let next = request("ops.once");
+    let got = store
+        .append(vec![received(&next)], claiming("key-other", true))
+        .await
+        .expect("the next claim");
+    assert_eq!(got[0].seq, 1);
 }

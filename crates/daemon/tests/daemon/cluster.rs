@@ -260,17 +260,9 @@ fn gitops_repo_of_ops(dir: &Path) -> (std::path::PathBuf, String) {
 
 /// The `user.apply` requests for user `name`.
 async fn applied(api: &Api, name: &str) -> Vec<Value> {
-    let (st, v) = api
-        .get("/api/v1/requests?op=user.apply&limit=200", Some(ALICE))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    v["requests"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r["request"]["args"]["name"] == name)
-        .collect()
+    let mut all = api.list_all("op=user.apply").await;
+    all.retain(|r| r["request"]["args"]["name"] == name);
+    all
 }
 
 /// Wait (bounded) until user `name` was applied.
@@ -526,26 +518,17 @@ fn spawn_webhooks(
 /// The GitHub requests in the chain, by the comment they came from.
 async fn github_requests(api: &Api) -> std::collections::HashMap<u64, Vec<String>> {
     let mut out: std::collections::HashMap<u64, Vec<String>> = Default::default();
-    let mut before = String::new();
-    loop {
-        let path = format!("/api/v1/requests?frontend=github&limit=500{before}");
-        let (st, v) = api.get(&path, Some(ALICE)).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        for r in v["requests"].as_array().cloned().unwrap_or_default() {
-            let key = r["request"]["dedup_key"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let cid = (7000..8000).find(|c| gh_comment_key(*c) == key);
-            if let (Some(cid), Some(id)) = (cid, r["request"]["id"].as_str()) {
-                out.entry(cid).or_default().push(id.to_string());
-            }
-        }
-        match v["next_before"].as_str() {
-            Some(n) => before = format!("&before={n}"),
-            None => return out,
+    for r in api.list_all("frontend=github").await {
+        let key = r["request"]["dedup_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let cid = (7000..8000).find(|c| gh_comment_key(*c) == key);
+        if let (Some(cid), Some(id)) = (cid, r["request"]["id"].as_str()) {
+            out.entry(cid).or_default().push(id.to_string());
         }
     }
+    out
 }
 
 /// Every acknowledged request is in the chain, ran at most once, and ended.

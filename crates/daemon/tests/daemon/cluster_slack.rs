@@ -101,14 +101,8 @@ async fn slash_command(
 
 /// The ids of the requests asked in Slack, as `api` lists them.
 async fn slack_requests(api: &Api) -> Vec<String> {
-    let (st, v) = api
-        .get("/api/v1/requests?frontend=slack", Some(ALICE))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    v["requests"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    api.list_all("frontend=slack")
+        .await
         .iter()
         .filter_map(|r| r["request"]["id"].as_str().map(str::to_string))
         .collect()

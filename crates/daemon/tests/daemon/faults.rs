@@ -62,29 +62,9 @@ fn base_config(server_extra: &str, ops_extra: &str) -> String {
     )
 }
 
-/// Every request the API lists for `query` (following `next_before`).
-async fn list_all(api: &Api, query: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut before = String::new();
-    loop {
-        let (st, v) = api
-            .get(
-                &format!("/api/v1/requests?limit=500&{query}{before}"),
-                Some(ALICE),
-            )
-            .await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        out.extend(v["requests"].as_array().cloned().unwrap_or_default());
-        match v["next_before"].as_str() {
-            Some(n) => before = format!("&before={n}"),
-            None => return out,
-        }
-    }
-}
-
 /// Requests still in flight (must be none right after a start).
 async fn active(api: &Api) -> Vec<Value> {
-    list_all(api, "state=received,approved,running").await
+    api.list_all("state=received,approved,running").await
 }
 
 /// Current state and dedup key of every request, folded from audit events.
@@ -269,7 +249,7 @@ runner = {{ type = "builtin", name = "noop" }}
             left.is_empty(),
             "round {round}: in flight after restart: {left:#?}"
         );
-        let interrupted = list_all(&api, "state=interrupted").await.len();
+        let interrupted = api.list_all("state=interrupted").await.len();
         // Deliveries accepted before the crash come again: they must not run again.
         let mut redelivered = 0;
         for (_, delivery, payload) in all.hooks.iter().rev().take(5) {
@@ -597,7 +577,8 @@ async fn runners_that_hang_flood_or_die_by_signal_leave_a_clear_state() {
 async fn request_of_comment(api: &Api, cid: u64, state: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let found = list_all(api, "frontend=github")
+        let found = api
+            .list_all("frontend=github")
             .await
             .into_iter()
             .find(|r| r["request"]["dedup_key"] == gh_comment_key(cid));

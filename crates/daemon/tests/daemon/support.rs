@@ -188,6 +188,23 @@ impl Api {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Every request the API lists for `query` (as [`ALICE`], following
+    /// `next_before`).
+    pub(crate) async fn list_all(&self, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut before = String::new();
+        loop {
+            let path = format!("/api/v1/requests?limit=500&{query}{before}");
+            let (st, v) = self.get(&path, Some(ALICE)).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            out.extend(v["requests"].as_array().cloned().unwrap_or_default());
+            match v["next_before"].as_str() {
+                Some(n) => before = format!("&before={n}"),
+                None => return out,
+            }
+        }
+    }
+
     /// GET; the body as text.
     pub(crate) async fn get_text(&self, path: &str, token: Option<&str>) -> (StatusCode, String) {
         let resp = Self::auth(self.http.get(self.url(path)), token)
